@@ -1,0 +1,40 @@
+/* Internal helpers every engine module uses: errors, logging, interrupts.
+   Not part of the public API. */
+#ifndef MR_CORE_H
+#define MR_CORE_H
+
+#include "moonreel.h"
+
+#include <stdarg.h>
+
+#if defined(__GNUC__)
+#define MR_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define MR_PRINTF(f, a)
+#endif
+
+/* Records a formatted message as ctx's last error and returns st, so that
+   `return mr_error(ctx, MR_EINVAL, "...")` reads as one step. ctx may be NULL
+   (the message then goes to stderr). */
+mr_status mr_error(mr_ctx *ctx, mr_status st, const char *fmt, ...) MR_PRINTF(3, 4);
+void mr_log(mr_ctx *ctx, mr_log_level level, const char *fmt, ...) MR_PRINTF(3, 4);
+
+/* True once after mr_ctx_interrupt; clears the flag. Long calls poll this. */
+bool mr_ctx_take_interrupt(mr_ctx *ctx);
+
+/* Internal invariants only: never for anything a caller can cause. */
+#define MR_ASSERT(c)                                                                   \
+  do {                                                                                 \
+    if (!(c)) mr_assert_fail(#c, __FILE__, __LINE__);                                  \
+  } while (0)
+void mr_assert_fail(const char *expr, const char *file, int line);
+
+/* Host-side dtype conversion of n contiguous elements (any mr_dtype to any).
+   Floats round to nearest even; integers convert through double. */
+void mr_convert(mr_dtype dst_type, void *dst, mr_dtype src_type, const void *src, size_t n);
+float mr_f16_to_f32(uint16_t h);
+uint16_t mr_f32_to_f16(float f);
+float mr_bf16_to_f32(uint16_t h);
+uint16_t mr_f32_to_bf16(float f);
+
+#endif

@@ -1,0 +1,278 @@
+/*
+ * moonreel.h — the public C API of the moonreel engine.
+ *
+ * A scriptable video-generation engine on Vulkan compute. Everything hangs off
+ * an mr_ctx (device, memory, pipelines, command stream, last error); there is
+ * no global state, so two hosts in one process do not see each other.
+ *
+ *   mr_ctx *ctx;
+ *   if (mr_ctx_new(NULL, &ctx) != MR_OK) return 1;          // auto device
+ *   int64_t shape[2] = {2, 3};
+ *   float host[6] = {1, 2, 3, 4, 5, 6};
+ *   mr_tensor *a, *b;
+ *   mr_tensor_from_host(ctx, MR_F32, 2, shape, MR_F32, host, &a);
+ *   if (mr_op_unary(MR_UNARY_SILU, a, &b) != MR_OK)
+ *     fprintf(stderr, "%s\n", mr_ctx_last_error(ctx));
+ *   mr_tensor_read(b, MR_F32, host, 6);                      // waits for the GPU
+ *   mr_tensor_free(b);
+ *   mr_tensor_free(a);
+ *   mr_ctx_free(ctx);
+ *
+ * Conventions, applied to every function:
+ *  - Fallible calls return mr_status (MR_OK = 0, errors < 0). The message is
+ *    in mr_ctx_last_error(ctx). A caller's mistake never aborts the process.
+ *  - Constructors write their result through a last `out` parameter and set
+ *    *out = NULL on failure. Each _new/_open/_load has exactly one _free, and
+ *    _free(NULL) is a no-op.
+ *  - "Borrowed" results stay valid while their owner lives; "new" results are
+ *    the caller's to free.
+ *  - Options structs come from *_opts_default(); passing NULL means defaults.
+ */
+#ifndef MOONREEL_H
+#define MOONREEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MR_VERSION_MAJOR 0
+#define MR_VERSION_MINOR 1
+#define MR_VERSION_PATCH 0
+#define MR_VERSION_STRING "0.1.0"
+
+/* ------------------------------------------------------------------ status */
+
+typedef enum mr_status {
+  MR_OK = 0,
+  MR_EINVAL = -1,       /* bad argument: shape, dtype, range */
+  MR_ENOMEM = -2,       /* host memory exhausted */
+  MR_EDEVMEM = -3,      /* device memory exhausted (message gives size and budget) */
+  MR_EIO = -4,          /* file could not be opened, read or written */
+  MR_EFORMAT = -5,      /* file is malformed (message names file and problem) */
+  MR_EUNSUPPORTED = -6, /* valid but not supported (dtype, opcode, device feature) */
+  MR_EVULKAN = -7,      /* a Vulkan call failed */
+  MR_ECANCELED = -8,    /* interrupted by mr_ctx_interrupt or a progress callback */
+  MR_ENOTFOUND = -9,    /* named thing (tensor, file, device) does not exist */
+  MR_ENODEVICE = -10,   /* no usable Vulkan device */
+} mr_status;
+
+/* "MR_EINVAL" etc.; never NULL. */
+const char *mr_status_name(mr_status st);
+/* A short English description of the code alone; never NULL. */
+const char *mr_status_str(mr_status st);
+
+/* ----------------------------------------------------------------- context */
+
+typedef struct mr_ctx mr_ctx;
+
+typedef enum mr_log_level { MR_LOG_DEBUG, MR_LOG_INFO, MR_LOG_WARN, MR_LOG_ERROR } mr_log_level;
+typedef void (*mr_log_fn)(mr_log_level level, const char *msg, void *user);
+/* Progress of a long call; return false to cancel (the call returns MR_ECANCELED). */
+typedef bool (*mr_progress_fn)(float done, void *user);
+
+typedef struct mr_ctx_opts {
+  const char *device;     /* index ("1") or name substring ("llvmpipe"); NULL = $MOONREEL_DEVICE, else
+                             discrete, integrated, then CPU */
+  const char *cache_dir;  /* pipeline cache folder; NULL = $XDG_CACHE_HOME/moonreel or ~/.cache/moonreel;
+                             "" = no on-disk cache */
+  mr_log_fn log;          /* NULL = warnings and errors to stderr */
+  void *log_user;
+  int validation;         /* Vulkan validation layer: -1 = from $MOONREEL_VALIDATION, 0 off, 1 on */
+  int profile;            /* per-op GPU timestamps: -1 = from $MOONREEL_PROFILE, 0 off, 1 on */
+} mr_ctx_opts;
+
+mr_ctx_opts mr_ctx_opts_default(void);
+
+/* Creates a context on one Vulkan device. opts may be NULL. */
+mr_status mr_ctx_new(const mr_ctx_opts *opts, mr_ctx **out);
+/* Waits for the device, saves the pipeline cache, prints the profile if enabled. */
+void mr_ctx_free(mr_ctx *ctx);
+
+/* The message of the last failed call on this context (borrowed; "" if none). */
+const char *mr_ctx_last_error(const mr_ctx *ctx);
+/* Submits recorded work and waits for it. */
+mr_status mr_ctx_sync(mr_ctx *ctx);
+/* Thread-safe, signal-safe: makes the running or next engine call return MR_ECANCELED. */
+void mr_ctx_interrupt(mr_ctx *ctx);
+/* Number of Vulkan validation messages seen so far (0 when validation is off). */
+uint64_t mr_ctx_validation_messages(const mr_ctx *ctx);
+/* Formats the per-op profile into buf (always NUL-terminated); returns the length it needed. */
+size_t mr_ctx_profile_report(mr_ctx *ctx, char *buf, size_t cap);
+
+typedef enum mr_device_type {
+  MR_DEVICE_OTHER, MR_DEVICE_DISCRETE, MR_DEVICE_INTEGRATED, MR_DEVICE_VIRTUAL, MR_DEVICE_CPU
+} mr_device_type;
+
+typedef struct mr_device_info {
+  int index;                    /* position in the Vulkan physical-device list */
+  char name[256];
+  char driver[256];             /* driver name and version string */
+  mr_device_type type;
+  uint32_t vendor_id, device_id;
+  uint64_t heap_bytes;          /* size of the largest device-local heap */
+  uint64_t max_buffer_bytes;    /* maxStorageBufferRange: largest tensor one binding can see */
+  uint32_t subgroup_size;
+  uint32_t shared_memory_bytes; /* maxComputeSharedMemorySize */
+  bool coopmat_nv;              /* VK_NV_cooperative_matrix is available */
+} mr_device_info;
+
+/* "discrete", "integrated", "virtual", "cpu", "other". */
+const char *mr_device_type_name(mr_device_type t);
+/* The device this context runs on. */
+void mr_ctx_device_info(const mr_ctx *ctx, mr_device_info *out);
+/* Lists the Vulkan devices without creating a context: fills up to cap entries,
+   sets *count to the number present. */
+mr_status mr_devices_list(mr_device_info *out, int cap, int *count);
+
+/* ----------------------------------------------------------------- tensors */
+
+/* Element types. Device tensors store F32, F16 or BF16 (BF16 as 16-bit words,
+   widened to f32 in shaders). The others appear in files and host buffers. */
+typedef enum mr_dtype {
+  MR_F32, MR_F16, MR_BF16, MR_F64, MR_I64, MR_I32, MR_U8, MR_DTYPE_COUNT
+} mr_dtype;
+
+#define MR_MAX_DIMS 5
+
+/* "f32", "f16", "bf16", "f64", "i64", "i32", "u8". */
+const char *mr_dtype_name(mr_dtype dt);
+/* Parses a name as above; returns false if unknown. */
+bool mr_dtype_parse(const char *name, mr_dtype *out);
+size_t mr_dtype_size(mr_dtype dt);
+/* True for the dtypes a device tensor can store. */
+bool mr_dtype_is_storage(mr_dtype dt);
+
+typedef struct mr_tensor mr_tensor;
+
+/* A new zero-filled tensor of 1..MR_MAX_DIMS dims. */
+mr_status mr_tensor_new(mr_ctx *ctx, mr_dtype dtype, int ndim, const int64_t *shape, mr_tensor **out);
+/* A new tensor filled from host data of type src_type (any mr_dtype), converted to dtype.
+   data holds numel elements, row-major. The data is copied before return. */
+mr_status mr_tensor_from_host(mr_ctx *ctx, mr_dtype dtype, int ndim, const int64_t *shape,
+                              mr_dtype src_type, const void *data, mr_tensor **out);
+/* Releases this handle. Storage shared with views lives until the last handle is freed. */
+void mr_tensor_free(mr_tensor *t);
+
+mr_ctx *mr_tensor_ctx(const mr_tensor *t);
+mr_dtype mr_tensor_dtype(const mr_tensor *t);
+int mr_tensor_ndim(const mr_tensor *t);
+/* Borrowed; ndim entries. */
+const int64_t *mr_tensor_shape(const mr_tensor *t);
+/* Borrowed; ndim entries, in elements. */
+const int64_t *mr_tensor_strides(const mr_tensor *t);
+int64_t mr_tensor_numel(const mr_tensor *t);
+/* Bytes of device memory held by the storage behind t (shared by its views). */
+size_t mr_tensor_device_bytes(const mr_tensor *t);
+bool mr_tensor_is_contiguous(const mr_tensor *t);
+
+/* Copies host data (numel elements of src_type) into t, converting. Waits for
+   work already recorded that uses t. */
+mr_status mr_tensor_write(mr_tensor *t, mr_dtype src_type, const void *data, size_t count);
+/* Reads t into dst as dst_type (F32, F16, BF16 or F64), count = numel. Waits for the GPU. */
+mr_status mr_tensor_read(mr_tensor *t, mr_dtype dst_type, void *dst, size_t count);
+
+/* Views share storage with t; each is a new handle the caller frees. */
+/* Reshape a contiguous tensor; one entry of shape may be -1. */
+mr_status mr_tensor_reshape(mr_tensor *t, int ndim, const int64_t *shape, mr_tensor **out);
+/* Elements start, start+step, ... < stop along dim (negative dim counts from the end). */
+mr_status mr_tensor_slice(mr_tensor *t, int dim, int64_t start, int64_t stop, int64_t step, mr_tensor **out);
+/* Reorders dims: out dim i is t's dim perm[i]. */
+mr_status mr_tensor_permute(mr_tensor *t, const int *perm, mr_tensor **out);
+/* A contiguous tensor with t's values: a new view of t if it already is one, else a copy. */
+mr_status mr_tensor_contiguous(mr_tensor *t, mr_tensor **out);
+/* A contiguous copy converted to dtype. */
+mr_status mr_tensor_cast(mr_tensor *t, mr_dtype dtype, mr_tensor **out);
+/* dst <- src elementwise (same shapes, any strides and storage dtypes). */
+mr_status mr_tensor_copy(mr_tensor *dst, const mr_tensor *src);
+/* Sets every element of t to value. */
+mr_status mr_tensor_fill(mr_tensor *t, float value);
+
+/* --------------------------------------------------------------------- ops */
+/* Each op records into the context's command stream and returns a new tensor
+   (dtype of the first input unless stated). Inputs may be views. Arithmetic
+   is f32 whatever the storage dtype. */
+
+typedef enum mr_binary_op { MR_BINARY_ADD, MR_BINARY_SUB, MR_BINARY_MUL, MR_BINARY_DIV } mr_binary_op;
+typedef enum mr_unary_op {
+  MR_UNARY_SILU, MR_UNARY_GELU_TANH, MR_UNARY_EXP, MR_UNARY_TANH, MR_UNARY_NEG, MR_UNARY_SQUARE
+} mr_unary_op;
+typedef enum mr_reduce_op { MR_REDUCE_SUM, MR_REDUCE_MEAN, MR_REDUCE_MAX } mr_reduce_op;
+
+/* a op b with numpy broadcasting (shapes aligned from the right). */
+mr_status mr_op_binary(mr_binary_op op, const mr_tensor *a, const mr_tensor *b, mr_tensor **out);
+/* a * scale + bias. */
+mr_status mr_op_scale(const mr_tensor *a, float scale, float bias, mr_tensor **out);
+mr_status mr_op_unary(mr_unary_op op, const mr_tensor *a, mr_tensor **out);
+
+/* Linear layer: out[..., N] = x[..., K] · w[N, K]ᵀ + bias[N]. w is 2-D (shared
+   across the batch) or has x's leading dims (batched). bias may be NULL. */
+mr_status mr_op_matmul(const mr_tensor *x, const mr_tensor *w, const mr_tensor *bias, mr_tensor **out);
+
+/* Normalises over the last dim. weight/bias ([last dim]) may be NULL. */
+mr_status mr_op_layer_norm(const mr_tensor *x, const mr_tensor *weight, const mr_tensor *bias, float eps,
+                           mr_tensor **out);
+mr_status mr_op_rms_norm(const mr_tensor *x, const mr_tensor *weight, float eps, mr_tensor **out);
+/* Softmax along dim (negative counts from the end). */
+mr_status mr_op_softmax(const mr_tensor *x, int dim, mr_tensor **out);
+
+typedef struct mr_attention_opts {
+  float scale;              /* multiplies q·k; 0 = 1/sqrt(head_dim) */
+  const int32_t *k_lens;    /* per batch item, keys at index >= k_lens[b] are masked; NULL = all */
+} mr_attention_opts;
+mr_attention_opts mr_attention_opts_default(void);
+/* Multi-head attention. q [B, Lq, H, D], k and v [B, Lk, H, D] -> [B, Lq, H, D].
+   D a multiple of 8 up to 256. opts may be NULL. */
+mr_status mr_op_attention(const mr_tensor *q, const mr_tensor *k, const mr_tensor *v,
+                          const mr_attention_opts *opts, mr_tensor **out);
+
+/* Joins n tensors along dim; all other dims equal. */
+mr_status mr_op_concat(mr_tensor *const *ts, int n, int dim, mr_tensor **out);
+/* Constant padding: pads[2*i], pads[2*i+1] = elements before/after along dim i (>= 0). */
+mr_status mr_op_pad(const mr_tensor *x, const int64_t *pads, float value, mr_tensor **out);
+/* Reduces along dim; keepdim keeps it with size 1. */
+mr_status mr_op_reduce(mr_reduce_op op, const mr_tensor *x, int dim, bool keepdim, mr_tensor **out);
+
+/* --------------------------------------------------------- checkpoint files */
+/* A checkpoint file read into host memory (mmap where possible): names to
+   tensors. Data stays valid until mr_weights_free. */
+
+typedef struct mr_weights mr_weights;
+
+#define MR_WEIGHT_MAX_DIMS 8
+
+typedef struct mr_weight_info {
+  const char *name;                     /* borrowed */
+  mr_dtype dtype;
+  int ndim;
+  int64_t shape[MR_WEIGHT_MAX_DIMS];
+  const void *data;                     /* contiguous, row-major, little-endian; borrowed */
+  size_t nbytes;
+} mr_weight_info;
+
+/* Opens a .safetensors file or a PyTorch .pth/.pt zip archive (chosen by content).
+   ctx is used for the error message only. */
+mr_status mr_weights_open(mr_ctx *ctx, const char *path, mr_weights **out);
+void mr_weights_free(mr_weights *w);
+int mr_weights_count(const mr_weights *w);
+/* Fills info for entry i (0 <= i < count); entries are sorted by name. */
+mr_status mr_weights_get(const mr_weights *w, int i, mr_weight_info *info);
+/* Index of name, or -1. */
+int mr_weights_find(const mr_weights *w, const char *name);
+/* The file's string metadata (safetensors __metadata__ as JSON text), or NULL. Borrowed. */
+const char *mr_weights_metadata(const mr_weights *w);
+/* Uploads entry i as a device tensor of dtype (F32, F16 or BF16). */
+mr_status mr_weights_to_tensor(mr_ctx *ctx, const mr_weights *w, int i, mr_dtype dtype, mr_tensor **out);
+
+/* Writes tensors to a .safetensors file atomically (temp file + rename).
+   metadata_json: a JSON object of string values, or NULL. */
+mr_status mr_safetensors_write(mr_ctx *ctx, const char *path, int n, const char *const *names,
+                               mr_tensor *const *tensors, const char *metadata_json);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MOONREEL_H */

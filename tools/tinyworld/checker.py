@@ -1,0 +1,181 @@
+"""Automatic semantic checker for tinyworld-style clips.
+
+Given frames (generated or ground truth) and a prompt, it finds the object by
+colour, follows its centroid and area over the frames, classifies its shape by
+how much of its bounding box it fills, and its motion from the fitted drift of
+centroid and size; then compares colour, shape and motion with the prompt.
+
+Only numpy; works on uint8 [T, H, W, 3] or float [3, T, H, W] in [-1, 1].
+
+    python3 -m tools.tinyworld.checker --selftest
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Dict, Optional, Union
+
+import numpy as np
+
+from .captions import parse_caption
+from .world import COLOURS, ClipSpec
+
+# thresholds (fractions of the frame side / of size)
+FG_DIST = 50.0          # RGB distance from the background that counts as foreground
+MIN_AREA = 6.0          # pixels (soft) for an object to count as present in a frame
+MIN_PRESENT = 0.8       # fraction of frames the object must be present in
+TRI_MAX_FILL = 0.64     # fill ratio below: triangle (ideal 0.50)
+CIRCLE_MAX_FILL = 0.89  # below: circle (ideal 0.785); above: square (ideal 1.0)
+MOVE_MIN = 0.12         # dominant displacement over the clip, fraction of the side
+STILL_MAX_MOVE = 0.06
+SCALE_MIN = 1.4         # linear size ratio last/first for grow / shrink
+STILL_MAX_SCALE = 1.15
+
+
+@dataclasses.dataclass
+class Analysis:
+    colour: Optional[str]
+    shape: Optional[str]
+    motion: Optional[str]
+    fill: float = float("nan")
+    dx: float = 0.0          # fitted displacement over the clip, fraction of width
+    dy: float = 0.0
+    scale: float = 1.0       # fitted linear size ratio last/first
+    present: float = 0.0     # fraction of frames where the object was found
+    area: Optional[np.ndarray] = None
+    cx: Optional[np.ndarray] = None
+    cy: Optional[np.ndarray] = None
+
+
+@dataclasses.dataclass
+class CheckResult:
+    ok: bool
+    expected: Dict[str, Optional[str]]
+    found: Analysis
+    match: Dict[str, bool]
+
+
+def to_uint8_frames(frames: np.ndarray) -> np.ndarray:
+    """Accept uint8 [T,H,W,3] or float [3,T,H,W] / [T,H,W,3] in [-1,1]; return float64 [T,H,W,3] 0..255."""
+    a = np.asarray(frames)
+    if a.dtype == np.uint8:
+        if a.shape[-1] != 3:
+            raise ValueError("uint8 frames must be [T,H,W,3]")
+        return a.astype(np.float64)
+    a = a.astype(np.float64)
+    if a.ndim == 4 and a.shape[0] == 3 and a.shape[-1] != 3:
+        a = a.transpose(1, 2, 3, 0)
+    return np.clip((a + 1.0) * 127.5, 0.0, 255.0)
+
+
+def _border_background(f: np.ndarray) -> np.ndarray:
+    border = np.concatenate([f[:, 0, :, :], f[:, -1, :, :], f[:, :, 0, :], f[:, :, -1, :]], axis=1)
+    return np.median(border.reshape(-1, 3), axis=0)
+
+
+def _classify_colour(f: np.ndarray, bg: np.ndarray):
+    d = np.linalg.norm(f - bg, axis=-1)
+    fg = d > FG_DIST
+    if fg.sum() < MIN_AREA:
+        return None
+    core = d >= 0.8 * np.percentile(d[fg], 95)
+    rgb = np.median(f[core & fg], axis=0)
+    names = list(COLOURS)
+    dist = [np.linalg.norm(rgb - np.array(COLOURS[n], np.float64)) for n in names]
+    return names[int(np.argmin(dist))]
+
+
+def _coverage(f: np.ndarray, bg: np.ndarray, colour_rgb: np.ndarray) -> np.ndarray:
+    """Soft coverage of the object colour over the background, per pixel, in [0, 1]."""
+    v = colour_rgb - bg
+    a = ((f - bg) @ v) / max(float(v @ v), 1e-6)
+    # pixels of some other colour (not a blend of object and background) do not count
+    resid = np.linalg.norm(f - (bg + a[..., None] * v), axis=-1)
+    a = np.clip(a, 0.0, 1.0)
+    a[resid > 60.0] = 0.0
+    a[a < 0.15] = 0.0
+    return a
+
+
+def analyze(frames: np.ndarray, colour: Optional[str] = None) -> Analysis:
+    """Find the object (of ``colour`` if given, else the dominant foreground colour)."""
+    f = to_uint8_frames(frames)
+    T, H, W, _ = f.shape
+    bg = _border_background(f)
+    found_colour = _classify_colour(f, bg)
+    track_colour = colour or found_colour
+    if track_colour is None:
+        return Analysis(None, None, None)
+    a = _coverage(f, bg, np.array(COLOURS[track_colour], np.float64))
+    area = a.sum(axis=(1, 2))
+    ys, xs = np.arange(H) + 0.5, np.arange(W) + 0.5
+    cx = np.full(T, np.nan)
+    cy = np.full(T, np.nan)
+    fills = []
+    for t in range(T):
+        if area[t] < MIN_AREA:
+            continue
+        cx[t] = (a[t].sum(axis=0) @ xs) / area[t]
+        cy[t] = (a[t].sum(axis=1) @ ys) / area[t]
+        # soft extents: a column counts as much as its most covered pixel
+        w = a[t].max(axis=0).sum()
+        h = a[t].max(axis=1).sum()
+        fills.append(area[t] / max(w * h, 1e-6))
+    ok = area >= MIN_AREA
+    present = float(ok.mean())
+    res = Analysis(found_colour, None, None, present=present, area=area, cx=cx, cy=cy)
+    if present < MIN_PRESENT or ok.sum() < 2:
+        return res
+    fill = float(np.median(fills))
+    res.fill = fill
+    res.shape = "triangle" if fill < TRI_MAX_FILL else ("circle" if fill < CIRCLE_MAX_FILL else "square")
+    tt = np.arange(T, dtype=np.float64)[ok]
+    span = float(T - 1)
+    res.dx = float(np.polyfit(tt, cx[ok], 1)[0] * span / W)
+    res.dy = float(np.polyfit(tt, cy[ok], 1)[0] * span / H)
+    res.scale = float(math.exp(np.polyfit(tt, 0.5 * np.log(area[ok]), 1)[0] * span))
+    move = max(abs(res.dx), abs(res.dy))
+    log_s = abs(math.log(res.scale))
+    if log_s >= math.log(SCALE_MIN) and move < MOVE_MIN:
+        res.motion = "grow" if res.scale > 1 else "shrink"
+    elif move >= MOVE_MIN and log_s < math.log(SCALE_MIN):
+        if abs(res.dx) >= abs(res.dy):
+            res.motion = "right" if res.dx > 0 else "left"
+        else:
+            res.motion = "down" if res.dy > 0 else "up"
+    elif move < STILL_MAX_MOVE and log_s < math.log(STILL_MAX_SCALE):
+        res.motion = "still"
+    return res
+
+
+def check(frames: np.ndarray, prompt: Union[str, ClipSpec]) -> CheckResult:
+    """Does the clip show what the prompt asks for (colour, shape, motion)?"""
+    if isinstance(prompt, ClipSpec):
+        expected = {"colour": prompt.colour, "shape": prompt.shape, "motion": prompt.motion,
+                    "background": prompt.background}
+    else:
+        expected = parse_caption(prompt)
+    found = analyze(frames, expected.get("colour"))
+    match = {k: expected[k] is not None and getattr(found, k) == expected[k]
+             for k in ("colour", "shape", "motion")}
+    return CheckResult(all(match.values()), expected, found, match)
+
+
+def _selftest(n: int = 200, seed: int = 7) -> None:
+    from .world import clip_for_index
+    from .captions import sample_caption
+    good = 0
+    for i in range(n):
+        clip = clip_for_index(seed, i)
+        cap = sample_caption(np.random.default_rng(i), clip.spec)
+        r = check(clip.frames, cap)
+        good += r.ok
+        if not r.ok:
+            print("MISS", cap, r.match, r.found.fill, r.found.dx, r.found.dy, r.found.scale)
+    print(f"checker: {good}/{n} true clips accepted")
+
+
+if __name__ == "__main__":
+    import sys
+    if "--selftest" in sys.argv:
+        _selftest()

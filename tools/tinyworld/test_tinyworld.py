@@ -1,0 +1,178 @@
+"""Tests for the tinyworld generator, captions and checker (numpy only).
+
+    /usr/bin/python3 -m unittest tools.tinyworld.test_tinyworld
+"""
+import math
+import unittest
+
+import numpy as np
+
+from tools.tinyworld import (BACKGROUNDS, COLOURS, MOTIONS, SHAPES, ClipSpec, MotionDef, ObjectSpec,
+                             Pose, all_caption_texts, all_captions, canonical_caption,
+                             clip_for_index, parse_caption, reference_image, register_motion,
+                             sample_caption, sample_clip, sample_spec)
+from tools.tinyworld.checker import analyze, check
+
+N_CLIPS = 120
+
+
+class TestWorld(unittest.TestCase):
+    def test_deterministic(self):
+        a = clip_for_index(11, 5)
+        b = clip_for_index(11, 5)
+        c = clip_for_index(12, 5)
+        self.assertEqual(a.spec, b.spec)
+        np.testing.assert_array_equal(a.frames, b.frames)
+        self.assertFalse(a.spec == c.spec and np.array_equal(a.frames, c.frames))
+
+    def test_shapes_and_ranges(self):
+        clip = sample_clip(np.random.default_rng(0), ClipSpec.single("circle", "red", "right", "black"),
+                           frames=21, size=96)
+        self.assertEqual(clip.frames.shape, (21, 96, 96, 3))
+        self.assertEqual(clip.frames.dtype, np.uint8)
+        x = clip.as_float()
+        self.assertEqual(x.shape, (3, 21, 96, 96))
+        self.assertLessEqual(float(x.max()), 1.0)
+        self.assertGreaterEqual(float(x.min()), -1.0)
+        with self.assertRaises(ValueError):
+            sample_clip(np.random.default_rng(0), clip.spec, frames=16)
+        with self.assertRaises(ValueError):
+            sample_clip(np.random.default_rng(0), ClipSpec.single("hexagon", "red", "right", "black"))
+
+    def test_object_stays_in_frame(self):
+        for i in range(60):
+            clip = clip_for_index(3, i)
+            tr = clip.tracks[0]
+            ext = np.maximum(tr.hx, tr.hy)
+            self.assertTrue(np.all(tr.cx - ext >= 0) and np.all(tr.cx + ext <= 64))
+            self.assertTrue(np.all(tr.cy - ext >= 0) and np.all(tr.cy + ext <= 64))
+            # the first and last frame both show the object
+            bg = np.array(BACKGROUNDS[clip.spec.background])
+            for t in (0, -1):
+                diff = np.abs(clip.frames[t].astype(int) - bg).sum(-1)
+                self.assertGreater(int((diff > 60).sum()), 20)
+
+    def test_every_combination_renders(self):
+        rng = np.random.default_rng(1)
+        for s in SHAPES:
+            for m in MOTIONS:
+                clip = sample_clip(rng, ClipSpec.single(s, "white", m, "gray"))
+                self.assertEqual(clip.frames.shape, (17, 64, 64, 3))
+
+    def test_reference_image(self):
+        img = reference_image(ObjectSpec("triangle", "green", "still"), "black", 48)
+        self.assertEqual(img.shape, (48, 48, 3))
+        self.assertGreater(int((img[..., 1] > 150).sum()), 100)
+
+    def test_register_motion_extension(self):
+        # a later LoRA set adds an effect motion: spin (rotation) with one registry entry
+        spin = MotionDef("spin", lambda rng, size: {"turns": 0.5},
+                         lambda u, p: Pose(angle=2 * math.pi * p["turns"] * u), (0.12, 0.15),
+                         ("spinning",), ("spins",))
+        register_motion(spin)
+        try:
+            clip = sample_clip(np.random.default_rng(2), ClipSpec.single("square", "red", "spin", "black"))
+            # a quarter turn in: a square rotated by 45 degrees has a different footprint
+            self.assertFalse(np.array_equal(clip.frames[0], clip.frames[4]))
+            self.assertEqual(parse_caption(canonical_caption(clip.spec))["motion"], "spin")
+        finally:
+            del MOTIONS["spin"]
+
+    def test_second_object(self):
+        spec = ClipSpec((ObjectSpec("circle", "red", "right"), ObjectSpec("square", "blue", "up")), "black")
+        clip = sample_clip(np.random.default_rng(3), spec)
+        self.assertEqual(len(clip.tracks), 2)
+        self.assertIn(" and ", canonical_caption(spec))
+
+
+class TestCaptions(unittest.TestCase):
+    def test_canonical(self):
+        spec = ClipSpec.single("circle", "red", "right", "black")
+        self.assertEqual(canonical_caption(spec), "a red circle moving right on a black background")
+        self.assertIn("red ball slides to the right", all_captions(spec))
+
+    def test_parse_every_caption(self):
+        n = 0
+        for s in SHAPES:
+            for c in COLOURS:
+                for m in MOTIONS:
+                    for b in BACKGROUNDS:
+                        spec = ClipSpec.single(s, c, m, b)
+                        caps = all_captions(spec)
+                        self.assertGreater(len(caps), 5)
+                        for cap in caps:
+                            p = parse_caption(cap)
+                            self.assertEqual((p["colour"], p["shape"], p["motion"]), (c, s, m), cap)
+                            if p["background"] is not None:
+                                self.assertEqual(p["background"], b, cap)
+                            n += 1
+        self.assertEqual(n, len(all_caption_texts()))
+
+    def test_blue_on_dark_blue(self):
+        p = parse_caption("a blue square moving up on a dark blue background")
+        self.assertEqual((p["colour"], p["background"]), ("blue", "dark blue"))
+
+    def test_sample_caption_deterministic(self):
+        spec = sample_spec(np.random.default_rng(4))
+        a = [sample_caption(np.random.default_rng(i), spec) for i in range(10)]
+        b = [sample_caption(np.random.default_rng(i), spec) for i in range(10)]
+        self.assertEqual(a, b)
+        self.assertGreater(len(set(a)), 2)
+
+
+class TestChecker(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.clips = [clip_for_index(2024, i) for i in range(N_CLIPS)]
+
+    def test_accepts_true_clips(self):
+        good = 0
+        for i, clip in enumerate(self.clips):
+            cap = sample_caption(np.random.default_rng(i), clip.spec)
+            good += check(clip.frames, cap).ok
+        self.assertEqual(good, N_CLIPS)
+
+    def test_float_input(self):
+        clip = self.clips[0]
+        self.assertTrue(check(clip.as_float(), clip.spec).ok)
+
+    def test_rejects_mismatched_prompts(self):
+        rng = np.random.default_rng(5)
+        rejected = total = 0
+        for clip in self.clips:
+            o = clip.spec.objects[0]
+            for field, pool in (("colour", COLOURS), ("shape", SHAPES), ("motion", MOTIONS)):
+                wrong = [v for v in pool if v != getattr(o, field)]
+                kw = {"shape": o.shape, "colour": o.colour, "motion": o.motion,
+                      "background": clip.spec.background}
+                kw[field] = wrong[rng.integers(len(wrong))]
+                bad = ClipSpec.single(**kw)
+                r = check(clip.frames, sample_caption(rng, bad))
+                rejected += not r.ok
+                total += 1
+        self.assertEqual(rejected, total)
+
+    def test_analyze_classifies(self):
+        for clip in self.clips[:40]:
+            a = analyze(clip.frames)
+            self.assertEqual((a.colour, a.shape, a.motion),
+                             (clip.spec.colour, clip.spec.shape, clip.spec.motion))
+
+    def test_empty_clip_fails(self):
+        frames = np.zeros((17, 64, 64, 3), np.uint8)
+        r = check(frames, "a red circle moving right on a black background")
+        self.assertFalse(r.ok)
+
+    def test_blurred_clip_still_recognised(self):
+        # generated clips are softer than renders; a 3x3 box blur must not change the verdict
+        good = 0
+        for clip in self.clips[:30]:
+            f = clip.frames.astype(np.float64)
+            p = np.pad(f, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+            blur = sum(p[:, i:i + 64, j:j + 64] for i in range(3) for j in range(3)) / 9.0
+            good += check(np.rint(blur).astype(np.uint8), clip.spec).ok
+        self.assertGreaterEqual(good, 29)
+
+
+if __name__ == "__main__":
+    unittest.main()

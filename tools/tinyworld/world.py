@@ -1,0 +1,344 @@
+"""tinyworld: a seeded procedural video world for training the default model.
+
+A clip is a plain background with one (later: several) objects, each a shape of
+a colour doing one motion. Everything is numpy and deterministic from the
+numpy Generator passed in.
+
+Extension points (used by later LoRA training sets):
+- ``register_shape``: a new shape is a function ``inside(x, y) -> bool array``
+  in the object's local frame, where the object fills the box [-1, 1]^2.
+- ``register_motion``: a new motion samples its parameters once per clip and
+  maps the clip time u in [0, 1] to a ``Pose`` (offset, per-axis scale,
+  rotation), so effects like spin, squish or bounce are one entry each.
+- ``ClipSpec.objects`` is a tuple: a second object is just a second entry.
+- ``reference_image`` renders an object alone, for reference-image sets.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+# ---------------------------------------------------------------------------
+# Palettes
+# ---------------------------------------------------------------------------
+
+# Object colours, RGB 0..255. Chosen to stay far (>= 110 in RGB distance)
+# from every background and from each other.
+COLOURS: Dict[str, Tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (50, 90, 235),
+    "yellow": (235, 220, 40),
+    "white": (240, 240, 240),
+    "purple": (160, 60, 210),
+}
+
+BACKGROUNDS: Dict[str, Tuple[int, int, int]] = {
+    "black": (0, 0, 0),
+    "gray": (110, 110, 110),
+    "dark blue": (20, 25, 80),
+}
+
+# Words a caption may use for a background (first one is canonical).
+BACKGROUND_WORDS: Dict[str, List[str]] = {
+    "black": ["black"],
+    "gray": ["gray", "grey"],
+    "dark blue": ["dark blue", "navy"],
+}
+
+# ---------------------------------------------------------------------------
+# Shapes
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeDef:
+    name: str
+    inside: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    nouns: Tuple[str, ...]          # first is canonical ("circle"), others synonyms
+    fill_ratio: float               # area / bounding-box area, for the checker
+
+
+SHAPES: Dict[str, ShapeDef] = {}
+
+
+def register_shape(shape: ShapeDef) -> None:
+    SHAPES[shape.name] = shape
+
+
+def _inside_circle(x, y):
+    return x * x + y * y <= 1.0
+
+
+def _inside_square(x, y):
+    return np.maximum(np.abs(x), np.abs(y)) <= 1.0
+
+
+def _inside_triangle(x, y):
+    # apex at (0, -1) (top), base from (-1, 1) to (1, 1); y grows downwards.
+    return (y <= 1.0) & (np.abs(x) * 2.0 <= (y + 1.0))
+
+
+register_shape(ShapeDef("circle", _inside_circle, ("circle", "ball", "disc", "dot"), math.pi / 4))
+register_shape(ShapeDef("square", _inside_square, ("square", "box", "block"), 1.0))
+register_shape(ShapeDef("triangle", _inside_triangle, ("triangle",), 0.5))
+
+# ---------------------------------------------------------------------------
+# Motions
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Pose:
+    """Object pose relative to its start: offset in pixels, scale, rotation."""
+    dx: float = 0.0
+    dy: float = 0.0
+    sx: float = 1.0
+    sy: float = 1.0
+    angle: float = 0.0   # radians, counter-clockwise on screen
+
+
+@dataclasses.dataclass(frozen=True)
+class MotionDef:
+    name: str
+    # sample_params(rng, size_px) -> dict of per-clip parameters
+    sample_params: Callable[[np.random.Generator, int], dict]
+    # pose(u, params) -> Pose, u in [0, 1] over the clip
+    pose: Callable[[float, dict], Pose]
+    # (start half-size range, as fractions of the frame side)
+    size_range: Tuple[float, float]
+    ing: Tuple[str, ...]             # "moving right", ... (first is canonical)
+    verbs: Tuple[str, ...]           # "slides to the right", ...
+
+
+MOTIONS: Dict[str, MotionDef] = {}
+
+
+def register_motion(motion: MotionDef) -> None:
+    MOTIONS[motion.name] = motion
+
+
+def _move(dx_sign: int, dy_sign: int):
+    def sample(rng, size):
+        return {"dist": float(rng.uniform(0.30, 0.42)) * size}
+
+    def pose(u, p):
+        return Pose(dx=dx_sign * p["dist"] * u, dy=dy_sign * p["dist"] * u)
+
+    return sample, pose
+
+
+def _scale(grow: bool):
+    def sample(rng, size):
+        return {"factor": float(rng.uniform(1.9, 2.3))}
+
+    def pose(u, p):
+        k = p["factor"] ** u if grow else p["factor"] ** (-u)
+        return Pose(sx=k, sy=k)
+
+    return sample, pose
+
+
+for _name, _sx, _sy, _ing, _verbs in [
+    ("right", 1, 0, ("moving right", "moving to the right", "sliding right"),
+     ("slides to the right", "moves right", "drifts to the right")),
+    ("left", -1, 0, ("moving left", "moving to the left", "sliding left"),
+     ("slides to the left", "moves left", "drifts to the left")),
+    ("up", 0, -1, ("moving up", "moving upwards", "rising"),
+     ("moves up", "rises", "drifts upwards")),
+    ("down", 0, 1, ("moving down", "moving downwards", "falling"),
+     ("moves down", "falls", "drifts downwards")),
+]:
+    _s, _p = _move(_sx, _sy)
+    register_motion(MotionDef(_name, _s, _p, (0.09, 0.14), _ing, _verbs))
+
+_s, _p = _scale(True)
+register_motion(MotionDef("grow", _s, _p, (0.075, 0.09), ("growing", "getting bigger", "expanding"),
+                          ("grows", "gets bigger", "expands")))
+_s, _p = _scale(False)
+register_motion(MotionDef("shrink", _s, _p, (0.17, 0.20), ("shrinking", "getting smaller", "contracting"),
+                          ("shrinks", "gets smaller", "contracts")))
+register_motion(MotionDef("still", lambda rng, size: {}, lambda u, p: Pose(), (0.09, 0.16),
+                          ("staying still", "standing still", "not moving"),
+                          ("stays still", "does not move", "rests in place")))
+
+# ---------------------------------------------------------------------------
+# Specs and clips
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectSpec:
+    shape: str
+    colour: str
+    motion: str
+
+    def validate(self) -> None:
+        if self.shape not in SHAPES:
+            raise ValueError(f"unknown shape {self.shape!r}")
+        if self.colour not in COLOURS:
+            raise ValueError(f"unknown colour {self.colour!r}")
+        if self.motion not in MOTIONS:
+            raise ValueError(f"unknown motion {self.motion!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+    """What a clip shows. ``objects`` is drawn in order (later on top)."""
+    objects: Tuple[ObjectSpec, ...]
+    background: str
+
+    @staticmethod
+    def single(shape: str, colour: str, motion: str, background: str) -> "ClipSpec":
+        return ClipSpec((ObjectSpec(shape, colour, motion),), background)
+
+    # convenience accessors for the one-object world
+    @property
+    def shape(self) -> str:
+        return self.objects[0].shape
+
+    @property
+    def colour(self) -> str:
+        return self.objects[0].colour
+
+    @property
+    def motion(self) -> str:
+        return self.objects[0].motion
+
+    def validate(self) -> None:
+        if self.background not in BACKGROUNDS:
+            raise ValueError(f"unknown background {self.background!r}")
+        if not self.objects:
+            raise ValueError("a clip needs at least one object")
+        for o in self.objects:
+            o.validate()
+
+
+@dataclasses.dataclass
+class ObjectTrack:
+    """Ground truth of one object: per frame centre (x, y) in pixels, half sizes, angle."""
+    cx: np.ndarray
+    cy: np.ndarray
+    hx: np.ndarray
+    hy: np.ndarray
+    angle: np.ndarray
+
+
+@dataclasses.dataclass
+class Clip:
+    frames: np.ndarray                 # uint8 [T, H, W, 3]
+    spec: ClipSpec
+    tracks: List[ObjectTrack]
+
+    def as_float(self) -> np.ndarray:
+        """Frames as float32 [3, T, H, W] in [-1, 1] (the VAE's input convention)."""
+        x = self.frames.astype(np.float32) / 127.5 - 1.0
+        return np.ascontiguousarray(x.transpose(3, 0, 1, 2))
+
+
+def sample_spec(rng: np.random.Generator,
+                shapes: Optional[Sequence[str]] = None,
+                colours: Optional[Sequence[str]] = None,
+                motions: Optional[Sequence[str]] = None,
+                backgrounds: Optional[Sequence[str]] = None) -> ClipSpec:
+    """A uniformly random one-object spec (optionally from restricted lists)."""
+    shapes = list(shapes or SHAPES)
+    colours = list(colours or COLOURS)
+    motions = list(motions or MOTIONS)
+    backgrounds = list(backgrounds or BACKGROUNDS)
+    return ClipSpec.single(shapes[rng.integers(len(shapes))],
+                           colours[rng.integers(len(colours))],
+                           motions[rng.integers(len(motions))],
+                           backgrounds[rng.integers(len(backgrounds))])
+
+
+def _pose_extent(motion: MotionDef, params: dict, half: float, n: int = 33):
+    """Min/max of offsets and the largest half extent over the clip."""
+    dxs, dys, ext = [], [], 0.0
+    for u in np.linspace(0.0, 1.0, n):
+        p = motion.pose(float(u), params)
+        dxs.append(p.dx)
+        dys.append(p.dy)
+        # a rotated box [-1,1]^2 needs sqrt(2) margin; un-rotated needs 1
+        r = math.sqrt(2.0) if abs(p.angle) > 1e-9 else 1.0
+        ext = max(ext, half * max(p.sx, p.sy) * r)
+    return min(dxs), max(dxs), min(dys), max(dys), ext
+
+
+def _sample_track(rng, obj: ObjectSpec, frames: int, size: int) -> ObjectTrack:
+    motion = MOTIONS[obj.motion]
+    params = motion.sample_params(rng, size)
+    half = float(rng.uniform(*motion.size_range)) * size
+    dx0, dx1, dy0, dy1, ext = _pose_extent(motion, params, half)
+    margin = 1.0
+    lo_x, hi_x = ext + margin - dx0, size - ext - margin - dx1
+    lo_y, hi_y = ext + margin - dy0, size - ext - margin - dy1
+    if lo_x > hi_x or lo_y > hi_y:
+        raise ValueError(f"motion {obj.motion!r} does not fit a {size}px frame")
+    x0 = float(rng.uniform(lo_x, hi_x))
+    y0 = float(rng.uniform(lo_y, hi_y))
+    cx, cy, hx, hy, ang = (np.zeros(frames) for _ in range(5))
+    for i in range(frames):
+        u = i / (frames - 1) if frames > 1 else 0.0
+        p = motion.pose(u, params)
+        cx[i], cy[i] = x0 + p.dx, y0 + p.dy
+        hx[i], hy[i] = half * p.sx, half * p.sy
+        ang[i] = p.angle
+    return ObjectTrack(cx, cy, hx, hy, ang)
+
+
+def _coverage(shape: ShapeDef, cx, cy, hx, hy, angle, size: int, ss: int) -> np.ndarray:
+    """Anti-aliased coverage [size, size] by ss x ss supersampling."""
+    offs = (np.arange(ss) + 0.5) / ss
+    coords = (np.arange(size)[:, None] + offs[None, :]).reshape(-1)  # pixel centres at +0.5
+    X = coords[None, :] - cx
+    Y = coords[:, None] - cy
+    if angle != 0.0:
+        c, s = math.cos(angle), math.sin(angle)
+        # screen y is down; rotate by -angle into the object frame
+        X, Y = c * X - s * Y, s * X + c * Y
+    inside = shape.inside(X / hx, Y / hy)
+    return inside.reshape(size, ss, size, ss).mean(axis=(1, 3))
+
+
+def render(spec: ClipSpec, tracks: Sequence[ObjectTrack], size: int, ss: int = 4) -> np.ndarray:
+    frames = len(tracks[0].cx)
+    bg = np.array(BACKGROUNDS[spec.background], np.float64)
+    out = np.empty((frames, size, size, 3), np.uint8)
+    for t in range(frames):
+        img = np.broadcast_to(bg, (size, size, 3)).copy()
+        for obj, tr in zip(spec.objects, tracks):
+            a = _coverage(SHAPES[obj.shape], tr.cx[t], tr.cy[t], tr.hx[t], tr.hy[t],
+                          tr.angle[t], size, ss)[..., None]
+            img = img * (1.0 - a) + np.array(COLOURS[obj.colour], np.float64) * a
+        out[t] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return out
+
+
+def sample_clip(rng: np.random.Generator, spec: ClipSpec, frames: int = 17, size: int = 64) -> Clip:
+    """Render one clip of ``spec``: positions, sizes and speeds drawn from ``rng``."""
+    spec.validate()
+    if frames < 1 or (frames - 1) % 4 != 0:
+        raise ValueError("frames must be 4k+1 (the VAE's causal chunking)")
+    if size < 16:
+        raise ValueError("size must be at least 16")
+    tracks = [_sample_track(rng, o, frames, size) for o in spec.objects]
+    return Clip(render(spec, tracks, size), spec, tracks)
+
+
+def clip_for_index(seed: int, index: int, frames: int = 17, size: int = 64, **spec_kw) -> Clip:
+    """The index-th clip of the data set with this seed (random access, deterministic)."""
+    rng = np.random.default_rng([seed, index])
+    spec = sample_spec(rng, **spec_kw)
+    return sample_clip(rng, spec, frames, size)
+
+
+def reference_image(obj: ObjectSpec, background: str, size: int = 64, half: float = 0.3) -> np.ndarray:
+    """The object alone, centred and still, as uint8 [size, size, 3] (for reference-image sets)."""
+    h = half * size
+    tr = ObjectTrack(np.array([size / 2]), np.array([size / 2]), np.array([h]), np.array([h]),
+                     np.array([0.0]))
+    return render(ClipSpec((ObjectSpec(obj.shape, obj.colour, "still"),), background), [tr], size)[0]

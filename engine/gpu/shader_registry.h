@@ -1,4 +1,4 @@
-/* The SPIR-V of every shaders/*.comp, embedded at build time. */
+/* The SPIR-V of every shaders/NAME.comp, embedded at build time. */
 #ifndef MR_SHADER_REGISTRY_H
 #define MR_SHADER_REGISTRY_H
 #include <stddef.h>

@@ -272,6 +272,50 @@ mr_status mr_weights_to_tensor(mr_ctx *ctx, const mr_weights *w, int i, mr_dtype
 mr_status mr_safetensors_write(mr_ctx *ctx, const char *path, int n, const char *const *names,
                                mr_tensor *const *tensors, const char *metadata_json);
 
+/* -------------------------------------------------------------------- text */
+/* A SentencePiece unigram tokenizer read from a spiece.model file (umT5's
+   tokenizer for Wan). Encoding gives exactly the ids the sentencepiece
+   library's EncodeAsIds gives: the model's own normalization (nmt_nfkc
+   precompiled map), Viterbi segmentation, byte fallback when the model has it.
+   Encoding does not modify the tokenizer; calls on one tokenizer from several
+   threads are safe, error messages aside (they go to the ctx). */
+
+typedef struct mr_tokenizer mr_tokenizer;
+
+/* Reads a SentencePiece model (protobuf ModelProto; unigram models only).
+   ctx receives error messages and must outlive the tokenizer; it may be NULL
+   (messages then go to stderr). MR_EIO if the file cannot be read, MR_EFORMAT
+   if it is not a valid model, MR_EUNSUPPORTED for BPE/word/char models. */
+mr_status mr_tokenizer_load(mr_ctx *ctx, const char *spiece_model_path, mr_tokenizer **out);
+void mr_tokenizer_free(mr_tokenizer *tok);
+
+/* Number of pieces, control and byte pieces included. */
+int mr_tokenizer_vocab_size(const mr_tokenizer *tok);
+/* The text of piece id (spaces appear as U+2581); borrowed from tok; NULL if
+   id is out of range. */
+const char *mr_tokenizer_piece(const mr_tokenizer *tok, int32_t id);
+/* Special ids, or -1 when the model has no such piece: "</s>", "<pad>" (as
+   named by the model's trainer spec, and only when they are control pieces,
+   as sentencepiece reports them), and the unknown piece. */
+int32_t mr_tokenizer_eos_id(const mr_tokenizer *tok);
+int32_t mr_tokenizer_pad_id(const mr_tokenizer *tok);
+int32_t mr_tokenizer_unk_id(const mr_tokenizer *tok);
+
+/* Encodes UTF-8 text (malformed bytes are read as U+FFFD, as the library
+   does) into ids, no EOS added. Writes the first min(cap, needed) ids to ids
+   (which may be NULL when cap is 0) and sets *n to the number needed, so a
+   caller can size a buffer with a first call. */
+mr_status mr_tokenizer_encode(mr_tokenizer *tok, const char *text, int32_t *ids, int cap, int *n);
+
+/* Wan's text path, as the reference feeds umT5: cleans the prompt (curly
+   quotes straightened, HTML entities decoded twice, whitespace runs collapsed
+   to one space, ends trimmed), encodes it, keeps at most text_len - 1 ids,
+   appends EOS, and pads with the pad id to text_len. ids has room for
+   text_len entries (Wan uses 512); *n_tokens = ids before the padding (the
+   attention-mask length, EOS included). */
+mr_status mr_tokenizer_encode_wan(mr_tokenizer *tok, const char *prompt, int text_len, int32_t *ids,
+                                  int32_t *n_tokens);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,93 @@
+/* The Vulkan layer: device, memory, pipelines and the command stream.
+   Internal to the engine; ops talk to the GPU only through this header. */
+#ifndef MR_GPU_H
+#define MR_GPU_H
+
+#include "core/core.h"
+
+#include <vulkan/vulkan.h>
+
+/* ---------------------------------------------------------------- memory */
+
+/* A VkDeviceMemory with one VkBuffer over all of it. Small allocations are
+   carved out of shared blocks; large ones get a dedicated block. */
+typedef struct mr_block mr_block;
+
+typedef struct mr_alloc {
+  mr_block *block;
+  VkBuffer buffer;       /* the block's buffer */
+  VkDeviceSize offset;   /* bytes into the buffer, aligned for storage binding */
+  VkDeviceSize size;
+  void *mapped;          /* host pointer to offset when the memory is host-visible, else NULL */
+} mr_alloc;
+
+mr_status mr_gpu_alloc(mr_ctx *ctx, VkDeviceSize size, mr_alloc *out);
+/* Safe while recorded work still uses it: the release waits for the next sync. */
+void mr_gpu_free(mr_ctx *ctx, mr_alloc *a);
+/* Bytes currently allocated on the device. */
+VkDeviceSize mr_gpu_bytes_in_use(const mr_ctx *ctx);
+
+/* ---------------------------------------------------------------- pipelines */
+
+typedef struct mr_pipeline mr_pipeline;
+
+/* The compute pipeline for shaders/<shader>.comp with specialization
+   constants spec[0..nspec) at constant_id 0..nspec-1. nbind storage buffers at
+   bindings 0..nbind-1, push_size bytes of push constants. Pipelines are cached
+   in the context (and on disk through the VkPipelineCache); the result is
+   borrowed from ctx. */
+mr_status mr_gpu_pipeline(mr_ctx *ctx, const char *shader, int nbind, uint32_t push_size,
+                          const uint32_t *spec, int nspec, mr_pipeline **out);
+
+/* ---------------------------------------------------------------- command stream */
+
+typedef struct mr_binding {
+  VkBuffer buffer;
+  VkDeviceSize offset;   /* bytes, multiple of minStorageBufferOffsetAlignment */
+  VkDeviceSize range;    /* bytes */
+  bool write;            /* the dispatch writes this range */
+} mr_binding;
+
+/* Records one dispatch. A barrier is recorded first only when this dispatch
+   touches a range an earlier unsynchronised dispatch wrote (or writes one it
+   read). op names the op kind for the profile (a string literal). */
+mr_status mr_gpu_dispatch(mr_ctx *ctx, mr_pipeline *p, const mr_binding *b, int nbind, const void *push,
+                          uint32_t gx, uint32_t gy, uint32_t gz, const char *op);
+
+/* Splits a count of workgroups over x and y so neither exceeds the device
+   limit. Shaders rebuild the linear id as y * gl_NumWorkGroups.x + x. */
+void mr_gpu_grid(const mr_ctx *ctx, uint64_t groups, uint32_t *gx, uint32_t *gy);
+
+/* Submits what is recorded and waits; polls the interrupt flag while waiting. */
+mr_status mr_gpu_sync(mr_ctx *ctx);
+/* True if recorded or in-flight work may touch memory. */
+bool mr_gpu_busy(const mr_ctx *ctx);
+
+/* Host <-> device byte copies through mapped memory or a staging buffer.
+   Both wait for recorded work first, so they see (and are seen by) all of it. */
+mr_status mr_gpu_upload(mr_ctx *ctx, const mr_alloc *dst, VkDeviceSize offset, const void *src, VkDeviceSize n);
+mr_status mr_gpu_download(mr_ctx *ctx, const mr_alloc *src, VkDeviceSize offset, void *dst, VkDeviceSize n);
+
+/* ---------------------------------------------------------------- device facts ops use */
+
+typedef struct mr_gpu_caps {
+  mr_device_info info;
+  uint32_t max_groups[3];      /* maxComputeWorkGroupCount */
+  uint32_t max_invocations;    /* maxComputeWorkGroupInvocations */
+  VkDeviceSize align;          /* minStorageBufferOffsetAlignment */
+  bool is_cpu;                 /* prefer barrier-free register-tiled kernels */
+} mr_gpu_caps;
+
+const mr_gpu_caps *mr_gpu_caps_get(const mr_ctx *ctx);
+
+/* ---------------------------------------------------------------- context plumbing */
+
+typedef struct mr_gpu mr_gpu;
+mr_status mr_gpu_new(mr_ctx *ctx, const mr_ctx_opts *opts, mr_gpu **out);
+void mr_gpu_free_all(mr_gpu *g);
+size_t mr_gpu_profile_report(mr_gpu *g, char *buf, size_t cap);
+
+/* Name for a VkResult in messages. */
+const char *mr_vk_result_name(VkResult r);
+
+#endif

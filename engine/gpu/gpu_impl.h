@@ -1,0 +1,108 @@
+/* Fields of the Vulkan state, shared by engine/gpu/vk_*.c only. */
+#ifndef MR_GPU_IMPL_H
+#define MR_GPU_IMPL_H
+
+#include "core/ctx_impl.h"
+#include "gpu/gpu.h"
+
+#define MR_MAX_BINDINGS 8
+#define MR_PROFILE_QUERIES 4096
+#define MR_MAX_PROFILE_KINDS 64
+
+struct mr_block {
+  VkDeviceMemory memory;
+  VkBuffer buffer;
+  VkDeviceSize size;
+  void *mapped;          /* whole block mapped when host-visible */
+  bool dedicated;        /* one allocation owns the block */
+  /* Free ranges of a shared block, sorted by offset, coalesced on release. */
+  struct mr_range { VkDeviceSize offset, size; } *free;
+  int nfree, capfree;
+  struct mr_block *next;
+};
+
+struct mr_pipeline {
+  char shader[64];
+  uint32_t spec[16];
+  int nspec;
+  int nbind;
+  uint32_t push_size;
+  VkDescriptorSetLayout set_layout;
+  VkPipelineLayout layout;
+  VkPipeline pipeline;
+  struct mr_pipeline *next;
+};
+
+/* A range some recorded dispatch touched since the last barrier. */
+typedef struct mr_hazard {
+  VkBuffer buffer;
+  VkDeviceSize offset, end;
+  bool write;
+} mr_hazard;
+
+typedef struct mr_profile_kind {
+  const char *op;
+  uint64_t count;
+  double ms;
+} mr_profile_kind;
+
+struct mr_gpu {
+  mr_ctx *ctx;
+  VkInstance instance;
+  VkDebugUtilsMessengerEXT messenger;
+  VkPhysicalDevice phys;
+  VkDevice device;
+  VkQueue queue;
+  uint32_t queue_family;
+  mr_gpu_caps caps;
+  VkPhysicalDeviceMemoryProperties memprops;
+  uint32_t memtype;             /* the type tensors live in */
+  bool memtype_host_visible;
+  uint32_t staging_type;        /* host-visible type for uploads/downloads */
+  VkDeviceSize heap_budget;
+  PFN_vkCmdPushDescriptorSetKHR push_descriptor;
+
+  /* memory */
+  mr_block *blocks;
+  VkDeviceSize in_use;
+  mr_alloc *deferred;           /* frees waiting for the next sync */
+  int ndeferred, capdeferred;
+  mr_alloc staging;             /* grows on demand */
+
+  /* pipelines */
+  VkPipelineCache cache;
+  char cache_path[1024];
+  VkShaderModule *modules;      /* by index in mr_shader_blobs */
+  int nmodules;
+  mr_pipeline *pipelines;
+
+  /* command stream */
+  VkCommandPool pool;
+  VkCommandBuffer cmd;
+  VkFence fence;
+  bool recording;
+  uint32_t ndispatch;           /* dispatches recorded since the last submit */
+  mr_hazard *hazards;
+  int nhazards, caphazards;
+
+  /* profile */
+  bool profile;
+  VkQueryPool queries;
+  uint32_t nqueries;
+  const char *query_op[MR_PROFILE_QUERIES / 2];
+  double ns_per_tick;
+  mr_profile_kind kinds[MR_MAX_PROFILE_KINDS];
+  int nkinds;
+};
+
+mr_status mr_gpu_staging(mr_gpu *g, VkDeviceSize n, mr_alloc **out);
+mr_status mr_vk_check(mr_ctx *ctx, VkResult r, const char *what);
+void mr_gpu_release_deferred(mr_gpu *g);
+mr_status mr_gpu_memory_init(mr_gpu *g);
+void mr_gpu_memory_free_all(mr_gpu *g);
+mr_status mr_gpu_pipelines_init(mr_gpu *g, const char *cache_dir);
+void mr_gpu_pipelines_free_all(mr_gpu *g);
+mr_status mr_gpu_stream_init(mr_gpu *g);
+void mr_gpu_stream_free_all(mr_gpu *g);
+
+#endif

@@ -1,0 +1,62 @@
+// Shared declarations for every moonreel compute shader.
+//
+// Tensors are storage buffers whose element type is chosen per pipeline by a
+// specialization constant (0 = f32, 1 = f16, 2 = bf16), so one SPIR-V module
+// serves every storage dtype and the driver folds the branch away. 16-bit
+// types are read as raw uint16 words: f16 through unpackHalf2x16, bf16 by
+// shifting into the high half of an f32. Arithmetic is always f32.
+#extension GL_EXT_shader_16bit_storage : require
+
+#define DT_F32 0u
+#define DT_F16 1u
+#define DT_BF16 2u
+#define MR_MAX_DIMS 5
+
+float mr_from16(uint dt, uint h) {
+  return dt == DT_F16 ? unpackHalf2x16(h).x : uintBitsToFloat(h << 16);
+}
+
+uint mr_to16(uint dt, float v) {
+  if (dt == DT_F16) return packHalf2x16(vec2(v, 0.0)) & 0xffffu;
+  uint u = floatBitsToUint(v);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;  // NaN stays NaN
+  return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;                   // round to nearest even
+}
+
+// A read-only tensor at binding B, dtype from spec constant ID: NAME_load(i).
+#define MR_TENSOR_RO(B, NAME, ID)                                                     \
+  layout(constant_id = ID) const uint NAME##_dt = 0u;                                 \
+  layout(std430, binding = B) readonly buffer NAME##_f32_block { float NAME##_f32[]; }; \
+  layout(std430, binding = B) readonly buffer NAME##_u16_block { uint16_t NAME##_u16[]; }; \
+  float NAME##_load(uint i) {                                                         \
+    if (NAME##_dt == DT_F32) return NAME##_f32[i];                                    \
+    return mr_from16(NAME##_dt, uint(NAME##_u16[i]));                                 \
+  }
+
+// A written tensor at binding B: NAME_store(i, v) (and NAME_load for read-modify-write).
+#define MR_TENSOR_RW(B, NAME, ID)                                                     \
+  layout(constant_id = ID) const uint NAME##_dt = 0u;                                 \
+  layout(std430, binding = B) buffer NAME##_f32_block { float NAME##_f32[]; };          \
+  layout(std430, binding = B) buffer NAME##_u16_block { uint16_t NAME##_u16[]; };       \
+  float NAME##_load(uint i) {                                                         \
+    if (NAME##_dt == DT_F32) return NAME##_f32[i];                                    \
+    return mr_from16(NAME##_dt, uint(NAME##_u16[i]));                                 \
+  }                                                                                   \
+  void NAME##_store(uint i, float v) {                                                \
+    if (NAME##_dt == DT_F32) NAME##_f32[i] = v;                                       \
+    else NAME##_u16[i] = uint16_t(mr_to16(NAME##_dt, v));                             \
+  }
+
+// The linear workgroup id of a grid split over x and y (see mr_gpu_grid).
+uint mr_group_id() { return gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x; }
+
+// Element index of the i-th element (row-major over shape) in a strided view.
+uint mr_strided(uint i, uint ndim, uint shape[MR_MAX_DIMS], uint strides[MR_MAX_DIMS]) {
+  uint idx = 0u;
+  for (int d = int(ndim) - 1; d >= 0; d--) {
+    uint c = i % shape[d];
+    i /= shape[d];
+    idx += c * strides[d];
+  }
+  return idx;
+}

@@ -1,0 +1,61 @@
+#include "testutil.h"
+
+#include "core/core.h"
+
+#include <math.h>
+
+int mr_test_failures = 0;
+
+int mr_test_finish(const char *name) {
+  if (mr_test_failures) fprintf(stderr, "%s: %d check(s) failed\n", name, mr_test_failures);
+  else printf("%s: all checks passed\n", name);
+  return mr_test_failures ? 1 : 0;
+}
+
+mr_ctx *mr_test_ctx(void) {
+  mr_ctx *ctx;
+  if (mr_ctx_new(NULL, &ctx) != MR_OK) {
+    fprintf(stderr, "cannot create a moonreel context\n");
+    exit(1);
+  }
+  return ctx;
+}
+
+float mr_rng_uniform(mr_rng *r, float lo, float hi) {
+  r->s ^= r->s << 13;
+  r->s ^= r->s >> 7;
+  r->s ^= r->s << 17;
+  return lo + (hi - lo) * (float)((r->s >> 40) * (1.0 / 16777216.0));
+}
+
+void mr_rng_fill(mr_rng *r, float *x, size_t n, float lo, float hi) {
+  for (size_t i = 0; i < n; i++) x[i] = mr_rng_uniform(r, lo, hi);
+}
+
+double mr_rel_l2(const float *a, const float *b, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = (double)a[i] - b[i];
+    num += d * d;
+    den += (double)b[i] * b[i];
+  }
+  return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+void mr_test_round(mr_dtype dt, float *x, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (dt == MR_F16) x[i] = mr_f16_to_f32(mr_f32_to_f16(x[i]));
+    else if (dt == MR_BF16) x[i] = mr_bf16_to_f32(mr_f32_to_bf16(x[i]));
+  }
+}
+
+float *mr_test_read(mr_ctx *ctx, mr_tensor *t) {
+  size_t n = (size_t)mr_tensor_numel(t);
+  float *x = malloc((n ? n : 1) * sizeof *x);
+  if (!x) return NULL;
+  if (mr_tensor_read(t, MR_F32, x, n) != MR_OK) {
+    fprintf(stderr, "read failed: %s\n", mr_ctx_last_error(ctx));
+    mr_test_failures++;
+  }
+  return x;
+}

@@ -1,0 +1,52 @@
+/* Minimal test helpers: no framework, plain checks that report file:line. */
+#ifndef MR_TESTUTIL_H
+#define MR_TESTUTIL_H
+
+#include "moonreel.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+extern int mr_test_failures;
+
+#define CHECK(c)                                                                   \
+  do {                                                                             \
+    if (!(c)) {                                                                    \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);        \
+      mr_test_failures++;                                                          \
+    }                                                                              \
+  } while (0)
+
+/* Checks an mr_status and prints the context's message when it is not MR_OK. */
+#define CHECK_OK(ctx, expr)                                                        \
+  do {                                                                             \
+    mr_status st_ = (expr);                                                        \
+    if (st_ != MR_OK) {                                                            \
+      fprintf(stderr, "%s:%d: %s -> %s: %s\n", __FILE__, __LINE__, #expr,          \
+              mr_status_name(st_), mr_ctx_last_error(ctx));                        \
+      mr_test_failures++;                                                          \
+    }                                                                              \
+  } while (0)
+
+/* Ends a test program: prints a summary and returns the exit code. */
+int mr_test_finish(const char *name);
+
+/* A context on the default device (validation per the environment); exits on failure. */
+mr_ctx *mr_test_ctx(void);
+
+/* Deterministic random numbers (xorshift), for reproducible inputs. */
+typedef struct mr_rng { uint64_t s; } mr_rng;
+float mr_rng_uniform(mr_rng *r, float lo, float hi);
+void mr_rng_fill(mr_rng *r, float *x, size_t n, float lo, float hi);
+
+/* ‖a−b‖ / ‖b‖ (or ‖a−b‖ when ‖b‖ is 0). */
+double mr_rel_l2(const float *a, const float *b, size_t n);
+
+/* Rounds host values through a storage dtype, so CPU references see what the device stores. */
+void mr_test_round(mr_dtype dt, float *x, size_t n);
+
+/* Reads a whole tensor as f32 into a new malloc'd buffer. */
+float *mr_test_read(mr_ctx *ctx, mr_tensor *t);
+
+#endif

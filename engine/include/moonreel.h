@@ -236,6 +236,12 @@ mr_status mr_op_pad(const mr_tensor *x, const int64_t *pads, float value, mr_ten
 /* Reduces along dim; keepdim keeps it with size 1. */
 mr_status mr_op_reduce(mr_reduce_op op, const mr_tensor *x, int dim, bool keepdim, mr_tensor **out);
 
+/* Rotary position embedding on adjacent pairs (x[2i], x[2i+1]) of the last dim:
+   (a, b) -> (a cos θ - b sin θ, a sin θ + b cos θ) with θ from per-token tables.
+   x [B, L, H, D] (D even); cos and sin [L, D/2] (f32 recommended: angles need the precision).
+   Tokens past the tables' rows (L_table < L) are passed through unrotated. */
+mr_status mr_op_rope(const mr_tensor *x, const mr_tensor *cos, const mr_tensor *sin, mr_tensor **out);
+
 /* --------------------------------------------------------- checkpoint files */
 /* A checkpoint file read into host memory (mmap where possible): names to
    tensors. Data stays valid until mr_weights_free. */

@@ -1,0 +1,50 @@
+/* Rotary position embedding with caller-built angle tables, so one kernel
+   serves Wan's 3-D split (engine/models builds those tables) and plain 1-D RoPE. */
+#include "ops/op_common.h"
+
+typedef struct rope_push {
+  uint32_t n, L, H, half_d, table_rows;
+  uint32_t x_off, cos_off, sin_off;
+  uint32_t xs[4];
+} rope_push;
+
+mr_status mr_op_rope(const mr_tensor *x, const mr_tensor *cos, const mr_tensor *sin, mr_tensor **out) {
+  mr_ctx *ctx = x->ctx;
+  *out = NULL;
+  mr_status st;
+  if ((st = mr_op_same_ctx(x, cos, "rope")) != MR_OK || (st = mr_op_same_ctx(x, sin, "rope")) != MR_OK) return st;
+  char s1[64], s2[64];
+  if (x->ndim != 4 || x->shape[3] % 2)
+    return mr_error(ctx, MR_EINVAL, "rope: x must be [B, L, H, D] with D even, got %s",
+                    mr_shape_str(x->ndim, x->shape, s1, sizeof s1));
+  int64_t half = x->shape[3] / 2;
+  if (cos->ndim != 2 || sin->ndim != 2 || cos->shape[1] != half || sin->shape[1] != half ||
+      cos->shape[0] != sin->shape[0])
+    return mr_error(ctx, MR_EINVAL, "rope: tables must both be [L, %lld], got cos %s and sin %s", (long long)half,
+                    mr_shape_str(cos->ndim, cos->shape, s1, sizeof s1), mr_shape_str(sin->ndim, sin->shape, s2, sizeof s2));
+  if (!mr_tensor_is_contiguous(cos) || !mr_tensor_is_contiguous(sin))
+    return mr_error(ctx, MR_EINVAL, "rope: the angle tables must be contiguous");
+  if ((st = mr_tensor_check_index_range(x, "rope")) != MR_OK) return st;
+  if ((st = mr_tensor_empty(ctx, x->dtype, 4, x->shape, out)) != MR_OK) return st;
+  uint64_t n = (uint64_t)mr_tensor_numel(x) / 2;
+  if (n == 0) return MR_OK;
+  uint32_t spec[5] = {x->dtype, cos->dtype, sin->dtype, x->dtype, MR_ELEMWISE_WG};
+  mr_pipeline *p;
+  if ((st = mr_gpu_pipeline(ctx, "rope", 4, sizeof(rope_push), spec, 5, &p)) != MR_OK) {
+    mr_tensor_free(*out);
+    *out = NULL;
+    return st;
+  }
+  rope_push pc = {.n = (uint32_t)n, .L = (uint32_t)x->shape[1], .H = (uint32_t)x->shape[2], .half_d = (uint32_t)half,
+                  .table_rows = (uint32_t)cos->shape[0], .x_off = (uint32_t)x->offset,
+                  .cos_off = (uint32_t)cos->offset, .sin_off = (uint32_t)sin->offset};
+  for (int i = 0; i < 4; i++) pc.xs[i] = (uint32_t)x->strides[i];
+  mr_binding b[4] = {mr_tensor_binding(x, false), mr_tensor_binding(cos, false), mr_tensor_binding(sin, false),
+                     mr_tensor_binding(*out, true)};
+  st = mr_op_dispatch_1d(ctx, p, b, 4, &pc, n, "rope");
+  if (st != MR_OK) {
+    mr_tensor_free(*out);
+    *out = NULL;
+  }
+  return st;
+}

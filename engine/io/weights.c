@@ -1,0 +1,240 @@
+/* The mr_weights object: a checkpoint file mapped read-only, and a table of
+   its tensors sorted by name. The format parsers (safetensors.c, pth.c) fill
+   the table through mr_io_weights_add; everything here is format-neutral. */
+#define _POSIX_C_SOURCE 200809L
+#include "io/io_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct entry {
+  char *name;
+  mr_dtype dtype;
+  int ndim;
+  int64_t shape[MR_WEIGHT_MAX_DIMS];
+  const void *data;
+  size_t nbytes;
+  void *owned; /* host copy for tensors that are not contiguous in the file */
+} entry;
+
+struct mr_weights {
+  void *map; /* the whole file, MAP_PRIVATE read-only; NULL for an empty table */
+  size_t map_size;
+  entry *entries;
+  int count, cap;
+  char *metadata;
+};
+
+bool mr_io_nbytes(int ndim, const int64_t *shape, size_t elem_size, size_t *out) {
+  size_t n = elem_size;
+  for (int d = 0; d < ndim; d++) {
+    if (shape[d] < 0) return false;
+    /* A zero dim makes the product 0 however large the others are, but an
+       absurd dim next to it is still malformed, so check each on its own. */
+    if ((uint64_t)shape[d] > SIZE_MAX / (elem_size ? elem_size : 1)) return false;
+  }
+  for (int d = 0; d < ndim; d++) {
+    if (shape[d] == 0) { *out = 0; return true; }
+  }
+  for (int d = 0; d < ndim; d++) {
+    if (n > SIZE_MAX / (size_t)shape[d]) return false;
+    n *= (size_t)shape[d];
+  }
+  *out = n;
+  return true;
+}
+
+mr_status mr_io_weights_add(const mr_io_source *src, mr_weights *w, const char *name, size_t name_len,
+                            mr_dtype dtype, int ndim, const int64_t *shape, const void *data,
+                            size_t nbytes, void *owned) {
+  if (ndim < 0 || ndim > MR_WEIGHT_MAX_DIMS) {
+    free(owned);
+    return mr_error(src->ctx, MR_EFORMAT, "%s: tensor '%.*s' has %d dims (at most %d)", src->path,
+                    (int)(name_len > 200 ? 200 : name_len), name, ndim, MR_WEIGHT_MAX_DIMS);
+  }
+  if (memchr(name, '\0', name_len) != NULL) {
+    free(owned);
+    return mr_error(src->ctx, MR_EFORMAT, "%s: a tensor name contains a NUL byte", src->path);
+  }
+  if (w->count == w->cap) {
+    int cap = w->cap ? w->cap * 2 : 64;
+    entry *e = realloc(w->entries, (size_t)cap * sizeof *e);
+    if (e == NULL) {
+      free(owned);
+      return mr_error(src->ctx, MR_ENOMEM, "%s: out of memory for the tensor table", src->path);
+    }
+    w->entries = e;
+    w->cap = cap;
+  }
+  char *copy = malloc(name_len + 1);
+  if (copy == NULL) {
+    free(owned);
+    return mr_error(src->ctx, MR_ENOMEM, "%s: out of memory for tensor names", src->path);
+  }
+  memcpy(copy, name, name_len);
+  copy[name_len] = '\0';
+  entry *e = &w->entries[w->count++];
+  memset(e, 0, sizeof *e);
+  e->name = copy;
+  e->dtype = dtype;
+  e->ndim = ndim;
+  for (int d = 0; d < ndim; d++) e->shape[d] = shape[d];
+  e->data = data;
+  e->nbytes = nbytes;
+  e->owned = owned;
+  return MR_OK;
+}
+
+void mr_io_weights_set_metadata(mr_weights *w, char *json) {
+  free(w->metadata);
+  w->metadata = json;
+}
+
+static int entry_cmp(const void *a, const void *b) {
+  return strcmp(((const entry *)a)->name, ((const entry *)b)->name);
+}
+
+/* Sorting makes find a binary search; equal neighbours are duplicates,
+   which no format allows (and which would make find ambiguous). */
+static mr_status weights_finish(const mr_io_source *src, mr_weights *w) {
+  if (w->count > 1) qsort(w->entries, (size_t)w->count, sizeof *w->entries, entry_cmp);
+  for (int i = 1; i < w->count; i++) {
+    if (strcmp(w->entries[i - 1].name, w->entries[i].name) == 0)
+      return mr_error(src->ctx, MR_EFORMAT, "%s: duplicate tensor name '%s'", src->path, w->entries[i].name);
+  }
+  return MR_OK;
+}
+
+void mr_weights_free(mr_weights *w) {
+  if (w == NULL) return;
+  for (int i = 0; i < w->count; i++) {
+    free(w->entries[i].name);
+    free(w->entries[i].owned);
+  }
+  free(w->entries);
+  free(w->metadata);
+  if (w->map != NULL) munmap(w->map, w->map_size);
+  free(w);
+}
+
+mr_status mr_weights_open(mr_ctx *ctx, const char *path, mr_weights **out) {
+  if (out == NULL) return mr_error(ctx, MR_EINVAL, "mr_weights_open: out is NULL");
+  *out = NULL;
+  if (path == NULL) return mr_error(ctx, MR_EINVAL, "mr_weights_open: path is NULL");
+
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    return mr_error(ctx, e == ENOENT ? MR_ENOTFOUND : MR_EIO, "cannot open '%s': %s", path, strerror(e));
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    close(fd);
+    return mr_error(ctx, MR_EIO, "cannot stat '%s': %s", path, strerror(e));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return mr_error(ctx, MR_EIO, "'%s' is not a regular file", path);
+  }
+  /* Both formats need at least 8 bytes (safetensors' length word; a zip's
+     end record is 22), and mmap refuses an empty file. */
+  if (st.st_size < 8) {
+    close(fd);
+    return mr_error(ctx, MR_EFORMAT, "%s: file is too short (%lld bytes) to be a checkpoint", path,
+                    (long long)st.st_size);
+  }
+  if ((uint64_t)st.st_size > SIZE_MAX) {
+    close(fd);
+    return mr_error(ctx, MR_EFORMAT, "%s: file is too large to map", path);
+  }
+  size_t size = (size_t)st.st_size;
+  /* Read-only private mapping: pages come from the page cache on demand, so
+     opening an 11 GB checkpoint costs address space, not memory. */
+  void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  int map_errno = errno;
+  close(fd);
+  if (map == MAP_FAILED) return mr_error(ctx, MR_EIO, "cannot map '%s': %s", path, strerror(map_errno));
+
+  mr_weights *w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    munmap(map, size);
+    return mr_error(ctx, MR_ENOMEM, "%s: out of memory", path);
+  }
+  w->map = map;
+  w->map_size = size;
+
+  mr_io_source src = {ctx, path, map, size};
+  mr_status s;
+  if (src.data[0] == 'P' && src.data[1] == 'K')
+    s = mr_io_pth_parse(&src, w);
+  else
+    s = mr_io_safetensors_parse(&src, w);
+  if (s == MR_OK) s = weights_finish(&src, w);
+  if (s != MR_OK) {
+    mr_weights_free(w);
+    return s;
+  }
+  *out = w;
+  return MR_OK;
+}
+
+int mr_weights_count(const mr_weights *w) { return w ? w->count : 0; }
+
+mr_status mr_weights_get(const mr_weights *w, int i, mr_weight_info *info) {
+  /* No context to hold a message, and printing would spam a host's
+     stderr; the status alone says the index was bad. */
+  if (w == NULL || info == NULL || i < 0 || i >= w->count) return MR_EINVAL;
+  const entry *e = &w->entries[i];
+  memset(info, 0, sizeof *info);
+  info->name = e->name;
+  info->dtype = e->dtype;
+  info->ndim = e->ndim;
+  for (int d = 0; d < e->ndim; d++) info->shape[d] = e->shape[d];
+  info->data = e->data;
+  info->nbytes = e->nbytes;
+  return MR_OK;
+}
+
+int mr_weights_find(const mr_weights *w, const char *name) {
+  if (w == NULL || name == NULL) return -1;
+  int lo = 0, hi = w->count - 1;
+  while (lo <= hi) {
+    int mid = lo + (hi - lo) / 2;
+    int c = strcmp(w->entries[mid].name, name);
+    if (c == 0) return mid;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid - 1;
+  }
+  return -1;
+}
+
+const char *mr_weights_metadata(const mr_weights *w) { return w ? w->metadata : NULL; }
+
+mr_status mr_weights_to_tensor(mr_ctx *ctx, const mr_weights *w, int i, mr_dtype dtype, mr_tensor **out) {
+  if (out == NULL) return mr_error(ctx, MR_EINVAL, "mr_weights_to_tensor: out is NULL");
+  *out = NULL;
+  if (w == NULL) return mr_error(ctx, MR_EINVAL, "mr_weights_to_tensor: weights is NULL");
+  if (i < 0 || i >= w->count)
+    return mr_error(ctx, MR_EINVAL, "mr_weights_to_tensor: index %d out of range (0..%d)", i, w->count - 1);
+  const entry *e = &w->entries[i];
+  if (e->ndim > MR_MAX_DIMS)
+    return mr_error(ctx, MR_EINVAL, "tensor '%s' has %d dims; device tensors have at most %d", e->name,
+                    e->ndim, MR_MAX_DIMS);
+  if (!mr_dtype_is_storage(dtype))
+    return mr_error(ctx, MR_EINVAL, "tensor '%s': %s is not a device storage dtype (f32, f16, bf16)", e->name,
+                    mr_dtype_name(dtype));
+  /* A 0-dim (scalar) entry becomes a 1-element vector: device tensors have
+     at least one dim. */
+  static const int64_t scalar_shape[1] = {1};
+  int ndim = e->ndim ? e->ndim : 1;
+  const int64_t *shape = e->ndim ? e->shape : scalar_shape;
+  return mr_tensor_from_host(ctx, dtype, ndim, shape, e->dtype, e->data, out);
+}

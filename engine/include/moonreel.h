@@ -322,6 +322,44 @@ mr_status mr_tokenizer_encode(mr_tokenizer *tok, const char *text, int32_t *ids,
 mr_status mr_tokenizer_encode_wan(mr_tokenizer *tok, const char *prompt, int text_len, int32_t *ids,
                                   int32_t *n_tokens);
 
+/* ------------------------------------------------------------------ models */
+/* Model components load from an open checkpoint (mr_weights) with a
+   precision policy; the variant and sizes are detected from tensor names and
+   shapes, and the official names, the ComfyUI `model.diffusion_model.` prefix
+   and similar prefixes all load. A component holds its own device copies:
+   the mr_weights may be freed right after loading. */
+
+typedef struct mr_model_opts {
+  mr_dtype weights;          /* storage of matmul/conv weights: MR_F32 (default; conformance),
+                                MR_F16 or MR_BF16. Norms, biases and modulation stay f32. */
+  const char *config_json;   /* optional config.json text; NULL = detect from the tensors */
+} mr_model_opts;
+
+mr_model_opts mr_model_opts_default(void);
+
+/* umT5 encoder (Wan's text encoder). */
+typedef struct mr_t5 mr_t5;
+mr_status mr_t5_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts *opts, mr_t5 **out);
+void mr_t5_free(mr_t5 *t5);
+/* Encodes n token ids; only the first n_valid are real (the rest padding, masked as
+   keys). Returns new [n, dim] f32 states. */
+mr_status mr_t5_encode(mr_t5 *t5, const int32_t *ids, int n, int n_valid, mr_tensor **out);
+int mr_t5_dim(const mr_t5 *t5);
+
+/* Wan VAE, 2.1 (z 16, x8 space) or 2.2 (z 48, x16 space, patchified). */
+typedef struct mr_wan_vae mr_wan_vae;
+mr_status mr_wan_vae_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts *opts, mr_wan_vae **out);
+void mr_wan_vae_free(mr_wan_vae *vae);
+/* video [3, T, H, W] in [-1, 1] (T = 4k+1) -> new normalised latent [z, 1+(T-1)/4, H/s, W/s]. */
+mr_status mr_wan_vae_encode(mr_wan_vae *vae, const mr_tensor *video, mr_progress_fn progress, void *user,
+                            mr_tensor **out);
+/* latent [z, T', h, w] -> new video [3, 1+4(T'-1), h*s, w*s], not clamped. */
+mr_status mr_wan_vae_decode(mr_wan_vae *vae, const mr_tensor *latent, mr_progress_fn progress, void *user,
+                            mr_tensor **out);
+int mr_wan_vae_z_dim(const mr_wan_vae *vae);
+int mr_wan_vae_spatial_stride(const mr_wan_vae *vae);   /* 8 or 16 */
+int mr_wan_vae_version(const mr_wan_vae *vae);          /* 21 or 22 */
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,99 @@
+/* Shared weight lookup and upload for the model loaders. */
+#include "models/model_util.h"
+
+#include <stdio.h>
+#include <string.h>
+
+mr_model_opts mr_model_opts_default(void) {
+  mr_model_opts o;
+  memset(&o, 0, sizeof o);
+  o.weights = MR_F32;
+  return o;
+}
+
+static const char *const known_prefixes[] = {
+    "", "model.diffusion_model.", "diffusion_model.", "model.", "module.", "transformer.", "vae.", "first_stage_model.",
+    "text_encoder.", "encoder.", "visual.", NULL};
+
+int mr_loader_find(const mr_loader *L, const char *name) {
+  char full[512];
+  snprintf(full, sizeof full, "%s%s", L->prefix, name);
+  return mr_weights_find(L->w, full);
+}
+
+bool mr_loader_has(const mr_loader *L, const char *name) { return mr_loader_find(L, name) >= 0; }
+
+int mr_loader_shape(const mr_loader *L, const char *name, int64_t *shape) {
+  int i = mr_loader_find(L, name);
+  mr_weight_info info;
+  if (i < 0 || mr_weights_get(L->w, i, &info) != MR_OK) return 0;
+  for (int d = 0; d < info.ndim && d < MR_WEIGHT_MAX_DIMS; d++) shape[d] = info.shape[d];
+  return info.ndim;
+}
+
+mr_status mr_loader_init(mr_loader *L, mr_ctx *ctx, const mr_weights *w, const mr_model_opts *opts,
+                         const char *what, const char *probe_key) {
+  memset(L, 0, sizeof *L);
+  L->ctx = ctx;
+  L->w = w;
+  L->what = what;
+  L->opts = opts ? *opts : mr_model_opts_default();
+  if (!mr_dtype_is_storage(L->opts.weights))
+    return mr_error(ctx, MR_EINVAL, "%s: weights must be f32, f16 or bf16, not %s", what, mr_dtype_name(L->opts.weights));
+  for (int i = 0; known_prefixes[i]; i++) {
+    L->prefix = known_prefixes[i];
+    if (mr_loader_has(L, probe_key)) return MR_OK;
+  }
+  L->prefix = "";
+  return mr_error(ctx, MR_EFORMAT, "not a %s checkpoint: tensor '%s' is missing", what, probe_key);
+}
+
+static void shape_text(int ndim, const int64_t *s, char *buf, size_t cap) {
+  size_t len = 0;
+  len += (size_t)snprintf(buf, cap, "[");
+  for (int i = 0; i < ndim && len < cap; i++)
+    len += (size_t)snprintf(buf + len, cap - len, i ? ", %lld" : "%lld", (long long)s[i]);
+  if (len < cap) snprintf(buf + len, cap - len, "]");
+}
+
+mr_status mr_loader_take(mr_loader *L, const char *name, mr_dtype dtype, int ndim, const int64_t *expect,
+                         mr_tensor **out) {
+  *out = NULL;
+  int i = mr_loader_find(L, name);
+  if (i < 0) return mr_error(L->ctx, MR_EFORMAT, "%s: tensor '%s%s' is missing", L->what, L->prefix, name);
+  mr_weight_info info;
+  mr_status st = mr_weights_get(L->w, i, &info);
+  if (st != MR_OK) return st;
+  bool ok = !expect || info.ndim == ndim;
+  for (int d = 0; ok && expect && d < ndim; d++) ok = expect[d] < 0 || expect[d] == info.shape[d];
+  if (!ok) {
+    char want[128], got[128];
+    int64_t w[MR_WEIGHT_MAX_DIMS];
+    for (int d = 0; d < ndim; d++) w[d] = expect[d];
+    shape_text(ndim, w, want, sizeof want);
+    shape_text(info.ndim, info.shape, got, sizeof got);
+    return mr_error(L->ctx, MR_EFORMAT, "%s: tensor '%s' has shape %s, expected %s", L->what, info.name, got, want);
+  }
+  if (info.ndim > MR_MAX_DIMS)
+    return mr_error(L->ctx, MR_EFORMAT, "%s: tensor '%s' has %d dims (at most %d)", L->what, info.name, info.ndim,
+                    MR_MAX_DIMS);
+  st = mr_weights_to_tensor(L->ctx, L->w, i, dtype, out);
+  if (st == MR_OK) L->n_params += mr_tensor_numel(*out);
+  return st;
+}
+
+mr_status mr_loader_weight(mr_loader *L, const char *name, int ndim, const int64_t *expect, mr_tensor **out) {
+  return mr_loader_take(L, name, L->opts.weights, ndim, expect, out);
+}
+
+mr_status mr_loader_f32(mr_loader *L, const char *name, int ndim, const int64_t *expect, mr_tensor **out) {
+  return mr_loader_take(L, name, MR_F32, ndim, expect, out);
+}
+
+const char *mr_loader_name(char *buf, size_t cap, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, cap, fmt, ap);
+  va_end(ap);
+  return buf;
+}

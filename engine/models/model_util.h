@@ -1,0 +1,45 @@
+/* What every model loader shares: finding weights under a prefix, uploading
+   them with a shape check and the precision policy, and clear messages.
+   Engine-internal. */
+#ifndef MR_MODEL_UTIL_H
+#define MR_MODEL_UTIL_H
+
+#include "core/core.h"
+
+/* A loading session over one checkpoint. */
+typedef struct mr_loader {
+  mr_ctx *ctx;
+  const mr_weights *w;
+  const char *prefix;    /* stripped-name prefix the checkpoint uses ("" if none) */
+  const char *what;      /* "umT5 encoder", "Wan VAE", ... for messages */
+  mr_model_opts opts;
+  int64_t n_params;      /* counted as tensors are taken */
+} mr_loader;
+
+/* Starts a session: finds which of the known prefixes ("", "model.diffusion_model.",
+   "diffusion_model.", "model.", "encoder." ...) makes probe_key present. Fails with
+   MR_EFORMAT naming `what` and the missing key. */
+mr_status mr_loader_init(mr_loader *L, mr_ctx *ctx, const mr_weights *w, const mr_model_opts *opts,
+                         const char *what, const char *probe_key);
+
+/* Index of prefix+name in the checkpoint, or -1. */
+int mr_loader_find(const mr_loader *L, const char *name);
+bool mr_loader_has(const mr_loader *L, const char *name);
+/* The shape of prefix+name (ndim 0 if absent). */
+int mr_loader_shape(const mr_loader *L, const char *name, int64_t *shape);
+
+/* Uploads prefix+name as dtype. expect (ndim entries, -1 = any) is checked
+   when not NULL; a missing tensor or a wrong shape is MR_EFORMAT naming the
+   tensor, the expected and the found shape. Tensors of more than MR_MAX_DIMS
+   dims are refused. */
+mr_status mr_loader_take(mr_loader *L, const char *name, mr_dtype dtype, int ndim, const int64_t *expect,
+                         mr_tensor **out);
+/* As take, with dtype = the policy's weight dtype (for matmul/conv weights). */
+mr_status mr_loader_weight(mr_loader *L, const char *name, int ndim, const int64_t *expect, mr_tensor **out);
+/* As take with MR_F32 (norms, biases, modulation). */
+mr_status mr_loader_f32(mr_loader *L, const char *name, int ndim, const int64_t *expect, mr_tensor **out);
+
+/* printf-style name building into a small static-free buffer owned by the caller. */
+const char *mr_loader_name(char *buf, size_t cap, const char *fmt, ...) MR_PRINTF(3, 4);
+
+#endif

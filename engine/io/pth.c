@@ -182,6 +182,19 @@ mr_status mr_io_pth_parse(const mr_io_source *src, mr_weights *w) {
   x.root = pe->name;
   x.root_len = pe->name_len - strlen("data.pkl");
   snprintf(what, sizeof what, "%.*s", (int)(pe->name_len > 200 ? 200 : pe->name_len), pe->name);
+  /* torch >= 2.1 records the byte order of the storages; older archives
+     are always little-endian, as is every host we run on. */
+  char bo_name[512];
+  if (x.root_len + 9 < sizeof bo_name) {
+    memcpy(bo_name, x.root, x.root_len);
+    memcpy(bo_name + x.root_len, "byteorder", 9);
+    const mr_io_zip_entry *bo = mr_io_zip_find(&x.zip, bo_name, x.root_len + 9);
+    /* zip_open checked that a stored entry's bytes lie in the file. */
+    if (bo != NULL && (bo->method != 0 || bo->size != 6 || memcmp(src->data + bo->offset, "little", 6) != 0)) {
+      s = mr_error(src->ctx, MR_EUNSUPPORTED, "%s: storages are not little-endian", src->path);
+      goto done;
+    }
+  }
   if ((s = mr_io_zip_data(src, pe, &bytes)) != MR_OK) goto done;
   if ((s = mr_io_pickle_load(src, what, bytes, (size_t)pe->size, &pk, &root)) != MR_OK) goto done;
   if (root->kind != MR_PK_DICT) {

@@ -122,8 +122,15 @@ mr_status mr_io_safetensors_parse(const mr_io_source *src, mr_weights *w) {
     return mr_error(src->ctx, MR_EFORMAT, "%s: header length %llu is too short for a JSON object", src->path,
                     (unsigned long long)hlen);
 
-  const char *text = (const char *)src->data + 8;
-  cJSON *root = cJSON_ParseWithLength(text, (size_t)hlen);
+  /* Parse a NUL-terminated copy: the header may end exactly at the end of
+     the mapping, and the parser must not depend on its length handling to
+     stay inside it. The copy is bounded by HEADER_MAX and freed at once. */
+  char *text = malloc((size_t)hlen + 1);
+  if (text == NULL) return mr_error(src->ctx, MR_ENOMEM, "%s: out of memory for the header", src->path);
+  memcpy(text, src->data + 8, (size_t)hlen);
+  text[hlen] = '\0';
+  cJSON *root = cJSON_ParseWithLength(text, (size_t)hlen + 1);
+  free(text);
   if (root == NULL)
     return mr_error(src->ctx, MR_EFORMAT, "%s: header is invalid JSON", src->path);
   mr_status s = MR_OK;

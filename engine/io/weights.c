@@ -171,7 +171,9 @@ mr_status mr_weights_open(mr_ctx *ctx, const char *path, mr_weights **out) {
 
   mr_io_source src = {ctx, path, map, size};
   mr_status s;
-  if (src.data[0] == 'P' && src.data[1] == 'K')
+  /* The full local-header magic, not just "PK": a safetensors file whose
+     header is 19,280 bytes (0x4B50) also starts with "PK". */
+  if (memcmp(src.data, "PK\x03\x04", 4) == 0)
     s = mr_io_pth_parse(&src, w);
   else
     s = mr_io_safetensors_parse(&src, w);

@@ -232,7 +232,20 @@ static void test_safetensors_broken(mr_ctx *ctx) {
   EXPECT_FAIL(ctx, "deep.safetensors", MR_EFORMAT, "JSON");
 #undef ONE
 
+  /* A header of 0x4B50 bytes makes the file start with "PK", like a zip. */
+  char *pk = malloc(0x4B50 + 1);
+  memset(pk, ' ', 0x4B50);
+  pk[0x4B50] = '\0';
+  static const char pk_json[] = "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}";
+  memcpy(pk, pk_json, sizeof pk_json - 1);
+  st_file(tmp_path("pk.safetensors"), pk, data, 4, 0);
+  free(pk);
   mr_weights *w = (mr_weights *)1;
+  CHECK(mr_weights_open(ctx, tmp_path("pk.safetensors"), &w) == MR_OK && mr_weights_count(w) == 1);
+  mr_weights_free(w);
+  unlink(tmp_path("pk.safetensors"));
+
+  w = (mr_weights *)1;
   CHECK(mr_weights_open(ctx, tmp_path("missing.safetensors"), &w) == MR_ENOTFOUND && w == NULL);
   CHECK(strstr(mr_ctx_last_error(ctx), "missing.safetensors") != NULL);
   w = (mr_weights *)1;
@@ -624,6 +637,15 @@ static void test_pth_handmade(mr_ctx *ctx) {
   check_good_pth(ctx, "good.pth");
   pth_file(tmp_path("good64.pth"), &good, 0, true);
   check_good_pth(ctx, "good64.pth");
+
+  zentry be[3] = {{"arch/data.pkl", good.p, good.n, 0}, {"arch/data/0", storage0, sizeof storage0, 0},
+                  {"arch/byteorder", "big", 3, 0}};
+  zip_file(tmp_path("bigendian.pth"), 3, be, false);
+  EXPECT_FAIL(ctx, "bigendian.pth", MR_EUNSUPPORTED, "little-endian");
+  be[2].data = "little";
+  be[2].n = 6;
+  zip_file(tmp_path("little.pth"), 3, be, false);
+  check_good_pth(ctx, "little.pth");
 
   pth_file(tmp_path("deflated.pth"), &good, 8, false);
   EXPECT_FAIL(ctx, "deflated.pth", MR_EUNSUPPORTED, "arch/data/0");

@@ -1,0 +1,101 @@
+"""Training configuration of the default model (sizes, seed, time budget).
+
+Sizes were chosen from the step-time measurement in docs/default-model.md:
+64x64 clips of 17 frames, Wan 2.1 VAE structure at base width 16, a 6-layer
+DiT of width 192 on a 5x4x4 = 80-token grid (patch 1x2x2), a 2-layer umT5-style
+text encoder of width 128 with a caption SentencePiece vocabulary.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Optional, Tuple
+
+
+@dataclasses.dataclass
+class VAEConfig:
+    dim: int = 16                       # base width (Wan 2.1 uses 96)
+    z_dim: int = 16                     # fixed: the engine's Wan 2.1 latent constants are 16 wide
+    dim_mult: Tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    temperal_downsample: Tuple[bool, ...] = (False, True, True)
+
+
+@dataclasses.dataclass
+class T5Config:
+    vocab: int = 256                    # = SentencePiece vocabulary size
+    dim: int = 128
+    dim_attn: int = 128
+    dim_ffn: int = 256
+    num_heads: int = 2
+    num_layers: int = 2
+    num_buckets: int = 32
+    shared_pos: bool = False
+
+
+@dataclasses.dataclass
+class DiTConfig:
+    model_type: str = "ti2v"            # per-token timesteps: T2V and first-frame TI2V
+    patch_size: Tuple[int, int, int] = (1, 2, 2)
+    text_len: int = 32                  # context rows the DiT pads to (config.json text_len)
+    in_dim: int = 16
+    dim: int = 192
+    ffn_dim: int = 768
+    freq_dim: int = 256
+    out_dim: int = 16
+    num_heads: int = 3                  # head_dim 64
+    num_layers: int = 6
+    eps: float = 1e-6
+
+    def module_kwargs(self, text_dim: int) -> dict:
+        return dict(model_type=self.model_type, patch_size=tuple(self.patch_size), text_len=self.text_len,
+                    in_dim=self.in_dim, dim=self.dim, ffn_dim=self.ffn_dim, freq_dim=self.freq_dim,
+                    text_dim=text_dim, out_dim=self.out_dim, num_heads=self.num_heads,
+                    num_layers=self.num_layers, window_size=(-1, -1), qk_norm=True,
+                    cross_attn_norm=True, eps=self.eps)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    seed: int = 0
+    out_dir: str = "runs/default"
+    threads: int = 2                    # torch threads (the target machine has 2 cores)
+    # data
+    frames: int = 17                    # 4k+1
+    size: int = 64
+    # total wall-clock budget for everything, minutes; stages get fractions of it
+    budget_min: float = 170.0
+    # VAE stage
+    vae: VAEConfig = dataclasses.field(default_factory=VAEConfig)
+    vae_frac: float = 0.30
+    vae_batch: int = 4
+    vae_frames: int = 5                 # causal: 1+4 frames train the same weights cheaper
+    vae_lr: float = 1e-3
+    vae_kl: float = 1e-4                # pull the normalised latent towards N(0, 1)
+    # latent cache for the DiT stage
+    n_latent_clips: int = 6000
+    # DiT + text encoder stage (flow matching)
+    t5: T5Config = dataclasses.field(default_factory=T5Config)
+    dit: DiTConfig = dataclasses.field(default_factory=DiTConfig)
+    dit_batch: int = 16
+    dit_lr: float = 5e-4
+    shift: float = 3.0                  # sigma shift for training-time sampling of sigma
+    p_uncond: float = 0.1               # empty caption (for classifier-free guidance)
+    p_i2v: float = 0.3                  # first latent frame given clean (t = 0 tokens)
+    # evaluation
+    eval_steps: int = 20
+    eval_guide: float = 5.0
+    eval_shift: float = 3.0
+    max_steps_vae: Optional[int] = None  # for smoke tests; None = run by time budget
+    max_steps_dit: Optional[int] = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+    @staticmethod
+    def from_json(text: str) -> "TrainConfig":
+        d = json.loads(text)
+        d["vae"] = VAEConfig(**d["vae"])
+        d["t5"] = T5Config(**d["t5"])
+        d["dit"] = DiTConfig(**d["dit"])
+        return TrainConfig(**d)

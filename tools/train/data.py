@@ -1,0 +1,73 @@
+"""Data for training: tinyworld clips by index (train and held-out streams), captions,
+and the caption tokenizer (SentencePiece unigram, umT5 conventions)."""
+from __future__ import annotations
+
+import io
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..tinyworld import ClipSpec, all_caption_texts, clip_for_index, sample_caption
+
+HOLDOUT_OFFSET = 1_000_003      # held-out clips use seed + this: never seen in training
+
+
+def train_clip(seed: int, index: int, frames: int, size: int):
+    return clip_for_index(seed, index, frames, size)
+
+
+def holdout_clip(seed: int, index: int, frames: int, size: int):
+    return clip_for_index(seed + HOLDOUT_OFFSET, index, frames, size)
+
+
+def clips_tensor(clips) -> torch.Tensor:
+    """[B, 3, T, H, W] float32 in [-1, 1]."""
+    return torch.from_numpy(np.stack([c.as_float() for c in clips]))
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+def train_sentencepiece(path: str, vocab_size: int) -> None:
+    """Train the caption SentencePiece model (unigram, nmt_nfkc, pad 0 / eos 1 / unk 2, no bos,
+    as umT5's spiece.model) on every caption phrasing; deterministic."""
+    import sentencepiece as spm
+    texts = sorted(set(all_caption_texts()))
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type="unigram",
+        normalization_rule_name="nmt_nfkc", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        character_coverage=1.0, hard_vocab_limit=False, num_threads=1, minloglevel=2)
+    with open(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+class Tokenizer:
+    """ids = pieces + </s>, padded with 0 to max_len; mask 1 on real tokens (Wan's T5 wrapper)."""
+
+    def __init__(self, path: str, max_len: int):
+        import sentencepiece as spm
+        self.sp = spm.SentencePieceProcessor(model_file=path)
+        self.max_len = max_len
+        self.eos = self.sp.eos_id()
+
+    def __call__(self, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+        ids = torch.zeros(len(texts), self.max_len, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, t in enumerate(texts):
+            p = self.sp.encode(" ".join(t.split()))[: self.max_len - 1] + [self.eos]
+            ids[i, :len(p)] = torch.tensor(p)
+            mask[i, :len(p)] = 1
+        return ids, mask
+
+
+def encode_text(t5, tok: Tokenizer, texts: Sequence[str]) -> torch.Tensor:
+    """Text states as the DiT sees them: encoder output cut to the real length, the rest zero
+    (equal to Wan's cut-then-zero-pad)."""
+    ids, mask = tok(texts)
+    out = t5(ids, mask)
+    return out * mask[..., None].to(out.dtype)
+
+
+def random_captions(rng: np.random.Generator, specs: List[ClipSpec], p_uncond: float) -> List[str]:
+    return ["" if rng.random() < p_uncond else sample_caption(rng, s) for s in specs]

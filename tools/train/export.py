@@ -1,0 +1,91 @@
+"""Write the trained model as a pack in the official Wan layout and names:
+
+    <pack>/config.json                              DiT config (diffusers ConfigMixin style)
+    <pack>/diffusion_pytorch_model.safetensors      DiT weights (official key names)
+    <pack>/Wan2.1_VAE.pth                           VAE state dict (fp32)
+    <pack>/models_t5_umt5-xxl-enc-bf16.pth          text encoder state dict (bf16 by default)
+    <pack>/google/umt5-xxl/spiece.model             SentencePiece model
+    <pack>/moonreel_pack.json                       training provenance and metrics (ours)
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import torch
+
+from ..wan_torch import st
+
+DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _st_arrays(module, dtype: str):
+    out = {}
+    for k, v in module.state_dict().items():
+        v = v.detach().float()
+        if dtype == "f32":
+            out[k] = v.numpy()
+        elif dtype == "f16":
+            out[k] = v.half().numpy()
+        else:
+            raise ValueError("safetensors export supports f32/f16 here; bf16 goes through torch")
+    return out
+
+
+def export_pack(cfg, out: str, dit, vae, t5, spiece_path: str, metrics: dict,
+                dit_dtype: str = "f16", t5_dtype: str = "bf16") -> dict:
+    os.makedirs(os.path.join(out, "google", "umt5-xxl"), exist_ok=True)
+    d = cfg.dit
+    conf = {"_class_name": "WanModel", "_diffusers_version": "0.33.0", "dim": d.dim, "eps": d.eps,
+            "ffn_dim": d.ffn_dim, "freq_dim": d.freq_dim, "in_dim": d.in_dim, "model_type": d.model_type,
+            "num_heads": d.num_heads, "num_layers": d.num_layers, "out_dim": d.out_dim,
+            "text_len": d.text_len, "patch_size": list(d.patch_size), "text_dim": cfg.t5.dim}
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(conf, f, indent=1)
+    if dit_dtype == "bf16":
+        raise ValueError("use f16 or f32 for the DiT safetensors")
+    st.save(os.path.join(out, "diffusion_pytorch_model.safetensors"), _st_arrays(dit, dit_dtype),
+            {"format": "pt"})
+    torch.save({k: v.detach().float().clone() for k, v in vae.state_dict().items()},
+               os.path.join(out, "Wan2.1_VAE.pth"))
+    torch.save({k: v.detach().to(DTYPES[t5_dtype]).clone() for k, v in t5.state_dict().items()},
+               os.path.join(out, "models_t5_umt5-xxl-enc-bf16.pth"))
+    shutil.copyfile(spiece_path, os.path.join(out, "google", "umt5-xxl", "spiece.model"))
+    info = {"config": json.loads(cfg.to_json()), "metrics": metrics,
+            "t5_config": {"vocab": cfg.t5.vocab, "dim": cfg.t5.dim, "dim_attn": cfg.t5.dim_attn,
+                          "dim_ffn": cfg.t5.dim_ffn, "num_heads": cfg.t5.num_heads,
+                          "num_layers": cfg.t5.num_layers, "num_buckets": cfg.t5.num_buckets},
+            "frames": cfg.frames, "size": cfg.size}
+    with open(os.path.join(out, "moonreel_pack.json"), "w") as f:
+        json.dump(info, f, indent=1)
+    total = 0
+    for root, _, files in os.walk(out):
+        total += sum(os.path.getsize(os.path.join(root, n)) for n in files)
+    return {"pack_bytes": total}
+
+
+def load_pack(path: str):
+    """Read a pack back into our modules (dit, vae, t5, spiece path), as the engine would read it."""
+    from ..wan_torch.dit import WanModel
+    from ..wan_torch.t5 import T5Encoder
+    from ..wan_torch.vae import WanVAE
+    with open(os.path.join(path, "config.json")) as f:
+        conf = json.load(f)
+    with open(os.path.join(path, "moonreel_pack.json")) as f:
+        info = json.load(f)
+    w = st.load(os.path.join(path, "diffusion_pytorch_model.safetensors"))
+    text_dim = w["text_embedding.0.weight"].shape[1]
+    dit = WanModel(model_type=conf["model_type"], patch_size=tuple(conf.get("patch_size", (1, 2, 2))),
+                   text_len=conf["text_len"], in_dim=conf["in_dim"], dim=conf["dim"], ffn_dim=conf["ffn_dim"],
+                   freq_dim=conf["freq_dim"], text_dim=text_dim, out_dim=conf["out_dim"],
+                   num_heads=conf["num_heads"], num_layers=conf["num_layers"], eps=conf["eps"])
+    dit.load_state_dict({k: torch.from_numpy(v.astype("float32")) for k, v in w.items()})
+    v = info["config"]["vae"]
+    vae = WanVAE(dim=v["dim"], z_dim=v["z_dim"], dim_mult=tuple(v["dim_mult"]),
+                 num_res_blocks=v["num_res_blocks"], temperal_downsample=tuple(v["temperal_downsample"]))
+    vae.load_state_dict(torch.load(os.path.join(path, "Wan2.1_VAE.pth"), map_location="cpu"))
+    t5 = T5Encoder(**info["t5_config"])
+    t5.load_state_dict({k: x.float() for k, x in
+                        torch.load(os.path.join(path, "models_t5_umt5-xxl-enc-bf16.pth"), map_location="cpu").items()})
+    return dit.eval(), vae.eval(), t5.eval(), os.path.join(path, "google", "umt5-xxl", "spiece.model")

@@ -1,0 +1,140 @@
+"""Stage 2: train the DiT (Wan 2.2 ti2v style, per-token timesteps) and the umT5-style text
+encoder together with flow matching on cached VAE latents.
+
+x_sigma = (1 - sigma) x0 + sigma eps, target v = eps - x0, model timestep t = 1000 sigma.
+With probability p_i2v a sample is image-conditioned as Wan 2.2 TI2V: its first latent frame
+is the clean x0, its tokens get t = 0, and it is left out of the loss. With probability
+p_uncond the caption is empty (for classifier-free guidance).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..tinyworld import ClipSpec
+from ..wan_torch.dit import WanModel
+from ..wan_torch.t5 import T5Encoder
+from .data import Tokenizer, encode_text, random_captions
+
+
+def build_t5(cfg) -> T5Encoder:
+    c = cfg.t5
+    return T5Encoder(vocab=c.vocab, dim=c.dim, dim_attn=c.dim_attn, dim_ffn=c.dim_ffn, num_heads=c.num_heads,
+                     num_layers=c.num_layers, num_buckets=c.num_buckets, shared_pos=c.shared_pos)
+
+
+def build_dit(cfg) -> WanModel:
+    return WanModel(**cfg.dit.module_kwargs(text_dim=cfg.t5.dim))
+
+
+def shift_sigma(u, shift: float):
+    return shift * u / (1 + (shift - 1) * u)
+
+
+def token_timesteps(t: torch.Tensor, i2v: torch.Tensor, grid) -> torch.Tensor:
+    """[B] timesteps + [B] bool image-conditioned -> [B, L] per-token timesteps."""
+    f, h, w = grid
+    tt = t[:, None].expand(-1, f * h * w).clone()
+    tt[i2v, :h * w] = 0.0
+    return tt
+
+
+class EMA:
+    def __init__(self, modules: Sequence[torch.nn.Module], decay: float = 0.999):
+        self.decay = decay
+        self.shadow = [copy.deepcopy(m).eval() for m in modules]
+        self.modules = modules
+        for s in self.shadow:
+            for p in s.parameters():
+                p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, step: int):
+        d = min(self.decay, (1 + step) / (10 + step))
+        for s, m in zip(self.shadow, self.modules):
+            for ps, pm in zip(s.parameters(), m.parameters()):
+                ps.mul_(d).add_(pm.detach(), alpha=1 - d)
+
+
+def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.Tensor,
+              specs: List[ClipSpec], budget_s: float, log=print) -> dict:
+    rng = np.random.default_rng([cfg.seed, 2])
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    params = list(dit.parameters()) + list(t5.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.dit_lr, weight_decay=0.01, betas=(0.9, 0.99))
+    ema = EMA([dit, t5])
+    n = latents.shape[0]
+    pt, ph, pw = cfg.dit.patch_size
+    _, _, F, H, W = latents.shape
+    grid = (F // pt, H // ph, W // pw)
+    t0 = time.time()
+    step = 0
+    while True:
+        frac = (time.time() - t0) / budget_s
+        if cfg.max_steps_dit is not None and step >= cfg.max_steps_dit:
+            break
+        if cfg.max_steps_dit is None and frac >= 1.0:
+            break
+        lr = cfg.dit_lr * min(1.0, (step + 1) / 500) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = rng.integers(0, n, cfg.dit_batch)
+        x0 = latents[idx]
+        b = x0.shape[0]
+        texts = random_captions(rng, [specs[i] for i in idx], cfg.p_uncond)
+        sigma = shift_sigma(torch.rand(b, generator=gen), cfg.shift)
+        eps = torch.randn(x0.shape, generator=gen)
+        s5 = sigma.view(-1, 1, 1, 1, 1)
+        xt = (1 - s5) * x0 + s5 * eps
+        i2v = torch.rand(b, generator=gen) < cfg.p_i2v
+        xt[i2v, :, 0] = x0[i2v, :, 0]
+        t_tok = token_timesteps(sigma * 1000.0, i2v, grid)
+        ctx = encode_text(t5, tok, texts)
+        v = dit(xt, t_tok, ctx)
+        err = (v - (eps - x0)).pow(2)
+        wmask = torch.ones_like(err)
+        wmask[i2v, :, 0] = 0.0
+        loss = (err * wmask).sum() / wmask.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update(step)
+        if step % 100 == 0:
+            log(f"dit step {step} t={time.time() - t0:.0f}s lr={lr:.2e} loss={float(loss):.4f}")
+        step += 1
+    return {"dit_steps": step, "dit_seconds": time.time() - t0, "ema": ema}
+
+
+@torch.no_grad()
+def sample(dit: WanModel, t5: T5Encoder, tok: Tokenizer, prompts: Sequence[str], shape, seeds: Sequence[int],
+           steps: int = 20, guide: float = 5.0, shift: float = 3.0, negative: str = "",
+           first_latent: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Euler flow-matching sampler with CFG (sigmas as Wan's dpm++: shifted linspace(1, 0)).
+    first_latent [B, C, h, w]: TI2V, frame 0 fixed and its tokens at t = 0."""
+    b = len(prompts)
+    c, F, H, W = shape
+    x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    ctx_c = encode_text(t5, tok, list(prompts))
+    ctx_u = encode_text(t5, tok, [negative] * b)
+    pt, ph, pw = dit.patch_size
+    grid = (F // pt, H // ph, W // pw)
+    i2v = torch.full((b,), first_latent is not None)
+    sig = shift_sigma(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift)
+    for i in range(steps):
+        if first_latent is not None:
+            x[:, :, 0] = first_latent
+        s, s_next = float(sig[i]), float(sig[i + 1])
+        t = torch.full((b,), float(int(s * 1000)))
+        tt = token_timesteps(t, i2v, grid)
+        v = dit(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([ctx_c, ctx_u]))
+        v = v[b:] + guide * (v[:b] - v[b:])
+        x = x + (s_next - s) * v
+    if first_latent is not None:
+        x[:, :, 0] = first_latent
+    return x

@@ -1,0 +1,107 @@
+"""Stage 1: train the Wan 2.1-structure VAE on tinyworld clips (fresh clips every step).
+
+Loss: L1 + MSE reconstruction through a sampled latent (mu + sigma*eps), plus a small
+KL term on the normalised latent. After training, a per-channel affine is folded into
+the 1x1 convs `conv1` (encoder side) and `conv2` (decoder side) so that the engine's
+fixed Wan 2.1 mean/std constants give latents of mean 0 and std 1 exactly.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from ..wan_torch.vae import WanVAE
+from .data import clips_tensor, train_clip
+
+
+def build_vae(cfg) -> WanVAE:
+    v = cfg.vae
+    return WanVAE(dim=v.dim, z_dim=v.z_dim, dim_mult=tuple(v.dim_mult), num_res_blocks=v.num_res_blocks,
+                  temperal_downsample=tuple(v.temperal_downsample))
+
+
+def vae_batch(cfg, rng: np.random.Generator, step: int) -> torch.Tensor:
+    """A batch of fresh clips; a random window of vae_frames consecutive frames of each."""
+    clips = [train_clip(cfg.seed, 10_000_000 + step * cfg.vae_batch + i, cfg.frames, cfg.size)
+             for i in range(cfg.vae_batch)]
+    x = clips_tensor(clips)
+    if cfg.vae_frames < cfg.frames:
+        s = int(rng.integers(0, cfg.frames - cfg.vae_frames + 1))
+        x = x[:, :, s:s + cfg.vae_frames]
+    return x
+
+
+def train_vae(cfg, vae: WanVAE, budget_s: float, log=print) -> dict:
+    rng = np.random.default_rng([cfg.seed, 1])
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    mean = vae.mean.view(1, -1, 1, 1, 1)
+    std = vae.std.view(1, -1, 1, 1, 1)
+    t0 = time.time()
+    step = 0
+    while True:
+        frac = (time.time() - t0) / budget_s
+        if cfg.max_steps_vae is not None and step >= cfg.max_steps_vae:
+            break
+        if cfg.max_steps_vae is None and frac >= 1.0:
+            break
+        lr = cfg.vae_lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = vae_batch(cfg, rng, step)
+        mu, log_var = vae.encode_moments(x, chunked=False)
+        log_var = log_var.clamp(-30.0, 20.0)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
+        y = vae.decoder(vae.conv2(z))
+        rec = (y - x).abs().mean() + (y - x).pow(2).mean()
+        mu_n = (mu - mean) / std
+        var_n = torch.exp(log_var) / std ** 2
+        kl = 0.5 * (mu_n.pow(2) + var_n - torch.log(var_n) - 1).mean()
+        loss = rec + cfg.vae_kl * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0:
+            mse = float((y - x).pow(2).mean())
+            log(f"vae step {step} t={time.time() - t0:.0f}s lr={lr:.2e} rec={float(rec):.4f} "
+                f"psnr~{10 * math.log10(4.0 / max(mse, 1e-10)):.1f}dB kl={float(kl):.3f}")
+        step += 1
+    return {"vae_steps": step, "vae_seconds": time.time() - t0}
+
+
+@torch.no_grad()
+def renormalize_latents(cfg, vae: WanVAE, n_clips: int = 64) -> dict:
+    """Fold a per-channel affine into conv1/conv2 so (mu - mean)/std has mean 0, std 1
+    on training clips. Exact: the decoder's output is unchanged."""
+    x = clips_tensor([train_clip(cfg.seed, 20_000_000 + i, cfg.frames, cfg.size) for i in range(n_clips)])
+    mus = torch.cat([vae.encode_moments(x[i:i + 8], chunked=False)[0] for i in range(0, n_clips, 8)])
+    a = mus.mean(dim=(0, 2, 3, 4))                      # per-channel mean of mu
+    b = mus.std(dim=(0, 2, 3, 4)).clamp(min=1e-6)       # per-channel std of mu
+    m, s = vae.mean, vae.std
+    zd = vae.z_dim
+    k = s / b                                           # mu' = m + k (mu - a)
+    w1, b1 = vae.conv1.weight, vae.conv1.bias
+    w1[:zd] *= k.view(-1, 1, 1, 1, 1)
+    b1[:zd] = k * (b1[:zd] - a) + m
+    # decoder: conv2(mu) with mu = a + (mu' - m) / k
+    w2, b2 = vae.conv2.weight, vae.conv2.bias
+    inv = 1.0 / k
+    b2 += (w2[:, :, 0, 0, 0] @ (a - m * inv))
+    w2 *= inv.view(1, -1, 1, 1, 1)
+    return {"latent_mu_mean_before": a.tolist(), "latent_mu_std_before": b.tolist()}
+
+
+@torch.no_grad()
+def encode_latents(cfg, vae: WanVAE, n: int, log=print) -> torch.Tensor:
+    """Normalised latents of training clips 0..n-1 (deterministic mu) [n, 16, T', h, w]."""
+    out = []
+    t0 = time.time()
+    for i in range(0, n, 8):
+        x = clips_tensor([train_clip(cfg.seed, j, cfg.frames, cfg.size) for j in range(i, min(n, i + 8))])
+        out.append(vae.encode(x, chunked=False))
+        if i % 400 == 0:
+            log(f"encode latents {i}/{n} t={time.time() - t0:.0f}s")
+    return torch.cat(out)

@@ -1,0 +1,86 @@
+"""Training skeleton checks that run in seconds: tokenizer, latent renormalisation, export/load.
+
+    /usr/bin/python3 -m unittest tools.train.test_train
+"""
+import os
+import tempfile
+import unittest
+
+try:
+    import torch
+    import sentencepiece  # noqa: F401
+except ImportError:  # pragma: no cover
+    torch = None
+
+
+@unittest.skipIf(torch is None, "python3-torch / python3-sentencepiece missing (tools/setup_training.sh)")
+class TestTrainSkeleton(unittest.TestCase):
+    def setUp(self):
+        from tools.train.config import TrainConfig
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        cfg = TrainConfig(seed=3)
+        cfg.vae.dim = 4
+        cfg.t5.dim = cfg.t5.dim_attn = 16
+        cfg.t5.dim_ffn = 24
+        cfg.dit.dim, cfg.dit.ffn_dim, cfg.dit.num_heads, cfg.dit.num_layers = 32, 48, 2, 1
+        self.cfg = cfg
+        self.tmp = tempfile.TemporaryDirectory()
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_tokenizer(self):
+        from tools.train.data import Tokenizer, train_sentencepiece
+        p = os.path.join(self.tmp.name, "sp.model")
+        train_sentencepiece(p, self.cfg.t5.vocab)
+        tok = Tokenizer(p, 32)
+        self.assertLessEqual(tok.sp.get_piece_size(), self.cfg.t5.vocab)
+        ids, mask = tok(["a red circle moving right on a black background", ""])
+        self.assertEqual(int(mask[1].sum()), 1)              # empty caption = </s> only
+        self.assertEqual(int(ids[1, 0]), 1)
+        n = int(mask[0].sum())
+        self.assertEqual(int(ids[0, n - 1]), 1)
+        self.assertNotIn(2, ids[0, :n].tolist())             # no <unk> in captions
+
+    def test_renormalize_is_exact(self):
+        from tools.train.data import clips_tensor, train_clip
+        from tools.train.stage_vae import build_vae, renormalize_latents
+        vae = build_vae(self.cfg).eval()
+        x = clips_tensor([train_clip(5, 0, 5, 32)])
+        with torch.no_grad():
+            mu, _ = vae.encode_moments(x, chunked=False)
+            before = vae.decoder(vae.conv2(mu))
+            self.cfg.size, self.cfg.frames = 32, 5
+            renormalize_latents(self.cfg, vae, n_clips=8)
+            z = vae.encode(x, chunked=False)
+            after = vae.decode(z, chunked=False)
+        torch.testing.assert_close(before, after, rtol=1e-4, atol=1e-4)
+
+    def test_export_and_load(self):
+        from tools.train.data import Tokenizer, encode_text, train_sentencepiece
+        from tools.train.export import export_pack, load_pack
+        from tools.train.stage_dit import build_dit, build_t5
+        from tools.train.stage_vae import build_vae
+        sp = os.path.join(self.tmp.name, "sp.model")
+        train_sentencepiece(sp, self.cfg.t5.vocab)
+        dit, vae, t5 = build_dit(self.cfg).eval(), build_vae(self.cfg).eval(), build_t5(self.cfg).eval()
+        pack = os.path.join(self.tmp.name, "pack")
+        info = export_pack(self.cfg, pack, dit, vae, t5, sp, {"x": 1.0}, dit_dtype="f32", t5_dtype="f32")
+        self.assertGreater(info["pack_bytes"], 0)
+        for name in ("config.json", "diffusion_pytorch_model.safetensors", "Wan2.1_VAE.pth",
+                     "models_t5_umt5-xxl-enc-bf16.pth", "google/umt5-xxl/spiece.model"):
+            self.assertTrue(os.path.exists(os.path.join(pack, name)), name)
+        dit2, vae2, t52, sp2 = load_pack(pack)
+        tok = Tokenizer(sp2, self.cfg.dit.text_len)
+        x = torch.randn(1, 16, 2, 4, 4)
+        with torch.no_grad():
+            c1 = encode_text(t5, tok, ["a red ball slides to the right"])
+            c2 = encode_text(t52, tok, ["a red ball slides to the right"])
+            torch.testing.assert_close(c1, c2)
+            torch.testing.assert_close(dit(x, torch.tensor([500.0]), c1), dit2(x, torch.tensor([500.0]), c2))
+            torch.testing.assert_close(vae.decode(x, chunked=True), vae2.decode(x, chunked=True))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,121 @@
+"""Train the default model from a seed, end to end, in one command:
+
+    /usr/bin/python3 -m tools.train.train --seed 0 --out runs/default [--budget-min 170]
+    /usr/bin/python3 -m tools.train.train --smoke --out /tmp/smoke      # a few steps of everything
+
+Stages: SentencePiece on the captions -> VAE -> latent renormalisation -> latent cache ->
+DiT + text encoder (flow matching) -> evaluation (issue 5 gates) -> pack export.
+Everything is seeded; with the time budget the step count depends on the machine's speed
+(pass --max-steps-vae / --max-steps-dit for a bit-reproducible run).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import time
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .data import Tokenizer, train_clip, train_sentencepiece
+from .evaluate import eval_t2v, eval_ti2v, eval_vae
+from .export import export_pack
+from .stage_dit import build_dit, build_t5, train_dit
+from .stage_vae import build_vae, encode_latents, renormalize_latents, train_vae
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="train the moonreel default model")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs/default")
+    ap.add_argument("--budget-min", type=float, default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--max-steps-vae", type=int, default=None)
+    ap.add_argument("--max-steps-dit", type=int, default=None)
+    ap.add_argument("--smoke", action="store_true", help="tiny run of every stage (pipeline check)")
+    a = ap.parse_args(argv)
+    cfg = TrainConfig(seed=a.seed, out_dir=a.out)
+    if a.budget_min is not None:
+        cfg.budget_min = a.budget_min
+    if a.threads is not None:
+        cfg.threads = a.threads
+    cfg.max_steps_vae = a.max_steps_vae
+    cfg.max_steps_dit = a.max_steps_dit
+    n_eval, n_ti2v = 40, 8
+    if a.smoke:
+        cfg.max_steps_vae, cfg.max_steps_dit, cfg.n_latent_clips = 2, 2, 16
+        cfg.eval_steps, n_eval, n_ti2v = 2, 8, 1
+    torch.set_num_threads(cfg.threads)
+    seed_all(cfg.seed)
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    logf = open(os.path.join(cfg.out_dir, "train.log"), "a")
+
+    def log(msg):
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        logf.write(line + "\n")
+        logf.flush()
+
+    with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
+        f.write(cfg.to_json())
+    budget = cfg.budget_min * 60.0
+    t_start = time.time()
+    metrics: dict = {}
+
+    # 0. tokenizer
+    spiece = os.path.join(cfg.out_dir, "spiece.model")
+    train_sentencepiece(spiece, cfg.t5.vocab)
+    tok = Tokenizer(spiece, cfg.dit.text_len)
+    if tok.sp.get_piece_size() > cfg.t5.vocab:
+        raise RuntimeError("SentencePiece vocabulary larger than the embedding")
+    log(f"sentencepiece: {tok.sp.get_piece_size()} pieces")
+
+    # 1. VAE
+    vae = build_vae(cfg)
+    metrics.update(train_vae(cfg, vae, budget * cfg.vae_frac, log))
+    vae.eval()
+    metrics.update(renormalize_latents(cfg, vae))
+    metrics["vae_psnr_holdout"] = eval_vae(cfg, vae, 16 if not a.smoke else 2)
+    log(f"VAE PSNR on held-out clips: {metrics['vae_psnr_holdout']:.2f} dB")
+    torch.save(vae.state_dict(), os.path.join(cfg.out_dir, "vae.pt"))
+    for p in vae.parameters():
+        p.requires_grad_(False)
+
+    # 2. latent cache
+    latents = encode_latents(cfg, vae, cfg.n_latent_clips, log)
+    specs = [train_clip(cfg.seed, i, 1, 16).spec for i in range(cfg.n_latent_clips)]  # spec only
+    log(f"latents {tuple(latents.shape)} mean {float(latents.mean()):.3f} std {float(latents.std()):.3f}")
+
+    # 3. DiT + text encoder
+    dit, t5 = build_dit(cfg), build_t5(cfg)
+    remaining = budget - (time.time() - t_start) - 8 * 60.0       # keep time for eval + export
+    r = train_dit(cfg, dit, t5, tok, latents, specs, max(remaining, 60.0), log)
+    ema = r.pop("ema")
+    metrics.update(r)
+    dit_e, t5_e = ema.shadow
+
+    # 4. evaluation with the EMA weights
+    metrics["t2v_checker_pass"] = eval_t2v(cfg, vae, dit_e, t5_e, tok, n_eval, log)
+    metrics["ti2v_first_frame_psnr"] = eval_ti2v(cfg, vae, dit_e, t5_e, tok, n_ti2v)
+    log(f"checker pass rate {metrics['t2v_checker_pass']:.3f}, TI2V first-frame PSNR "
+        f"{metrics['ti2v_first_frame_psnr']:.2f} dB")
+
+    # 5. export
+    metrics["total_seconds"] = time.time() - t_start
+    metrics.update(export_pack(cfg, os.path.join(cfg.out_dir, "pack"), dit_e, vae, t5_e, spiece, metrics))
+    log("metrics " + json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

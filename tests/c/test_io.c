@@ -276,7 +276,8 @@ static void test_writer_roundtrip(mr_ctx *ctx) {
   REQUIRE(mr_tensor_from_host(ctx, MR_F32, 5, s_d, MR_F32, v, &t[3]) == MR_OK);
   REQUIRE(mr_tensor_from_host(ctx, MR_BF16, 1, s_e, MR_F32, v, &t[4]) == MR_OK);
   const char *names[5] = {"zeta.weight", "alpha", "mid.bias", "blocks.0.x", "b\"quoted\\name"};
-  const char *path = tmp_path("out.safetensors");
+  char path[512]; /* a copy: tmp_path's buffer is reused by later calls */
+  snprintf(path, sizeof path, "%s", tmp_path("out.safetensors"));
   REQUIRE(mr_safetensors_write(ctx, path, 5, names, t, "{\"format\":\"pt\",\"k\":\"v\"}") == MR_OK);
   CHECK(no_temp_files());
 

@@ -73,7 +73,7 @@ class TrainConfig:
     vae_lr: float = 1e-3
     vae_kl: float = 1e-4                # pull the normalised latent towards N(0, 1)
     # latent cache for the DiT stage
-    n_latent_clips: int = 6000
+    n_latent_clips: int = 4000
     # DiT + text encoder stage (flow matching)
     t5: T5Config = dataclasses.field(default_factory=T5Config)
     dit: DiTConfig = dataclasses.field(default_factory=DiTConfig)

@@ -2,7 +2,7 @@
 
 Given frames (generated or ground truth) and a prompt, it finds the object by
 colour, follows its centroid and area over the frames, classifies its shape by
-how much of its bounding box it fills, and its motion from the fitted drift of
+how much of its bounding box it fills (and where its centroid sits in it), and its motion from the fitted drift of
 centroid and size; then compares colour, shape and motion with the prompt.
 
 Only numpy; works on uint8 [T, H, W, 3] or float [3, T, H, W] in [-1, 1].
@@ -24,7 +24,8 @@ from .world import COLOURS, ClipSpec
 FG_DIST = 50.0          # RGB distance from the background that counts as foreground
 MIN_AREA = 6.0          # pixels (soft) for an object to count as present in a frame
 MIN_PRESENT = 0.8       # fraction of frames the object must be present in
-TRI_MAX_FILL = 0.64     # fill ratio below: triangle (ideal 0.50)
+TRI_MAX_FILL = 0.60     # fill ratio below: triangle (ideal 0.50)
+TRI_MIN_DROP = 0.08     # or centroid this far below the box centre (in box heights; ideal 1/6)
 CIRCLE_MAX_FILL = 0.89  # below: circle (ideal 0.785); above: square (ideal 1.0)
 MOVE_MIN = 0.12         # dominant displacement over the clip, fraction of the side
 STILL_MAX_MOVE = 0.06
@@ -37,7 +38,8 @@ class Analysis:
     colour: Optional[str]
     shape: Optional[str]
     motion: Optional[str]
-    fill: float = float("nan")
+    fill: float = float("nan")    # area / soft bounding box (triangle 0.5, circle 0.785, square 1)
+    drop: float = float("nan")    # centroid below the box middle, in box heights (triangle 1/6)
     dx: float = 0.0          # fitted displacement over the clip, fraction of width
     dy: float = 0.0
     scale: float = 1.0       # fitted linear size ratio last/first
@@ -111,16 +113,19 @@ def analyze(frames: np.ndarray, colour: Optional[str] = None) -> Analysis:
     ys, xs = np.arange(H) + 0.5, np.arange(W) + 0.5
     cx = np.full(T, np.nan)
     cy = np.full(T, np.nan)
-    fills = []
+    fills, drops = [], []
     for t in range(T):
         if area[t] < MIN_AREA:
             continue
         cx[t] = (a[t].sum(axis=0) @ xs) / area[t]
         cy[t] = (a[t].sum(axis=1) @ ys) / area[t]
         # soft extents: a column counts as much as its most covered pixel
+        rows = a[t].max(axis=1)
         w = a[t].max(axis=0).sum()
-        h = a[t].max(axis=1).sum()
+        h = rows.sum()
         fills.append(area[t] / max(w * h, 1e-6))
+        # an upright triangle's centroid lies h/6 below the middle of its box; blur keeps that
+        drops.append((cy[t] - (rows @ ys) / max(h, 1e-6)) / max(h, 1e-6))
     ok = area >= MIN_AREA
     present = float(ok.mean())
     res = Analysis(found_colour, None, None, present=present, area=area, cx=cx, cy=cy)
@@ -128,7 +133,11 @@ def analyze(frames: np.ndarray, colour: Optional[str] = None) -> Analysis:
         return res
     fill = float(np.median(fills))
     res.fill = fill
-    res.shape = "triangle" if fill < TRI_MAX_FILL else ("circle" if fill < CIRCLE_MAX_FILL else "square")
+    res.drop = float(np.median(drops))
+    if fill < TRI_MAX_FILL or res.drop > TRI_MIN_DROP:
+        res.shape = "triangle"
+    else:
+        res.shape = "circle" if fill < CIRCLE_MAX_FILL else "square"
     tt = np.arange(T, dtype=np.float64)[ok]
     span = float(T - 1)
     res.dx = float(np.polyfit(tt, cx[ok], 1)[0] * span / W)

@@ -171,7 +171,7 @@ class TestChecker(unittest.TestCase):
             p = np.pad(f, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
             blur = sum(p[:, i:i + 64, j:j + 64] for i in range(3) for j in range(3)) / 9.0
             good += check(np.rint(blur).astype(np.uint8), clip.spec).ok
-        self.assertGreaterEqual(good, 29)
+        self.assertEqual(good, 30)
 
 
 if __name__ == "__main__":

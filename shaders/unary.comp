@@ -1,0 +1,53 @@
+#version 450
+// out[i] = f(x[..]) for a strided x; the output is contiguous.
+// spec: 0 x dtype, 1 out dtype, 2 op (mr_unary_op, or 6 = x * scale + bias),
+//       3 workgroup size
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(local_size_x_id = 3) in;
+MR_TENSOR_RO(0, x, 0)
+MR_TENSOR_RW(1, y, 1)
+layout(constant_id = 2) const uint OP = 0u;
+
+#define OP_SILU 0u
+#define OP_GELU_TANH 1u
+#define OP_EXP 2u
+#define OP_TANH 3u
+#define OP_NEG 4u
+#define OP_SQUARE 5u
+#define OP_SCALE 6u
+
+layout(push_constant) uniform Push {
+  uint ndim, n, off;
+  float scale, bias;
+  uint shape[MR_MAX_DIMS];
+  uint strides[MR_MAX_DIMS];
+} p;
+
+// tanh that neither overflows (exp of a large argument) nor loses relative
+// accuracy near 0 (1 - 2/(e^2x + 1) cancels there, so a series takes over).
+float mr_tanh(float x) {
+  float ax = abs(x);
+  if (ax < 0.0625) {
+    float x2 = x * x;
+    return x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 - x2 * (17.0 / 315.0))));
+  }
+  float e = exp(-2.0 * ax);
+  return sign(x) * (1.0 - e) / (1.0 + e);
+}
+
+void main() {
+  uint i = mr_group_id() * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+  if (i >= p.n) return;
+  float x = x_load(p.off + mr_strided(i, p.ndim, p.shape, p.strides)), v;
+  if (OP == OP_SILU) v = x / (1.0 + exp(-x));
+  // 0.5 x (1 + tanh u) = x / (1 + e^-2u): no cancellation where tanh u is near -1
+  else if (OP == OP_GELU_TANH) v = x / (1.0 + exp(-1.5957691216057308 * (x + 0.044715 * x * x * x)));
+  else if (OP == OP_EXP) v = exp(x);
+  else if (OP == OP_TANH) v = mr_tanh(x);
+  else if (OP == OP_NEG) v = -x;
+  else if (OP == OP_SQUARE) v = x * x;
+  else v = x * p.scale + p.bias;
+  y_store(i, v);
+}

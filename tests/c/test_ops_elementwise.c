@@ -1,0 +1,165 @@
+/* Elementwise ops against the CPU references: binary with broadcasting,
+   scale, unary; every storage dtype, strided inputs, odd sizes, errors. */
+#include "op_inputs.h"
+
+#include "ops/ref_basic.h"
+
+#include <math.h>
+#include <string.h>
+
+static const char *const binary_names[4] = {"add", "sub", "mul", "div"};
+static const char *const unary_names[6] = {"silu", "gelu_tanh", "exp", "tanh", "neg", "square"};
+
+typedef struct bcase {
+  int an, bn;
+  int64_t a[MR_MAX_DIMS], b[MR_MAX_DIMS];
+} bcase;
+
+static void test_binary(mr_ctx *ctx) {
+  static const bcase cases[] = {
+      {1, 1, {1000}, {1000}},                      /* same shape */
+      {1, 1, {1}, {1}},                            /* one element */
+      {2, 1, {7, 33}, {33}},                       /* row */
+      {2, 2, {33, 7}, {33, 1}},                    /* column */
+      {3, 1, {3, 7, 5}, {1}},                      /* scalar-like */
+      {3, 3, {7, 1, 3}, {1, 5, 3}},                /* both broadcast */
+      {5, 4, {2, 3, 1, 4, 5}, {3, 7, 1, 5}},       /* 5-D */
+      {1, 2, {5}, {3, 5}},                         /* b has more dims than a */
+      {2, 2, {257, 129}, {257, 1}},                /* odd, large */
+      {2, 1, {0, 3}, {3}},                         /* empty */
+  };
+  mr_rng rng = {11};
+  int ncase = (int)(sizeof cases / sizeof cases[0]);
+  for (int c = 0; c < ncase; c++) {
+    const bcase *bc = &cases[c];
+    int64_t oshape[MR_MAX_DIMS];
+    int on = mr_ref_broadcast_shape(bc->an, bc->a, bc->bn, bc->b, oshape);
+    int64_t na = shape_numel(bc->an, bc->a), nb = shape_numel(bc->bn, bc->b), no = shape_numel(on, oshape);
+    float *a = malloc((size_t)(na + 1) * sizeof *a), *b = malloc((size_t)(nb + 1) * sizeof *b);
+    float *want = malloc((size_t)(no + 1) * sizeof *want);
+    for (int ia = 0; ia < 3; ia++) {
+      mr_dtype adt = all_dtypes[ia], bdt = all_dtypes[(ia + c) % 3];
+      mr_rng_fill(&rng, a, (size_t)na, -2, 2);
+      for (int64_t i = 0; i < nb; i++) { /* |b| in [0.5, 2]: safe divisor */
+        float v = mr_rng_uniform(&rng, 0.5f, 2.0f);
+        b[i] = mr_rng_uniform(&rng, 0, 1) < 0.5f ? -v : v;
+      }
+      mr_test_round(adt, a, (size_t)na);
+      mr_test_round(bdt, b, (size_t)nb);
+      for (int la = 0; la < LAYOUT_COUNT; la++) {
+        input_layout lb = (input_layout)((la + c) % LAYOUT_COUNT);
+        mr_tensor *ta = make_input(ctx, adt, bc->an, bc->a, a, (input_layout)la);
+        mr_tensor *tb = make_input(ctx, bdt, bc->bn, bc->b, b, lb);
+        for (int op = 0; op < 4; op++) {
+          mr_tensor *out = NULL;
+          CHECK_OK(ctx, mr_op_binary((mr_binary_op)op, ta, tb, &out));
+          if (!out) continue;
+          CHECK(mr_tensor_dtype(out) == adt && mr_tensor_ndim(out) == on);
+          CHECK(memcmp(mr_tensor_shape(out), oshape, (size_t)on * sizeof *oshape) == 0);
+          mr_ref_binary((mr_binary_op)op, a, bc->an, bc->a, b, bc->bn, bc->b, want);
+          mr_test_round(adt, want, (size_t)no);
+          float *got = mr_test_read(ctx, out);
+          CHECK_CLOSE(got, want, no, tol_for(adt, 1e-6), "binary %s case %d a %s/%s b %s/%s", binary_names[op], c,
+                      mr_dtype_name(adt), layout_names[la], mr_dtype_name(bdt), layout_names[lb]);
+          free(got);
+          mr_tensor_free(out);
+        }
+        mr_tensor_free(ta);
+        mr_tensor_free(tb);
+      }
+    }
+    free(a);
+    free(b);
+    free(want);
+  }
+}
+
+static void test_unary(mr_ctx *ctx) {
+  static const int nds[] = {1, 1, 3, 5, 2};
+  static const int64_t shapes[][MR_MAX_DIMS] = {{1}, {1000}, {3, 7, 33}, {2, 3, 1, 4, 5}, {129, 257}};
+  mr_rng rng = {23};
+  for (int c = 0; c < 5; c++) {
+    int64_t n = shape_numel(nds[c], shapes[c]);
+    float *x = malloc((size_t)n * sizeof *x), *want = malloc((size_t)n * sizeof *want);
+    for (int id = 0; id < 3; id++) {
+      mr_dtype dt = all_dtypes[id];
+      mr_rng_fill(&rng, x, (size_t)n, -4, 4);
+      mr_test_round(dt, x, (size_t)n);
+      for (int l = 0; l < LAYOUT_COUNT; l++) {
+        mr_tensor *t = make_input(ctx, dt, nds[c], shapes[c], x, (input_layout)l);
+        for (int op = 0; op <= 6; op++) { /* 6: scale */
+          mr_tensor *out = NULL;
+          if (op < 6) CHECK_OK(ctx, mr_op_unary((mr_unary_op)op, t, &out));
+          else CHECK_OK(ctx, mr_op_scale(t, -1.75f, 0.5f, &out));
+          if (!out) continue;
+          CHECK(mr_tensor_dtype(out) == dt && mr_tensor_is_contiguous(out));
+          if (op < 6) mr_ref_unary((mr_unary_op)op, x, n, want);
+          else mr_ref_scale(x, n, -1.75f, 0.5f, want);
+          mr_test_round(dt, want, (size_t)n);
+          float *got = mr_test_read(ctx, out);
+          CHECK_CLOSE(got, want, n, tol_for(dt, 2e-6), "%s case %d %s/%s", op < 6 ? unary_names[op] : "scale", c,
+                      mr_dtype_name(dt), layout_names[l]);
+          free(got);
+          mr_tensor_free(out);
+        }
+        mr_tensor_free(t);
+      }
+    }
+    free(x);
+    free(want);
+  }
+}
+
+/* Extreme arguments: no NaN or overflow where the function is finite, and
+   small arguments keep their relative accuracy. */
+static void test_unary_extremes(mr_ctx *ctx) {
+  float x[10] = {-1000, -100, -30, -1e-4f, 0, 1e-6f, 3e-3f, 30, 100, 1000};
+  int64_t shape[1] = {10};
+  mr_tensor *t;
+  CHECK_OK(ctx, mr_tensor_from_host(ctx, MR_F32, 1, shape, MR_F32, x, &t));
+  const mr_unary_op ops[3] = {MR_UNARY_SILU, MR_UNARY_GELU_TANH, MR_UNARY_TANH};
+  for (int k = 0; k < 3; k++) {
+    mr_tensor *out;
+    float want[10], got[10];
+    CHECK_OK(ctx, mr_op_unary(ops[k], t, &out));
+    CHECK_OK(ctx, mr_tensor_read(out, MR_F32, got, 10));
+    mr_ref_unary(ops[k], x, 10, want);
+    for (int i = 0; i < 10; i++) {
+      double err = fabs((double)got[i] - want[i]), lim = 1e-5 * fabs(want[i]) + 1e-30;
+      if (!(err <= lim)) {
+        fprintf(stderr, "%s(%g) = %g, want %g\n", unary_names[ops[k]], x[i], got[i], want[i]);
+        mr_test_failures++;
+      }
+    }
+    mr_tensor_free(out);
+  }
+  mr_tensor_free(t);
+}
+
+static void test_errors(mr_ctx *ctx) {
+  int64_t s1[2] = {3, 4}, s2[1] = {5};
+  mr_tensor *a, *b, *out = (mr_tensor *)1;
+  CHECK_OK(ctx, mr_tensor_new(ctx, MR_F32, 2, s1, &a));
+  CHECK_OK(ctx, mr_tensor_new(ctx, MR_F16, 1, s2, &b));
+  CHECK(mr_op_binary(MR_BINARY_ADD, a, b, &out) == MR_EINVAL && out == NULL);
+  CHECK(strstr(mr_ctx_last_error(ctx), "broadcast") && strstr(mr_ctx_last_error(ctx), "3x4"));
+  out = (mr_tensor *)1;
+  CHECK(mr_op_binary((mr_binary_op)9, a, a, &out) == MR_EINVAL && out == NULL);
+  CHECK(strstr(mr_ctx_last_error(ctx), "unknown op") != NULL);
+  out = (mr_tensor *)1;
+  CHECK(mr_op_unary((mr_unary_op)-1, a, &out) == MR_EINVAL && out == NULL);
+  CHECK(strstr(mr_ctx_last_error(ctx), "unknown op") != NULL);
+  mr_tensor_free(a);
+  mr_tensor_free(b);
+}
+
+int main(void) {
+  mr_ctx *ctx = mr_test_ctx();
+  test_binary(ctx);
+  test_unary(ctx);
+  test_unary_extremes(ctx);
+  test_errors(ctx);
+  CHECK(mr_ctx_validation_messages(ctx) == 0);
+  mr_ctx_free(ctx);
+  return mr_test_finish("test_ops_elementwise");
+}

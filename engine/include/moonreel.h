@@ -198,7 +198,8 @@ mr_status mr_tensor_fill(mr_tensor *t, float value);
 
 typedef enum mr_binary_op { MR_BINARY_ADD, MR_BINARY_SUB, MR_BINARY_MUL, MR_BINARY_DIV } mr_binary_op;
 typedef enum mr_unary_op {
-  MR_UNARY_SILU, MR_UNARY_GELU_TANH, MR_UNARY_EXP, MR_UNARY_TANH, MR_UNARY_NEG, MR_UNARY_SQUARE
+  MR_UNARY_SILU, MR_UNARY_GELU_TANH, MR_UNARY_EXP, MR_UNARY_TANH, MR_UNARY_NEG, MR_UNARY_SQUARE,
+  MR_UNARY_GELU /* exact, with erf */
 } mr_unary_op;
 typedef enum mr_reduce_op { MR_REDUCE_SUM, MR_REDUCE_MEAN, MR_REDUCE_MAX } mr_reduce_op;
 

@@ -243,6 +243,11 @@ mr_status mr_op_reduce(mr_reduce_op op, const mr_tensor *x, int dim, bool keepdi
    Tokens past the tables' rows (L_table < L) are passed through unrotated. */
 mr_status mr_op_rope(const mr_tensor *x, const mr_tensor *cos, const mr_tensor *sin, mr_tensor **out);
 
+/* Row gather (embedding lookup): out[i, :] = table[ids[i], :] for i < n.
+   table [V, D], any strides; ids are n host values in [0, V) (MR_EINVAL
+   otherwise), copied before return. out is a new contiguous [n, D] tensor. */
+mr_status mr_op_gather_rows(const mr_tensor *table, const int32_t *ids, int n, mr_tensor **out);
+
 /* --------------------------------------------------------- checkpoint files */
 /* A checkpoint file read into host memory (mmap where possible): names to
    tensors. Data stays valid until mr_weights_free. */
@@ -360,6 +365,51 @@ mr_status mr_wan_vae_decode(mr_wan_vae *vae, const mr_tensor *latent, mr_progres
 int mr_wan_vae_z_dim(const mr_wan_vae *vae);
 int mr_wan_vae_spatial_stride(const mr_wan_vae *vae);   /* 8 or 16 */
 int mr_wan_vae_version(const mr_wan_vae *vae);          /* 21 or 22 */
+
+/* Wan DiT (WanModel): t2v, i2v (Wan 2.1 with CLIP tokens; Wan 2.2 without),
+   ti2v (per-token timesteps), vace (hint blocks). */
+typedef struct mr_wan_dit mr_wan_dit;
+
+#define MR_WAN_MAX_VACE_LAYERS 64
+
+typedef struct mr_wan_dit_config {
+  char model_type[8];        /* "t2v", "i2v", "flf2v", "ti2v", "vace" */
+  int dim, ffn_dim, freq_dim, text_dim, text_len, in_dim, out_dim, num_heads, num_layers;
+  int patch[3];              /* (1, 2, 2) in every released model */
+  float eps;
+  int img_dim;               /* CLIP feature width when the model has img_emb (1280), else 0 */
+  int img_tokens;            /* 257, or 514 with FLF2V's emb_pos; 0 without img_emb */
+  int vace_in_dim, n_vace_layers;
+  int vace_layers[MR_WAN_MAX_VACE_LAYERS];
+  int64_t n_params;          /* parameters in the checkpoint's DiT tensors */
+} mr_wan_dit_config;
+
+/* Reads the variant and sizes from tensor names and shapes only (nothing is
+   uploaded or read), with config_json (config.json text, or an object with a
+   "config" member) filling what shapes cannot tell: num_heads (else dim/128),
+   text_len (else 512), eps (else 1e-6), vace_layers (else evenly spaced),
+   model_type "ti2v" for 48-channel models. */
+mr_status mr_wan_dit_detect(mr_ctx *ctx, const mr_weights *w, const char *config_json, mr_wan_dit_config *out);
+
+mr_status mr_wan_dit_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts *opts, mr_wan_dit **out);
+void mr_wan_dit_free(mr_wan_dit *dit);
+/* Borrowed from dit. */
+const mr_wan_dit_config *mr_wan_dit_config_get(const mr_wan_dit *dit);
+
+typedef struct mr_wan_dit_input {
+  const mr_tensor *x;             /* [C, F, H, W] noisy latent */
+  float t;                        /* timestep (0..1000) of every token, unless t_tokens */
+  const float *t_tokens;          /* per-token timesteps (ti2v), n_t_tokens = F*H*W/4 entries; NULL = t */
+  int n_t_tokens;
+  const mr_tensor *context;       /* [Lc, text_dim] text states, Lc <= text_len (zero-padded here) */
+  const mr_tensor *y;             /* i2v: [in_dim - C, F, H, W] condition, concatenated after x */
+  const mr_tensor *clip_fea;      /* i2v with img_emb: [img_tokens, img_dim] (a leading 1 is allowed) */
+  const mr_tensor *vace_context;  /* vace: [vace_in_dim, F, H, W]; NULL skips the hints */
+  float vace_scale;               /* context scale of the hints */
+} mr_wan_dit_input;
+
+/* One forward: returns the new flow prediction [out_dim, F, H, W] (f32). */
+mr_status mr_wan_dit_forward(mr_wan_dit *dit, const mr_wan_dit_input *in, mr_tensor **out);
 
 #ifdef __cplusplus
 }

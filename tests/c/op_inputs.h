@@ -15,7 +15,7 @@ static const mr_dtype all_dtypes[3] = {MR_F32, MR_F16, MR_BF16};
    dims reversed (no dim has stride 1 unless ndim is 1). STRIDED: every other
    element along the last dim, starting at 1, of a wider base (offset and a
    stride of 2). The base handle is freed; the view keeps the storage. */
-static mr_tensor *make_input(mr_ctx *ctx, mr_dtype dt, int ndim, const int64_t *shape, const float *host,
+static inline mr_tensor *make_input(mr_ctx *ctx, mr_dtype dt, int ndim, const int64_t *shape, const float *host,
                              input_layout layout) {
   int64_t base_shape[MR_MAX_DIMS], n = 1;
   for (int k = 0; k < ndim; k++) n *= shape[k];
@@ -45,14 +45,14 @@ static mr_tensor *make_input(mr_ctx *ctx, mr_dtype dt, int ndim, const int64_t *
   return view;
 }
 
-static int64_t shape_numel(int ndim, const int64_t *shape) {
+static inline int64_t shape_numel(int ndim, const int64_t *shape) {
   int64_t n = 1;
   for (int k = 0; k < ndim; k++) n *= shape[k];
   return n;
 }
 
 /* Relative L2 tolerance for an output stored in dt. */
-static double tol_for(mr_dtype dt, double f32_tol) {
+static inline double tol_for(mr_dtype dt, double f32_tol) {
   return dt == MR_F32 ? f32_tol : dt == MR_F16 ? 2e-3 : 1e-2;
 }
 

@@ -1,0 +1,63 @@
+/* Row geometry and kernel choice for the row-wise ops. */
+#include "ops/op_rows.h"
+
+void mr_rows_geom(const mr_tensor *x, int d, const int64_t *y_strides, mr_rows_push *g) {
+  *g = (mr_rows_push){.len = (uint32_t)x->shape[d], .x_off = (uint32_t)x->offset,
+                      .x_step = (uint32_t)x->strides[d], .o_step = (uint32_t)y_strides[d]};
+  int64_t shape[MR_MAX_DIMS], xs[MR_MAX_DIMS], ys[MR_MAX_DIMS], rows = 1;
+  int n = 0;
+  for (int k = 0; k < x->ndim; k++) {
+    if (k == d) continue;
+    rows *= x->shape[k];
+    if (x->shape[k] == 1) continue; /* contributes no index */
+    if (n > 0 && xs[n - 1] == x->strides[k] * x->shape[k] && ys[n - 1] == y_strides[k] * x->shape[k]) {
+      shape[n - 1] *= x->shape[k]; /* one run in both tensors: merge */
+      xs[n - 1] = x->strides[k];
+      ys[n - 1] = y_strides[k];
+      continue;
+    }
+    shape[n] = x->shape[k];
+    xs[n] = x->strides[k];
+    ys[n] = y_strides[k];
+    n++;
+  }
+  g->rows = (uint32_t)rows;
+  g->ondim = (uint32_t)n;
+  for (int k = 0; k < MR_MAX_DIMS - 1; k++) {
+    g->oshape[k] = k < n ? (uint32_t)shape[k] : 1;
+    g->x_ostr[k] = k < n ? (uint32_t)xs[k] : 0;
+    g->o_ostr[k] = k < n ? (uint32_t)ys[k] : 0;
+  }
+}
+
+bool mr_rows_per_wg(const mr_ctx *ctx, int variant, const mr_rows_push *g, uint32_t *wg) {
+  const mr_gpu_caps *caps = mr_gpu_caps_get(ctx);
+  bool per_wg;
+  if (variant == MR_ROWS_PER_WORKGROUP) per_wg = true;
+  else if (variant == MR_ROWS_PER_INVOCATION) per_wg = false;
+  /* CPU devices: barriers cost more than the reduction. GPUs: short rows fit
+     one invocation; strided rows (a non-last dim) with many neighbours read
+     adjacent addresses when each invocation takes one. */
+  else per_wg = !caps->is_cpu && g->len > 64 && !(g->x_step != 1 && g->rows >= 4096);
+  if (!per_wg) {
+    *wg = 64;
+    return false;
+  }
+  uint32_t w = 32; /* about 8 elements per invocation, 32..256, a power of two */
+  while (w < 256 && (uint64_t)w * 8 < g->len && w * 2 <= caps->max_invocations) w *= 2;
+  *wg = w;
+  return true;
+}
+
+mr_status mr_rows_dispatch(mr_ctx *ctx, mr_pipeline *p, const mr_binding *b, int nbind, const void *push,
+                           const mr_rows_push *g, bool per_wg, uint32_t wg, const char *op) {
+  uint64_t groups = per_wg ? g->rows : ((uint64_t)g->rows + wg - 1) / wg;
+  uint32_t gx, gy;
+  mr_gpu_grid(ctx, groups, &gx, &gy);
+  return mr_gpu_dispatch(ctx, p, b, nbind, push, gx, gy, 1, op);
+}
+
+mr_status mr_rows_check_variant(mr_ctx *ctx, int variant, const char *op) {
+  if (variant < 0 || variant >= MR_ROWS_VARIANTS) return mr_error(ctx, MR_EINVAL, "%s: unknown kernel variant %d", op, variant);
+  return MR_OK;
+}

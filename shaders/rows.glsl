@@ -1,0 +1,81 @@
+// Shared by the row-wise kernels (layer_norm, rms_norm, softmax, reduce).
+//
+// A "row" is the run of elements along the reduced dim; every other dim is an
+// outer dim. The host merges outer dims where it can (engine/ops/op_rows.c)
+// and passes at most 4 of them. Row r starts at
+//   x_off + sum_k c_k * x_ostr[k]   in the input  and
+//           sum_k c_k * o_ostr[k]   in the output,
+// where c is r unravelled over oshape; element i of the row is x_step * i
+// (input) and o_step * i (output) further on.
+//
+// Two kernel shapes, chosen by the host per device:
+//  - per_wg false: one row per invocation, no barriers (CPU devices; many
+//    short rows; non-last dims where neighbouring rows are adjacent in memory);
+//  - per_wg true: one workgroup per row, each invocation strides over the row
+//    and the partial results meet in a shared-memory tree (long rows on GPUs).
+//
+// Before including: declare the push block `p` with MR_ROWS_PUSH first, and
+// #define MR_WG_ID (the constant_id of the workgroup size, a power of two).
+#define MR_ROWS_PUSH                 \
+  uint rows, len, x_off, x_step, o_step, ondim; \
+  uint oshape[4];                    \
+  uint x_ostr[4];                    \
+  uint o_ostr[4]
+
+layout(local_size_x_id = MR_WG_ID) in;
+layout(constant_id = MR_WG_ID) const uint WG = 64u;
+shared float mr_red[WG];
+
+// Start of row r in the input (x) and the output (y).
+uvec2 mr_row_base(uint r, uint ondim, uint oshape[4], uint x_ostr[4], uint o_ostr[4]) {
+  uvec2 b = uvec2(0u);
+  for (int d = int(ondim) - 1; d >= 0; d--) {
+    uint c = r % oshape[d];
+    r /= oshape[d];
+    b += c * uvec2(x_ostr[d], o_ostr[d]);
+  }
+  return b;
+}
+
+// Compensated (Kahan) accumulation: s += v, keeping the lost low bits in c.
+// `precise` stops the compiler from reassociating the correction away.
+void mr_kahan_add(inout float s, inout float c, float v) {
+  precise float y = v - c;
+  precise float t = s + y;
+  precise float e = (t - s) - y;
+  c = e;
+  s = t;
+}
+
+// Sum / max of one value per invocation over the workgroup. Every invocation
+// must call these (they contain barriers) and gets the result.
+float mr_wg_sum(float v) {
+  uint t = gl_LocalInvocationID.x;
+  mr_red[t] = v;
+  barrier();
+  for (uint k = WG / 2u; k > 0u; k >>= 1u) {
+    if (t < k) mr_red[t] += mr_red[t + k];
+    barrier();
+  }
+  float r = mr_red[0];
+  barrier();  // mr_red is reused by the next reduction
+  return r;
+}
+
+float mr_wg_max(float v) {
+  uint t = gl_LocalInvocationID.x;
+  mr_red[t] = v;
+  barrier();
+  for (uint k = WG / 2u; k > 0u; k >>= 1u) {
+    if (t < k) mr_red[t] = max(mr_red[t], mr_red[t + k]);
+    barrier();
+  }
+  float r = mr_red[0];
+  barrier();
+  return r;
+}
+
+// The row this invocation (per_wg false) or workgroup (per_wg true) handles.
+uint mr_row_id(bool per_wg) {
+  return per_wg ? mr_group_id() : mr_group_id() * WG + gl_LocalInvocationID.x;
+}

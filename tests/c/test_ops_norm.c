@@ -1,0 +1,220 @@
+/* Row-wise ops against the CPU references: layer_norm, rms_norm, softmax and
+   reduce, through both kernel shapes (one row per invocation, one workgroup
+   per row) and the automatic choice; every storage dtype, strided inputs,
+   odd sizes, rows up to 5120 wide, errors. */
+#include "op_inputs.h"
+
+#include "ops/op_internal.h"
+#include "ops/ref_basic.h"
+
+#include <math.h>
+#include <string.h>
+
+static const char *const variant_names[MR_ROWS_VARIANTS] = {"auto", "per-invocation", "per-workgroup"};
+
+typedef struct shape_case {
+  int ndim;
+  int64_t shape[MR_MAX_DIMS];
+} shape_case;
+
+static const shape_case norm_shapes[] = {
+    {2, {1, 1}}, {2, {3, 7}}, {2, {33, 129}}, {2, {4, 1000}}, {2, {2, 5120}}, {5, {2, 3, 1, 4, 33}}, {1, {257}},
+};
+
+static void test_norms(mr_ctx *ctx) {
+  mr_rng rng = {5};
+  int ncase = (int)(sizeof norm_shapes / sizeof norm_shapes[0]);
+  for (int c = 0; c < ncase; c++) {
+    const shape_case *sc = &norm_shapes[c];
+    int64_t n = shape_numel(sc->ndim, sc->shape), cols = sc->shape[sc->ndim - 1], rows = n / cols;
+    float *x = malloc((size_t)n * sizeof *x), *want = malloc((size_t)n * sizeof *want);
+    float *w = malloc((size_t)cols * sizeof *w), *b = malloc((size_t)cols * sizeof *b);
+    for (int id = 0; id < 3; id++) {
+      mr_dtype dt = all_dtypes[id], wdt = all_dtypes[(id + c) % 3], bdt = all_dtypes[(id + c + 1) % 3];
+      mr_rng_fill(&rng, x, (size_t)n, -3, 5);
+      mr_rng_fill(&rng, w, (size_t)cols, 0.5f, 1.5f);
+      mr_rng_fill(&rng, b, (size_t)cols, -1, 1);
+      mr_test_round(dt, x, (size_t)n);
+      mr_test_round(wdt, w, (size_t)cols);
+      mr_test_round(bdt, b, (size_t)cols);
+      int64_t cshape[1] = {cols};
+      mr_tensor *tw = make_input(ctx, wdt, 1, cshape, w, (input_layout)(c % LAYOUT_COUNT));
+      mr_tensor *tb = make_input(ctx, bdt, 1, cshape, b, LAYOUT_CONTIGUOUS);
+      /* parameters: none, weight only, weight and bias (rotating with the case) */
+      int params = (c + id) % 3;
+      const float *pw = params >= 1 ? w : NULL, *pb = params == 2 ? b : NULL;
+      for (int l = 0; l < LAYOUT_COUNT; l++) {
+        mr_tensor *t = make_input(ctx, dt, sc->ndim, sc->shape, x, (input_layout)l);
+        for (int v = 0; v < MR_ROWS_VARIANTS; v++) {
+          for (int rms = 0; rms < 2; rms++) {
+            mr_tensor *out = NULL;
+            if (rms) {
+              CHECK_OK(ctx, mr_op_rms_norm_variant(t, pw ? tw : NULL, 1e-6f, v, &out));
+              mr_ref_rms_norm(x, rows, cols, pw, 1e-6f, want);
+            } else {
+              CHECK_OK(ctx, mr_op_layer_norm_variant(t, pw ? tw : NULL, pb ? tb : NULL, 1e-5f, v, &out));
+              mr_ref_layer_norm(x, rows, cols, pw, pb, 1e-5f, want);
+            }
+            if (!out) continue;
+            CHECK(mr_tensor_dtype(out) == dt && mr_tensor_is_contiguous(out));
+            mr_test_round(dt, want, (size_t)n);
+            float *got = mr_test_read(ctx, out);
+            CHECK_CLOSE(got, want, n, tol_for(dt, 2e-6), "%s case %d %s/%s params %d %s", rms ? "rms_norm" : "layer_norm",
+                        c, mr_dtype_name(dt), layout_names[l], params, variant_names[v]);
+            free(got);
+            mr_tensor_free(out);
+          }
+        }
+        mr_tensor_free(t);
+      }
+      mr_tensor_free(tw);
+      mr_tensor_free(tb);
+    }
+    free(x);
+    free(want);
+    free(w);
+    free(b);
+  }
+}
+
+/* Rows with a large mean relative to their spread: the statistics must not
+   lose the spread (f32, compensated sums). */
+static void test_norm_offset(mr_ctx *ctx) {
+  mr_rng rng = {9};
+  int64_t shape[2] = {4, 5120}, n = 4 * 5120;
+  float *x = malloc((size_t)n * sizeof *x), *want = malloc((size_t)n * sizeof *want);
+  for (int64_t i = 0; i < n; i++) x[i] = 10.0f + mr_rng_uniform(&rng, -1, 1);
+  mr_tensor *t = make_input(ctx, MR_F32, 2, shape, x, LAYOUT_CONTIGUOUS);
+  mr_ref_layer_norm(x, 4, 5120, NULL, NULL, 1e-6f, want);
+  for (int v = 1; v < MR_ROWS_VARIANTS; v++) {
+    mr_tensor *out = NULL;
+    CHECK_OK(ctx, mr_op_layer_norm_variant(t, NULL, NULL, 1e-6f, v, &out));
+    if (!out) continue;
+    float *got = mr_test_read(ctx, out);
+    CHECK_CLOSE(got, want, n, 1e-5, "layer_norm offset rows %s", variant_names[v]);
+    free(got);
+    mr_tensor_free(out);
+  }
+  mr_tensor_free(t);
+  free(x);
+  free(want);
+}
+
+typedef struct dim_case {
+  int ndim;
+  int64_t shape[MR_MAX_DIMS];
+  int dim;
+} dim_case;
+
+static const dim_case dim_cases[] = {
+    {1, {1000}, 0},     {2, {7, 33}, -1},   {2, {7, 33}, 0},   {3, {3, 5, 129}, 1}, {5, {2, 3, 1, 4, 5}, 2},
+    {5, {2, 3, 1, 4, 5}, 4}, {2, {4, 5120}, -1}, {2, {257, 3}, 0}, {1, {1}, 0},
+};
+
+static void test_softmax_reduce(mr_ctx *ctx) {
+  static const char *const reduce_names[3] = {"sum", "mean", "max"};
+  mr_rng rng = {17};
+  int ncase = (int)(sizeof dim_cases / sizeof dim_cases[0]);
+  for (int c = 0; c < ncase; c++) {
+    const dim_case *dc = &dim_cases[c];
+    int d = dc->dim < 0 ? dc->dim + dc->ndim : dc->dim;
+    int64_t n = shape_numel(dc->ndim, dc->shape);
+    float *x = malloc((size_t)n * sizeof *x), *want = malloc((size_t)n * sizeof *want);
+    for (int id = 0; id < 3; id++) {
+      mr_dtype dt = all_dtypes[id];
+      mr_rng_fill(&rng, x, (size_t)n, -8, 8);
+      mr_test_round(dt, x, (size_t)n);
+      for (int l = 0; l < LAYOUT_COUNT; l++) {
+        mr_tensor *t = make_input(ctx, dt, dc->ndim, dc->shape, x, (input_layout)l);
+        for (int v = 0; v < MR_ROWS_VARIANTS; v++) {
+          mr_tensor *out = NULL;
+          CHECK_OK(ctx, mr_op_softmax_variant(t, dc->dim, v, &out));
+          if (out) {
+            CHECK(mr_tensor_dtype(out) == dt && mr_tensor_is_contiguous(out));
+            mr_ref_softmax(x, dc->ndim, dc->shape, d, want);
+            mr_test_round(dt, want, (size_t)n);
+            float *got = mr_test_read(ctx, out);
+            CHECK_CLOSE(got, want, n, tol_for(dt, 2e-6), "softmax case %d %s/%s %s", c, mr_dtype_name(dt),
+                        layout_names[l], variant_names[v]);
+            free(got);
+            mr_tensor_free(out);
+          }
+          for (int op = 0; op < 3; op++) {
+            bool keepdim = (op + v + l) % 2 == 0;
+            out = NULL;
+            CHECK_OK(ctx, mr_op_reduce_variant((mr_reduce_op)op, t, dc->dim, keepdim, v, &out));
+            if (!out) continue;
+            int64_t no = n / dc->shape[d];
+            int ond = keepdim || dc->ndim == 1 ? dc->ndim : dc->ndim - 1;
+            CHECK(mr_tensor_ndim(out) == ond && mr_tensor_numel(out) == no && mr_tensor_dtype(out) == dt);
+            if (keepdim) CHECK(mr_tensor_shape(out)[d] == 1);
+            mr_ref_reduce((mr_reduce_op)op, x, dc->ndim, dc->shape, d, want);
+            mr_test_round(dt, want, (size_t)no);
+            float *got = mr_test_read(ctx, out);
+            CHECK_CLOSE(got, want, no, tol_for(dt, 1e-6), "reduce %s case %d %s/%s keepdim %d %s", reduce_names[op], c,
+                        mr_dtype_name(dt), layout_names[l], keepdim, variant_names[v]);
+            free(got);
+            mr_tensor_free(out);
+          }
+        }
+        mr_tensor_free(t);
+      }
+    }
+    free(x);
+    free(want);
+  }
+}
+
+static void test_errors(mr_ctx *ctx) {
+  int64_t s[2] = {3, 4}, s5[1] = {5}, s0[2] = {3, 0};
+  mr_tensor *x, *w, *e, *out = (mr_tensor *)1;
+  CHECK_OK(ctx, mr_tensor_new(ctx, MR_F32, 2, s, &x));
+  CHECK_OK(ctx, mr_tensor_new(ctx, MR_F32, 1, s5, &w));
+  CHECK_OK(ctx, mr_tensor_new(ctx, MR_F32, 2, s0, &e));
+  CHECK(mr_op_layer_norm(x, w, NULL, 1e-5f, &out) == MR_EINVAL && out == NULL);
+  CHECK(strstr(mr_ctx_last_error(ctx), "weight has shape 5") != NULL);
+  out = (mr_tensor *)1;
+  CHECK(mr_op_layer_norm(x, NULL, w, 1e-5f, &out) == MR_EINVAL && out == NULL);
+  CHECK(strstr(mr_ctx_last_error(ctx), "bias") != NULL);
+  out = (mr_tensor *)1;
+  CHECK(mr_op_rms_norm(x, w, 1e-5f, &out) == MR_EINVAL && out == NULL);
+  CHECK(strstr(mr_ctx_last_error(ctx), "rms_norm") != NULL);
+  out = (mr_tensor *)1;
+  CHECK(mr_op_softmax(x, 2, &out) == MR_EINVAL && out == NULL);
+  CHECK(strstr(mr_ctx_last_error(ctx), "dim 2 out of range") != NULL);
+  out = (mr_tensor *)1;
+  CHECK(mr_op_reduce(MR_REDUCE_SUM, x, -3, false, &out) == MR_EINVAL && out == NULL);
+  CHECK(strstr(mr_ctx_last_error(ctx), "dim -3 out of range") != NULL);
+  out = (mr_tensor *)1;
+  CHECK(mr_op_reduce(MR_REDUCE_MAX, e, 1, false, &out) == MR_EINVAL && out == NULL);
+  CHECK(strstr(mr_ctx_last_error(ctx), "size 0") != NULL);
+  out = (mr_tensor *)1;
+  CHECK(mr_op_softmax_variant(x, 0, 7, &out) == MR_EINVAL && out == NULL);
+  CHECK(strstr(mr_ctx_last_error(ctx), "variant") != NULL);
+  /* empty tensors: valid, nothing to compute */
+  CHECK_OK(ctx, mr_op_layer_norm(e, NULL, NULL, 1e-5f, &out));
+  CHECK(out && mr_tensor_numel(out) == 0);
+  mr_tensor_free(out);
+  CHECK_OK(ctx, mr_op_reduce(MR_REDUCE_SUM, e, 0, true, &out));
+  CHECK(out && mr_tensor_numel(out) == 0);
+  mr_tensor_free(out);
+  CHECK_OK(ctx, mr_op_reduce(MR_REDUCE_SUM, e, 1, false, &out)); /* sum over nothing is 0 */
+  float z[3] = {1, 1, 1};
+  if (out) CHECK_OK(ctx, mr_tensor_read(out, MR_F32, z, 3));
+  CHECK(z[0] == 0 && z[1] == 0 && z[2] == 0);
+  mr_tensor_free(out);
+  mr_tensor_free(x);
+  mr_tensor_free(w);
+  mr_tensor_free(e);
+}
+
+int main(void) {
+  mr_ctx *ctx = mr_test_ctx();
+  test_norms(ctx);
+  test_norm_offset(ctx);
+  test_softmax_reduce(ctx);
+  test_errors(ctx);
+  CHECK(mr_ctx_validation_messages(ctx) == 0);
+  mr_ctx_free(ctx);
+  return mr_test_finish("test_ops_norm");
+}

@@ -243,6 +243,20 @@ mr_status mr_op_reduce(mr_reduce_op op, const mr_tensor *x, int dim, bool keepdi
    Tokens past the tables' rows (L_table < L) are passed through unrotated. */
 mr_status mr_op_rope(const mr_tensor *x, const mr_tensor *cos, const mr_tensor *sin, mr_tensor **out);
 
+/* 3-D convolution (cross-correlation, as torch's conv3d) by implicit GEMM.
+   x [C, T, H, W] (any view), w [O, C, kt, kh, kw], bias [O] or NULL.
+   stride[3] (t, h, w; NULL = 1) and pad[6] = zeros before/after along t, h, w
+   (NULL = none) -> out [O, To, Ho, Wo], To = (T + pad[0] + pad[1] - kt) / stride[0] + 1
+   (likewise H, W). Causal temporal padding is pad[0] = kt - 1, pad[1] = 0; a
+   per-frame 2-D convolution is kt = 1. */
+mr_status mr_op_conv3d(const mr_tensor *x, const mr_tensor *w, const mr_tensor *bias, const int *stride,
+                       const int *pad, mr_tensor **out);
+/* Nearest-neighbour upsampling of the last two dims: [..., H, W] -> [..., H*fh, W*fw]. */
+mr_status mr_op_upsample_nearest(const mr_tensor *x, int fh, int fw, mr_tensor **out);
+/* Channels-first RMS norm over dim 0, in F.normalize form:
+   out[c, i] = x[c, i] / max(||x[:, i]||_2, eps) * sqrt(C) * gamma[c]. gamma (C elements) may be NULL. */
+mr_status mr_op_channel_rms_norm(const mr_tensor *x, const mr_tensor *gamma, float eps, mr_tensor **out);
+
 /* Row gather (embedding lookup): out[i, :] = table[ids[i], :] for i < n.
    table [V, D], any strides; ids are n host values in [0, V) (MR_EINVAL
    otherwise), copied before return. out is a new contiguous [n, D] tensor. */
@@ -374,7 +388,8 @@ typedef struct mr_wan_dit mr_wan_dit;
 
 typedef struct mr_wan_dit_config {
   char model_type[8];        /* "t2v", "i2v", "flf2v", "ti2v", "vace" */
-  int dim, ffn_dim, freq_dim, text_dim, text_len, in_dim, out_dim, num_heads, num_layers;
+  int dim, ffn_dim, freq_dim, text_dim, text_len, in_dim, out_dim, num_layers;
+  int num_heads;             /* 0 = unknown: width not a multiple of 128 and no config.json */
   int patch[3];              /* (1, 2, 2) in every released model */
   float eps;
   int img_dim;               /* CLIP feature width when the model has img_emb (1280), else 0 */

@@ -84,10 +84,22 @@ static mr_status attend(const mr_tensor *q, const mr_tensor *k, const mr_tensor 
   return st;
 }
 
+/* Rows of the i2v context that the reference's cross-attention treats as
+   image tokens. It slices context[:, :Lc - 512] with the T5 length fixed at
+   512 (T5_CONTEXT_TOKEN_NUMBER), not the model's text_len, so with
+   Python's negative-index slicing a model whose text_len is not 512 splits at
+   2*Lc - 512. For every released model (text_len 512) this is img_tokens. */
+static int image_context_rows(const mr_wan_dit_config *c) {
+  int lc = c->img_tokens + c->text_len;
+  int k = lc - 512;
+  if (k < 0) k += lc;
+  return k < 0 ? 0 : k;
+}
+
 typedef struct dit_run {
   mr_wan_dit *d;
   const mr_tensor *context;   /* [Lctx, 1, dim] embedded (image tokens first for i2v) */
-  int img_tokens;             /* leading rows of context that are CLIP tokens */
+  int img_tokens;             /* leading rows of context attended through k_img/v_img */
   const mr_tensor *e0;        /* [T, 6, dim] */
   const mr_tensor *rope_cos, *rope_sin;
 } dit_run;
@@ -379,7 +391,7 @@ mr_status mr_wan_dit_forward(mr_wan_dit *d, const mr_wan_dit_input *in, mr_tenso
   }
   mr_tensor_free(tmp), tmp = NULL;
   if (st == MR_OK) st = rope_tables(ctx, F, H2, W2, c->dim / c->num_heads, &rc, &rs);
-  dit_run run = {.d = d, .context = ctx_all, .img_tokens = c->img_dim ? c->img_tokens : 0, .e0 = e0,
+  dit_run run = {.d = d, .context = ctx_all, .img_tokens = c->img_dim ? image_context_rows(c) : 0, .e0 = e0,
                  .rope_cos = rc, .rope_sin = rs};
 
   /* VACE hints come from their own blocks over the embedded context plus x. */

@@ -70,7 +70,8 @@ mr_status mr_wan_dit_detect(mr_ctx *ctx, const mr_weights *w, const char *config
   const cJSON *cfg = root;
   if (root && cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, "config")))
     cfg = cJSON_GetObjectItemCaseSensitive(root, "config");
-  out->num_heads = json_int(cfg, "num_heads", out->dim / 128);
+  /* Every released DiT has 128-wide heads; other widths need config.json's num_heads. */
+  out->num_heads = json_int(cfg, "num_heads", out->dim % 128 == 0 ? out->dim / 128 : 0);
   out->text_len = json_int(cfg, "text_len", 512);
   const cJSON *eps = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "eps") : NULL;
   out->eps = cJSON_IsNumber(eps) ? (float)eps->valuedouble : 1e-6f;
@@ -95,7 +96,7 @@ mr_status mr_wan_dit_detect(mr_ctx *ctx, const mr_weights *w, const char *config
   cJSON_Delete(root);
 
   if (out->num_layers == 0) return mr_error(ctx, MR_EFORMAT, "Wan DiT: no 'blocks.0.modulation'");
-  if (out->num_heads <= 0 || out->dim % out->num_heads || (out->dim / out->num_heads) % 2)
+  if (out->num_heads < 0 || (out->num_heads && (out->dim % out->num_heads || (out->dim / out->num_heads) % 2)))
     return mr_error(ctx, MR_EFORMAT, "Wan DiT: dim %d does not split into %d heads of even size", out->dim, out->num_heads);
   if (out->patch[0] != 1)
     return mr_error(ctx, MR_EUNSUPPORTED, "Wan DiT: temporal patch size %d (only 1 is supported)", out->patch[0]);
@@ -217,6 +218,9 @@ mr_status mr_wan_dit_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts 
   d->ctx = ctx;
   mr_loader L;
   mr_status st = mr_wan_dit_detect(ctx, w, opts ? opts->config_json : NULL, &d->cfg);
+  if (st == MR_OK && d->cfg.num_heads == 0)
+    st = mr_error(ctx, MR_EINVAL, "Wan DiT: width %d is not a multiple of 128, so the head count is unknown: "
+                  "give config.json (num_heads)", d->cfg.dim);
   if (st == MR_OK) st = mr_loader_init(&L, ctx, w, opts, "Wan DiT", "patch_embedding.weight");
   const mr_wan_dit_config *c = &d->cfg;
   if (st == MR_OK) st = take_patch(&L, "patch_embedding", c->dim, c->in_dim, c->patch, &d->patch);

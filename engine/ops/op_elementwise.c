@@ -4,7 +4,7 @@
 #include "ops/op_common.h"
 
 /* unary.comp's op code for a * scale + bias, after the mr_unary_op codes. */
-#define UNARY_SCALE 6u
+#define UNARY_SCALE 15u /* past every mr_unary_op */
 
 /* Drops size-1 dims and merges neighbours that every operand walks as one run
    (outer stride = inner stride x inner size), so most calls index with 1 or 2
@@ -114,6 +114,6 @@ mr_status mr_op_scale(const mr_tensor *a, float scale, float bias, mr_tensor **o
 
 mr_status mr_op_unary(mr_unary_op op, const mr_tensor *a, mr_tensor **out) {
   *out = NULL;
-  if ((unsigned)op > MR_UNARY_SQUARE) return mr_error(a->ctx, MR_EINVAL, "unary: unknown op %d", (int)op);
+  if ((unsigned)op > MR_UNARY_GELU) return mr_error(a->ctx, MR_EINVAL, "unary: unknown op %d", (int)op);
   return unary_run((uint32_t)op, a, 0.0f, 0.0f, "unary", out);
 }

@@ -59,6 +59,7 @@ void mr_ref_unary(mr_unary_op op, const float *x, int64_t n, float *out) {
     case MR_UNARY_EXP: r = exp(v); break;
     case MR_UNARY_TANH: r = tanh(v); break;
     case MR_UNARY_NEG: r = -v; break;
+    case MR_UNARY_GELU: r = 0.5 * v * erfc(-v / sqrt(2.0)); break;
     default: r = v * v; break;
     }
     out[i] = (float)r;

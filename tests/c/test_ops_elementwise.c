@@ -8,7 +8,8 @@
 #include <string.h>
 
 static const char *const binary_names[4] = {"add", "sub", "mul", "div"};
-static const char *const unary_names[6] = {"silu", "gelu_tanh", "exp", "tanh", "neg", "square"};
+static const char *const unary_names[7] = {"silu", "gelu_tanh", "exp", "tanh", "neg", "square", "gelu"};
+#define N_UNARY 7 /* index N_UNARY stands for scale */
 
 typedef struct bcase {
   int an, bn;
@@ -87,17 +88,17 @@ static void test_unary(mr_ctx *ctx) {
       mr_test_round(dt, x, (size_t)n);
       for (int l = 0; l < LAYOUT_COUNT; l++) {
         mr_tensor *t = make_input(ctx, dt, nds[c], shapes[c], x, (input_layout)l);
-        for (int op = 0; op <= 6; op++) { /* 6: scale */
+        for (int op = 0; op <= N_UNARY; op++) { /* N_UNARY: scale */
           mr_tensor *out = NULL;
-          if (op < 6) CHECK_OK(ctx, mr_op_unary((mr_unary_op)op, t, &out));
+          if (op < N_UNARY) CHECK_OK(ctx, mr_op_unary((mr_unary_op)op, t, &out));
           else CHECK_OK(ctx, mr_op_scale(t, -1.75f, 0.5f, &out));
           if (!out) continue;
           CHECK(mr_tensor_dtype(out) == dt && mr_tensor_is_contiguous(out));
-          if (op < 6) mr_ref_unary((mr_unary_op)op, x, n, want);
+          if (op < N_UNARY) mr_ref_unary((mr_unary_op)op, x, n, want);
           else mr_ref_scale(x, n, -1.75f, 0.5f, want);
           mr_test_round(dt, want, (size_t)n);
           float *got = mr_test_read(ctx, out);
-          CHECK_CLOSE(got, want, n, tol_for(dt, 2e-6), "%s case %d %s/%s", op < 6 ? unary_names[op] : "scale", c,
+          CHECK_CLOSE(got, want, n, tol_for(dt, 2e-6), "%s case %d %s/%s", op < N_UNARY ? unary_names[op] : "scale", c,
                       mr_dtype_name(dt), layout_names[l]);
           free(got);
           mr_tensor_free(out);
@@ -117,8 +118,8 @@ static void test_unary_extremes(mr_ctx *ctx) {
   int64_t shape[1] = {10};
   mr_tensor *t;
   CHECK_OK(ctx, mr_tensor_from_host(ctx, MR_F32, 1, shape, MR_F32, x, &t));
-  const mr_unary_op ops[3] = {MR_UNARY_SILU, MR_UNARY_GELU_TANH, MR_UNARY_TANH};
-  for (int k = 0; k < 3; k++) {
+  const mr_unary_op ops[4] = {MR_UNARY_SILU, MR_UNARY_GELU_TANH, MR_UNARY_TANH, MR_UNARY_GELU};
+  for (int k = 0; k < 4; k++) {
     mr_tensor *out;
     float want[10], got[10];
     CHECK_OK(ctx, mr_op_unary(ops[k], t, &out));

@@ -1,0 +1,31 @@
+#version 450
+// Nearest-neighbour upsampling of the last two dims by integer factors:
+// out[..., h, w] = x[..., h / fh, w / fw]. x is any strided view; out is
+// contiguous. One invocation per output element.
+// spec: 0 x dtype, 1 out dtype, 2 workgroup size
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(local_size_x_id = 2) in;
+MR_TENSOR_RO(0, x, 0)
+MR_TENSOR_RW(1, y, 1)
+
+layout(push_constant) uniform Push {
+  uint ndim, n, off, fh, fw;
+  uint shape[MR_MAX_DIMS];    // output shape
+  uint strides[MR_MAX_DIMS];  // input strides
+} p;
+
+void main() {
+  uint i = mr_group_id() * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+  if (i >= p.n) return;
+  uint r = i, src = p.off;
+  for (int d = int(p.ndim) - 1; d >= 0; d--) {
+    uint c = r % p.shape[d];
+    r /= p.shape[d];
+    if (d == int(p.ndim) - 1) c /= p.fw;
+    else if (d == int(p.ndim) - 2) c /= p.fh;
+    src += c * p.strides[d];
+  }
+  y_store(i, x_load(src));
+}

@@ -1,0 +1,296 @@
+/* The moonreel Lua module: luaopen_moonreel, the per-state context, device
+   queries and the GC-pressure accounting that lets Lua's collector see VRAM. */
+#include <stdio.h>
+#include <string.h>
+
+#include "l_internal.h"
+#include "moonreel_lua.h"
+
+#define STATE_KEY "moonreel.state"
+#define STATE_MT "mr.State"
+
+/* ------------------------------------------------------------------ state */
+
+static int state_gc(lua_State *L) {
+  mrl_state *s = luaL_checkudata(L, 1, STATE_MT);
+  if (s->ctx && s->owned) {
+    if (s->on_ctx) s->on_ctx(NULL, s->on_ctx_user);
+    mr_ctx_free(s->ctx);
+  }
+  s->ctx = NULL;
+  return 0;
+}
+
+/* Created by luaopen (or by an embedding call before it), so it is marked for
+   finalization before any tensor: lua_close finalizes in reverse order, and
+   the context is freed after every tensor. */
+mrl_state *mrl_state_get(lua_State *L) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, STATE_KEY) == LUA_TUSERDATA) {
+    mrl_state *s = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return s;
+  }
+  lua_pop(L, 1);
+  mrl_state *s = lua_newuserdatauv(L, sizeof *s, 0);
+  memset(s, 0, sizeof *s);
+  s->threshold = 256u << 20;
+  if (luaL_newmetatable(L, STATE_MT)) {
+    lua_pushcfunction(L, state_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
+  return s;
+}
+
+/* A quarter of the device heap, within [64 MiB, 1 GiB]: on a CPU device the
+   "heap" is host RAM, and a lazy collector there would swap first. */
+static size_t pick_threshold(mr_ctx *ctx) {
+  mr_device_info info;
+  mr_ctx_device_info(ctx, &info);
+  uint64_t t = info.heap_bytes / 4;
+  if (t < (64u << 20)) t = 64u << 20;
+  if (t > (1u << 30)) t = 1u << 30;
+  return (size_t)t;
+}
+
+mr_ctx *mrl_ctx(lua_State *L) {
+  mrl_state *s = mrl_state_get(L);
+  if (s->ctx) return s->ctx;
+  if (s->failed) luaL_error(L, "moonreel: no usable device (context creation failed earlier)");
+  mr_ctx *ctx = NULL;
+  mr_status st = mr_ctx_new(NULL, &ctx);
+  if (st != MR_OK) {
+    s->failed = true;
+    return luaL_error(L, "moonreel: cannot create a context: %s (%s)", mr_status_str(st), mr_status_name(st)), NULL;
+  }
+  s->ctx = ctx;
+  s->owned = true;
+  s->threshold = pick_threshold(ctx);
+  if (s->on_ctx) s->on_ctx(ctx, s->on_ctx_user);
+  return ctx;
+}
+
+void mrl_collect(lua_State *L) {
+  mrl_state *s = mrl_state_get(L);
+  s->since_gc = 0;
+  s->collections++;
+  lua_gc(L, LUA_GCCOLLECT);
+  if (s->ctx) mr_ctx_sync(s->ctx); /* lets the engine release storage it deferred */
+}
+
+/* ------------------------------------------------------- embedding API */
+
+void moonreel_lua_set_ctx(lua_State *L, mr_ctx *ctx) {
+  mrl_state *s = mrl_state_get(L);
+  if (s->ctx && s->owned) mr_ctx_free(s->ctx);
+  s->ctx = ctx;
+  s->owned = false;
+  s->failed = false;
+  if (ctx) s->threshold = pick_threshold(ctx);
+}
+
+mr_ctx *moonreel_lua_ctx(lua_State *L) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, STATE_KEY) != LUA_TUSERDATA) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  mrl_state *s = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return s->ctx;
+}
+
+void moonreel_lua_on_ctx(lua_State *L, moonreel_lua_ctx_fn fn, void *user) {
+  mrl_state *s = mrl_state_get(L);
+  s->on_ctx = fn;
+  s->on_ctx_user = user;
+}
+
+/* ------------------------------------------------------------- helpers */
+
+int mrl_raise(lua_State *L, mr_ctx *ctx) {
+  const char *msg = mr_ctx_last_error(ctx);
+  return luaL_error(L, "%s", msg && *msg ? msg : "moonreel: engine call failed");
+}
+
+int mrl_fail(lua_State *L, mr_ctx *ctx, mr_status st) {
+  const char *msg = ctx ? mr_ctx_last_error(ctx) : "";
+  lua_pushnil(L);
+  lua_pushstring(L, msg && *msg ? msg : mr_status_str(st));
+  lua_pushstring(L, mr_status_name(st));
+  return 3;
+}
+
+mr_dtype mrl_check_dtype(lua_State *L, int arg, mr_dtype def, bool storage_only) {
+  if (lua_isnoneornil(L, arg)) return def;
+  const char *name = luaL_checkstring(L, arg);
+  mr_dtype dt;
+  if (!mr_dtype_parse(name, &dt))
+    return luaL_argerror(L, arg, lua_pushfstring(L, "unknown dtype '%s' (f32, f16, bf16, f64, i64, i32, u8)", name)),
+           MR_F32;
+  if (storage_only && !mr_dtype_is_storage(dt))
+    return luaL_argerror(L, arg, lua_pushfstring(L, "dtype '%s' cannot be stored on the device (use f32, f16 or bf16)",
+                                                 name)),
+           MR_F32;
+  return dt;
+}
+
+int mrl_check_dim(lua_State *L, int arg, int ndim) {
+  lua_Integer d = luaL_checkinteger(L, arg);
+  if (d == 0) return luaL_argerror(L, arg, "dim 0 is invalid (dims are 1-based; -1 is the last)");
+  if (d > ndim || d < -ndim)
+    return luaL_argerror(L, arg, lua_pushfstring(L, "dim %d out of range for a %d-dim tensor", (int)d, ndim));
+  return d > 0 ? (int)d - 1 : ndim + (int)d;
+}
+
+int mrl_opt_dim(lua_State *L, int arg, int ndim, int def0) {
+  return lua_isnoneornil(L, arg) ? def0 : mrl_check_dim(L, arg, ndim);
+}
+
+int mrl_check_shape(lua_State *L, int arg, int64_t *shape, bool allow_infer) {
+  if (lua_isinteger(L, arg)) {
+    shape[0] = lua_tointeger(L, arg);
+    if (shape[0] < 0 && !(allow_infer && shape[0] == -1)) luaL_argerror(L, arg, "sizes must be >= 0");
+    return 1;
+  }
+  luaL_argexpected(L, lua_istable(L, arg), arg, "shape table");
+  lua_Integer n = luaL_len(L, arg);
+  if (n < 1 || n > MR_MAX_DIMS)
+    luaL_argerror(L, arg, lua_pushfstring(L, "shape has %d dims (1 to %d allowed)", (int)n, MR_MAX_DIMS));
+  for (int i = 0; i < n; i++) {
+    lua_geti(L, arg, i + 1);
+    int ok;
+    lua_Integer v = lua_tointegerx(L, -1, &ok);
+    lua_pop(L, 1);
+    if (!ok) luaL_argerror(L, arg, lua_pushfstring(L, "shape[%d] is not an integer", i + 1));
+    if (v < 0 && !(allow_infer && v == -1))
+      luaL_argerror(L, arg, lua_pushfstring(L, "shape[%d] is %d (sizes must be >= 0)", i + 1, (int)v));
+    shape[i] = v;
+  }
+  return (int)n;
+}
+
+const char *mrl_shape_str(int ndim, const int64_t *shape, char *buf, size_t cap) {
+  size_t len = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < ndim && len < cap; i++)
+    len += (size_t)snprintf(buf + len, cap - len, i ? "x%lld" : "%lld", (long long)shape[i]);
+  return buf;
+}
+
+/* ------------------------------------------------------- module functions */
+
+static void push_device(lua_State *L, const mr_device_info *d, const mr_ctx *ctx) {
+  lua_createtable(L, 0, 10);
+  lua_pushinteger(L, d->index);
+  lua_setfield(L, -2, "index");
+  lua_pushstring(L, d->name);
+  lua_setfield(L, -2, "name");
+  lua_pushstring(L, mr_device_type_name(d->type));
+  lua_setfield(L, -2, "type");
+  lua_pushstring(L, d->driver);
+  lua_setfield(L, -2, "driver");
+  lua_pushinteger(L, (lua_Integer)d->heap_bytes);
+  lua_setfield(L, -2, "heap_bytes");
+  lua_pushinteger(L, (lua_Integer)d->max_buffer_bytes);
+  lua_setfield(L, -2, "max_buffer_bytes");
+  lua_pushinteger(L, d->subgroup_size);
+  lua_setfield(L, -2, "subgroup_size");
+  lua_pushinteger(L, d->shared_memory_bytes);
+  lua_setfield(L, -2, "shared_memory_bytes");
+  lua_pushboolean(L, d->coopmat_nv);
+  lua_setfield(L, -2, "coopmat_nv");
+  if (ctx) {
+    lua_pushinteger(L, (lua_Integer)mr_ctx_validation_messages(ctx));
+    lua_setfield(L, -2, "validation_messages");
+  }
+}
+
+static int l_device(lua_State *L) {
+  mr_ctx *ctx = mrl_ctx(L);
+  mr_device_info info;
+  mr_ctx_device_info(ctx, &info);
+  push_device(L, &info, ctx);
+  return 1;
+}
+
+static int l_devices(lua_State *L) {
+  mr_device_info infos[16];
+  int count = 0;
+  mr_status st = mr_devices_list(infos, 16, &count);
+  if (st != MR_OK) return mrl_fail(L, NULL, st);
+  if (count > 16) count = 16;
+  lua_createtable(L, count, 0);
+  for (int i = 0; i < count; i++) {
+    push_device(L, &infos[i], NULL);
+    lua_seti(L, -2, i + 1);
+  }
+  return 1;
+}
+
+static int l_sync(lua_State *L) {
+  mr_ctx *ctx = mrl_ctx(L);
+  if (mr_ctx_sync(ctx) != MR_OK) return mrl_raise(L, ctx);
+  return 0;
+}
+
+static int l_profile(lua_State *L) {
+  mr_ctx *ctx = mrl_ctx(L);
+  size_t need = mr_ctx_profile_report(ctx, NULL, 0);
+  luaL_Buffer b;
+  char *p = luaL_buffinitsize(L, &b, need + 1);
+  mr_ctx_profile_report(ctx, p, need + 1);
+  luaL_pushresultsize(&b, strlen(p));
+  return 1;
+}
+
+static int l_memory(lua_State *L) {
+  mrl_state *s = mrl_state_get(L);
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, (lua_Integer)s->live);
+  lua_setfield(L, -2, "live_bytes");
+  lua_pushinteger(L, (lua_Integer)s->since_gc);
+  lua_setfield(L, -2, "since_gc");
+  lua_pushinteger(L, (lua_Integer)s->threshold);
+  lua_setfield(L, -2, "threshold");
+  lua_pushinteger(L, (lua_Integer)s->collections);
+  lua_setfield(L, -2, "collections");
+  return 1;
+}
+
+static int l_gc_threshold(lua_State *L) {
+  mrl_state *s = mrl_state_get(L);
+  lua_Integer old = (lua_Integer)s->threshold;
+  if (!lua_isnoneornil(L, 1)) {
+    lua_Integer v = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, v > 0, 1, "threshold must be > 0 bytes");
+    s->threshold = (size_t)v;
+  }
+  lua_pushinteger(L, old);
+  return 1;
+}
+
+static const luaL_Reg module_funcs[] = {
+  {"device", l_device}, {"devices", l_devices}, {"sync", l_sync},
+  {"profile", l_profile}, {"memory", l_memory}, {"gc_threshold", l_gc_threshold},
+  {NULL, NULL}};
+
+int luaopen_moonreel(lua_State *L) {
+  mrl_state_get(L);
+  luaL_newlib(L, module_funcs);
+  int module = lua_gettop(L);
+  lua_pushliteral(L, MR_VERSION_STRING);
+  lua_setfield(L, module, "version");
+
+  luaL_newmetatable(L, MRL_TENSOR);
+  int meta = lua_gettop(L);
+  lua_newtable(L); /* methods */
+  int methods = lua_gettop(L);
+  mrl_open_tensor(L, module, meta, methods);
+  mrl_open_ops(L, module, meta, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1); /* metatable */
+  mrl_open_io(L, module);
+  lua_settop(L, module);
+  return 1;
+}

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""CLI and REPL tests for the moonreel executable.
+
+usage: test_cli.py path/to/moonreel
+
+Runs `-e`, `--version`, `-h`, a script with arguments, the REPL through a pipe
+(`-i`), and the REPL under a pseudo-terminal: readline line editing, history
+recall, and Ctrl-C interrupting a long loop while the REPL keeps answering.
+"""
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+EXE = os.path.abspath(sys.argv[1])
+HOME = tempfile.mkdtemp(prefix="moonreel-cli-")
+ENV = dict(os.environ, HOME=HOME)
+failures = []
+
+
+def check(name, cond, detail=""):
+    print(("ok   " if cond else "FAIL ") + name)
+    if not cond:
+        failures.append(name)
+        if detail:
+            print("     " + detail.replace("\n", "\n     "))
+
+
+def run(args, stdin=None, timeout=120):
+    p = subprocess.run([EXE] + args, input=stdin, capture_output=True, text=True, env=ENV, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+# ---------------------------------------------------------------- plain runs
+rc, out, err = run(["--version"])
+check("--version", rc == 0 and out.startswith("moonreel 0.1.0"), out + err)
+
+rc, out, err = run(["-h"])
+check("-h", rc == 0 and "usage:" in out and "-e stat" in out, out + err)
+
+rc, out, err = run(["-x"])
+check("bad option fails", rc != 0 and "usage:" in err, out + err)
+
+rc, out, err = run(["-e", "local mr = require 'moonreel'; print(mr.version, (mr.tensor{1,2} * 2):totable()[2])"])
+check("-e with the module", rc == 0 and out.strip() == "0.1.0\t4.0", out + err)
+
+rc, out, err = run(["-e", "error('boom')"])
+check("-e error exits 1 with traceback", rc == 1 and "boom" in err and "stack traceback" in err, out + err)
+
+with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+    f.write("print(select('#', ...), ...)\nprint(arg[0] == ..., arg[1], arg[2], arg[-1] ~= nil)\n"
+            "local mr = require 'moonreel'\nprint(package.loaded.moonreel == mr)\n")
+    script = f.name
+rc, out, err = run([script, "a", "b c"])
+lines = out.splitlines()
+check("script args and arg table",
+      rc == 0 and lines == ["2\ta\tb c", "false\ta\tb c\ttrue", "true"], out + err)
+
+with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+    f.write("print(arg[-3] ~= nil, arg[-2], arg[-1], arg[1], x)\n")
+    script2 = f.name
+rc, out, err = run(["-e", "x = 1", script2, "z"])
+check("-e before a script: negative arg indices", rc == 0 and out.strip() == "true\t-e\tx = 1\tz\t1", out + err)
+
+rc, out, err = run(["-"], stdin="print('from stdin', 6*7)\n")
+check("- runs stdin", rc == 0 and out.strip() == "from stdin\t42", out + err)
+
+# ---------------------------------------------------------------- REPL via a pipe
+repl_in = "\n".join([
+    "1 + 1",
+    "t = mr.tensor{{1, 2}, {3, 4}}",
+    "t",
+    "for i = 1, 2 do",
+    "  print('loop', i)",
+    "end",
+    "error('boom')",
+    "'still ' .. 'here'",
+    "=3 * 3",
+    "t:reshape(3)",
+    "t:shape()[1] + 40",
+]) + "\n"
+rc, out, err = run(["-i"], stdin=repl_in)
+check("pipe: expression prints", "> 2\n" in out, out)
+check("pipe: __tostring via print", "mr.Tensor(f32, 2x2)" in out, out)
+check("pipe: continuation lines", "loop\t1\nloop\t2" in out and ">> " in out, out)
+check("pipe: error does not exit", "boom" in err and "still here" in out and "> 9" in out, out + err)
+check("pipe: misuse message", "shape 3 has 3 elements, tensor has 4" in err, err)
+check("pipe: answers after errors", "42" in out and rc == 0, out + err)
+
+
+# ---------------------------------------------------------------- REPL under a pty
+def pty_session():
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(EXE, [EXE], ENV)
+    buf = b""
+
+    def read_until(token, timeout=60):
+        nonlocal buf
+        end = time.time() + timeout
+        while token.encode() not in buf:
+            left = end - time.time()
+            if left <= 0:
+                return False
+            r, _, _ = select.select([fd], [], [], left)
+            if r:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    return False
+                if not data:
+                    return False
+                buf += data
+        return True
+
+    def send(s):
+        os.write(fd, s.encode())
+
+    def take():
+        nonlocal buf
+        b, buf = buf, b""
+        return b.decode(errors="replace")
+
+    return pid, fd, read_until, send, take
+
+
+pid, fd, read_until, send, take = pty_session()
+ok = read_until("> ")
+check("pty: banner and prompt", ok and "moonreel 0.1.0" in take())
+
+# line editing: type "1+2", move left twice, insert "0" -> "10+2"
+send("1+2\x1b[D\x1b[D0\r")
+ok = read_until("12\r\n")
+check("pty: readline cursor editing", ok, take())
+read_until("> ")
+take()
+
+# history: up arrow recalls the last line
+send("\x1b[A\r")
+ok = read_until("12\r\n")
+check("pty: history recall", ok, take())
+read_until("> ")
+take()
+
+# Ctrl-C during a long engine loop
+send("x = mr.zeros({256, 256}) for i = 1, 1e9 do x = mr.add(x, 1) end\r")
+time.sleep(1.5)
+os.kill(pid, signal.SIGINT)
+ok = read_until("interrupted", timeout=60)
+check("pty: Ctrl-C prints interrupted", ok, take())
+read_until("> ")
+take()
+send("print('alive', mr.tensor{5}:item() + 1)\r")
+ok = read_until("alive\t6.0", timeout=60)
+check("pty: REPL answers after Ctrl-C", ok, take())
+send("\x04")  # EOF ends the session
+os.waitpid(pid, 0)
+os.close(fd)
+check("pty: history file written", os.path.exists(os.path.join(HOME, ".moonreel_history")))
+
+print(f"{len(failures)} failure(s)")
+sys.exit(1 if failures else 0)

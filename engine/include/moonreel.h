@@ -426,6 +426,22 @@ typedef struct mr_wan_dit_input {
 /* One forward: returns the new flow prediction [out_dim, F, H, W] (f32). */
 mr_status mr_wan_dit_forward(mr_wan_dit *dit, const mr_wan_dit_input *in, mr_tensor **out);
 
+/* CLIP ViT image tower (Wan 2.1 I2V): only `visual.*` of the checkpoint is
+   used. Output: the states before the last block, as I2V feeds the DiT. */
+typedef struct mr_clip_vision mr_clip_vision;
+mr_status mr_clip_vision_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts *opts, mr_clip_vision **out);
+void mr_clip_vision_free(mr_clip_vision *clip);
+int mr_clip_vision_image_size(const mr_clip_vision *clip);  /* 224 for ViT-H/14 */
+int mr_clip_vision_dim(const mr_clip_vision *clip);         /* 1280 for ViT-H/14 */
+/* Wan's preprocessing: image [3, H, W] (or [3, 1, H, W]) in [-1, 1] -> bicubic
+   resize to the tower's size (align_corners false, no antialias, no crop) ->
+   (x + 1) / 2 -> CLIP mean/std. Returns new pixels [3, S, S] (f32). */
+mr_status mr_clip_vision_preprocess(mr_clip_vision *clip, const mr_tensor *image, mr_tensor **out);
+/* Preprocess, then the tower: returns new [1 + (S/p)^2, dim] f32 states. */
+mr_status mr_clip_vision_encode(mr_clip_vision *clip, const mr_tensor *image, mr_tensor **out);
+/* The tower alone, on already preprocessed pixels [3, S, S]. */
+mr_status mr_clip_vision_forward(mr_clip_vision *clip, const mr_tensor *pixels, mr_tensor **out);
+
 #ifdef __cplusplus
 }
 #endif

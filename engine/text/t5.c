@@ -59,6 +59,8 @@ struct mr_t5 {
   int vocab, dim, dim_attn, heads, head_dim, ffn, layers, buckets;
   mr_tensor *embed, *norm; /* embed [vocab, dim] in the weight dtype; norm [dim] f32 */
   t5_block *blocks;
+  int32_t *table;          /* bucket table of the last length encoded, [table_n, table_n] */
+  int table_n;
 };
 
 /* The tensor names of one checkpoint naming; %d is the block index. */
@@ -126,6 +128,7 @@ void mr_t5_free(mr_t5 *t5) {
     for (size_t j = 0; j < sizeof ts / sizeof *ts; j++) mr_tensor_free(ts[j]);
   }
   free(t5->blocks);
+  free(t5->table);
   free(t5);
 }
 
@@ -316,15 +319,23 @@ mr_status mr_t5_encode(mr_t5 *t5, const int32_t *ids, int n, int n_valid, mr_ten
       return mr_error(ctx, MR_EINVAL, "%s: token id %d at position %d is outside the vocabulary of %d", T5_WHAT,
                       (int)ids[i], i, t5->vocab);
 
-  int32_t *buckets = malloc((size_t)n * n * sizeof *buckets);
+  /* the bucket table depends on the length only: kept for the next call (Wan
+     encodes the prompt and the negative prompt at the same length) */
+  if (t5->table_n != n) {
+    free(t5->table);
+    t5->table_n = 0;
+    if (!(t5->table = malloc((size_t)n * n * sizeof *t5->table))) return mr_error(ctx, MR_ENOMEM, "out of host memory");
+    mr_t5_bucket_table(n, t5->buckets, MR_T5_MAX_DISTANCE, t5->table);
+    t5->table_n = n;
+  }
+  const int32_t *buckets = t5->table;
   float *maskv = malloc((size_t)n * sizeof *maskv);
   mr_tensor *mask = NULL, *e = NULL, *x = NULL;
   mr_status st = MR_OK;
-  if (!buckets || !maskv) {
+  if (!maskv) {
     st = mr_error(ctx, MR_ENOMEM, "out of host memory");
     goto done;
   }
-  mr_t5_bucket_table(n, t5->buckets, MR_T5_MAX_DISTANCE, buckets);
   for (int i = 0; i < n; i++) maskv[i] = i < n_valid ? 0.0f : T5_MASKED;
   int64_t mshape[1] = {n};
   st = mr_tensor_from_host(ctx, MR_F32, 1, mshape, MR_F32, maskv, &mask);
@@ -346,7 +357,6 @@ done:
   mr_tensor_free(x);
   mr_tensor_free(e);
   mr_tensor_free(mask);
-  free(buckets);
   free(maskv);
   return st;
 }

@@ -442,6 +442,28 @@ mr_status mr_clip_vision_encode(mr_clip_vision *clip, const mr_tensor *image, mr
 /* The tower alone, on already preprocessed pixels [3, S, S]. */
 mr_status mr_clip_vision_forward(mr_clip_vision *clip, const mr_tensor *pixels, mr_tensor **out);
 
+/* What a checkpoint holds, read from names and shapes alone (no tensor data
+   is touched, so a checkpoint of any size is detected instantly). */
+typedef enum mr_model_kind {
+  MR_MODEL_UNKNOWN, MR_MODEL_WAN_DIT, MR_MODEL_UMT5, MR_MODEL_WAN_VAE, MR_MODEL_CLIP_VISION
+} mr_model_kind;
+
+typedef struct mr_model_info {
+  mr_model_kind kind;
+  char variant[32];       /* DiT: model_type ("t2v", ...); VAE: "2.1" / "2.2"; "umt5"; "clip-vit" */
+  int64_t n_params;       /* parameters of the checkpoint's tensors */
+  int dim;                /* model width (DiT dim, T5 d_model, VAE base dim, CLIP width) */
+  int layers;             /* blocks (DiT, T5, CLIP); 0 for the VAE */
+  int heads;              /* attention heads, 0 where unknown */
+  int z_dim;              /* VAE latent channels */
+  mr_wan_dit_config dit;  /* filled for MR_MODEL_WAN_DIT */
+} mr_model_info;
+
+/* "wan-dit", "umt5", "wan-vae", "clip-vision", "unknown". */
+const char *mr_model_kind_name(mr_model_kind k);
+/* Detects the component in w. config_json may be NULL. MR_EFORMAT if nothing matches. */
+mr_status mr_model_detect(mr_ctx *ctx, const mr_weights *w, const char *config_json, mr_model_info *out);
+
 #ifdef __cplusplus
 }
 #endif

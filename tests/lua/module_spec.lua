@@ -1,0 +1,87 @@
+-- The module table, devices, and memory: <close>, GC pressure from device bytes.
+local mr = require "moonreel"
+
+describe("module", function()
+  it("has a version", function()
+    assert.are.equal("0.1.0", mr.version)
+  end)
+
+  it("describes its device", function()
+    local d = mr.device()
+    assert.is_string(d.name)
+    assert.is_string(d.driver)
+    assert.truthy(({ discrete = 1, integrated = 1, virtual = 1, cpu = 1, other = 1 })[d.type])
+    assert.is_true(d.heap_bytes > 0)
+    assert.is_true(d.max_buffer_bytes > 0)
+    assert.is_number(d.subgroup_size)
+    assert.is_number(d.shared_memory_bytes)
+    assert.is_boolean(d.coopmat_nv)
+    assert.is_number(d.validation_messages)
+  end)
+
+  it("lists devices", function()
+    local list = mr.devices()
+    assert.is_true(#list >= 1)
+    local names = {}
+    for _, d in ipairs(list) do names[d.name] = true end
+    assert.is_true(names[mr.device().name])
+  end)
+
+  it("syncs and reports a profile", function()
+    local _ = mr.tensor { 1 } + 1
+    mr.sync()
+    assert.is_string(mr.profile())
+  end)
+end)
+
+describe("memory", function()
+  it("<close> and :close() give device bytes back at once", function()
+    collectgarbage()
+    local before = mr.memory().live_bytes
+    do
+      local a <close> = mr.zeros { 256, 1024 }
+      local b = mr.zeros { 256, 1024 }
+      assert.are.equal(before + 2 * 1024 * 1024, mr.memory().live_bytes)
+      b:close()
+      assert.are.equal(before + 1024 * 1024, mr.memory().live_bytes)
+    end
+    assert.are.equal(before, mr.memory().live_bytes)
+  end)
+
+  it("views hold no bytes of their own", function()
+    local t <close> = mr.zeros { 64, 64 }
+    local live = mr.memory().live_bytes
+    local v <close> = t:slice(1, 1, 32):permute(2, 1)
+    assert.are.equal(live, mr.memory().live_bytes)
+    assert.are.equal(t:device_bytes(), v:device_bytes())
+  end)
+
+  it("collects dropped tensors under device-memory pressure #slow", function()
+    -- More than the whole device heap in 16 MiB tensors, none closed: only
+    -- the byte-driven collections keep this from running out.
+    local heap = mr.device().heap_bytes
+    local n = math.min(math.ceil(heap * 1.25 / (16 << 20)), 400)
+    local start = mr.memory().collections
+    local x
+    for i = 1, n do
+      x = mr.zeros { 4 << 20 }
+    end
+    assert.are.same({ 4 << 20 }, x:shape())
+    assert.is_true(mr.memory().collections > start)
+    assert.is_true(mr.memory().live_bytes <= mr.memory().threshold + (64 << 20))
+  end)
+
+  it("lets the threshold be tuned", function()
+    local old = mr.gc_threshold(8 << 20)
+    assert.are.equal(8 << 20, mr.gc_threshold(old))
+    assert.has_error(function() mr.gc_threshold(0) end)
+  end)
+end)
+
+describe("validation", function()
+  it("saw no Vulkan validation messages", function()
+    collectgarbage()
+    mr.sync()
+    assert.are.equal(0, mr.device().validation_messages)
+  end)
+end)

@@ -6,6 +6,33 @@
 
 #include "moonreel.h"
 
+/* ---------------------------------------------------------------- matmul, attention (op_matmul.c, op_attention.c) */
+
+/* Kernel variants. AUTO picks per device (REG on CPU-type devices, SMEM
+   otherwise); the others force one kernel so tests can run every variant. */
+typedef enum mr_matmul_variant {
+  MR_MATMUL_AUTO,
+  MR_MATMUL_REG,        /* matmul_reg.comp: barrier-free, 4x4 outputs per invocation */
+  MR_MATMUL_SMEM,       /* matmul_smem.comp: 64x64 workgroup tile, 4x4 per thread */
+  MR_MATMUL_SMEM_LARGE, /* matmul_smem.comp: 128x128 workgroup tile, 8x8 per thread */
+  MR_MATMUL_VARIANTS
+} mr_matmul_variant;
+
+/* mr_op_matmul with a chosen kernel. */
+mr_status mr_op_matmul_variant(const mr_tensor *x, const mr_tensor *w, const mr_tensor *bias, int variant,
+                               mr_tensor **out);
+
+typedef enum mr_attention_variant {
+  MR_ATTENTION_AUTO,
+  MR_ATTENTION_REG,   /* attention_reg.comp: one invocation per (query row, head), no barriers */
+  MR_ATTENTION_TILED, /* attention.comp: FlashAttention-2 style, K/V tiles in shared memory */
+  MR_ATTENTION_VARIANTS
+} mr_attention_variant;
+
+/* mr_op_attention with a chosen kernel. */
+mr_status mr_op_attention_variant(const mr_tensor *q, const mr_tensor *k, const mr_tensor *v,
+                                  const mr_attention_opts *opts, int variant, mr_tensor **out);
+
 /* ---------------------------------------------------------------- row-wise ops (op_norm.c, op_softmax.c, op_reduce.c) */
 
 /* Kernel shapes of layer_norm, rms_norm, softmax and reduce (shaders/rows.glsl).

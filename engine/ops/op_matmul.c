@@ -1,0 +1,161 @@
+/* Linear layers: out[..., N] = x[..., K] · w[N, K]ᵀ + bias[N].
+
+   Two kernels, chosen per device:
+   - matmul_reg (CPU-type devices such as lavapipe): no shared memory and no
+     barriers, 4x4 outputs per invocation with vector loads. Barriers cost
+     far more than arithmetic there.
+   - matmul_smem (GPUs): workgroup tiles staged in shared memory, tile sizes
+     as specialization constants (a 64x64 and a 128x128 configuration).
+   Both read contiguous row-major rows; strided inputs are copied first. */
+#include "ops/op_common.h"
+#include "ops/op_internal.h"
+
+#include <string.h>
+
+typedef struct matmul_push {
+  uint32_t M, N, K, nbatch;
+  uint32_t x_off, w_off, b_off, o_off;
+  uint32_t x_bs, w_bs, o_bs;   /* batch strides in elements; w_bs 0 = w shared by the batch */
+  uint32_t tiles_n, tiles_m;   /* workgroups per batch item along n and m */
+} matmul_push;
+
+/* Shared-memory tile configurations, indexed by variant. */
+typedef struct smem_cfg { uint32_t bm, bn, bk, tm, tn; } smem_cfg;
+static const smem_cfg SMEM_SMALL = {64, 64, 16, 4, 4};
+static const smem_cfg SMEM_LARGE = {128, 128, 8, 8, 8};
+
+/* The matmul problem after shape checks: x is [batch, M, K], w [N, K] or [batch, N, K]. */
+typedef struct mm_shape {
+  int64_t batch, M, N, K;
+  bool w_batched;
+  int out_ndim;
+  int64_t out_shape[MR_MAX_DIMS];
+} mm_shape;
+
+static mr_status check_shapes(const mr_tensor *x, const mr_tensor *w, const mr_tensor *bias, mm_shape *s) {
+  mr_ctx *ctx = x->ctx;
+  char a[64], b[64];
+  mr_status st = mr_op_same_ctx(x, w, "matmul");
+  if (st == MR_OK && bias) st = mr_op_same_ctx(x, bias, "matmul");
+  if (st != MR_OK) return st;
+  int64_t K = x->shape[x->ndim - 1];
+  if (w->ndim < 2)
+    return mr_error(ctx, MR_EINVAL, "matmul: w must be [N, K] or batched [..., N, K], got %s",
+                    mr_shape_str(w->ndim, w->shape, b, sizeof b));
+  if (w->shape[w->ndim - 1] != K)
+    return mr_error(ctx, MR_EINVAL, "matmul: K mismatch: x %s has K = %lld, w %s has K = %lld",
+                    mr_shape_str(x->ndim, x->shape, a, sizeof a), (long long)K,
+                    mr_shape_str(w->ndim, w->shape, b, sizeof b), (long long)w->shape[w->ndim - 1]);
+  s->K = K;
+  s->N = w->shape[w->ndim - 2];
+  s->w_batched = w->ndim > 2;
+  if (s->w_batched) {
+    bool ok = w->ndim == x->ndim;
+    for (int i = 0; ok && i < x->ndim - 2; i++) ok = w->shape[i] == x->shape[i];
+    if (!ok)
+      return mr_error(ctx, MR_EINVAL, "matmul: batched w %s must have the leading dims of x %s",
+                      mr_shape_str(w->ndim, w->shape, b, sizeof b), mr_shape_str(x->ndim, x->shape, a, sizeof a));
+    s->M = x->shape[x->ndim - 2];
+    s->batch = 1;
+    for (int i = 0; i < x->ndim - 2; i++) s->batch *= x->shape[i];
+  } else {
+    s->batch = 1;
+    s->M = 1;
+    for (int i = 0; i < x->ndim - 1; i++) s->M *= x->shape[i];
+  }
+  if (bias && (bias->ndim != 1 || bias->shape[0] != s->N))
+    return mr_error(ctx, MR_EINVAL, "matmul: bias must be [%lld], got %s", (long long)s->N,
+                    mr_shape_str(bias->ndim, bias->shape, b, sizeof b));
+  s->out_ndim = x->ndim;
+  for (int i = 0; i < x->ndim - 1; i++) s->out_shape[i] = x->shape[i];
+  s->out_shape[x->ndim - 1] = s->N;
+  return MR_OK;
+}
+
+/* Records the dispatch of one kernel over all batch items. */
+static mr_status dispatch(mr_ctx *ctx, int variant, const mm_shape *s, const mr_tensor *x, const mr_tensor *w,
+                          const mr_tensor *bias, mr_tensor *o) {
+  const mr_gpu_caps *caps = mr_gpu_caps_get(ctx);
+  matmul_push pc = {.M = (uint32_t)s->M, .N = (uint32_t)s->N, .K = (uint32_t)s->K, .nbatch = (uint32_t)s->batch,
+                    .x_off = (uint32_t)x->offset, .w_off = (uint32_t)w->offset,
+                    .b_off = bias ? (uint32_t)bias->offset : 0, .o_off = (uint32_t)o->offset,
+                    .x_bs = (uint32_t)(s->M * s->K), .w_bs = s->w_batched ? (uint32_t)(s->N * s->K) : 0,
+                    .o_bs = (uint32_t)(s->M * s->N)};
+  uint32_t bias_dt = bias ? bias->dtype : x->dtype;
+  const char *shader;
+  uint32_t spec[12];
+  int nspec;
+  if (variant == MR_MATMUL_SMEM || variant == MR_MATMUL_SMEM_LARGE) {
+    const smem_cfg *c = variant == MR_MATMUL_SMEM ? &SMEM_SMALL : &SMEM_LARGE;
+    uint32_t wx = c->bn / c->tn, wy = c->bm / c->tm;
+    uint32_t smem = 4 * c->bk * (c->bm + c->bn + 2);
+    if (wx * wy > caps->max_invocations || smem > caps->info.shared_memory_bytes)
+      return mr_error(ctx, MR_EUNSUPPORTED, "matmul: the %ux%u tile needs %u threads and %u bytes of shared memory",
+                      c->bm, c->bn, wx * wy, smem);
+    shader = "matmul_smem";
+    uint32_t sp[12] = {x->dtype, w->dtype, bias_dt, o->dtype, c->bm, c->bn, c->bk, c->tm, c->tn, bias != NULL, wx, wy};
+    memcpy(spec, sp, sizeof sp);
+    nspec = 12;
+    pc.tiles_n = (uint32_t)((s->N + c->bn - 1) / c->bn);
+    pc.tiles_m = (uint32_t)((s->M + c->bm - 1) / c->bm);
+  } else {
+    /* 64 invocations; narrow in m when there are few rows (GEMV-like calls). */
+    uint32_t rows4 = (uint32_t)((s->M + 3) / 4), wy = 1;
+    while (wy < 8 && wy < rows4) wy *= 2;
+    uint32_t wx = 64 / wy;
+    bool aligned = s->K % 4 == 0 && x->offset % 4 == 0 && w->offset % 4 == 0;
+    shader = "matmul_reg";
+    uint32_t sp[8] = {x->dtype, w->dtype, bias_dt, o->dtype, wx, wy, aligned, bias != NULL};
+    memcpy(spec, sp, sizeof sp);
+    nspec = 8;
+    pc.tiles_n = (uint32_t)((s->N + 4 * wx - 1) / (4 * wx));
+    pc.tiles_m = (uint32_t)((s->M + 4 * wy - 1) / (4 * wy));
+  }
+  uint64_t groups = (uint64_t)pc.tiles_n * pc.tiles_m * (uint64_t)s->batch;
+  if (groups > (uint64_t)caps->max_groups[0] * caps->max_groups[1])
+    return mr_error(ctx, MR_EUNSUPPORTED, "matmul: %llu workgroups exceed the device grid", (unsigned long long)groups);
+  mr_pipeline *p;
+  mr_status st = mr_gpu_pipeline(ctx, shader, 4, sizeof pc, spec, nspec, &p);
+  if (st != MR_OK) return st;
+  mr_binding b[4] = {mr_tensor_binding(x, false), mr_tensor_binding(w, false),
+                     mr_tensor_binding(bias ? bias : x, false), mr_tensor_binding(o, true)};
+  uint32_t gx, gy;
+  mr_gpu_grid(ctx, groups, &gx, &gy);
+  return mr_gpu_dispatch(ctx, p, b, 4, &pc, gx, gy, 1, "matmul");
+}
+
+mr_status mr_op_matmul_variant(const mr_tensor *x, const mr_tensor *w, const mr_tensor *bias, int variant,
+                               mr_tensor **out) {
+  *out = NULL;
+  mr_ctx *ctx = x->ctx;
+  if (variant < 0 || variant >= MR_MATMUL_VARIANTS) return mr_error(ctx, MR_EINVAL, "matmul: unknown variant %d", variant);
+  mm_shape s;
+  mr_status st = check_shapes(x, w, bias, &s);
+  if (st != MR_OK) return st;
+  if (variant == MR_MATMUL_AUTO) {
+    if (mr_gpu_caps_get(ctx)->is_cpu) variant = MR_MATMUL_REG;
+    else variant = (s.M >= 256 && s.N >= 128) ? MR_MATMUL_SMEM_LARGE : MR_MATMUL_SMEM;
+  }
+  mr_tensor *xc = NULL, *wc = NULL, *bc = NULL, *o = NULL;
+  /* mr_tensor_contiguous returns a view (no copy) when the input already is contiguous. */
+  if ((st = mr_tensor_contiguous((mr_tensor *)x, &xc)) != MR_OK) goto done;
+  if ((st = mr_tensor_contiguous((mr_tensor *)w, &wc)) != MR_OK) goto done;
+  if (bias && (st = mr_tensor_contiguous((mr_tensor *)bias, &bc)) != MR_OK) goto done;
+  if ((st = mr_tensor_empty(ctx, x->dtype, s.out_ndim, s.out_shape, &o)) != MR_OK) goto done;
+  if ((st = mr_tensor_check_index_range(xc, "matmul")) != MR_OK || (st = mr_tensor_check_index_range(wc, "matmul")) != MR_OK ||
+      (bc && (st = mr_tensor_check_index_range(bc, "matmul")) != MR_OK) ||
+      (st = mr_tensor_check_index_range(o, "matmul")) != MR_OK)
+    goto done;
+  if (mr_tensor_numel(o) > 0) st = dispatch(ctx, variant, &s, xc, wc, bc, o);
+done:
+  mr_tensor_free(xc);
+  mr_tensor_free(wc);
+  mr_tensor_free(bc);
+  if (st != MR_OK) mr_tensor_free(o);
+  else *out = o;
+  return st;
+}
+
+mr_status mr_op_matmul(const mr_tensor *x, const mr_tensor *w, const mr_tensor *bias, mr_tensor **out) {
+  return mr_op_matmul_variant(x, w, bias, MR_MATMUL_AUTO, out);
+}

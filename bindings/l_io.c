@@ -205,6 +205,7 @@ static void push_metadata_json(lua_State *L, int arg) {
 
 /* mr.load(path [, {dtype = "bf16"}]) -> {name = tensor, ...}, metadata | nil, msg, code */
 static int l_load(lua_State *L) {
+  lua_settop(L, 2);
   const char *path = luaL_checkstring(L, 1);
   mr_dtype want = MR_DTYPE_COUNT;
   if (!lua_isnoneornil(L, 2)) {
@@ -249,6 +250,7 @@ static int l_load(lua_State *L) {
 
 /* mr.save(path, {name = tensor, ...} [, metadata]) -> true | nil, msg, code */
 static int l_save(lua_State *L) {
+  lua_settop(L, 3);
   const char *path = luaL_checkstring(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);

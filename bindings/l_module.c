@@ -83,7 +83,7 @@ void mrl_collect(lua_State *L) {
 
 void moonreel_lua_set_ctx(lua_State *L, mr_ctx *ctx) {
   mrl_state *s = mrl_state_get(L);
-  if (s->ctx && s->owned) mr_ctx_free(s->ctx);
+  if (s->ctx) return; /* too late: tensors may already live on the current one */
   s->ctx = ctx;
   s->owned = false;
   s->failed = false;

@@ -130,6 +130,7 @@ static int l_softmax(lua_State *L) {
 
 /* mr.attention(q, k, v [, {scale = s, k_lens = {...}}]) */
 static int l_attention(lua_State *L) {
+  lua_settop(L, 4);
   mr_tensor *q = mrl_check_tensor(L, 1), *k = mrl_check_tensor(L, 2), *v = mrl_check_tensor(L, 3);
   mr_attention_opts o = mr_attention_opts_default();
   if (!lua_isnoneornil(L, 4)) {
@@ -168,6 +169,7 @@ static int l_attention(lua_State *L) {
 
 /* mr.concat({t1, t2, ...} [, dim = 1]) */
 static int l_concat(lua_State *L) {
+  lua_settop(L, 2);
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_Integer n = luaL_len(L, 1);
   luaL_argcheck(L, n >= 1, 1, "needs at least one tensor");

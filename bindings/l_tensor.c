@@ -136,6 +136,7 @@ static void nest_fill(lua_State *L, nest *n, int tbl, int depth) {
 
 /* mr.tensor(t [, dtype]): t is a number or a nested table of numbers. */
 static int l_tensor(lua_State *L) {
+  lua_settop(L, 2);
   mr_dtype dt = mrl_check_dtype(L, 2, MR_F32, true);
   nest n = {0};
   if (lua_type(L, 1) == LUA_TNUMBER) {

@@ -29,8 +29,9 @@ extern "C" {
 int luaopen_moonreel(lua_State *L);
 
 /* Makes the module use ctx instead of creating its own. Call before the first
-   engine use (normally before require). The module never frees ctx; ctx must
-   outlive L. */
+   engine use (normally before require); once the module has a context the
+   call does nothing, since tensors may live on it. The module never frees
+   ctx; ctx must outlive L. */
 void moonreel_lua_set_ctx(lua_State *L, mr_ctx *ctx);
 
 /* The context the module uses, or NULL when none exists yet (it is created

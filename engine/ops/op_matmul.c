@@ -2,7 +2,7 @@
 
    Two kernels, chosen per device:
    - matmul_reg (CPU-type devices such as lavapipe): no shared memory and no
-     barriers, 4x4 outputs per invocation with vector loads. Barriers cost
+     barriers, 4x4 outputs per invocation (1x4 when M < 4) with vector loads. Barriers cost
      far more than arithmetic there.
    - matmul_smem (GPUs): workgroup tiles staged in shared memory, tile sizes
      as specialization constants (a 64x64 and a 128x128 configuration).
@@ -99,17 +99,18 @@ static mr_status dispatch(mr_ctx *ctx, int variant, const mm_shape *s, const mr_
     pc.tiles_n = (uint32_t)((s->N + c->bn - 1) / c->bn);
     pc.tiles_m = (uint32_t)((s->M + c->bm - 1) / c->bm);
   } else {
-    /* 64 invocations; narrow in m when there are few rows (GEMV-like calls). */
-    uint32_t rows4 = (uint32_t)((s->M + 3) / 4), wy = 1;
-    while (wy < 8 && wy < rows4) wy *= 2;
+    /* 64 invocations of TM x 4 outputs; with few rows (GEMV-like calls) one
+       row per invocation and the workgroup spread along n. */
+    uint32_t tm = s->M < 4 ? 1 : 4, rows = (uint32_t)((s->M + tm - 1) / tm), wy = 1;
+    while (wy < 8 && wy < rows) wy *= 2;
     uint32_t wx = 64 / wy;
     bool aligned = s->K % 4 == 0 && x->offset % 4 == 0 && w->offset % 4 == 0;
     shader = "matmul_reg";
-    uint32_t sp[8] = {x->dtype, w->dtype, bias_dt, o->dtype, wx, wy, aligned, bias != NULL};
+    uint32_t sp[9] = {x->dtype, w->dtype, bias_dt, o->dtype, wx, wy, aligned, bias != NULL, tm};
     memcpy(spec, sp, sizeof sp);
-    nspec = 8;
+    nspec = 9;
     pc.tiles_n = (uint32_t)((s->N + 4 * wx - 1) / (4 * wx));
-    pc.tiles_m = (uint32_t)((s->M + 4 * wy - 1) / (4 * wy));
+    pc.tiles_m = (uint32_t)((s->M + tm * wy - 1) / (tm * wy));
   }
   uint64_t groups = (uint64_t)pc.tiles_n * pc.tiles_m * (uint64_t)s->batch;
   if (groups > (uint64_t)caps->max_groups[0] * caps->max_groups[1])

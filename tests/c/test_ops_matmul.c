@@ -126,6 +126,8 @@ static void test_sizes(mr_ctx *ctx, mr_rng *rng) {
   for (int v = 0; v < MR_MATMUL_VARIANTS; v++) {
     mm_case c = {.M = 9, .N = 13, .K = 68, .xdt = MR_F32, .wdt = MR_F32, .bdt = MR_F32, .bias = true};
     run_case(ctx, rng, &c, v);
+    mm_case few = {.M = 3, .N = 70, .K = 20, .xdt = MR_F32, .wdt = MR_F32, .bdt = MR_F32, .bias = true};
+    run_case(ctx, rng, &few, v); /* M < 4: one row per invocation in the register kernel */
   }
 }
 

@@ -234,6 +234,13 @@ static int l_sync(lua_State *L) {
   return 0;
 }
 
+/* Makes the running or next engine call fail with "interrupted" (what the
+   CLI's Ctrl-C does). */
+static int l_interrupt(lua_State *L) {
+  mr_ctx_interrupt(mrl_ctx(L));
+  return 0;
+}
+
 static int l_profile(lua_State *L) {
   mr_ctx *ctx = mrl_ctx(L);
   size_t need = mr_ctx_profile_report(ctx, NULL, 0);
@@ -271,7 +278,7 @@ static int l_gc_threshold(lua_State *L) {
 }
 
 static const luaL_Reg module_funcs[] = {
-  {"device", l_device}, {"devices", l_devices}, {"sync", l_sync},
+  {"device", l_device}, {"devices", l_devices}, {"sync", l_sync}, {"interrupt", l_interrupt},
   {"profile", l_profile}, {"memory", l_memory}, {"gc_threshold", l_gc_threshold},
   {NULL, NULL}};
 

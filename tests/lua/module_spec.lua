@@ -34,6 +34,15 @@ describe("module", function()
   end)
 end)
 
+describe("interrupt", function()
+  it("makes the next engine call raise, once", function()
+    local x = mr.ones { 8 }
+    mr.interrupt()
+    assert.has_error(function() local _ = x + 1 end, "interrupted")
+    assert.are.same({ 2, 2 }, (x + 1):slice(1, 1, 2):totable())
+  end)
+end)
+
 describe("memory", function()
   it("<close> and :close() give device bytes back at once", function()
     collectgarbage()

@@ -6,6 +6,7 @@
    The tiny conformance VAEs have z_dim 4, which no released VAE has, so the
    engine applies no latent statistics to them (mean 0, std 1: raw mu). The
    io file carries the mean/std the reference used; this test applies them. */
+#include "gpu/gpu.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -162,6 +163,51 @@ static void test_cancel(mr_ctx *ctx, mr_weights *w, const vectors *v) {
   mr_wan_vae_free(vae);
 }
 
+/* Device memory after each chunk (the engine syncs before reporting progress). */
+typedef struct mem_log { mr_ctx *ctx; int n; uint64_t bytes[16]; } mem_log;
+
+static bool on_progress_mem(float done, void *user) {
+  mem_log *m = user;
+  if (m->n < 16) m->bytes[m->n++] = (uint64_t)mr_gpu_bytes_in_use(m->ctx);
+  return true;
+}
+
+/* Memory must not grow with the video: after the first two chunks (the
+   caches fill up), every chunk ends with the same device memory in use. */
+static void test_memory(mr_ctx *ctx, mr_weights *w, int stride) {
+  mr_wan_vae *vae = NULL;
+  CHECK_OK(ctx, mr_wan_vae_load(ctx, w, NULL, &vae));
+  if (!vae) return;
+  mr_rng rng = {99};
+  int64_t ls[4] = {mr_wan_vae_z_dim(vae), 6, 2, 3}, vs[4] = {3, 21, 2 * stride, 3 * stride};
+  size_t nl = (size_t)(ls[0] * ls[1] * ls[2] * ls[3]), nv = (size_t)(vs[0] * vs[1] * vs[2] * vs[3]);
+  float *lat = malloc(nl * sizeof *lat), *vid = malloc(nv * sizeof *vid);
+  mr_rng_fill(&rng, lat, nl, -2, 2);
+  mr_rng_fill(&rng, vid, nv, -1, 1);
+  mr_tensor *tl = NULL, *tv = NULL, *out = NULL;
+  CHECK_OK(ctx, mr_tensor_from_host(ctx, MR_F32, 4, ls, MR_F32, lat, &tl));
+  CHECK_OK(ctx, mr_tensor_from_host(ctx, MR_F32, 4, vs, MR_F32, vid, &tv));
+  for (int pass = 0; pass < 2; pass++) {
+    mem_log m = {ctx, 0, {0}};
+    if (pass == 0) CHECK_OK(ctx, mr_wan_vae_decode(vae, tl, on_progress_mem, &m, &out));
+    else CHECK_OK(ctx, mr_wan_vae_encode(vae, tv, on_progress_mem, &m, &out));
+    CHECK(m.n == 6);
+    for (int i = 3; i < m.n; i++) {
+      if (m.bytes[i] != m.bytes[2])
+        fprintf(stderr, "%s chunk %d: %llu bytes in use, chunk 2: %llu\n", pass ? "encode" : "decode", i,
+                (unsigned long long)m.bytes[i], (unsigned long long)m.bytes[2]);
+      CHECK(m.bytes[i] == m.bytes[2]);
+    }
+    mr_tensor_free(out);
+    out = NULL;
+  }
+  mr_tensor_free(tl);
+  mr_tensor_free(tv);
+  free(lat);
+  free(vid);
+  mr_wan_vae_free(vae);
+}
+
 /* Writes the checkpoint minus `drop` (or with `reshape` given a wrong shape) and expects a refusal naming it. */
 static void test_broken(mr_ctx *ctx, mr_weights *w, const char *drop, const char *reshape) {
   int n = mr_weights_count(w), k = 0;
@@ -224,6 +270,7 @@ int main(int argc, char **argv) {
       /* the .pth holds the same weights as the .safetensors: f32 is enough there */
       for (int p = 0; p < (m == 1 ? 1 : 3); p++) run_policy(ctx, models[m].file, w, &v, policies[p], models[m].version, models[m].stride);
       if (m != 1) test_cancel(ctx, w, &v);
+      if (m != 1) test_memory(ctx, w, models[m].stride);
       if (m == 0) {
         test_broken(ctx, w, "decoder.upsamples.4.shortcut.weight", NULL);
         test_broken(ctx, w, NULL, "encoder.middle.1.to_qkv.weight");

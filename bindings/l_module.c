@@ -298,6 +298,7 @@ int luaopen_moonreel(lua_State *L) {
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1); /* metatable */
   mrl_open_io(L, module);
+  mrl_open_models(L, module);
   lua_settop(L, module);
   return 1;
 }

@@ -379,6 +379,10 @@ mr_status mr_wan_vae_decode(mr_wan_vae *vae, const mr_tensor *latent, mr_progres
 int mr_wan_vae_z_dim(const mr_wan_vae *vae);
 int mr_wan_vae_spatial_stride(const mr_wan_vae *vae);   /* 8 or 16 */
 int mr_wan_vae_version(const mr_wan_vae *vae);          /* 21 or 22 */
+/* Latents are (mu - mean) / std per channel. The released VAEs' statistics
+   (2.1: z 16, 2.2: z 48) are built in; other z_dims start with none (raw mu).
+   This sets z_dim values of each, or clears them with mean = NULL. */
+mr_status mr_wan_vae_set_latent_stats(mr_wan_vae *vae, const float *mean, const float *std, int z_dim);
 
 /* Wan DiT (WanModel): t2v, i2v (Wan 2.1 with CLIP tokens; Wan 2.2 without),
    ti2v (per-token timesteps), vace (hint blocks). */

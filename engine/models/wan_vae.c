@@ -67,16 +67,41 @@ static mr_status load_top(mr_loader *L, mr_wan_vae *v) {
   return st;
 }
 
+/* Replaces the latent statistics (NULL mean: none, latents are raw mu). */
+static mr_status set_stats(mr_wan_vae *v, const float *mean, const float *std) {
+  mr_tensor *m = NULL, *sd = NULL;
+  int64_t s[4] = {v->z_dim, 1, 1, 1};
+  mr_status st = MR_OK;
+  if (mean) {
+    st = mr_tensor_from_host(v->ctx, MR_F32, 4, s, MR_F32, mean, &m);
+    if (st == MR_OK) st = mr_tensor_from_host(v->ctx, MR_F32, 4, s, MR_F32, std, &sd);
+  }
+  if (st != MR_OK) {
+    mr_tensor_free(m);
+    return st;
+  }
+  mr_tensor_free(v->mean);
+  mr_tensor_free(v->std);
+  v->mean = m;
+  v->std = sd;
+  v->have_stats = mean != NULL;
+  return MR_OK;
+}
+
 static mr_status load_stats(mr_wan_vae *v) {
   const float *mean = NULL, *std = NULL;
   if (v->version == 21 && v->z_dim == 16) mean = WAN21_MEAN, std = WAN21_STD;
   if (v->version == 22 && v->z_dim == 48) mean = WAN22_MEAN, std = WAN22_STD;
-  v->have_stats = mean != NULL;
-  if (!mean) return MR_OK;
-  int64_t s[4] = {v->z_dim, 1, 1, 1};
-  mr_status st = mr_tensor_from_host(v->ctx, MR_F32, 4, s, MR_F32, mean, &v->mean);
-  if (st == MR_OK) st = mr_tensor_from_host(v->ctx, MR_F32, 4, s, MR_F32, std, &v->std);
-  return st;
+  return set_stats(v, mean, std);
+}
+
+mr_status mr_wan_vae_set_latent_stats(mr_wan_vae *vae, const float *mean, const float *std, int z_dim) {
+  if (mean && (!std || z_dim != vae->z_dim))
+    return mr_error(vae->ctx, MR_EINVAL, "Wan VAE: latent statistics need mean and std of %d channels, got %d",
+                    vae->z_dim, z_dim);
+  for (int i = 0; mean && i < z_dim; i++)
+    if (!(std[i] > 0)) return mr_error(vae->ctx, MR_EINVAL, "Wan VAE: latent std[%d] = %g is not positive", i, std[i]);
+  return set_stats(vae, mean, std);
 }
 
 mr_status mr_wan_vae_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts *opts, mr_wan_vae **out) {

@@ -2,6 +2,8 @@
    data (t2v, i2v, vace, ti2v), with f32 weights and the 16-bit policies. */
 #include "testutil.h"
 
+#include "core/core.h"
+
 #include <string.h>
 
 static char *read_text(const char *path) {

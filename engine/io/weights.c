@@ -2,6 +2,7 @@
    its tensors sorted by name. The format parsers (safetensors.c, pth.c) fill
    the table through mr_io_weights_add; everything here is format-neutral. */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* madvise(MADV_DONTNEED): glibc makes posix_madvise's DONTNEED a no-op */
 #include "io/io_internal.h"
 
 #include <errno.h>
@@ -220,6 +221,20 @@ int mr_weights_find(const mr_weights *w, const char *name) {
 
 const char *mr_weights_metadata(const mr_weights *w) { return w ? w->metadata : NULL; }
 
+/* Streaming: once a tensor is on the device its file pages are dropped from
+   this process (they were read-only and stay in the page cache), so loading a
+   checkpoint keeps host memory near one tensor instead of growing to the file
+   size. Only whole pages inside the mapping are released. */
+static void release_pages(const mr_weights *w, const void *data, size_t n) {
+  if (!w->map || !data || n == 0) return;
+  uintptr_t base = (uintptr_t)w->map, lo = (uintptr_t)data, hi = lo + n;
+  if (lo < base || hi > base + w->map_size) return; /* a host copy, not the mapping */
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  lo = (lo + page - 1) / page * page;
+  hi = hi / page * page;
+  if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 mr_status mr_weights_to_tensor(mr_ctx *ctx, const mr_weights *w, int i, mr_dtype dtype, mr_tensor **out) {
   if (out == NULL) return mr_error(ctx, MR_EINVAL, "mr_weights_to_tensor: out is NULL");
   *out = NULL;
@@ -238,5 +253,7 @@ mr_status mr_weights_to_tensor(mr_ctx *ctx, const mr_weights *w, int i, mr_dtype
   static const int64_t scalar_shape[1] = {1};
   int ndim = e->ndim ? e->ndim : 1;
   const int64_t *shape = e->ndim ? e->shape : scalar_shape;
-  return mr_tensor_from_host(ctx, dtype, ndim, shape, e->dtype, e->data, out);
+  mr_status st = mr_tensor_from_host(ctx, dtype, ndim, shape, e->dtype, e->data, out);
+  release_pages(w, e->data, e->nbytes);
+  return st;
 }

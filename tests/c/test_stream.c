@@ -1,0 +1,112 @@
+/* Loading streams: a real-size checkpoint (the released Wan 2.1 VAE's exact
+   names and shapes, 508 MB of f32, as a sparse file) goes to the device with
+   host memory growing by about the device copy, not by the file too. On a CPU
+   device the device memory is itself host memory, so the bound is "device
+   bytes + slack"; without streaming the growth would be about twice that. */
+#include "testutil.h"
+
+#include "gpu/gpu.h"
+
+#include <cjson/cJSON.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+static long peak_rss_kb(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;
+}
+
+static char *read_text(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  rewind(f);
+  char *s = malloc((size_t)n + 1);
+  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
+    free(s);
+    s = NULL;
+  }
+  if (s) s[n] = 0;
+  fclose(f);
+  return s;
+}
+
+/* A sparse f32 safetensors file with the manifest entry's names and shapes. */
+static uint64_t write_sparse(const char *path, const cJSON *tensors) {
+  cJSON *hdr = cJSON_CreateObject();
+  uint64_t off = 0;
+  const cJSON *t;
+  cJSON_ArrayForEach(t, tensors) {
+    cJSON *e = cJSON_CreateObject(), *shape = cJSON_CreateArray(), *offs = cJSON_CreateArray();
+    uint64_t n = 1;
+    const cJSON *d;
+    cJSON_ArrayForEach(d, t) {
+      cJSON_AddItemToArray(shape, cJSON_CreateNumber(d->valuedouble));
+      n *= (uint64_t)d->valuedouble;
+    }
+    cJSON_AddStringToObject(e, "dtype", "F32");
+    cJSON_AddItemToObject(e, "shape", shape);
+    cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
+    cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + 4 * n)));
+    cJSON_AddItemToObject(e, "data_offsets", offs);
+    cJSON_AddItemToObject(hdr, t->string, e);
+    off += 4 * n;
+  }
+  char *text = cJSON_PrintUnformatted(hdr);
+  uint64_t len = strlen(text);
+  int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+  CHECK(fd >= 0);
+  CHECK(write(fd, &len, 8) == 8 && write(fd, text, len) == (ssize_t)len);
+  CHECK(ftruncate(fd, (off_t)(8 + len + off)) == 0);
+  close(fd);
+  free(text);
+  cJSON_Delete(hdr);
+  return off;
+}
+
+int main(int argc, char **argv) {
+  const char *dir = argc > 1 ? argv[1] : "tests/conformance/data";
+  char path[1024];
+  snprintf(path, sizeof path, "%s/wan/manifests.json", dir);
+  char *text = read_text(path);
+  cJSON *root = text ? cJSON_Parse(text) : NULL;
+  const cJSON *vae = root ? cJSON_GetObjectItemCaseSensitive(root, "Wan2.1_VAE") : NULL;
+  CHECK(vae != NULL);
+  if (!vae) return mr_test_finish("test_stream");
+  char file[] = "/tmp/mr_stream_XXXXXX";
+  int fd = mkstemp(file);
+  CHECK(fd >= 0);
+  close(fd);
+  uint64_t data_bytes = write_sparse(file, cJSON_GetObjectItemCaseSensitive(vae, "tensors"));
+
+  mr_ctx *ctx = mr_test_ctx();
+  mr_weights *w = NULL;
+  CHECK_OK(ctx, mr_weights_open(ctx, file, &w));
+  long before = peak_rss_kb();
+  uint64_t dev_before = mr_gpu_bytes_in_use(ctx);
+  mr_wan_vae *v = NULL;
+  CHECK_OK(ctx, mr_wan_vae_load(ctx, w, NULL, &v));
+  CHECK_OK(ctx, mr_ctx_sync(ctx));
+  long growth_kb = peak_rss_kb() - before;
+  uint64_t dev = mr_gpu_bytes_in_use(ctx) - dev_before;
+  double growth = growth_kb / 1024.0, dev_mb = dev / 1048576.0, file_mb = data_bytes / 1048576.0;
+  printf("checkpoint %.0f MB; device memory %.0f MB; peak host growth %.0f MB\n", file_mb, dev_mb, growth);
+  CHECK(v != NULL && mr_wan_vae_z_dim(v) == 16);
+  /* the device copy (host memory on a CPU device) plus 96 MB of slack: one
+     tensor, allocator blocks and the Vulkan driver's own allocations */
+  mr_device_info info;
+  mr_ctx_device_info(ctx, &info);
+  double bound = (info.type == MR_DEVICE_CPU ? dev_mb : 0) + 96.0;
+  CHECK(growth <= bound);
+  mr_wan_vae_free(v);
+  mr_weights_free(w);
+  mr_ctx_free(ctx);
+  unlink(file);
+  cJSON_Delete(root);
+  free(text);
+  return mr_test_finish("test_stream");
+}

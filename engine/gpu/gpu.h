@@ -54,6 +54,11 @@ typedef struct mr_binding {
 mr_status mr_gpu_dispatch(mr_ctx *ctx, mr_pipeline *p, const mr_binding *b, int nbind, const void *push,
                           uint32_t gx, uint32_t gy, uint32_t gz, const char *op);
 
+/* Adds the useful FLOPs (2 per multiply-add) of the dispatch just recorded to
+   the context's total and, when profiling, to that dispatch's op kind. Call it
+   right after a successful mr_gpu_dispatch. */
+void mr_gpu_count_flops(mr_ctx *ctx, double flops);
+
 /* Splits a count of workgroups over x and y so neither exceeds the device
    limit. Shaders rebuild the linear id as y * gl_NumWorkGroups.x + x. */
 void mr_gpu_grid(const mr_ctx *ctx, uint64_t groups, uint32_t *gx, uint32_t *gy);

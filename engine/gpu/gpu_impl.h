@@ -44,6 +44,7 @@ typedef struct mr_profile_kind {
   const char *op;
   uint64_t count;
   double ms;
+  double flops;                 /* useful FLOPs counted for these dispatches */
 } mr_profile_kind;
 
 struct mr_gpu {
@@ -85,11 +86,16 @@ struct mr_gpu {
   mr_hazard *hazards;
   int nhazards, caphazards;
 
+  /* work accounting */
+  double flops;                 /* useful FLOPs of every dispatch counted so far */
+
   /* profile */
   bool profile;
   VkQueryPool queries;
   uint32_t nqueries;
   const char *query_op[MR_PROFILE_QUERIES / 2];
+  double query_flops[MR_PROFILE_QUERIES / 2];
+  int last_query;               /* query pair of the last dispatch recorded, -1 if none since the submit */
   double ns_per_tick;
   mr_profile_kind kinds[MR_MAX_PROFILE_KINDS];
   int nkinds;

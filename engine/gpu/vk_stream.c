@@ -55,6 +55,7 @@ static mr_status begin(mr_gpu *g) {
   g->ndispatch = 0;
   g->nqueries = 0;
   g->nhazards = 0;
+  g->last_query = -1;
   return MR_OK;
 }
 
@@ -76,6 +77,7 @@ static void collect_profile(mr_gpu *g) {
       }
       g->kinds[k].count++;
       g->kinds[k].ms += (double)(t[i + 1] - t[i]) * g->ns_per_tick * 1e-6;
+      g->kinds[k].flops += g->query_flops[i / 2];
     }
   }
   free(t);
@@ -170,8 +172,11 @@ mr_status mr_gpu_dispatch(mr_ctx *ctx, mr_pipeline *p, const mr_binding *b, int 
   vkCmdBindPipeline(g->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, p->pipeline);
   g->push_descriptor(g->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, p->layout, 0, (uint32_t)nbind, w);
   if (p->push_size) vkCmdPushConstants(g->cmd, p->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, p->push_size, push);
+  g->last_query = -1;
   if (g->queries) {
-    g->query_op[g->nqueries / 2] = op;
+    g->last_query = (int)(g->nqueries / 2);
+    g->query_op[g->last_query] = op;
+    g->query_flops[g->last_query] = 0;
     vkCmdWriteTimestamp(g->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, g->queries, g->nqueries++);
   }
   vkCmdDispatch(g->cmd, gx, gy, gz);
@@ -179,6 +184,14 @@ mr_status mr_gpu_dispatch(mr_ctx *ctx, mr_pipeline *p, const mr_binding *b, int 
   g->ndispatch++;
   return MR_OK;
 }
+
+void mr_gpu_count_flops(mr_ctx *ctx, double flops) {
+  mr_gpu *g = ctx->gpu;
+  g->flops += flops;
+  if (g->recording && g->last_query >= 0) g->query_flops[g->last_query] += flops;
+}
+
+double mr_ctx_flops(const mr_ctx *ctx) { return ctx->gpu->flops; }
 
 void mr_gpu_grid(const mr_ctx *ctx, uint64_t groups, uint32_t *gx, uint32_t *gy) {
   uint64_t maxx = ctx->gpu->caps.max_groups[0];
@@ -249,11 +262,21 @@ size_t mr_gpu_profile_report(mr_gpu *g, char *buf, size_t cap) {
     EMIT("profile off (set MOONREEL_PROFILE=1)\n");
     return len;
   }
-  EMIT("moonreel profile (%s)\n%-24s %10s %12s %8s\n", g->caps.info.name, "op", "dispatches", "ms", "share");
-  for (int k = 0; k < g->nkinds; k++)
-    EMIT("%-24s %10llu %12.3f %7.1f%%\n", g->kinds[k].op, (unsigned long long)g->kinds[k].count, g->kinds[k].ms,
-         total > 0 ? 100.0 * g->kinds[k].ms / total : 0.0);
-  EMIT("%-24s %10s %12.3f\n", "total", "", total);
+  EMIT("moonreel profile (%s)\n%-24s %10s %12s %8s %10s %10s\n", g->caps.info.name, "op", "dispatches", "ms",
+       "share", "GFLOP", "GFLOP/s");
+  double total_flops = 0;
+  for (int k = 0; k < g->nkinds; k++) {
+    const mr_profile_kind *pk = &g->kinds[k];
+    EMIT("%-24s %10llu %12.3f %7.1f%%", pk->op, (unsigned long long)pk->count, pk->ms,
+         total > 0 ? 100.0 * pk->ms / total : 0.0);
+    /* only the ops that count their FLOPs (matmul, attention, conv3d) get the columns */
+    if (pk->flops > 0) EMIT(" %10.3f %10.2f", pk->flops * 1e-9, pk->ms > 0 ? pk->flops / (pk->ms * 1e6) : 0.0);
+    EMIT("\n");
+    total_flops += pk->flops;
+  }
+  EMIT("%-24s %10s %12.3f %8s", "total", "", total, "");
+  if (total_flops > 0) EMIT(" %10.3f %10.2f", total_flops * 1e-9, total > 0 ? total_flops / (total * 1e6) : 0.0);
+  EMIT("\n");
 #undef EMIT
   return len;
 }

@@ -102,6 +102,8 @@ void mr_ctx_interrupt(mr_ctx *ctx);
 uint64_t mr_ctx_validation_messages(const mr_ctx *ctx);
 /* Formats the per-op profile into buf (always NUL-terminated); returns the length it needed. */
 size_t mr_ctx_profile_report(mr_ctx *ctx, char *buf, size_t cap);
+/* Useful FLOPs (2 per multiply-add) of the matmul, attention and conv3d work recorded so far. */
+double mr_ctx_flops(const mr_ctx *ctx);
 
 typedef enum mr_device_type {
   MR_DEVICE_OTHER, MR_DEVICE_DISCRETE, MR_DEVICE_INTEGRATED, MR_DEVICE_VIRTUAL, MR_DEVICE_CPU

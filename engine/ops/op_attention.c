@@ -74,8 +74,17 @@ static void pick_tiles(uint32_t D, uint32_t smem, uint32_t *br, uint32_t *bc) {
     }
 }
 
+/* Useful FLOPs: q·kᵀ and p·v, 2 x 2 per (query, unmasked key, head dim) per head. */
+static double attention_flops(const attn_push *pc, uint32_t D, int kl_mode, const uint32_t *kl) {
+  double keys = 0;
+  for (uint32_t b = 0; b < pc->B; b++)
+    keys += kl_mode == KL_IN_PUSH ? pc->kl[b] : kl_mode == KL_IN_BUFFER ? kl[b] : pc->Lk;
+  return 4.0 * keys * pc->H * pc->Lq * D;
+}
+
 static mr_status dispatch(mr_ctx *ctx, int variant, const mr_tensor *q, const mr_tensor *k, const mr_tensor *v,
-                          mr_tensor *o, float scale, int kl_mode, attn_push *pc, mr_binding kl_binding) {
+                          mr_tensor *o, float scale, int kl_mode, attn_push *pc, mr_binding kl_binding,
+                          const uint32_t *kl) {
   const mr_gpu_caps *caps = mr_gpu_caps_get(ctx);
   uint32_t D = (uint32_t)q->shape[3];
   uint64_t groups;
@@ -123,7 +132,9 @@ static mr_status dispatch(mr_ctx *ctx, int variant, const mr_tensor *q, const mr
                      mr_tensor_binding(o, true), kl_binding};
   uint32_t gx, gy;
   mr_gpu_grid(ctx, groups, &gx, &gy);
-  return mr_gpu_dispatch(ctx, p, b, 5, pc, gx, gy, 1, "attention");
+  st = mr_gpu_dispatch(ctx, p, b, 5, pc, gx, gy, 1, "attention");
+  if (st == MR_OK) mr_gpu_count_flops(ctx, attention_flops(pc, D, kl_mode, kl));
+  return st;
 }
 
 mr_status mr_op_attention_variant(const mr_tensor *q, const mr_tensor *k, const mr_tensor *v,
@@ -178,7 +189,7 @@ mr_status mr_op_attention_variant(const mr_tensor *q, const mr_tensor *k, const 
       goto done;
     klb = (mr_binding){.buffer = kl_alloc.buffer, .offset = kl_alloc.offset, .range = kl_alloc.size, .write = false};
   }
-  st = dispatch(ctx, variant, qc, kc, vc, o, scale, kl_mode, &pc, klb);
+  st = dispatch(ctx, variant, qc, kc, vc, o, scale, kl_mode, &pc, klb, kl);
 done:
   if (kl_alloc.block) mr_gpu_free(ctx, &kl_alloc); /* released after the work that reads it */
   free(kl);

@@ -103,7 +103,11 @@ static mr_status conv_dispatch(mr_ctx *ctx, int variant, const mr_tensor *x, con
                      mr_tensor_binding(bias ? bias : x, false), mr_tensor_binding(o, true)};
   uint32_t gx, gy;
   mr_gpu_grid(ctx, groups, &gx, &gy);
-  return mr_gpu_dispatch(ctx, p, b, 4, &pc, gx, gy, 1, "conv3d");
+  st = mr_gpu_dispatch(ctx, p, b, 4, &pc, gx, gy, 1, "conv3d");
+  /* every output sums C x kt x kh x kw products, padding taps included */
+  if (st == MR_OK)
+    mr_gpu_count_flops(ctx, 2.0 * (double)pc.O * (double)N * (double)pc.C * (double)pc.kt * (double)pc.kh * (double)pc.kw);
+  return st;
 }
 
 mr_status mr_op_conv3d_variant(const mr_tensor *x, const mr_tensor *w, const mr_tensor *bias, const int *stride,

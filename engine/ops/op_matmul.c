@@ -122,7 +122,9 @@ static mr_status dispatch(mr_ctx *ctx, int variant, const mm_shape *s, const mr_
                      mr_tensor_binding(bias ? bias : x, false), mr_tensor_binding(o, true)};
   uint32_t gx, gy;
   mr_gpu_grid(ctx, groups, &gx, &gy);
-  return mr_gpu_dispatch(ctx, p, b, 4, &pc, gx, gy, 1, "matmul");
+  st = mr_gpu_dispatch(ctx, p, b, 4, &pc, gx, gy, 1, "matmul");
+  if (st == MR_OK) mr_gpu_count_flops(ctx, 2.0 * (double)s->batch * (double)s->M * (double)s->N * (double)s->K);
+  return st;
 }
 
 mr_status mr_op_matmul_variant(const mr_tensor *x, const mr_tensor *w, const mr_tensor *bias, int variant,

@@ -147,8 +147,9 @@ read_until("> ")
 take()
 
 # Ctrl-C during a long engine loop
-send("x = mr.zeros({256, 256}) for i = 1, 1e9 do x = mr.add(x, 1) end\r")
-time.sleep(1.5)
+send("x = mr.zeros({256, 256}) print('loop' .. 'ing') for i = 1, 1e9 do x = mr.add(x, 1) end\r")
+read_until("looping\r\n")  # the line runs, with the SIGINT handler armed
+time.sleep(0.5)
 os.kill(pid, signal.SIGINT)
 ok = read_until("interrupted", timeout=60)
 check("pty: Ctrl-C prints interrupted", ok, take())
@@ -157,8 +158,20 @@ take()
 send("print('alive', mr.tensor{5}:item() + 1)\r")
 ok = read_until("alive\t6.0", timeout=60)
 check("pty: REPL answers after Ctrl-C", ok, take())
-send("\x04")  # EOF ends the session
-os.waitpid(pid, 0)
+# EOF ends the session; send it only once readline waits at the prompt, since
+# a ^D typed while the terminal is still in cooked mode can be lost
+read_until("> ")
+send("\x04")
+status = None
+for _ in range(200):
+    wpid, status = os.waitpid(pid, os.WNOHANG)
+    if wpid:
+        break
+    time.sleep(0.05)
+else:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+check("pty: Ctrl-D leaves the REPL", status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
 os.close(fd)
 check("pty: history file written", os.path.exists(os.path.join(HOME, ".moonreel_history")))
 

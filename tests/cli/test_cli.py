@@ -97,32 +97,41 @@ def pty_session():
     pid, fd = pty.fork()
     if pid == 0:
         os.execve(EXE, [EXE], ENV)
-    buf = b""
+    buf = b""   # read from the terminal, not yet matched
+    seen = b""  # matched so far, for take()
 
+    # Consumes output up to the end of token, leaving what follows for the
+    # next call: a prompt that arrives in the same read as a result must still
+    # be there for read_until("> ").
     def read_until(token, timeout=60):
-        nonlocal buf
+        nonlocal buf, seen
+        tok = token.encode()
         end = time.time() + timeout
-        while token.encode() not in buf:
+        while tok not in buf:
             left = end - time.time()
             if left <= 0:
+                seen, buf = seen + buf, b""
                 return False
             r, _, _ = select.select([fd], [], [], left)
             if r:
                 try:
                     data = os.read(fd, 4096)
                 except OSError:
-                    return False
+                    data = b""
                 if not data:
+                    seen, buf = seen + buf, b""
                     return False
                 buf += data
+        i = buf.index(tok) + len(tok)
+        seen, buf = seen + buf[:i], buf[i:]
         return True
 
     def send(s):
         os.write(fd, s.encode())
 
     def take():
-        nonlocal buf
-        b, buf = buf, b""
+        nonlocal seen
+        b, seen = seen, b""
         return b.decode(errors="replace")
 
     return pid, fd, read_until, send, take

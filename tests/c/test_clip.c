@@ -4,22 +4,6 @@
 
 #include <string.h>
 
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  rewind(f);
-  char *s = malloc((size_t)n + 1);
-  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-    free(s);
-    s = NULL;
-  }
-  if (s) s[n] = 0;
-  fclose(f);
-  return s;
-}
-
 static float *io_floats(const mr_weights *io, const char *name, size_t *n) {
   mr_weight_info info;
   int i = mr_weights_find(io, name);
@@ -42,7 +26,7 @@ static void compare(mr_ctx *ctx, mr_tensor *t, const float *ref, size_t n, doubl
 static void run(mr_ctx *ctx, const char *dir, mr_dtype policy, double tol) {
   char path[1024];
   snprintf(path, sizeof path, "%s/wan/wan21_clip_vision_tiny.json", dir);
-  char *json = read_text(path);
+  char *json = mr_test_read_text(path);
   mr_weights *w = NULL, *io = NULL;
   snprintf(path, sizeof path, "%s/wan/wan21_clip_vision_tiny.safetensors", dir);
   CHECK_OK(ctx, mr_weights_open(ctx, path, &w));

@@ -6,22 +6,6 @@
 
 #include <string.h>
 
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  rewind(f);
-  char *s = malloc((size_t)n + 1);
-  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-    free(s);
-    s = NULL;
-  }
-  if (s) s[n] = 0;
-  fclose(f);
-  return s;
-}
-
 /* Uploads io tensor `name` as f32, or NULL when absent. */
 static mr_tensor *io_tensor(mr_ctx *ctx, const mr_weights *io, const char *name) {
   int i = mr_weights_find(io, name);
@@ -45,7 +29,7 @@ static float *io_floats(const mr_weights *io, const char *name, size_t *n) {
 static void run_set(mr_ctx *ctx, const char *dir, const char *name, mr_dtype policy, double tol) {
   char path[1024];
   snprintf(path, sizeof path, "%s/wan/%s.json", dir, name);
-  char *json = read_text(path);
+  char *json = mr_test_read_text(path);
   CHECK(json != NULL);
   mr_weights *w = NULL, *io = NULL;
   snprintf(path, sizeof path, "%s/wan/%s.safetensors", dir, name);

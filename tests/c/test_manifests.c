@@ -9,61 +9,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  rewind(f);
-  char *s = malloc((size_t)n + 1);
-  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-    free(s);
-    s = NULL;
-  }
-  if (s) s[n] = 0;
-  fclose(f);
-  return s;
-}
-
-/* Writes a safetensors header for the manifest's tensors (bf16, packed in
-   order) and extends the file to its full size without writing data. */
-static int64_t write_sparse(const char *path, const cJSON *tensors) {
-  cJSON *hdr = cJSON_CreateObject();
-  uint64_t off = 0;
-  int64_t params = 0;
-  const cJSON *t;
-  cJSON_ArrayForEach(t, tensors) {
-    cJSON *e = cJSON_CreateObject();
-    cJSON_AddStringToObject(e, "dtype", "BF16");
-    cJSON *shape = cJSON_CreateArray();
-    int64_t n = 1;
-    const cJSON *d;
-    cJSON_ArrayForEach(d, t) {
-      cJSON_AddItemToArray(shape, cJSON_CreateNumber(d->valuedouble));
-      n *= (int64_t)d->valuedouble;
-    }
-    cJSON_AddItemToObject(e, "shape", shape);
-    cJSON *offs = cJSON_CreateArray();
-    cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
-    cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + 2 * (uint64_t)n)));
-    cJSON_AddItemToObject(e, "data_offsets", offs);
-    cJSON_AddItemToObject(hdr, t->string, e);
-    off += 2 * (uint64_t)n;
-    params += n;
-  }
-  char *text = cJSON_PrintUnformatted(hdr);
-  uint64_t len = strlen(text);
-  int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
-  CHECK(fd >= 0);
-  CHECK(write(fd, &len, 8) == 8);
-  CHECK(write(fd, text, len) == (ssize_t)len);
-  CHECK(ftruncate(fd, (off_t)(8 + len + off)) == 0); /* a hole: nothing is stored */
-  close(fd);
-  free(text);
-  cJSON_Delete(hdr);
-  return params;
-}
-
 static int cfg_int(const cJSON *cfg, const char *key) {
   const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, key);
   return cJSON_IsNumber(j) ? j->valueint : -1;
@@ -75,7 +20,8 @@ static void check_entry(mr_ctx *ctx, const char *tmpdir, const cJSON *entry) {
   const cJSON *tensors = cJSON_GetObjectItemCaseSensitive(entry, "tensors");
   char path[1024];
   snprintf(path, sizeof path, "%s/%s.safetensors", tmpdir, name);
-  int64_t params = write_sparse(path, tensors);
+  int64_t params = 0;
+  mr_test_write_sparse(path, tensors, "BF16", 2, &params);
   mr_weights *w = NULL;
   CHECK_OK(ctx, mr_weights_open(ctx, path, &w));
   if (!w) return;
@@ -119,7 +65,7 @@ int main(int argc, char **argv) {
   const char *dir = argc > 1 ? argv[1] : "tests/conformance/data";
   char path[1024];
   snprintf(path, sizeof path, "%s/wan/manifests.json", dir);
-  char *text = read_text(path);
+  char *text = mr_test_read_text(path);
   CHECK(text != NULL);
   cJSON *root = text ? cJSON_Parse(text) : NULL;
   CHECK(root != NULL);

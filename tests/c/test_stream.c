@@ -19,60 +19,11 @@ static long peak_rss_kb(void) {
   return ru.ru_maxrss;
 }
 
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  rewind(f);
-  char *s = malloc((size_t)n + 1);
-  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-    free(s);
-    s = NULL;
-  }
-  if (s) s[n] = 0;
-  fclose(f);
-  return s;
-}
-
-/* A sparse f32 safetensors file with the manifest entry's names and shapes. */
-static uint64_t write_sparse(const char *path, const cJSON *tensors) {
-  cJSON *hdr = cJSON_CreateObject();
-  uint64_t off = 0;
-  const cJSON *t;
-  cJSON_ArrayForEach(t, tensors) {
-    cJSON *e = cJSON_CreateObject(), *shape = cJSON_CreateArray(), *offs = cJSON_CreateArray();
-    uint64_t n = 1;
-    const cJSON *d;
-    cJSON_ArrayForEach(d, t) {
-      cJSON_AddItemToArray(shape, cJSON_CreateNumber(d->valuedouble));
-      n *= (uint64_t)d->valuedouble;
-    }
-    cJSON_AddStringToObject(e, "dtype", "F32");
-    cJSON_AddItemToObject(e, "shape", shape);
-    cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
-    cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + 4 * n)));
-    cJSON_AddItemToObject(e, "data_offsets", offs);
-    cJSON_AddItemToObject(hdr, t->string, e);
-    off += 4 * n;
-  }
-  char *text = cJSON_PrintUnformatted(hdr);
-  uint64_t len = strlen(text);
-  int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
-  CHECK(fd >= 0);
-  CHECK(write(fd, &len, 8) == 8 && write(fd, text, len) == (ssize_t)len);
-  CHECK(ftruncate(fd, (off_t)(8 + len + off)) == 0);
-  close(fd);
-  free(text);
-  cJSON_Delete(hdr);
-  return off;
-}
-
 int main(int argc, char **argv) {
   const char *dir = argc > 1 ? argv[1] : "tests/conformance/data";
   char path[1024];
   snprintf(path, sizeof path, "%s/wan/manifests.json", dir);
-  char *text = read_text(path);
+  char *text = mr_test_read_text(path);
   cJSON *root = text ? cJSON_Parse(text) : NULL;
   const cJSON *vae = root ? cJSON_GetObjectItemCaseSensitive(root, "Wan2.1_VAE") : NULL;
   CHECK(vae != NULL);
@@ -81,7 +32,7 @@ int main(int argc, char **argv) {
   int fd = mkstemp(file);
   CHECK(fd >= 0);
   close(fd);
-  uint64_t data_bytes = write_sparse(file, cJSON_GetObjectItemCaseSensitive(vae, "tensors"));
+  uint64_t data_bytes = mr_test_write_sparse(file, cJSON_GetObjectItemCaseSensitive(vae, "tensors"), "F32", 4, NULL);
 
   mr_ctx *ctx = mr_test_ctx();
   mr_weights *w = NULL;

@@ -2,7 +2,11 @@
 
 #include "core/core.h"
 
+#include <cjson/cJSON.h>
+#include <fcntl.h>
 #include <math.h>
+#include <string.h>
+#include <unistd.h>
 
 int mr_test_failures = 0;
 
@@ -58,4 +62,56 @@ float *mr_test_read(mr_ctx *ctx, mr_tensor *t) {
     mr_test_failures++;
   }
   return x;
+}
+
+char *mr_test_read_text(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  rewind(f);
+  char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
+    free(s);
+    s = NULL;
+  }
+  if (s) s[n] = 0;
+  fclose(f);
+  return s;
+}
+
+uint64_t mr_test_write_sparse(const char *path, const cJSON *tensors, const char *dtype, int elem_size,
+                              int64_t *params) {
+  cJSON *hdr = cJSON_CreateObject();
+  uint64_t off = 0;
+  int64_t count = 0;
+  const cJSON *t;
+  cJSON_ArrayForEach(t, tensors) {
+    cJSON *e = cJSON_CreateObject(), *shape = cJSON_CreateArray(), *offs = cJSON_CreateArray();
+    uint64_t n = 1;
+    const cJSON *d;
+    cJSON_ArrayForEach(d, t) {
+      cJSON_AddItemToArray(shape, cJSON_CreateNumber(d->valuedouble));
+      n *= (uint64_t)d->valuedouble;
+    }
+    cJSON_AddStringToObject(e, "dtype", dtype);
+    cJSON_AddItemToObject(e, "shape", shape);
+    cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
+    cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + (uint64_t)elem_size * n)));
+    cJSON_AddItemToObject(e, "data_offsets", offs);
+    cJSON_AddItemToObject(hdr, t->string, e);
+    off += (uint64_t)elem_size * n;
+    count += (int64_t)n;
+  }
+  char *text = cJSON_PrintUnformatted(hdr);
+  uint64_t len = strlen(text);
+  int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+  CHECK(fd >= 0);
+  CHECK(write(fd, &len, 8) == 8 && write(fd, text, len) == (ssize_t)len);
+  CHECK(ftruncate(fd, (off_t)(8 + len + off)) == 0); /* a hole: nothing is stored */
+  if (fd >= 0) close(fd);
+  free(text);
+  cJSON_Delete(hdr);
+  if (params) *params = count;
+  return off;
 }

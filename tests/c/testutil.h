@@ -46,6 +46,18 @@ double mr_rel_l2(const float *a, const float *b, size_t n);
 /* Rounds host values through a storage dtype, so CPU references see what the device stores. */
 void mr_test_round(mr_dtype dt, float *x, size_t n);
 
+/* The whole file as a new NUL-terminated malloc'd string, or NULL. */
+char *mr_test_read_text(const char *path);
+
+/* Writes a safetensors file listing `tensors` (a cJSON object: name -> shape
+   array) packed in order as dtype ("F32", "BF16", ...; elem_size bytes each),
+   and extends the file over its data without writing any: a sparse file of a
+   checkpoint's exact names and shapes. Returns the data bytes; *params (may be
+   NULL) gets the element count. */
+struct cJSON;
+uint64_t mr_test_write_sparse(const char *path, const struct cJSON *tensors, const char *dtype, int elem_size,
+                              int64_t *params);
+
 /* Reads a whole tensor as f32 into a new malloc'd buffer. */
 float *mr_test_read(mr_ctx *ctx, mr_tensor *t);
 

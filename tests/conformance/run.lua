@@ -81,17 +81,17 @@ end
 local POLICIES = {{"f32", TOL_F32}, {"f16", TOL_16}, {"bf16", TOL_16}}
 
 ------------------------------------------------------------------------ T5
-local function run_t5(path, base, tol_override, label)
+-- policies: the weight dtypes to run with their tolerances (default POLICIES).
+local function run_t5(path, base, label, policies)
   local io_t = io_of(base)
   local ids_t = io_t.ids:totable()[1]
   local mask = io_t.mask:totable()[1]
   local ids, n_valid = {}, 0
   for i = 1, #ids_t do ids[i] = math.tointeger(ids_t[i]); n_valid = n_valid + mask[i] end
-  for _, pol in ipairs(POLICIES) do
-    case(string.format("%s [%s weights]", label, pol[1]), function()
+  for _, pol in ipairs(policies or POLICIES) do
+    case(string.format("%s [%s weights]", label, pol[1]), function(name)
       local te = assert(mr.t5(path, {weights = pol[1]}))
-      local out = te:encode(ids, math.tointeger(n_valid))
-      report(string.format("%s [%s weights]", label, pol[1]), rel_l2(out, io_t.out), tol_override or pol[2])
+      report(name, rel_l2(te:encode(ids, math.tointeger(n_valid)), io_t.out), pol[2])
       te:close()
     end)
   end
@@ -137,10 +137,9 @@ local function unbatch(t)
   return t
 end
 
-local function run_vae(path, base, label, tol_override)
+local function run_vae(path, base, label, policies)
   local io_t = io_of(base)
-  local policies = tol_override and {{"f32", tol_override}} or POLICIES
-  for _, pol in ipairs(policies) do
+  for _, pol in ipairs(policies or POLICIES) do
     case(string.format("%s encode [%s weights]", label, pol[1]), function(name)
       local vae = assert(mr.wan_vae(path, {weights = pol[1]}))
       -- the set records the latent statistics its reference used; released
@@ -246,7 +245,7 @@ local function scan(d)
       run_manifests(path)
     elseif base and not base:match("%.io$") and read_file(base .. ".io.safetensors") then
       local name = f:gsub("%.safetensors$", "")
-      if name:match("^t5_encoder") then run_t5(path, base, nil, name)
+      if name:match("^t5_encoder") then run_t5(path, base, name)
       elseif name:match("^wan2%d_dit_") then run_dit(path, base, name)
       elseif name:match("^wan21_clip_vision") then run_clip(path, base, name)
       elseif name:match("^wan2%d_vae") then run_vae(path, base, name)
@@ -259,17 +258,10 @@ local function scan(d)
       local name = f
       if read_file(set .. ".io.safetensors") then
         local short = set:match("[^/]*$")
-        if short:match("^t5_encoder") then
-          local io_t = io_of(set)
-          case(name, function()
-            local ids_t, mask = io_t.ids:totable()[1], io_t.mask:totable()[1]
-            local ids, n_valid = {}, 0
-            for i = 1, #ids_t do ids[i] = math.tointeger(ids_t[i]); n_valid = n_valid + mask[i] end
-            local te = assert(mr.t5(path))
-            report(name, rel_l2(te:encode(ids, math.tointeger(n_valid)), io_t.out), tol)
-          end)
-        elseif short:match("^wan2%d_vae") then
-          run_vae(path, set, name, tol)
+        -- the twin's weights as stored, computed in f32
+        local policies = {{"f32", tol}}
+        if short:match("^t5_encoder") then run_t5(path, set, name, policies)
+        elseif short:match("^wan2%d_vae") then run_vae(path, set, name, policies)
         end
       end
     elseif f == "schedulers.io.safetensors" then

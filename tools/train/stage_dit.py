@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from typing import List, Optional, Sequence
 
@@ -19,6 +20,7 @@ import torch
 from ..tinyworld import ClipSpec
 from ..wan_torch.dit import WanModel
 from ..wan_torch.t5 import T5Encoder
+from . import ckpt
 from .data import Tokenizer, encode_text, random_captions
 
 
@@ -62,25 +64,41 @@ class EMA:
 
 
 def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.Tensor,
-              specs: List[ClipSpec], budget_s: float, log=print) -> dict:
+              specs: List[ClipSpec], log=print) -> dict:
+    """cfg.dit_steps steps; resumes from <out_dir>/dit_ckpt.pt when present."""
     rng = np.random.default_rng([cfg.seed, 2])
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     params = list(dit.parameters()) + list(t5.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.dit_lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = EMA([dit, t5])
+    path = os.path.join(cfg.out_dir, "dit_ckpt.pt")
+    step, seconds = 0, 0.0
+    st = ckpt.load(path)
+    if st is not None:
+        dit.load_state_dict(st["dit"])
+        t5.load_state_dict(st["t5"])
+        for s, sd in zip(ema.shadow, st["ema"]):
+            s.load_state_dict(sd)
+        opt.load_state_dict(st["opt"])
+        ckpt.rng_restore(st["rng"], rng, gen)
+        step, seconds = st["step"], st["seconds"]
+        log(f"dit: resumed at step {step}")
+
+    def save():
+        ckpt.save({"dit": dit.state_dict(), "t5": t5.state_dict(), "ema": [s.state_dict() for s in ema.shadow],
+                   "opt": opt.state_dict(), "rng": ckpt.rng_state(rng, gen), "step": step,
+                   "seconds": seconds + time.time() - t0}, path)
+
     n = latents.shape[0]
     pt, ph, pw = cfg.dit.patch_size
     _, _, F, H, W = latents.shape
     grid = (F // pt, H // ph, W // pw)
+    timer = ckpt.Timer(cfg.ckpt_every_s)
     t0 = time.time()
-    step = 0
-    while True:
-        frac = (time.time() - t0) / budget_s
-        if cfg.max_steps_dit is not None and step >= cfg.max_steps_dit:
-            break
-        if cfg.max_steps_dit is None and frac >= 1.0:
-            break
-        lr = cfg.dit_lr * min(1.0, (step + 1) / 500) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+    total = cfg.dit_steps
+    while step < total:
+        frac = step / total
+        lr = cfg.dit_lr * min(1.0, (step + 1) / 500) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
         idx = rng.integers(0, n, cfg.dit_batch)
@@ -106,9 +124,12 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
         opt.step()
         ema.update(step)
         if step % 100 == 0:
-            log(f"dit step {step} t={time.time() - t0:.0f}s lr={lr:.2e} loss={float(loss):.4f}")
+            log(f"dit step {step}/{total} t={seconds + time.time() - t0:.0f}s lr={lr:.2e} loss={float(loss):.4f}")
         step += 1
-    return {"dit_steps": step, "dit_seconds": time.time() - t0, "ema": ema}
+        if timer.due():
+            save()
+    save()
+    return {"dit_steps": step, "dit_seconds": seconds + time.time() - t0, "ema": ema}
 
 
 @torch.no_grad()

@@ -8,12 +8,14 @@ fixed Wan 2.1 mean/std constants give latents of mean 0 and std 1 exactly.
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
 import torch
 
 from ..wan_torch.vae import WanVAE
+from . import ckpt
 from .data import clips_tensor, train_clip
 
 
@@ -34,20 +36,32 @@ def vae_batch(cfg, rng: np.random.Generator, step: int) -> torch.Tensor:
     return x
 
 
-def train_vae(cfg, vae: WanVAE, budget_s: float, log=print) -> dict:
+def train_vae(cfg, vae: WanVAE, log=print) -> dict:
+    """cfg.vae_steps steps of fresh clips; resumes from <out_dir>/vae_ckpt.pt when present."""
     rng = np.random.default_rng([cfg.seed, 1])
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     mean = vae.mean.view(1, -1, 1, 1, 1)
     std = vae.std.view(1, -1, 1, 1, 1)
+    path = os.path.join(cfg.out_dir, "vae_ckpt.pt")
+    step, seconds = 0, 0.0
+    st = ckpt.load(path)
+    if st is not None:
+        vae.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        ckpt.rng_restore(st["rng"], rng)
+        step, seconds = st["step"], st["seconds"]
+        log(f"vae: resumed at step {step}")
+
+    def save():
+        ckpt.save({"model": vae.state_dict(), "opt": opt.state_dict(), "rng": ckpt.rng_state(rng),
+                   "step": step, "seconds": seconds + time.time() - t0}, path)
+
+    timer = ckpt.Timer(cfg.ckpt_every_s)
     t0 = time.time()
-    step = 0
-    while True:
-        frac = (time.time() - t0) / budget_s
-        if cfg.max_steps_vae is not None and step >= cfg.max_steps_vae:
-            break
-        if cfg.max_steps_vae is None and frac >= 1.0:
-            break
-        lr = cfg.vae_lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+    n = cfg.vae_steps
+    while step < n:
+        frac = step / n
+        lr = cfg.vae_lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * frac))
         for g in opt.param_groups:
             g["lr"] = lr
         x = vae_batch(cfg, rng, step)
@@ -66,10 +80,13 @@ def train_vae(cfg, vae: WanVAE, budget_s: float, log=print) -> dict:
         opt.step()
         if step % 50 == 0:
             mse = float((y - x).pow(2).mean())
-            log(f"vae step {step} t={time.time() - t0:.0f}s lr={lr:.2e} rec={float(rec):.4f} "
+            log(f"vae step {step}/{n} t={seconds + time.time() - t0:.0f}s lr={lr:.2e} rec={float(rec):.4f} "
                 f"psnr~{10 * math.log10(4.0 / max(mse, 1e-10)):.1f}dB kl={float(kl):.3f}")
         step += 1
-    return {"vae_steps": step, "vae_seconds": time.time() - t0}
+        if timer.due():
+            save()
+    save()
+    return {"vae_steps": step, "vae_seconds": seconds + time.time() - t0}
 
 
 @torch.no_grad()

@@ -1,12 +1,13 @@
 """Train the default model from a seed, end to end, in one command:
 
-    /usr/bin/python3 -m tools.train.train --seed 0 --out runs/default [--budget-min 170]
+    /usr/bin/python3 -m tools.train.train --seed 0 --out runs/default
     /usr/bin/python3 -m tools.train.train --smoke --out /tmp/smoke      # a few steps of everything
 
 Stages: SentencePiece on the captions -> VAE -> latent renormalisation -> latent cache ->
 DiT + text encoder (flow matching) -> evaluation (issue 5 gates) -> pack export.
-Everything is seeded; with the time budget the step count depends on the machine's speed
-(pass --max-steps-vae / --max-steps-dit for a bit-reproducible run).
+Everything is seeded and counted in steps, so the run is the same on every machine. Run the
+same command again after a kill and it resumes: each stage checkpoints into --out
+(vae_ckpt.pt, vae.pt, latents.pt, dit_ckpt.pt) and a finished stage is not repeated.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import time
 import numpy as np
 import torch
 
+from . import ckpt
 from .config import TrainConfig
 from .data import Tokenizer, train_clip, train_sentencepiece
 from .evaluate import eval_t2v, eval_ti2v, eval_vae
@@ -38,22 +40,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="train the moonreel default model")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/default")
-    ap.add_argument("--budget-min", type=float, default=None)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--max-steps-vae", type=int, default=None)
-    ap.add_argument("--max-steps-dit", type=int, default=None)
+    ap.add_argument("--vae-steps", type=int, default=None)
+    ap.add_argument("--dit-steps", type=int, default=None)
     ap.add_argument("--smoke", action="store_true", help="tiny run of every stage (pipeline check)")
     a = ap.parse_args(argv)
     cfg = TrainConfig(seed=a.seed, out_dir=a.out)
-    if a.budget_min is not None:
-        cfg.budget_min = a.budget_min
     if a.threads is not None:
         cfg.threads = a.threads
-    cfg.max_steps_vae = a.max_steps_vae
-    cfg.max_steps_dit = a.max_steps_dit
+    if a.vae_steps is not None:
+        cfg.vae_steps = a.vae_steps
+    if a.dit_steps is not None:
+        cfg.dit_steps = a.dit_steps
     n_eval, n_ti2v = 40, 8
     if a.smoke:
-        cfg.max_steps_vae, cfg.max_steps_dit, cfg.n_latent_clips = 2, 2, 16
+        cfg.vae_steps, cfg.dit_steps, cfg.n_latent_clips = 2, 2, 16
         cfg.eval_steps, n_eval, n_ti2v = 2, 8, 1
     torch.set_num_threads(cfg.threads)
     seed_all(cfg.seed)
@@ -66,9 +67,15 @@ def main(argv=None) -> int:
         logf.write(line + "\n")
         logf.flush()
 
-    with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
-        f.write(cfg.to_json())
-    budget = cfg.budget_min * 60.0
+    cfg_path = os.path.join(cfg.out_dir, "config.json")
+    if os.path.exists(cfg_path):
+        with open(cfg_path) as f:
+            if json.load(f) != json.loads(cfg.to_json()):
+                raise SystemExit(f"{cfg_path}: an earlier run with other settings is in {cfg.out_dir}; "
+                                 "resume it with the same flags or choose another --out")
+    else:
+        with open(cfg_path, "w") as f:
+            f.write(cfg.to_json())
     t_start = time.time()
     metrics: dict = {}
 
@@ -80,26 +87,36 @@ def main(argv=None) -> int:
         raise RuntimeError("SentencePiece vocabulary larger than the embedding")
     log(f"sentencepiece: {tok.sp.get_piece_size()} pieces")
 
-    # 1. VAE
+    # 1. VAE (vae.pt holds the finished, renormalised VAE and its metrics)
     vae = build_vae(cfg)
-    metrics.update(train_vae(cfg, vae, budget * cfg.vae_frac, log))
+    done = ckpt.load(os.path.join(cfg.out_dir, "vae.pt"))
+    if done is None:
+        metrics.update(train_vae(cfg, vae, log))
+        vae.eval()
+        metrics.update(renormalize_latents(cfg, vae))
+        metrics["vae_psnr_holdout"] = eval_vae(cfg, vae, 16 if not a.smoke else 2)
+        ckpt.save({"model": vae.state_dict(), "metrics": metrics}, os.path.join(cfg.out_dir, "vae.pt"))
+    else:
+        vae.load_state_dict(done["model"])
+        metrics.update(done["metrics"])
     vae.eval()
-    metrics.update(renormalize_latents(cfg, vae))
-    metrics["vae_psnr_holdout"] = eval_vae(cfg, vae, 16 if not a.smoke else 2)
     log(f"VAE PSNR on held-out clips: {metrics['vae_psnr_holdout']:.2f} dB")
-    torch.save(vae.state_dict(), os.path.join(cfg.out_dir, "vae.pt"))
     for p in vae.parameters():
         p.requires_grad_(False)
 
     # 2. latent cache
-    latents = encode_latents(cfg, vae, cfg.n_latent_clips, log)
+    lat_path = os.path.join(cfg.out_dir, "latents.pt")
+    latents = ckpt.load(lat_path)
+    if latents is None:
+        latents = encode_latents(cfg, vae, cfg.n_latent_clips, log)
+        ckpt.save(latents, lat_path)
     specs = [train_clip(cfg.seed, i, 1, 16).spec for i in range(cfg.n_latent_clips)]  # spec only
     log(f"latents {tuple(latents.shape)} mean {float(latents.mean()):.3f} std {float(latents.std()):.3f}")
 
     # 3. DiT + text encoder
+    torch.manual_seed(cfg.seed + 3)         # the same initial weights whether or not a stage resumed
     dit, t5 = build_dit(cfg), build_t5(cfg)
-    remaining = budget - (time.time() - t_start) - 8 * 60.0       # keep time for eval + export
-    r = train_dit(cfg, dit, t5, tok, latents, specs, max(remaining, 60.0), log)
+    r = train_dit(cfg, dit, t5, tok, latents, specs, log)
     ema = r.pop("ema")
     metrics.update(r)
     dit_e, t5_e = ema.shadow

@@ -1,0 +1,50 @@
+"""Checkpoints that make the training resumable: a run killed at any moment (the machine
+shared, a session ended) continues from its last checkpoint with the same random streams,
+so an interrupted and resumed run gives the same weights as an uninterrupted one.
+
+Every file is written to a temporary name and renamed, so a kill never leaves a half file."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+
+def save(obj: Any, path: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load(path: str) -> Optional[Any]:
+    return torch.load(path) if os.path.exists(path) else None
+
+
+def rng_state(rng: np.random.Generator, gen: Optional[torch.Generator] = None) -> dict:
+    return {"np": rng.bit_generator.state, "torch_global": torch.get_rng_state(),
+            "torch_gen": gen.get_state() if gen is not None else None}
+
+
+def rng_restore(st: dict, rng: np.random.Generator, gen: Optional[torch.Generator] = None) -> None:
+    rng.bit_generator.state = st["np"]
+    torch.set_rng_state(st["torch_global"])
+    if gen is not None and st["torch_gen"] is not None:
+        gen.set_state(st["torch_gen"])
+
+
+class Timer:
+    """Says when the next periodic checkpoint is due."""
+
+    def __init__(self, every_s: float):
+        self.every_s, self.last = every_s, time.time()
+
+    def due(self) -> bool:
+        if time.time() - self.last >= self.every_s:
+            self.last = time.time()
+            return True
+        return False

@@ -96,15 +96,37 @@ static mr_model_opts check_model_opts(lua_State *L, int arg, char **config_text)
 
 typedef mr_status (*load_fn)(mr_ctx *, const mr_weights *, const mr_model_opts *, void **);
 
-/* mr.<component>(path[, opts]) */
+#define MRL_MAX_SHARDS 64
+
+/* A checkpoint at arg: one path, or an array of shard paths opened as one.
+   Checks the argument (raises on misuse) before anything is opened. */
+static int check_paths(lua_State *L, int arg, const char **paths) {
+  if (lua_type(L, arg) == LUA_TSTRING) {
+    paths[0] = lua_tostring(L, arg);
+    return 1;
+  }
+  luaL_argexpected(L, lua_type(L, arg) == LUA_TTABLE, arg, "path or array of shard paths");
+  int n = (int)luaL_len(L, arg);
+  luaL_argcheck(L, n >= 1 && n <= MRL_MAX_SHARDS, arg, "between 1 and 64 shard paths");
+  for (int i = 0; i < n; i++) {
+    lua_geti(L, arg, i + 1);
+    if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "bad argument #%d (shard %d is not a string)", arg, i + 1);
+    paths[i] = lua_tostring(L, -1); /* stays alive: the table holds it */
+    lua_pop(L, 1);
+  }
+  return n;
+}
+
+/* mr.<component>(path | {shard paths}[, opts]) */
 static int load_component(lua_State *L, const char *tname, load_fn load, void (*free_fn)(void *)) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *paths[MRL_MAX_SHARDS];
+  int n = check_paths(L, 1, paths);
   char *config = NULL;
   mr_model_opts o = check_model_opts(L, 2, &config);
   mr_ctx *ctx = mrl_ctx(L);
   model_box *b = push_box(L, tname, free_fn);
   mr_weights *w = NULL;
-  mr_status st = mr_weights_open(ctx, path, &w);
+  mr_status st = mr_weights_open_files(ctx, n, paths, &w);
   if (st == MR_OK) MRL_RETRY_DEVMEM(L, st, load(ctx, w, &o, &b->p));
   mr_weights_free(w);
   free(config);
@@ -483,12 +505,13 @@ static int clip_forward(lua_State *L) { return clip_call(L, mr_clip_vision_forwa
 
 /* mr.detect(path[, config]) -> {kind=, variant=, n_params=, dim=, layers=, heads=, z_dim=, config=} */
 static int l_detect(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *paths[MRL_MAX_SHARDS];
+  int n = check_paths(L, 1, paths);
   const char *config = luaL_optstring(L, 2, NULL);
   mr_ctx *ctx = mrl_ctx(L);
   mr_weights *w = NULL;
   mr_model_info mi;
-  mr_status st = mr_weights_open(ctx, path, &w);
+  mr_status st = mr_weights_open_files(ctx, n, paths, &w);
   if (st == MR_OK) st = mr_model_detect(ctx, w, config, &mi);
   mr_weights_free(w);
   if (st != MR_OK) return mrl_fail(L, ctx, st);

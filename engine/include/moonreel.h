@@ -284,6 +284,10 @@ typedef struct mr_weight_info {
 /* Opens a .safetensors file or a PyTorch .pth/.pt zip archive (chosen by content).
    ctx is used for the error message only. */
 mr_status mr_weights_open(mr_ctx *ctx, const char *path, mr_weights **out);
+/* Opens n files as one checkpoint: the shards of a split model
+   (diffusion_pytorch_model-00001-of-00006.safetensors, ...). A tensor name
+   found in two files is an error naming both. */
+mr_status mr_weights_open_files(mr_ctx *ctx, int n, const char *const *paths, mr_weights **out);
 void mr_weights_free(mr_weights *w);
 int mr_weights_count(const mr_weights *w);
 /* Fills info for entry i (0 <= i < count); entries are sorted by name. */

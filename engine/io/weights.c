@@ -21,11 +21,17 @@ typedef struct entry {
   const void *data;
   size_t nbytes;
   void *owned; /* host copy for tensors that are not contiguous in the file */
+  int file;    /* index of the file (shard) it came from, for messages */
 } entry;
 
+typedef struct mapping {
+  void *addr; /* the whole file, MAP_PRIVATE read-only */
+  size_t size;
+} mapping;
+
 struct mr_weights {
-  void *map; /* the whole file, MAP_PRIVATE read-only; NULL for an empty table */
-  size_t map_size;
+  mapping *maps; /* one per file: a sharded checkpoint maps every shard */
+  int nmaps;
   entry *entries;
   int count, cap;
   char *metadata;
@@ -101,12 +107,17 @@ static int entry_cmp(const void *a, const void *b) {
 }
 
 /* Sorting makes find a binary search; equal neighbours are duplicates,
-   which no format allows (and which would make find ambiguous). */
-static mr_status weights_finish(const mr_io_source *src, mr_weights *w) {
+   which no format allows (and which would make find ambiguous). A name in
+   two shards is the same error, named with both files. */
+static mr_status weights_finish(mr_ctx *ctx, mr_weights *w, const char *const *paths) {
   if (w->count > 1) qsort(w->entries, (size_t)w->count, sizeof *w->entries, entry_cmp);
   for (int i = 1; i < w->count; i++) {
-    if (strcmp(w->entries[i - 1].name, w->entries[i].name) == 0)
-      return mr_error(src->ctx, MR_EFORMAT, "%s: duplicate tensor name '%s'", src->path, w->entries[i].name);
+    const entry *a = &w->entries[i - 1], *b = &w->entries[i];
+    if (strcmp(a->name, b->name) != 0) continue;
+    if (a->file == b->file)
+      return mr_error(ctx, MR_EFORMAT, "%s: duplicate tensor name '%s'", paths[a->file], a->name);
+    return mr_error(ctx, MR_EFORMAT, "tensor '%s' is in both '%s' and '%s'", a->name, paths[a->file],
+                    paths[b->file]);
   }
   return MR_OK;
 }
@@ -119,15 +130,13 @@ void mr_weights_free(mr_weights *w) {
   }
   free(w->entries);
   free(w->metadata);
-  if (w->map != NULL) munmap(w->map, w->map_size);
+  for (int i = 0; i < w->nmaps; i++) munmap(w->maps[i].addr, w->maps[i].size);
+  free(w->maps);
   free(w);
 }
 
-mr_status mr_weights_open(mr_ctx *ctx, const char *path, mr_weights **out) {
-  if (out == NULL) return mr_error(ctx, MR_EINVAL, "mr_weights_open: out is NULL");
-  *out = NULL;
-  if (path == NULL) return mr_error(ctx, MR_EINVAL, "mr_weights_open: path is NULL");
-
+/* Maps path read-only into *m. */
+static mr_status map_file(mr_ctx *ctx, const char *path, mapping *m) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     int e = errno;
@@ -157,34 +166,56 @@ mr_status mr_weights_open(mr_ctx *ctx, const char *path, mr_weights **out) {
   size_t size = (size_t)st.st_size;
   /* Read-only private mapping: pages come from the page cache on demand, so
      opening an 11 GB checkpoint costs address space, not memory. */
-  void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  void *addr = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
   int map_errno = errno;
   close(fd);
-  if (map == MAP_FAILED) return mr_error(ctx, MR_EIO, "cannot map '%s': %s", path, strerror(map_errno));
+  if (addr == MAP_FAILED) return mr_error(ctx, MR_EIO, "cannot map '%s': %s", path, strerror(map_errno));
+  m->addr = addr;
+  m->size = size;
+  return MR_OK;
+}
+
+mr_status mr_weights_open_files(mr_ctx *ctx, int n, const char *const *paths, mr_weights **out) {
+  if (out == NULL) return mr_error(ctx, MR_EINVAL, "mr_weights_open: out is NULL");
+  *out = NULL;
+  if (n < 1 || paths == NULL) return mr_error(ctx, MR_EINVAL, "mr_weights_open: no file given");
+  for (int i = 0; i < n; i++)
+    if (paths[i] == NULL) return mr_error(ctx, MR_EINVAL, "mr_weights_open: path %d is NULL", i);
 
   mr_weights *w = calloc(1, sizeof *w);
-  if (w == NULL) {
-    munmap(map, size);
-    return mr_error(ctx, MR_ENOMEM, "%s: out of memory", path);
+  if (w != NULL) w->maps = calloc((size_t)n, sizeof *w->maps);
+  if (w == NULL || w->maps == NULL) {
+    free(w);
+    return mr_error(ctx, MR_ENOMEM, "%s: out of memory", paths[0]);
   }
-  w->map = map;
-  w->map_size = size;
-
-  mr_io_source src = {ctx, path, map, size};
-  mr_status s;
-  /* The full local-header magic, not just "PK": a safetensors file whose
-     header is 19,280 bytes (0x4B50) also starts with "PK". */
-  if (memcmp(src.data, "PK\x03\x04", 4) == 0)
-    s = mr_io_pth_parse(&src, w);
-  else
-    s = mr_io_safetensors_parse(&src, w);
-  if (s == MR_OK) s = weights_finish(&src, w);
+  mr_status s = MR_OK;
+  for (int i = 0; i < n && s == MR_OK; i++) {
+    s = map_file(ctx, paths[i], &w->maps[i]);
+    if (s != MR_OK) break;
+    w->nmaps++;
+    mr_io_source src = {ctx, paths[i], w->maps[i].addr, w->maps[i].size};
+    int first = w->count;
+    /* The full local-header magic, not just "PK": a safetensors file whose
+       header is 19,280 bytes (0x4B50) also starts with "PK". */
+    if (memcmp(src.data, "PK\x03\x04", 4) == 0)
+      s = mr_io_pth_parse(&src, w);
+    else
+      s = mr_io_safetensors_parse(&src, w);
+    for (int e = first; e < w->count; e++) w->entries[e].file = i;
+  }
+  if (s == MR_OK) s = weights_finish(ctx, w, paths);
   if (s != MR_OK) {
     mr_weights_free(w);
     return s;
   }
   *out = w;
   return MR_OK;
+}
+
+mr_status mr_weights_open(mr_ctx *ctx, const char *path, mr_weights **out) {
+  if (out != NULL) *out = NULL;
+  if (path == NULL) return mr_error(ctx, MR_EINVAL, "mr_weights_open: path is NULL");
+  return mr_weights_open_files(ctx, 1, &path, out);
 }
 
 int mr_weights_count(const mr_weights *w) { return w ? w->count : 0; }
@@ -225,10 +256,11 @@ const char *mr_weights_metadata(const mr_weights *w) { return w ? w->metadata : 
    this process (they were read-only and stay in the page cache), so loading a
    checkpoint keeps host memory near one tensor instead of growing to the file
    size. Only whole pages inside the mapping are released. */
-static void release_pages(const mr_weights *w, const void *data, size_t n) {
-  if (!w->map || !data || n == 0) return;
-  uintptr_t base = (uintptr_t)w->map, lo = (uintptr_t)data, hi = lo + n;
-  if (lo < base || hi > base + w->map_size) return; /* a host copy, not the mapping */
+static void release_pages(const mr_weights *w, const entry *e) {
+  if (e->owned || !e->data || e->nbytes == 0) return; /* a host copy, not the mapping */
+  const mapping *m = &w->maps[e->file];
+  uintptr_t base = (uintptr_t)m->addr, lo = (uintptr_t)e->data, hi = lo + e->nbytes;
+  if (lo < base || hi > base + m->size) return;
   uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
   lo = (lo + page - 1) / page * page;
   hi = hi / page * page;
@@ -254,6 +286,6 @@ mr_status mr_weights_to_tensor(mr_ctx *ctx, const mr_weights *w, int i, mr_dtype
   int ndim = e->ndim ? e->ndim : 1;
   const int64_t *shape = e->ndim ? e->shape : scalar_shape;
   mr_status st = mr_tensor_from_host(ctx, dtype, ndim, shape, e->dtype, e->data, out);
-  release_pages(w, e->data, e->nbytes);
+  release_pages(w, e);
   return st;
 }

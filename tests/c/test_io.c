@@ -903,6 +903,64 @@ static void fuzz_file(mr_ctx *ctx, const char *dir, const char *name, size_t hot
   free(orig);
 }
 
+/* A checkpoint split in shards opens as one table: every tensor found with its
+   data, a missing shard named, a name in two shards named with both files. */
+static void test_shards(mr_ctx *ctx) {
+  float v[6] = {1, 2, 3, 4, 5, 6};
+  const int64_t s2[1] = {2}, s3[1] = {3};
+  mr_tensor *a, *b, *c;
+  REQUIRE(mr_tensor_from_host(ctx, MR_F32, 1, s2, MR_F32, v, &a) == MR_OK);
+  REQUIRE(mr_tensor_from_host(ctx, MR_F16, 1, s3, MR_F32, v + 2, &b) == MR_OK);
+  REQUIRE(mr_tensor_from_host(ctx, MR_F32, 1, s3, MR_F32, v + 3, &c) == MR_OK);
+  char p1[512], p2[512], p3[512];
+  snprintf(p1, sizeof p1, "%s", tmp_path("model-00001-of-00002.safetensors"));
+  snprintf(p2, sizeof p2, "%s", tmp_path("model-00002-of-00002.safetensors"));
+  snprintf(p3, sizeof p3, "%s", tmp_path("model-dup.safetensors"));
+  const char *n1[1] = {"blocks.0.w"}, *n2[2] = {"blocks.1.w", "head.b"}, *n3[1] = {"blocks.0.w"};
+  mr_tensor *t2[2] = {b, c};
+  REQUIRE(mr_safetensors_write(ctx, p1, 1, n1, &a, NULL) == MR_OK);
+  REQUIRE(mr_safetensors_write(ctx, p2, 2, n2, t2, NULL) == MR_OK);
+  REQUIRE(mr_safetensors_write(ctx, p3, 1, n3, &c, NULL) == MR_OK);
+
+  const char *both[2] = {p2, p1};
+  mr_weights *w = NULL;
+  REQUIRE(mr_weights_open_files(ctx, 2, both, &w) == MR_OK);
+  CHECK(mr_weights_count(w) == 3);
+  const char *names[3] = {"blocks.0.w", "blocks.1.w", "head.b"};
+  const float *want[3] = {v, v + 2, v + 3};
+  const int64_t lens[3] = {2, 3, 3};
+  for (int i = 0; i < 3; i++) {
+    int j = mr_weights_find(w, names[i]);
+    REQUIRE(j >= 0);
+    mr_tensor *u;
+    REQUIRE(mr_weights_to_tensor(ctx, w, j, MR_F32, &u) == MR_OK);
+    float got[3];
+    REQUIRE(mr_tensor_read(u, MR_F32, got, (size_t)lens[i]) == MR_OK);
+    for (int e = 0; e < lens[i]; e++) CHECK(got[e] == want[i][e]);
+    mr_tensor_free(u);
+  }
+  mr_weights_free(w);
+
+  const char *dup[3] = {p1, p2, p3};
+  w = (mr_weights *)1;
+  CHECK(mr_weights_open_files(ctx, 3, dup, &w) == MR_EFORMAT && w == NULL);
+  CHECK(strstr(mr_ctx_last_error(ctx), "blocks.0.w") && strstr(mr_ctx_last_error(ctx), "model-00001-of") &&
+        strstr(mr_ctx_last_error(ctx), "model-dup"));
+
+  const char *missing[2] = {p1, tmp_path("model-00003-of-00003.safetensors")};
+  w = (mr_weights *)1;
+  CHECK(mr_weights_open_files(ctx, 2, missing, &w) == MR_ENOTFOUND && w == NULL);
+  CHECK(strstr(mr_ctx_last_error(ctx), "model-00003-of-00003") != NULL);
+  CHECK(mr_weights_open_files(ctx, 0, missing, &w) == MR_EINVAL && w == NULL);
+
+  unlink(p1);
+  unlink(p2);
+  unlink(p3);
+  mr_tensor_free(a);
+  mr_tensor_free(b);
+  mr_tensor_free(c);
+}
+
 int main(int argc, char **argv) {
   const char *data = argc > 1 ? argv[1] : "tests/conformance/data";
   snprintf(tmpdir, sizeof tmpdir, "/tmp/mr_test_io.XXXXXX");
@@ -917,6 +975,8 @@ int main(int argc, char **argv) {
   test_safetensors_broken(ctx);
   printf("safetensors: write round trip\n");
   test_writer_roundtrip(ctx);
+  printf("safetensors: shards\n");
+  test_shards(ctx);
   printf("pth: hand-made archives\n");
   test_pth_handmade(ctx);
   printf("pth: conformance copies\n");

@@ -264,6 +264,13 @@ mr_status mr_op_channel_rms_norm(const mr_tensor *x, const mr_tensor *gamma, flo
    otherwise), copied before return. out is a new contiguous [n, D] tensor. */
 mr_status mr_op_gather_rows(const mr_tensor *table, const int32_t *ids, int n, mr_tensor **out);
 
+#define MR_LINCOMB_MAX 4
+/* Linear combination out = Σ coeffs[i]·xs[i], i < n (1..MR_LINCOMB_MAX), of
+   tensors of one shape (any storage dtypes, any strides; non-contiguous
+   inputs are copied first), accumulated in f32. out is a new contiguous
+   tensor of xs[0]'s dtype. */
+mr_status mr_op_lincomb(int n, const mr_tensor *const *xs, const float *coeffs, mr_tensor **out);
+
 /* --------------------------------------------------------- checkpoint files */
 /* A checkpoint file read into host memory (mmap where possible): names to
    tensors. Data stays valid until mr_weights_free. */

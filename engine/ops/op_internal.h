@@ -55,4 +55,11 @@ mr_status mr_op_softmax_variant(const mr_tensor *x, int dim, int variant, mr_ten
 mr_status mr_op_reduce_variant(mr_reduce_op op, const mr_tensor *x, int dim, bool keepdim, int variant,
                                mr_tensor **out);
 
+/* ---------------------------------------------------------------- linear combinations (op_lincomb.c) */
+
+/* mr_op_lincomb with a chosen output dtype (F32, F16 or BF16): the samplers
+   keep their history in f32 whatever the latent's dtype. */
+mr_status mr_op_lincomb_dtype(int n, const mr_tensor *const *xs, const float *coeffs, mr_dtype dtype,
+                              mr_tensor **out);
+
 #endif

@@ -161,3 +161,11 @@ void mr_ref_pad(const float *x, int ndim, const int64_t *shape, const int64_t *p
     for (int k = ndim - 1; k >= 0 && ++idx[k] == oshape[k]; k--) idx[k] = 0;
   }
 }
+
+void mr_ref_lincomb(int n, const float *const *xs, const float *c, int64_t count, float *out) {
+  for (int64_t i = 0; i < count; i++) {
+    double v = 0;
+    for (int k = 0; k < n; k++) v += (double)c[k] * xs[k][i];
+    out[i] = (float)v;
+  }
+}

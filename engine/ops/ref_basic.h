@@ -47,4 +47,7 @@ void mr_ref_concat(int n, const float *const *xs, int ndim, const int64_t *shape
    and after x along dim k; out is [shape[k] + pads[2k] + pads[2k+1]]. */
 void mr_ref_pad(const float *x, int ndim, const int64_t *shape, const int64_t *pads, float value, float *out);
 
+/* out[i] = sum over k < n of c[k] * xs[k][i], i < count, accumulated in double. */
+void mr_ref_lincomb(int n, const float *const *xs, const float *c, int64_t count, float *out);
+
 #endif

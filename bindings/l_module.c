@@ -2,6 +2,8 @@
    queries and the GC-pressure accounting that lets Lua's collector see VRAM. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "l_internal.h"
 #include "moonreel_lua.h"
@@ -277,10 +279,83 @@ static int l_gc_threshold(lua_State *L) {
   return 1;
 }
 
+/* mr.is_terminal([stream]) -> whether "stdout" or "stderr" (default) is a
+   terminal: recipes draw a progress bar there, and plain lines into a log. */
+static int l_is_terminal(lua_State *L) {
+  static const char *const names[] = {"stderr", "stdout", NULL};
+  int which = luaL_checkoption(L, 1, "stderr", names);
+  lua_pushboolean(L, isatty(which == 0 ? STDERR_FILENO : STDOUT_FILENO));
+  return 1;
+}
+
+/* mr.clock() -> seconds on a monotonic wall clock (os.clock is CPU time,
+   which a multi-threaded device driver makes run faster than the wall). */
+static int l_clock(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
+  return 1;
+}
+
 static const luaL_Reg module_funcs[] = {
   {"device", l_device}, {"devices", l_devices}, {"sync", l_sync}, {"interrupt", l_interrupt},
   {"profile", l_profile}, {"memory", l_memory}, {"gc_threshold", l_gc_threshold},
+  {"is_terminal", l_is_terminal}, {"clock", l_clock},
   {NULL, NULL}};
+
+/* The embedded pure-Lua modules (generated from the files in bindings/lua). */
+struct mrl_lua_chunk {
+  const char *name, *chunkname, *bytes;
+  size_t size;
+};
+extern const struct mrl_lua_chunk mrl_lua_chunks[];
+
+static int load_embedded(lua_State *L) {
+  const struct mrl_lua_chunk *c = lua_touserdata(L, lua_upvalueindex(1));
+  if (luaL_loadbuffer(L, c->bytes, c->size, c->chunkname) != LUA_OK) return lua_error(L);
+  lua_pushvalue(L, 1); /* the module name, as require passes it */
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+/* mr.<name> for an embedded module: required on first use (mr.pack is
+   require "moonreel.pack"), then kept in the module table. */
+static int module_index(lua_State *L) {
+  if (lua_type(L, 2) != LUA_TSTRING) return 0;
+  const char *key = lua_tostring(L, 2);
+  for (const struct mrl_lua_chunk *c = mrl_lua_chunks; c->name; c++) {
+    if (strcmp(c->name + sizeof "moonreel." - 1, key) != 0) continue;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, c->name);
+    lua_call(L, 1, 1);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    return 1;
+  }
+  return 0;
+}
+
+/* package.preload["moonreel.<name>"] for each embedded module, so they load
+   on require from this state whatever its package.path. */
+static void open_embedded(lua_State *L, int module) {
+  lua_getglobal(L, "package");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return; /* a host state without the package library: nothing to register */
+  }
+  lua_getfield(L, -1, "preload");
+  for (const struct mrl_lua_chunk *c = mrl_lua_chunks; c->name; c++) {
+    lua_pushlightuserdata(L, (void *)c);
+    lua_pushcclosure(L, load_embedded, 1);
+    lua_setfield(L, -2, c->name);
+  }
+  lua_pop(L, 2);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, module_index);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, module);
+}
 
 int luaopen_moonreel(lua_State *L) {
   mrl_state_get(L);
@@ -299,6 +374,7 @@ int luaopen_moonreel(lua_State *L) {
   lua_pop(L, 1); /* metatable */
   mrl_open_io(L, module);
   mrl_open_models(L, module);
+  open_embedded(L, module);
   lua_settop(L, module);
   return 1;
 }

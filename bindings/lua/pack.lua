@@ -1,0 +1,364 @@
+-- moonreel.pack (mr.pack): a model pack is a folder, or files named one by one;
+-- load() finds its parts, builds tokenizer, text encoder, DiT(s), VAE (and the
+-- CLIP encoder where the variant has one), and gives the variant's defaults.
+--
+-- Layouts recognised (docs/models.md):
+--   official   config.json + diffusion_pytorch_model.safetensors (or its shards,
+--              listed by diffusion_pytorch_model.safetensors.index.json or named
+--              -0000i-of-0000n), Wan2.1_VAE.pth / Wan2.2_VAE.pth,
+--              models_t5_umt5-xxl-enc-bf16.pth, google/umt5-xxl/spiece.model,
+--              models_clip_*.pth; Wan 2.2 A14B: high_noise_model/ + low_noise_model/.
+--   moonreel   the same names, plus moonreel_pack.json: {"files": {...}, "defaults": {...}}
+--              (files may rename any part; defaults override the variant's).
+--   files      mr.pack.load{dit = "wan2.1_t2v_1.3B.safetensors", vae = ..., t5 = ...,
+--              tokenizer = ...}: single files as ComfyUI users keep them
+--              (a "model.diffusion_model." prefix is fine), or a dit shard list.
+local mr = require "moonreel"
+local cjson = require "cjson"
+
+local M = {}
+
+-- Sampling defaults of the released variants (docs/wan-architecture.md §5.5).
+-- guide_high and boundary: Wan 2.2 A14B's high-noise expert and its switch point.
+local BASE_NEGATIVE = "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，" ..
+  "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，" ..
+  "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+M.BASE_NEGATIVE = BASE_NEGATIVE
+
+local VARIANTS = {
+  ["t2v-1.3B"] = {steps = 50, shift = 5.0, guide = 5.0, frames = 81, fps = 16, width = 832, height = 480},
+  ["t2v-14B"] = {steps = 50, shift = 5.0, guide = 5.0, frames = 81, fps = 16, width = 1280, height = 720},
+  ["i2v-14B"] = {steps = 40, shift = 5.0, guide = 5.0, frames = 81, fps = 16, width = 1280, height = 720,
+                 negative = "镜头晃动，" .. BASE_NEGATIVE},
+  ["flf2v-14B"] = {steps = 50, shift = 16.0, guide = 5.0, frames = 81, fps = 16, width = 1280, height = 720,
+                   negative = "镜头切换，镜头晃动，" .. BASE_NEGATIVE},
+  ["vace-1.3B"] = {steps = 50, shift = 16.0, guide = 5.0, frames = 81, fps = 16, width = 832, height = 480},
+  ["vace-14B"] = {steps = 50, shift = 16.0, guide = 5.0, frames = 81, fps = 16, width = 1280, height = 720},
+  ["ti2v-5B"] = {steps = 50, shift = 5.0, guide = 5.0, frames = 121, fps = 24, width = 1280, height = 704},
+  ["t2v-A14B"] = {steps = 40, shift = 12.0, guide = 3.0, guide_high = 4.0, boundary = 0.875, frames = 81,
+                  fps = 16, width = 1280, height = 720},
+  ["i2v-A14B"] = {steps = 40, shift = 5.0, guide = 3.5, guide_high = 3.5, boundary = 0.900, frames = 81,
+                  fps = 16, width = 1280, height = 720},
+}
+M.VARIANTS = VARIANTS
+
+-- Widths of the released DiTs name their size.
+local SIZE_OF_DIM = {[1536] = "1.3B", [3072] = "5B", [5120] = "14B"}
+
+-- A model of a size we do not know (a small one of our own, a test model) gets
+-- its model type's defaults at a small resolution.
+local FALLBACK = {steps = 30, shift = 5.0, guide = 5.0, frames = 17, fps = 16, width = 256, height = 256}
+
+local OFFICIAL = {
+  dit = "diffusion_pytorch_model.safetensors",
+  dit_index = "diffusion_pytorch_model.safetensors.index.json",
+  vae = {"Wan2.1_VAE.pth", "Wan2.2_VAE.pth"},
+  t5 = "models_t5_umt5-xxl-enc-bf16.pth",
+  tokenizer = "google/umt5-xxl/spiece.model",
+  clip = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
+  config = "config.json",
+  manifest = "moonreel_pack.json",
+}
+
+------------------------------------------------------------------ files
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if not f then return false end
+  f:close()
+  return true
+end
+
+-- A directory opens for reading on Linux but does not read.
+local function is_dir(path)
+  local f = io.open(path, "rb")
+  if not f then return false end
+  local ok, _, code = f:read(0)
+  f:close()
+  return ok == nil and code == 21 -- EISDIR
+end
+
+local function read_text(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function read_json(path)
+  local text, err = read_text(path)
+  if not text then return nil, err end
+  local ok, v = pcall(cjson.decode, text)
+  if not ok then return nil, string.format("%s: not valid JSON (%s)", path, tostring(v)) end
+  return v
+end
+
+local function join(dir, name)
+  if name:sub(1, 1) == "/" then return name end
+  return (dir:gsub("/+$", "")) .. "/" .. name
+end
+
+-- The shards of diffusion_pytorch_model in dir: from the index's weight_map,
+-- or by the -0000i-of-0000n naming. nil when there are none.
+local function find_shards(dir, stem)
+  local index = join(dir, stem .. ".safetensors.index.json")
+  if exists(index) then
+    local j, err = read_json(index)
+    if not j then error(err, 0) end
+    if type(j.weight_map) ~= "table" then error(index .. ": no weight_map", 0) end
+    local seen, files = {}, {}
+    for _, file in pairs(j.weight_map) do
+      if not seen[file] then
+        seen[file] = true
+        files[#files + 1] = file
+      end
+    end
+    table.sort(files)
+    for i, f in ipairs(files) do
+      files[i] = join(dir, f)
+      if not exists(files[i]) then error(string.format("%s: shard '%s' is missing", index, f), 0) end
+    end
+    return files
+  end
+  for n = 1, 99 do
+    if exists(join(dir, string.format("%s-%05d-of-%05d.safetensors", stem, 1, n))) then
+      local files = {}
+      for i = 1, n do
+        files[i] = join(dir, string.format("%s-%05d-of-%05d.safetensors", stem, i, n))
+        if not exists(files[i]) then error(string.format("shard '%s' is missing", files[i]), 0) end
+      end
+      return files
+    end
+  end
+  return nil
+end
+
+-- The DiT checkpoint of dir: one file or a shard list; nil when absent.
+local function find_dit(dir)
+  local one = join(dir, OFFICIAL.dit)
+  if exists(one) then return one end
+  return find_shards(dir, "diffusion_pytorch_model")
+end
+
+local function first_existing(dir, names)
+  for _, n in ipairs(type(names) == "table" and names or {names}) do
+    local p = join(dir, n)
+    if exists(p) then return p end
+  end
+  return nil
+end
+
+------------------------------------------------------------------ resolving
+
+-- Finds every part of the pack described by spec; returns a plan (paths,
+-- layout, manifest) without loading anything.
+local function resolve(spec)
+  local plan = {files = {}}
+  if type(spec) == "string" then
+    if not exists(spec) then error(string.format("model pack '%s' does not exist", spec), 0) end
+    if not is_dir(spec) then
+      error(string.format("model '%s' is a file: name the VAE and text encoder too, " ..
+        "mr.pack.load{dit = ..., vae = ..., t5 = ..., tokenizer = ...}", spec), 0)
+    end
+    plan.dir = spec
+    local manifest_path = join(spec, OFFICIAL.manifest)
+    if exists(manifest_path) then
+      local m, err = read_json(manifest_path)
+      if not m then error(err, 0) end
+      plan.manifest, plan.layout = m, "moonreel"
+    else
+      plan.layout = "official"
+    end
+    local named = plan.manifest and plan.manifest.files or {}
+    local function part(key, default)
+      if named[key] ~= nil then
+        local v = named[key]
+        if type(v) == "table" then
+          local out = {}
+          for i, f in ipairs(v) do out[i] = join(spec, f) end
+          return out
+        end
+        return join(spec, v)
+      end
+      return default
+    end
+    -- Wan 2.2 A14B: two experts in subfolders, one VAE/T5 beside them.
+    if is_dir(join(spec, "high_noise_model")) and is_dir(join(spec, "low_noise_model")) then
+      plan.files.dit = find_dit(join(spec, "low_noise_model"))
+      plan.files.dit_high = find_dit(join(spec, "high_noise_model"))
+      plan.files.config = first_existing(join(spec, "low_noise_model"), OFFICIAL.config)
+    else
+      plan.files.dit = part("dit", find_dit(spec))
+      plan.files.config = part("config", first_existing(spec, OFFICIAL.config))
+    end
+    plan.files.vae = part("vae", first_existing(spec, OFFICIAL.vae))
+    plan.files.t5 = part("t5", first_existing(spec, OFFICIAL.t5))
+    plan.files.tokenizer = part("tokenizer", first_existing(spec, OFFICIAL.tokenizer))
+    plan.files.clip = part("clip", first_existing(spec, OFFICIAL.clip))
+    if not plan.files.dit then
+      error(string.format("model pack '%s': no DiT (%s, its shards, or a moonreel_pack.json naming one)",
+        spec, OFFICIAL.dit), 0)
+    end
+  elseif type(spec) == "table" then
+    plan.layout = "files"
+    plan.dir = spec.dir
+    for _, k in ipairs{"dit", "dit_high", "vae", "t5", "tokenizer", "clip", "config"} do
+      local v = spec[k]
+      if v ~= nil and type(v) ~= "string" and type(v) ~= "table" then
+        error(string.format("mr.pack.load: field '%s' must be a path", k), 2)
+      end
+      plan.files[k] = v
+    end
+    if not plan.files.dit then error("mr.pack.load: field 'dit' (the diffusion model file) is required", 2) end
+  else
+    error("mr.pack.load: expected a folder path or a table of files", 2)
+  end
+  for _, k in ipairs{"vae", "t5", "tokenizer"} do
+    if not plan.files[k] then
+      error(string.format("model pack '%s': no %s file (%s)", plan.dir or "(files)",
+        k == "t5" and "text encoder" or k, k == "vae" and "Wan2.1_VAE.pth or Wan2.2_VAE.pth" or
+        k == "t5" and OFFICIAL.t5 or OFFICIAL.tokenizer), 0)
+    end
+  end
+  for k, v in pairs(plan.files) do
+    for _, p in ipairs(type(v) == "table" and v or {v}) do
+      if not exists(p) then error(string.format("model pack: %s file '%s' does not exist", k, p), 0) end
+    end
+  end
+  return plan
+end
+
+------------------------------------------------------------------ the pack object
+
+local Pack = {}
+Pack.__index = Pack
+
+local function check(v, msg, code)
+  if v == nil then error(msg or "failed", 0) end
+  return v
+end
+
+local function copy(t)
+  local o = {}
+  for k, v in pairs(t) do o[k] = v end
+  return o
+end
+
+-- mr.pack.load(dir | {files} [, opts]) -> pack. opts.weights: "f32" | "f16" | "bf16"
+-- (storage of the weights; default f32 on a CPU device, else bf16); opts.clip = false
+-- skips the CLIP encoder.
+function M.load(spec, opts)
+  opts = opts or {}
+  local plan = resolve(spec)
+  local weights = opts.weights
+  if weights == nil then
+    weights = mr.device().type == "cpu" and "f32" or "bf16"
+  end
+  local config_text = plan.files.config and assert(read_text(plan.files.config)) or nil
+  local mopts = {weights = weights, config = config_text}
+
+  local p = setmetatable({layout = plan.layout, dir = plan.dir, files = plan.files, weights = weights,
+                          manifest = plan.manifest}, Pack)
+  local info = check(mr.detect(plan.files.dit, config_text))
+  if info.kind ~= "wan_dit" then
+    error(string.format("model pack: '%s' is not a Wan DiT (detected %s)", tostring(plan.files.dit), info.kind), 0)
+  end
+  p.tokenizer = check(mr.tokenizer(plan.files.tokenizer))
+  p.t5 = check(mr.t5(plan.files.t5, {weights = weights}))
+  p.dit = check(mr.wan_dit(plan.files.dit, mopts))
+  if plan.files.dit_high then p.dit_high = check(mr.wan_dit(plan.files.dit_high, mopts)) end
+  p.vae = check(mr.wan_vae(plan.files.vae, {weights = weights}))
+  p.config = p.dit:config()
+  p.model_type = p.config.model_type
+  if p.model_type == "i2v" or p.model_type == "flf2v" then
+    if opts.clip ~= false then
+      if not plan.files.clip then
+        error(string.format("model pack '%s': the %s model needs the CLIP image encoder (%s)",
+          plan.dir or "(files)", p.model_type, OFFICIAL.clip), 0)
+      end
+      p.clip = check(mr.clip_vision(plan.files.clip, {weights = weights}))
+    end
+  end
+  local vi = p.vae:info()
+  p.z_dim, p.vae_stride, p.vae_tstride, p.vae_version = vi.z_dim, vi.spatial_stride, vi.temporal_stride, vi.version
+  local expect_in = (p.model_type == "i2v" or p.model_type == "flf2v") and 2 * p.z_dim + 4 or p.z_dim
+  if p.model_type ~= "vace" and p.config.in_dim ~= expect_in then
+    error(string.format("model pack: the DiT takes %d latent channels but the VAE makes %d (a %s DiT needs %d)",
+      p.config.in_dim, p.z_dim, p.model_type, expect_in), 0)
+  end
+  if p.t5:dim() ~= p.config.text_dim then
+    error(string.format("model pack: the text encoder is %d wide but the DiT expects %d", p.t5:dim(),
+      p.config.text_dim), 0)
+  end
+
+  -- the variant and its defaults
+  local size = SIZE_OF_DIM[p.config.dim]
+  if p.dit_high and size == "14B" then size = "A14B" end
+  p.variant = size and (p.model_type .. "-" .. size) or (p.model_type .. "-" .. p.config.dim .. "d")
+  local d = copy(VARIANTS[p.variant] or FALLBACK)
+  d.negative = d.negative or BASE_NEGATIVE
+  d.sampler = d.sampler or "unipc"
+  if plan.manifest and type(plan.manifest.defaults) == "table" then
+    for k, v in pairs(plan.manifest.defaults) do d[k] = v end
+  end
+  p.defaults = d
+  p.name = plan.manifest and plan.manifest.name or (plan.dir and plan.dir:match("([^/]+)/*$")) or p.variant
+  return p
+end
+
+-- Spatial multiple a size must have: VAE stride times the DiT patch.
+function Pack:size_multiple()
+  return self.vae_stride * self.config.patch_size[2]
+end
+
+-- Checks width/height/frames against the model; raises with the reason.
+function Pack:check_size(width, height, frames)
+  local m = self:size_multiple()
+  if width < m or height < m or width % m ~= 0 or height % m ~= 0 then
+    error(string.format("size %dx%d: this model needs width and height multiples of %d (e.g. %dx%d)",
+      width, height, m, math.max(m, width // m * m), math.max(m, height // m * m)), 0)
+  end
+  local ts = self.vae_tstride
+  if frames < 1 or (frames - 1) % ts ~= 0 then
+    error(string.format("%d frames: this model needs %dk+1 frames (e.g. %d or %d)", frames, ts,
+      math.max(1, (frames - 1) // ts * ts + 1), ((frames - 1) // ts + 1) * ts + 1), 0)
+  end
+end
+
+-- The latent shape {C, T, H, W} of a video of that size.
+function Pack:latent_shape(width, height, frames)
+  self:check_size(width, height, frames)
+  return {self.z_dim, (frames - 1) // self.vae_tstride + 1, height // self.vae_stride, width // self.vae_stride}
+end
+
+-- Text states [n, text_dim] of a prompt (the valid tokens only; the DiT pads).
+-- A prompt longer than the model's text length is an error, not a silent cut.
+function Pack:encode_text(prompt)
+  local len = self.config.text_len
+  local ids, n = self.tokenizer:encode_wan(prompt, len + 1)
+  if n > len then
+    error(string.format("prompt too long: it is more than %d tokens, the model takes at most %d", len, len), 0)
+  end
+  local valid = table.move(ids, 1, n, 1, {})
+  return self.t5:encode(valid, n)
+end
+
+-- What a sidecar records about the model.
+function Pack:describe()
+  return {name = self.name, variant = self.variant, layout = self.layout, dir = self.dir, weights = self.weights,
+          files = self.files}
+end
+
+function Pack:close()
+  for _, k in ipairs{"dit", "dit_high", "vae", "t5", "tokenizer", "clip"} do
+    if self[k] then
+      self[k]:close()
+      self[k] = nil
+    end
+  end
+end
+Pack.__close = Pack.close
+
+M.resolve = resolve
+return M

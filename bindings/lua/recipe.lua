@@ -1,0 +1,444 @@
+-- moonreel.recipe (mr.recipe): what the generation recipes share. The
+-- denoising loop, guidance and conditioning live here in Lua (docs/recipes.md);
+-- recipes/t2v.lua and recipes/ti2v.lua are a few lines on top.
+--
+--   mr.recipe.t2v{prompt = "...", seed = 7, out = "a.mp4"}      -- from a script or the REPL
+--   mr.recipe.ti2v{prompt = "...", image = "cat.jpg", out = "b.webp"}
+--   mr.recipe.main("t2v", arg)                                  -- a command line (flags below)
+local mr = require "moonreel"
+local cjson = require "cjson"
+local pack_mod = require "moonreel.pack"
+
+local M = {}
+
+------------------------------------------------------------------ command line
+
+-- Flags of the generation recipes: name, type, help. Defaults come from the
+-- model pack unless stated.
+local FLAGS = {
+  {"prompt", "string", "what the video shows (required)"},
+  {"negative", "string", "negative prompt (default: the model's)"},
+  {"image", "string", "first frame (ti2v; required there): PNG, JPEG or WebP"},
+  {"fit", "string", "how the image meets the size: crop (default), pad or stretch"},
+  {"model", "string", "model pack folder (default: $MOONREEL_MODEL, else models/default)"},
+  {"steps", "integer", "sampling steps"},
+  {"cfg", "number", "classifier-free guidance scale (1 = no guidance, one forward per step)"},
+  {"shift", "number", "sigma shift of the schedule"},
+  {"sampler", "string", "unipc (Wan's default), dpmpp or euler"},
+  {"seed", "seed", "64-bit seed: an integer or a decimal string (default: random, printed)"},
+  {"frames", "integer", "frame count, 4k+1"},
+  {"width", "integer", "width in pixels"},
+  {"height", "integer", "height in pixels"},
+  {"fps", "number", "frames per second of the file"},
+  {"out", "string", "output: .mp4, .webp or a PNG pattern like frames/%04d.png (default: <recipe>-<seed>.mp4)"},
+  {"crf", "integer", "H.264 quality for .mp4, 0 (lossless) .. 51 (default 10, as Wan writes)"},
+  {"quality", "number", "WebP quality 0..100 (default 90)"},
+  {"weights", "string", "weight storage: f32, f16 or bf16 (default: f32 on a CPU device, else bf16)"},
+  {"no-sidecar", "boolean", "do not write <out>.json"},
+  {"quiet", "boolean", "no progress output"},
+  {"help", "boolean", "this text"},
+}
+M.FLAGS = FLAGS
+
+local function usage(recipe)
+  local lines = {string.format("usage: moonreel recipes/%s.lua --prompt TEXT [options]", recipe), "", "options:"}
+  for _, f in ipairs(FLAGS) do
+    if recipe == "ti2v" or (f[1] ~= "image" and f[1] ~= "fit") then
+      local arg_name = f[2] == "boolean" and "" or " " .. f[2]:upper()
+      lines[#lines + 1] = string.format("  --%-20s %s", f[1] .. arg_name, f[3])
+    end
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+M.usage = usage
+
+-- Parses argv (the CLI's arg) into an options table keyed like the flags
+-- ("no-sidecar" becomes no_sidecar). Raises with a one-line message.
+function M.parse_args(argv)
+  local by_name = {}
+  for _, f in ipairs(FLAGS) do by_name[f[1]] = f end
+  local opts, i = {}, 1
+  while argv[i] ~= nil do
+    local a = argv[i]
+    local name, value = a:match("^%-%-([%w%-]+)=(.*)$")
+    if not name then name = a:match("^%-%-([%w%-]+)$") end
+    if not name then error(string.format("unexpected argument '%s' (flags start with --; see --help)", a), 0) end
+    local f = by_name[name]
+    if not f then error(string.format("unknown flag --%s (see --help)", name), 0) end
+    local key = name:gsub("%-", "_")
+    if f[2] == "boolean" then
+      if value ~= nil then error(string.format("--%s takes no value", name), 0) end
+      opts[key] = true
+      i = i + 1
+    else
+      if value == nil then
+        value = argv[i + 1]
+        if value == nil then error(string.format("--%s needs a value", name), 0) end
+        i = i + 2
+      else
+        i = i + 1
+      end
+      if f[2] == "integer" then
+        local v = math.tointeger(tonumber(value))
+        if not v then error(string.format("--%s: '%s' is not an integer", name, value), 0) end
+        opts[key] = v
+      elseif f[2] == "number" then
+        local v = tonumber(value)
+        if not v then error(string.format("--%s: '%s' is not a number", name, value), 0) end
+        opts[key] = v
+      else
+        opts[key] = value
+      end
+    end
+  end
+  return opts
+end
+
+------------------------------------------------------------------ output helpers
+
+-- Writes a table as JSON atomically: a temporary file, then a rename.
+function M.write_json(path, value)
+  local tmp = string.format("%s.tmp-%d", path, math.random(1, 1 << 30))
+  local f, err = io.open(tmp, "wb")
+  if not f then error(string.format("cannot write '%s': %s", path, err), 0) end
+  local ok, werr = f:write(cjson.encode(value), "\n")
+  local cok, cerr = f:close()
+  if not ok or not cok then
+    os.remove(tmp)
+    error(string.format("cannot write '%s': %s", path, tostring(werr or cerr)), 0)
+  end
+  local rok, rerr = os.rename(tmp, path)
+  if not rok then
+    os.remove(tmp)
+    error(string.format("cannot write '%s': %s", path, rerr), 0)
+  end
+end
+
+local function fmt_time(s)
+  if s >= 3600 then return string.format("%dh%02dm", s // 3600, s % 3600 // 60) end
+  if s >= 60 then return string.format("%dm%02ds", s // 60, math.floor(s % 60)) end
+  return string.format("%.1fs", s)
+end
+
+-- A progress line on stderr: a bar redrawn in place on a terminal, one line
+-- per update at most every few seconds otherwise (a log stays readable).
+-- progress(label, total) -> object with :update(done) and :done().
+function M.progress(label, total, quiet)
+  local tty = mr.is_terminal("stderr")
+  local t0, last_line = mr.clock(), -1e9
+  local p = {}
+  local function elapsed() return mr.clock() - t0 end
+  function p:update(done)
+    if quiet then return end
+    local e = elapsed()
+    local frac = total > 0 and done / total or 1
+    local left = done > 0 and e / done * (total - done) or nil
+    local width = 24
+    local fill = math.floor(frac * width + 0.5)
+    local line = string.format("%-8s [%s%s] %3d/%d  %s elapsed%s", label, string.rep("#", fill),
+      string.rep("-", width - fill), math.floor(done + 0.5), total, fmt_time(e),
+      left and ("  " .. fmt_time(left) .. " left") or "")
+    if tty then
+      io.stderr:write("\r", line, "\27[K")
+    elseif done >= total or e - last_line >= 5 then
+      io.stderr:write(line, "\n")
+      last_line = e
+    end
+  end
+  function p:done()
+    if quiet then return end
+    if tty then io.stderr:write("\n") end
+  end
+  return p
+end
+
+------------------------------------------------------------------ defaults
+
+-- The pack a run uses: opts.model, else $MOONREEL_MODEL, else models/default
+-- beside the recipes folder of the running script.
+local function default_model_dir()
+  local env = os.getenv("MOONREEL_MODEL")
+  if env and env ~= "" then return env end
+  local script = arg and arg[0]
+  local dir = script and script:match("^(.*)/recipes/[^/]+$")
+  if dir then return dir .. "/models/default" end
+  return "models/default"
+end
+M.default_model_dir = default_model_dir
+
+local function seed_value(seed)
+  if seed == nil then return mr.random_seed() end
+  return mr.seed_string(seed) -- validates; raises on a bad seed
+end
+
+------------------------------------------------------------------ generation
+
+-- An engine result, or its failure (nil, message) raised as one line.
+local function check(v, msg)
+  if v == nil or v == false then error(msg or "failed", 0) end
+  return v
+end
+
+-- Opens the video writer for p.out; a failure is one line naming the file.
+local function open_writer(out, p)
+  local w, msg = mr.video.writer(out, {fps = p.fps, crf = p.crf, quality = p.quality})
+  if not w then error(msg, 0) end
+  return w
+end
+
+local function close_all(list)
+  for _, t in ipairs(list) do
+    if t and not t:is_closed() then t:close() end
+  end
+end
+
+-- One guided velocity: v_u + g (v_c - v_u), or v_c alone when g == 1.
+local function velocity(dit, x, t, ctx_c, ctx_u, g, extra)
+  local args = {x = x, t = t, context = ctx_c}
+  for k, v in pairs(extra) do args[k] = v end
+  local v_c = dit:forward(args)
+  if g == 1 then return v_c end
+  args.context = ctx_u
+  local v_u <close> = dit:forward(args)
+  local v = mr.guidance(v_c, v_u, g)
+  v_c:close()
+  return v
+end
+
+-- The image for image-conditioned modes, fitted to width x height, as [3, H, W].
+local function load_image(path, width, height, fit)
+  local img, info_or_msg = mr.image.load(path, {width = width, height = height, fit = fit or "crop"})
+  if not img then error(info_or_msg, 0) end
+  return img
+end
+
+-- The size of an image-conditioned video when none is given: the default
+-- area at the image's aspect, in the model's multiples (as Wan's
+-- best_output_size does for TI2V).
+local function size_for_image(pack, path, d)
+  local probe, msg = mr.image.load(path)
+  if not probe then error(msg, 0) end
+  local ih, iw = probe:shape(2), probe:shape(3)
+  probe:close()
+  local m = pack:size_multiple()
+  local area = d.width * d.height
+  local aspect = ih / iw
+  local h = math.max(m, math.floor(math.sqrt(area * aspect) / m) * m)
+  local w = math.max(m, math.floor(math.sqrt(area / aspect) / m) * m)
+  return w, h
+end
+
+-- Runs one generation. opts: the flags' names (prompt, negative, image, fit,
+-- model or pack, steps, cfg, shift, sampler, seed, frames, width, height, fps,
+-- out, crf, quality, weights, no_sidecar, quiet) plus mode ("t2v" | "ti2v").
+-- Returns {out=, sidecar=, seed=, seconds=, ...}; raises with a one-line
+-- message on any failure, leaving no partial file behind.
+function M.generate(opts)
+  local mode = opts.mode or "t2v"
+  if type(opts.prompt) ~= "string" or opts.prompt == "" then error("a prompt is required (--prompt TEXT)", 0) end
+  if mode == "ti2v" and not opts.image then error("ti2v needs an image (--image FILE)", 0) end
+  if mode == "t2v" and opts.image then error("t2v takes no image: use recipes/ti2v.lua", 0) end
+  local quiet = opts.quiet
+  local say = quiet and function() end or function(...) io.stderr:write(string.format(...), "\n") end
+  local timings = {}
+  local clock0 = mr.clock()
+
+  -- the model
+  local pack, own_pack = opts.pack, false
+  if not pack then
+    local dir = opts.model or default_model_dir()
+    say("loading model %s", dir)
+    pack = pack_mod.load(dir, {weights = opts.weights})
+    own_pack = true
+  end
+  local ok, result = pcall(function()
+    local d = pack.defaults
+    local image_mode = mode == "ti2v"
+    local mt = pack.model_type
+    if image_mode and mt ~= "ti2v" and mt ~= "i2v" then
+      error(string.format("model %s (%s) cannot start from an image", pack.name, mt), 0)
+    end
+    if not image_mode and mt ~= "t2v" and mt ~= "ti2v" then
+      error(string.format("model %s is a %s model: use recipes/ti2v.lua with --image", pack.name, mt), 0)
+    end
+    local width, height = opts.width, opts.height
+    if image_mode and (width == nil or height == nil) then
+      local w, h = size_for_image(pack, opts.image, d)
+      width, height = width or w, height or h
+    end
+    local p = {
+      recipe = mode, prompt = opts.prompt, negative = opts.negative or d.negative,
+      steps = opts.steps or d.steps, cfg = opts.cfg or d.guide, shift = opts.shift or d.shift,
+      sampler = opts.sampler or d.sampler, seed = seed_value(opts.seed),
+      frames = opts.frames or d.frames, width = width or d.width, height = height or d.height,
+      fps = opts.fps or d.fps, image = opts.image, fit = image_mode and (opts.fit or "crop") or nil,
+      crf = opts.crf, quality = opts.quality,
+    }
+    if p.steps < 1 then error(string.format("--steps %d: at least 1", p.steps), 0) end
+    if p.fps <= 0 then error(string.format("--fps %s: must be positive", tostring(p.fps)), 0) end
+    if not mr.sampler[p.sampler] then
+      error(string.format("unknown sampler '%s' (unipc, dpmpp or euler)", p.sampler), 0)
+    end
+    local shape = pack:latent_shape(p.width, p.height, p.frames) -- checks the size
+    p.out = opts.out or string.format("%s-%s.mp4", mode, p.seed)
+    say("%s %dx%d, %d frames at %s fps, %d steps (%s, shift %g, cfg %g), seed %s", mode, p.width, p.height,
+      p.frames, tostring(p.fps), p.steps, p.sampler, p.shift, p.cfg, p.seed)
+
+    -- text
+    local t0 = mr.clock()
+    local ctx_c <close> = pack:encode_text(p.prompt)
+    local ctx_u <close> = p.cfg ~= 1 and pack:encode_text(p.negative) or nil
+    timings.text = mr.clock() - t0
+
+    -- the output opens first: a path that cannot be written fails before
+    -- minutes of sampling, and an aborted run removes its temporary file
+    local writer <close> = open_writer(p.out, p)
+
+    -- conditioning
+    local extra, first = {}, nil
+    local tok_per_frame = (shape[3] // pack.config.patch_size[2]) * (shape[4] // pack.config.patch_size[3])
+    if image_mode then
+      t0 = mr.clock()
+      local img <close> = load_image(p.image, p.width, p.height, p.fit)
+      if mt == "ti2v" then
+        local video <close> = img:reshape(3, 1, p.height, p.width)
+        first = check(pack.vae:encode(video))                      -- [z, 1, h, w]
+      else -- Wan 2.1 I2V: CLIP features, and y = mask (4) + latent of [image, 0, 0, ...]
+        extra.clip_fea = pack.clip:encode(img)
+        local cond <close> = mr.zeros({3, p.frames, p.height, p.width})
+        cond:slice(2, 1, 1):copy_(img:reshape(3, 1, p.height, p.width))
+        local y_lat <close> = check(pack.vae:encode(cond))
+        local mask <close> = mr.zeros({4, shape[2], shape[3], shape[4]})
+        mask:slice(2, 1, 1):fill_(1)
+        extra.y = mr.concat({mask, y_lat}, 1)
+      end
+      timings.image = mr.clock() - t0
+    end
+
+    -- sampling
+    local sampler <close> = mr.sampler[p.sampler]{steps = p.steps, shift = p.shift}
+    local x = mr.randn(shape, p.seed)
+    if first then x:slice(2, 1, 1):copy_(first) end
+    local timesteps = sampler:timesteps()
+    local bar = M.progress("denoise", #timesteps, quiet)
+    bar:update(0)
+    t0 = mr.clock()
+    for i, t in ipairs(timesteps) do
+      local tt = t
+      if first then -- per-token timesteps: the image's tokens are clean (t = 0)
+        tt = {}
+        local n = shape[2] * tok_per_frame
+        for k = 1, n do tt[k] = k <= tok_per_frame and 0 or t end
+      end
+      local dit, g = pack.dit, p.cfg
+      if pack.dit_high and t >= (d.boundary or 0.875) * 1000 then
+        dit, g = pack.dit_high, opts.cfg or d.guide_high or p.cfg
+      end
+      local v <close> = velocity(dit, x, tt, ctx_c, ctx_u, g, extra)
+      local nx = sampler:step(v, t, x)
+      x:close()
+      x = nx
+      if first then x:slice(2, 1, 1):copy_(first) end
+      bar:update(i)
+    end
+    bar:done()
+    timings.denoise = mr.clock() - t0
+    close_all{first, extra.clip_fea, extra.y}
+
+    -- decoding
+    t0 = mr.clock()
+    local dbar = M.progress("decode", 100, quiet)
+    local frames <close> = check(pack.vae:decode(x, function(done)
+      dbar:update(done * 100)
+      return true
+    end))
+    dbar:done()
+    x:close()
+    timings.decode = mr.clock() - t0
+
+    t0 = mr.clock()
+    check(writer:write(frames))
+    local sidecar = not opts.no_sidecar and (p.out .. ".json") or nil
+    timings.write = mr.clock() - t0
+    timings.total = mr.clock() - clock0
+    if sidecar then
+      M.write_json(sidecar, {
+        moonreel = mr.version, recipe = mode, params = p, model = pack:describe(), device = mr.device().name,
+        seconds = timings, command = M.command_line(mode, p, pack),
+      })
+    end
+    check(writer:close())
+    return {out = p.out, sidecar = sidecar, seed = p.seed, params = p, seconds = timings}
+  end)
+  if own_pack then pack:close() end
+  if not ok then error(result, 0) end
+  return result
+end
+
+-- The command that repeats a run exactly (recorded in the sidecar).
+function M.command_line(mode, p, pack)
+  local function q(s)
+    s = tostring(s)
+    if s:match("^[%w%./_%-,:=+]+$") then return s end
+    return "'" .. s:gsub("'", "'\\''") .. "'"
+  end
+  local parts = {"moonreel", "recipes/" .. mode .. ".lua", "--prompt", q(p.prompt), "--negative", q(p.negative)}
+  if pack.dir then
+    parts[#parts + 1] = "--model"
+    parts[#parts + 1] = q(pack.dir)
+  end
+  for _, k in ipairs{"image", "fit", "steps", "cfg", "shift", "sampler", "seed", "frames", "width", "height", "fps",
+                     "crf", "quality", "out"} do
+    if p[k] ~= nil then
+      parts[#parts + 1] = "--" .. k
+      parts[#parts + 1] = q(p[k])
+    end
+  end
+  parts[#parts + 1] = "--weights"
+  parts[#parts + 1] = q(pack.weights)
+  return table.concat(parts, " ")
+end
+
+function M.t2v(opts)
+  opts = opts or {}
+  opts.mode = "t2v"
+  return M.generate(opts)
+end
+
+function M.ti2v(opts)
+  opts = opts or {}
+  opts.mode = "ti2v"
+  return M.generate(opts)
+end
+
+-- The command-line entry of a recipe: parses argv, runs, prints where the
+-- video is. Every failure is one line on stderr and a non-zero exit: 2 for
+-- a usage error, 130 when interrupted (Ctrl-C), 1 otherwise.
+function M.main(mode, argv)
+  local ok, opts = pcall(M.parse_args, argv or {})
+  if not ok then
+    io.stderr:write(mode, ": ", tostring(opts), "\n")
+    return 2
+  end
+  if opts.help then
+    io.stdout:write(usage(mode))
+    return 0
+  end
+  opts.mode = mode
+  local gok, res = pcall(M.generate, opts)
+  if not gok then
+    local msg = tostring(res):gsub("\n.*", "")
+    if msg:find("interrupted") then
+      io.stderr:write("\n", mode, ": interrupted; no output written\n")
+      return 130
+    end
+    io.stderr:write(mode, ": ", msg, "\n")
+    return 1
+  end
+  io.stdout:write(string.format("wrote %s (%.1f s: text %.1f, denoise %.1f, decode %.1f)\n", res.out,
+    res.seconds.total, res.seconds.text or 0, res.seconds.denoise or 0, res.seconds.decode or 0))
+  if res.sidecar then io.stdout:write("settings in ", res.sidecar, "\n") end
+  return 0
+end
+
+return M

@@ -481,6 +481,105 @@ const char *mr_model_kind_name(mr_model_kind k);
 /* Detects the component in w. config_json may be NULL. MR_EFORMAT if nothing matches. */
 mr_status mr_model_detect(mr_ctx *ctx, const mr_weights *w, const char *config_json, mr_model_info *out);
 
+/* ---------------------------------------------------------------- sampling */
+/* Flow matching as Wan samples: x_σ = (1 − σ)·x0 + σ·ε, the DiT predicts
+   v = ε − x0 at the integer timestep t, x0 = x − σ·v. A scheduler holds N
+   timesteps (what the DiT sees, descending) and N+1 sigmas (the solver's,
+   stored as f32 like the reference, the last exactly 0). Sigma rules, with
+   linspace as numpy computes it (a + i·(b − a)/N) and the shift
+   σ' = s·σ / (1 + (s − 1)·σ) in double:
+     UNIPC:        σ_i = linspace(0.999f, 0, N+1)[i] (0.999f = 0.999 rounded to float)
+     DPMPP, EULER: σ_i = linspace(1, 0, N+1)[i]      (Wan's sampling-sigma rule)
+   t_i = (int64)(σ'_i · 1000), truncated; sigmas = (float)σ'_i, then 0.
+   Coefficients are computed in double on the host from the f32 sigmas; the
+   tensor updates are mr_op_lincomb calls (f32 accumulation). */
+
+typedef enum mr_scheduler_kind {
+  MR_SCHEDULER_UNIPC, /* FlowUniPCMultistepScheduler (Wan's default): bh2, order 2, predictor +
+                         corrector, lower order on the first and last steps */
+  MR_SCHEDULER_DPMPP, /* FlowDPMSolverMultistepScheduler: dpmsolver++, order 2 midpoint, first and last
+                         steps first order, no noise */
+  MR_SCHEDULER_EULER, /* x_next = x + (σ_next − σ)·v on the DPM++ sigmas (the rule the default model's
+                         trainer samples with) */
+} mr_scheduler_kind;
+
+typedef struct mr_scheduler_opts {
+  mr_scheduler_kind kind; /* default MR_SCHEDULER_UNIPC */
+  int steps;              /* N >= 1; default 50 */
+  double shift;           /* s > 0, finite; default 5.0 (1 = no shift) */
+} mr_scheduler_opts;
+
+mr_scheduler_opts mr_scheduler_opts_default(void);
+/* "unipc", "dpmpp", "euler"; "" for an unknown value. */
+const char *mr_scheduler_kind_name(mr_scheduler_kind kind);
+/* Parses "unipc", "dpmpp" (also "dpm++") or "euler"; false if unknown. */
+bool mr_scheduler_kind_parse(const char *name, mr_scheduler_kind *out);
+
+typedef struct mr_scheduler mr_scheduler;
+
+/* A scheduler on ctx (its tensors live there). opts may be NULL (defaults).
+   MR_EINVAL for steps < 1 or a shift that is not a positive finite number. */
+mr_status mr_scheduler_create(mr_ctx *ctx, const mr_scheduler_opts *opts, mr_scheduler **out);
+/* Frees the scheduler and the history tensors it holds. */
+void mr_scheduler_free(mr_scheduler *s);
+mr_scheduler_kind mr_scheduler_get_kind(const mr_scheduler *s);
+double mr_scheduler_shift(const mr_scheduler *s);
+/* N, the number of steps of a full run. */
+int mr_scheduler_steps(const mr_scheduler *s);
+/* Copies the N timesteps to out. */
+void mr_scheduler_timesteps(const mr_scheduler *s, int64_t *out);
+/* Copies the N+1 sigmas (f32 values widened; out[N] = 0) to out. */
+void mr_scheduler_sigmas(const mr_scheduler *s, double *out);
+
+/* One solver step: from sample at `timestep` and the model's output there
+   (v, the same shape; any storage dtypes) returns the new next sample, in
+   sample's dtype. After the last step it is the clean x0. The history the
+   multistep solvers need (the last two x0 predictions and UniPC's last
+   sample) is kept as the scheduler's own f32 tensors.
+   The first step after create or reset finds its index in the table (the
+   first entry equal to timestep), so a run may start part-way through the
+   schedule (image-to-image); every later step must pass the table's next
+   timestep. MR_EINVAL, with the scheduler unchanged, for a timestep not in
+   the table, one out of order, a step after the last, model_output and
+   sample of different shapes, or a shape that differs from the run's. */
+mr_status mr_scheduler_step(mr_scheduler *s, const mr_tensor *model_output, int64_t timestep,
+                            const mr_tensor *sample, mr_tensor **out);
+/* Forgets the run (frees the history), so the scheduler can start another. */
+void mr_scheduler_reset(mr_scheduler *s);
+/* Index in the table of the next step of the current run; -1 before a run starts. */
+int mr_scheduler_next_index(const mr_scheduler *s);
+
+/* Classifier-free guidance: v_uncond + scale·(v_cond − v_uncond), as one
+   mr_op_lincomb (coefficients scale and 1 − scale). A new tensor in v_cond's dtype. */
+mr_status mr_guidance(const mr_tensor *v_cond, const mr_tensor *v_uncond, float scale, mr_tensor **out);
+
+/* Seeded noise, generated on the host and uploaded, so a seed gives the same
+   bits on every device and for every chunking. Element i (the row-major
+   index into the flattened tensor, plus offset) is a pure function of
+   (seed, i):
+     (r0, r1, r2, r3) = Philox4x32-10(counter = {lo32(i), hi32(i), 0, 0},
+                                      key = {lo32(seed), hi32(seed)})
+     u1 = (((r0·2^32 + r1) >> 11) + 1) · 2^-53      in (0, 1]
+     u2 = ((r2·2^32 + r3) >> 11) · 2^-53            in [0, 1)
+     z  = sqrt(−2·ln u1) · cos(2π·u2)               in double (C's log, cos)
+   then z is rounded to float (to nearest) and stored in dtype. Values depend
+   on the host only through libm's log and cos, whose last-bit differences
+   almost never survive the rounding to float. */
+
+/* A new tensor of standard normal noise (dtype F32, F16 or BF16). */
+mr_status mr_noise_randn(mr_ctx *ctx, uint64_t seed, int ndim, const int64_t *shape, mr_dtype dtype,
+                         mr_tensor **out);
+/* The same with element j = z(seed, offset + j): a slice of a larger noise
+   tensor (its elements [offset, offset + numel) in flattened order) alone. */
+mr_status mr_noise_randn_offset(mr_ctx *ctx, uint64_t seed, uint64_t offset, int ndim, const int64_t *shape,
+                                mr_dtype dtype, mr_tensor **out);
+/* Host only: dst[j] = z(seed, offset + j) for j < n, as floats. */
+void mr_noise_fill(uint64_t seed, uint64_t offset, float *dst, size_t n);
+/* The Philox4x32-10 block function of Random123 (Salmon et al., SC'11). */
+void mr_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
+/* A fresh seed from the operating system's random source; MR_EIO if it cannot be read. */
+mr_status mr_noise_random_seed(mr_ctx *ctx, uint64_t *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -79,7 +79,7 @@ class TrainConfig:
     # DiT + text encoder stage (flow matching)
     t5: T5Config = dataclasses.field(default_factory=T5Config)
     dit: DiTConfig = dataclasses.field(default_factory=DiTConfig)
-    dit_steps: int = 24000
+    dit_steps: int = 14000
     dit_batch: int = 16
     dit_lr: float = 5e-4
     shift: float = 3.0                  # sigma shift for training-time sampling of sigma

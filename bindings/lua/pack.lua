@@ -52,10 +52,12 @@ local FALLBACK = {steps = 30, shift = 5.0, guide = 5.0, frames = 17, fps = 16, w
 local OFFICIAL = {
   dit = "diffusion_pytorch_model.safetensors",
   dit_index = "diffusion_pytorch_model.safetensors.index.json",
-  vae = {"Wan2.1_VAE.pth", "Wan2.2_VAE.pth"},
-  t5 = "models_t5_umt5-xxl-enc-bf16.pth",
+  -- each .pth may also be kept converted, as .safetensors under the same stem
+  vae = {"Wan2.1_VAE.pth", "Wan2.2_VAE.pth", "Wan2.1_VAE.safetensors", "Wan2.2_VAE.safetensors"},
+  t5 = {"models_t5_umt5-xxl-enc-bf16.pth", "models_t5_umt5-xxl-enc-bf16.safetensors"},
   tokenizer = "google/umt5-xxl/spiece.model",
-  clip = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
+  clip = {"models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
+          "models_clip_open-clip-xlm-roberta-large-vit-huge-14.safetensors"},
   config = "config.json",
   manifest = "moonreel_pack.json",
 }
@@ -218,7 +220,7 @@ local function resolve(spec)
     if not plan.files[k] then
       error(string.format("model pack '%s': no %s file (%s)", plan.dir or "(files)",
         k == "t5" and "text encoder" or k, k == "vae" and "Wan2.1_VAE.pth or Wan2.2_VAE.pth" or
-        k == "t5" and OFFICIAL.t5 or OFFICIAL.tokenizer), 0)
+        k == "t5" and OFFICIAL.t5[1] or OFFICIAL.tokenizer), 0)
     end
   end
   for k, v in pairs(plan.files) do
@@ -261,7 +263,7 @@ function M.load(spec, opts)
   local p = setmetatable({layout = plan.layout, dir = plan.dir, files = plan.files, weights = weights,
                           manifest = plan.manifest}, Pack)
   local info = check(mr.detect(plan.files.dit, config_text))
-  if info.kind ~= "wan_dit" then
+  if info.kind ~= "wan-dit" then
     error(string.format("model pack: '%s' is not a Wan DiT (detected %s)", tostring(plan.files.dit), info.kind), 0)
   end
   p.tokenizer = check(mr.tokenizer(plan.files.tokenizer))
@@ -275,7 +277,7 @@ function M.load(spec, opts)
     if opts.clip ~= false then
       if not plan.files.clip then
         error(string.format("model pack '%s': the %s model needs the CLIP image encoder (%s)",
-          plan.dir or "(files)", p.model_type, OFFICIAL.clip), 0)
+          plan.dir or "(files)", p.model_type, OFFICIAL.clip[1]), 0)
       end
       p.clip = check(mr.clip_vision(plan.files.clip, {weights = weights}))
     end
@@ -300,7 +302,9 @@ function M.load(spec, opts)
   d.negative = d.negative or BASE_NEGATIVE
   d.sampler = d.sampler or "unipc"
   if plan.manifest and type(plan.manifest.defaults) == "table" then
-    for k, v in pairs(plan.manifest.defaults) do d[k] = v end
+    for k, v in pairs(plan.manifest.defaults) do
+      d[k] = math.type(v) == "float" and math.tointeger(v) or v -- JSON numbers arrive as floats
+    end
   end
   p.defaults = d
   p.name = plan.manifest and plan.manifest.name or (plan.dir and plan.dir:match("([^/]+)/*$")) or p.variant

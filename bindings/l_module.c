@@ -374,6 +374,7 @@ int luaopen_moonreel(lua_State *L) {
   lua_pop(L, 1); /* metatable */
   mrl_open_io(L, module);
   mrl_open_models(L, module);
+  mrl_open_sample(L, module);
   open_embedded(L, module);
   lua_settop(L, module);
   return 1;

@@ -5,9 +5,10 @@
 --
 -- DIR holds wan/ and tokenizer/ (or the files directly). Each set is found by
 -- its file-name prefix (t5_encoder*, wan2?_dit_*, wan21_clip_vision*,
--- wan2?_vae*, their .pth twins, tokenizer/*.json, manifests.json), so other
--- vector sets of the same kinds, shapes and seeds run unchanged. One line per
--- case with its relative L2 error and PASS or FAIL; the last line is
+-- wan2?_vae*, their .pth twins, schedulers*.io.safetensors, tokenizer/*.json,
+-- manifests.json), so other vector sets of the same kinds, shapes and seeds
+-- run unchanged. One line per case with its relative L2 error (or the error
+-- its note names) and PASS or FAIL; the last line is
 -- "N passed, M failed"; the exit code is non-zero on any failure.
 local mr = require "moonreel"
 local cjson = require "cjson"
@@ -222,6 +223,42 @@ local function run_manifests(path)
   os.remove(tmp)
 end
 
+------------------------------------------------------------------------ schedulers
+-- Every <solver>_<steps>_<shift> set in the file: the sampler's timesteps
+-- (identical), sigmas (max abs error) and the sample after the whole loop
+-- from x_init with the toy model v = tanh(x*a + b*t/1000), on the device.
+local TOL_SIGMA, TOL_SCHED = 1e-6, 1e-5
+
+local function run_schedulers(path)
+  local io_t = io_of((path:gsub("%.io%.safetensors$", "")))
+  local sets = {}
+  for k in pairs(io_t) do
+    local key, solver, steps, shift = k:match("^((.-)_(%d+)_(.+))%.timesteps$")
+    if key then sets[#sets + 1] = {key = key, solver = solver, steps = tonumber(steps), shift = tonumber(shift)} end
+  end
+  table.sort(sets, function(p, q) return p.key < q.key end)
+  for _, set in ipairs(sets) do
+    case("scheduler " .. set.key, function(name)
+      local s <close> = mr.sampler.new(set.solver, {steps = set.steps, shift = set.shift})
+      local ts, want_t = s:timesteps(), io_t[set.key .. ".timesteps"]:totable()
+      local differ = #ts == #want_t and 0 or 1
+      for i = 1, #want_t do
+        if ts[i] ~= want_t[i] then differ = 1 end
+      end
+      report(name .. " timesteps", differ, 0, "exact")
+      local sg, want_s = s:sigmas(), io_t[set.key .. ".sigmas"]:totable()
+      local sig_err = #sg == #want_s and 0 or math.huge
+      for i = 1, #want_s do sig_err = math.max(sig_err, math.abs(sg[i] - want_s[i])) end
+      report(name .. " sigmas", sig_err, TOL_SIGMA, "max abs")
+      local x = io_t.x_init
+      for _, t in ipairs(ts) do
+        x = s:step(mr.tanh(x * io_t.a + io_t.b * (t / 1000)), t, x)
+      end
+      report(name .. " final", rel_l2(x, io_t[set.key .. ".final"]), TOL_SCHED)
+    end)
+  end
+end
+
 ------------------------------------------------------------------------ discovery
 local function list(d)
   local p = io.popen('ls -1 "' .. d .. '" 2>/dev/null')
@@ -264,8 +301,8 @@ local function scan(d)
         elseif short:match("^wan2%d_vae") then run_vae(path, set, name, policies)
         end
       end
-    elseif f == "schedulers.io.safetensors" then
-      print(string.format("%-48s not run: the samplers arrive with the generation issue", f))
+    elseif f:match("^schedulers.*%.io%.safetensors$") then
+      run_schedulers(path)
     end
   end
 end

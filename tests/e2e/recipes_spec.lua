@@ -1,0 +1,271 @@
+-- The generation recipes end to end: recipes/t2v.lua and recipes/ti2v.lua run
+-- as a user runs them (the moonreel CLI in a subprocess) on packs assembled
+-- from the conformance models (fixture.lua). Files are checked with ffprobe
+-- (MP4) and by reading the RIFF chunks (animated WebP, which FFmpeg's demuxer
+-- does not decode); every error case must exit non-zero with one line and
+-- leave nothing behind.
+local mr = require "moonreel"
+local cjson = require "cjson"
+
+local BIN = assert(os.getenv("MOONREEL_BIN"), "MOONREEL_BIN (the moonreel CLI) must be set")
+local DATA = os.getenv("MOONREEL_DATA") or "conformance/data"
+local SRC = os.getenv("MOONREEL_SOURCE") or ".."
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function exists(path) return read(path) ~= nil end
+
+-- Runs the CLI with a recipe and flags; returns exit code, stdout, stderr.
+local function run(recipe, flags, prefix)
+  local parts = {}
+  for _, f in ipairs(flags) do parts[#parts + 1] = q(f) end
+  local out, err = os.tmpname(), os.tmpname()
+  local cmd = string.format("%s%s %s %s >%s 2>%s", prefix or "", q(BIN), q(SRC .. "/recipes/" .. recipe .. ".lua"),
+    table.concat(parts, " "), q(out), q(err))
+  local _, _, code = os.execute(cmd)
+  local o, e = read(out), read(err)
+  os.remove(out)
+  os.remove(err)
+  return code, o, e
+end
+
+local function ls(dir)
+  local p = io.popen("ls -A " .. q(dir))
+  local names = {}
+  for l in p:lines() do names[#names + 1] = l end
+  p:close()
+  table.sort(names)
+  return names
+end
+
+local function ffprobe(path)
+  local p = io.popen("ffprobe -v error -count_frames -select_streams v:0 -show_entries " ..
+    "stream=codec_name,width,height,pix_fmt,r_frame_rate,nb_read_frames -of json " .. q(path))
+  local s = p:read("a")
+  p:close()
+  return cjson.decode(s).streams[1]
+end
+
+-- Animated WebP facts from its chunks: canvas size, frame count, loop count,
+-- frame durations (ms).
+local function webp_info(path)
+  local s = assert(read(path))
+  assert(s:sub(1, 4) == "RIFF" and s:sub(9, 12) == "WEBP", "not a WebP file")
+  local info = {frames = 0, durations = {}}
+  local pos = 13
+  while pos + 8 <= #s do
+    local tag, size = s:sub(pos, pos + 3), string.unpack("<I4", s, pos + 4)
+    local body = pos + 8
+    if tag == "VP8X" then
+      info.width = string.unpack("<I3", s, body + 4) + 1
+      info.height = string.unpack("<I3", s, body + 7) + 1
+    elseif tag == "ANIM" then
+      info.loop = string.unpack("<I2", s, body + 4)
+    elseif tag == "ANMF" then
+      info.frames = info.frames + 1
+      info.durations[#info.durations + 1] = string.unpack("<I3", s, body + 12)
+    end
+    pos = body + size + (size % 2)
+  end
+  return info
+end
+
+describe("recipes end to end", function()
+  local tmp, packs
+
+  setup(function()
+    tmp = os.tmpname()
+    os.remove(tmp)
+    assert(os.execute("mkdir -p " .. q(tmp)))
+    local fixture = dofile(SRC .. "/tests/e2e/fixture.lua")
+    packs = fixture.build(DATA, tmp .. "/packs")
+    assert(os.execute("mkdir -p " .. q(tmp .. "/out")))
+  end)
+
+  teardown(function()
+    if tmp then os.execute("rm -rf " .. q(tmp)) end
+  end)
+
+  local function out(name) return tmp .. "/out/" .. name end
+
+  it("t2v writes an MP4 with the asked frames, size and fps, and a sidecar", function()
+    local code, o, e = run("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--seed", "42",
+      "--frames", "9", "--width", "48", "--height", "32", "--fps", "12", "--out", out("a.mp4")})
+    assert.are.equal(0, code, e)
+    assert.truthy(o:find("wrote " .. out("a.mp4"), 1, true))
+    local st = ffprobe(out("a.mp4"))
+    assert.are.equal("h264", st.codec_name)
+    assert.are.equal("yuv420p", st.pix_fmt)
+    assert.are.equal(48, st.width)
+    assert.are.equal(32, st.height)
+    assert.are.equal("12/1", st.r_frame_rate)
+    assert.are.equal("9", st.nb_read_frames)
+    local side = cjson.decode(assert(read(out("a.mp4") .. ".json")))
+    assert.are.equal("42", side.params.seed)
+    assert.are.equal("a red ball", side.params.prompt)
+    assert.are.equal(9, side.params.frames)
+    assert.are.equal("t2v-64d", side.model.variant)
+    assert.is_string(side.command)
+  end)
+
+  it("t2v writes an animated WebP with the pack's defaults", function()
+    local code, _, e = run("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--seed", "1",
+      "--out", out("b.webp")})
+    assert.are.equal(0, code, e)
+    local w = webp_info(out("b.webp"))
+    assert.are.equal(32, w.width)
+    assert.are.equal(32, w.height)
+    assert.are.equal(5, w.frames)         -- fixture default frames
+    assert.are.equal(0, w.loop)           -- forever
+    assert.are.equal(125, w.durations[1]) -- 8 fps
+  end)
+
+  it("the same seed gives the same frames, another seed others, and the sidecar's command repeats the run", function()
+    local function frames(name, seed)
+      local dir = out(name)
+      assert(os.execute("mkdir -p " .. q(dir)))
+      local code, _, e = run("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--seed", seed,
+        "--out", dir .. "/f_%03d.png"})
+      assert.are.equal(0, code, e)
+      local names = ls(dir)
+      local data = {}
+      for _, n in ipairs(names) do data[#data + 1] = read(dir .. "/" .. n) end
+      return names, data
+    end
+    local n1, d1 = frames("s1", "18446744073709551615")
+    local n2, d2 = frames("s2", "18446744073709551615")
+    local _, d3 = frames("s3", "7")
+    assert.are.same({"f_001.png", "f_002.png", "f_003.png", "f_004.png", "f_005.png"}, n1)
+    assert.are.same(n1, n2)
+    for i = 1, #d1 do assert.is_true(d1[i] == d2[i], "frame " .. i .. " differs") end
+    local differs = false
+    for i = 1, #d1 do differs = differs or d1[i] ~= d3[i] end
+    assert.is_true(differs)
+    -- the sidecar records the 64-bit seed exactly
+    local side = cjson.decode(assert(read(out("s1") .. "/f_%03d.png.json")))
+    assert.are.equal("18446744073709551615", side.params.seed)
+  end)
+
+  it("loads the official layout with a sharded DiT, and single files", function()
+    local code, _, e = run("t2v", {"--model", packs.sharded, "--prompt", "a red ball", "--seed", "3",
+      "--frames", "5", "--width", "32", "--height", "32", "--steps", "2", "--out", out("c.mp4")})
+    assert.are.equal(0, code, e)
+    assert.are.equal("5", ffprobe(out("c.mp4")).nb_read_frames)
+    local p = mr.pack.load(packs.files)
+    assert.are.equal("files", p.layout)
+    assert.are.equal("t2v", p.model_type)
+    local r = mr.recipe.t2v{pack = p, prompt = "a red ball", seed = 3, frames = 5, width = 32, height = 32,
+                            steps = 2, out = out("c2.mp4"), quiet = true}
+    p:close()
+    assert.are.equal(out("c2.mp4"), r.out)
+    assert.are.equal("5", ffprobe(out("c2.mp4")).nb_read_frames)
+  end)
+
+  it("every sampler runs", function()
+    for _, s in ipairs{"unipc", "dpmpp", "euler"} do
+      local code, _, e = run("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--sampler", s, "--seed", "5",
+        "--out", out("smp_" .. s .. ".mp4")})
+      assert.are.equal(0, code, e)
+    end
+  end)
+
+  it("ti2v starts from the image: its first frame is the image", function()
+    -- an image: left half red, right half blue, 64x48 (fitted to 32x32 by crop)
+    local img = mr.zeros({3, 48, 64})
+    img:slice(1, 1, 1):slice(3, 1, 32):fill_(1)
+    img:slice(1, 3, 3):slice(3, 33, 64):fill_(1)
+    assert(mr.image.save(out("in.png"), img - 0.5))
+    local code, _, e = run("ti2v", {"--model", packs.ti2v, "--prompt", "a red ball", "--image", out("in.png"),
+      "--seed", "9", "--width", "32", "--height", "32", "--out", out("d_%02d.png")})
+    assert.are.equal(0, code, e)
+    local side = cjson.decode(assert(read(out("d_%02d.png") .. ".json")))
+    assert.are.equal(out("in.png"), side.params.image)
+    assert.are.equal("crop", side.params.fit)
+    local first = assert(mr.image.load(out("d_01.png")))
+    assert.are.same({3, 32, 32}, first:shape())
+    -- the image's latent is put back after every step, and the VAE decoder
+    -- is causal, so frame 1 is the VAE's round trip of the fitted image:
+    -- written through the same 8-bit path, the two PNGs must agree
+    local p = mr.pack.load(packs.ti2v)
+    local fitted = assert(mr.image.load(out("in.png"), {width = 32, height = 32, fit = "crop"}))
+    local rec = p.vae:decode(p.vae:encode(fitted:reshape(3, 1, 32, 32)))
+    p:close()
+    assert(mr.image.save(tmp .. "/rec.png", rec:slice(2, 1, 1):contiguous():reshape(3, 32, 32)))
+    local want = assert(mr.image.load(tmp .. "/rec.png"))
+    local mse = mr.mean(mr.square(mr.sub(first, want)):reshape(-1), 1):item()
+    assert.is_true(mse < 1e-4, "first frame differs from the image's VAE round trip: mse " .. mse)
+    -- and it is not just any frame: the last one differs
+    local last = assert(mr.image.load(out("d_05.png")))
+    assert.is_true(mr.mean(mr.square(mr.sub(last, want)):reshape(-1), 1):item() > mse)
+  end)
+
+  describe("errors: one line, non-zero exit, nothing written", function()
+    local function expect_error(recipe, flags, pattern, prefix)
+      local before = ls(tmp .. "/out")
+      local code, o, e = run(recipe, flags, prefix)
+      assert.are_not.equal(0, code)
+      local lines = {}
+      for l in e:gmatch("[^\n]+") do
+        if not l:match("^loading model") then lines[#lines + 1] = l end
+      end
+      assert.are.equal(1, #lines, "expected one line, got:\n" .. e)
+      assert.truthy(lines[1]:find(pattern), "'" .. lines[1] .. "' does not match " .. pattern)
+      assert.are.same(before, ls(tmp .. "/out"))
+      return o
+    end
+
+    it("a missing model", function()
+      expect_error("t2v", {"--model", tmp .. "/nowhere", "--prompt", "x", "--out", out("e.mp4")},
+        "nowhere.*does not exist")
+    end)
+
+    it("a model part missing", function()
+      assert(os.execute("cp -r " .. q(packs.t2v) .. " " .. q(tmp .. "/broken") .. " && rm " ..
+        q(tmp .. "/broken/Wan2.1_VAE.pth")))
+      expect_error("t2v", {"--model", tmp .. "/broken", "--prompt", "x", "--out", out("e.mp4")}, "no vae file")
+    end)
+
+    it("a prompt too long", function()
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", string.rep("a red ball and ", 10), "--out",
+        out("e.mp4")}, "prompt too long")
+    end)
+
+    it("an image that cannot be read", function()
+      local f = assert(io.open(tmp .. "/garbage.png", "wb"))
+      f:write("this is not a png")
+      f:close()
+      expect_error("ti2v", {"--model", packs.ti2v, "--prompt", "x", "--image", tmp .. "/garbage.png", "--out",
+        out("e.mp4")}, "garbage%.png")
+      expect_error("ti2v", {"--model", packs.ti2v, "--prompt", "x", "--image", tmp .. "/none.png", "--out",
+        out("e.mp4")}, "none%.png")
+    end)
+
+    it("a size the model cannot take", function()
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--width", "40", "--out", out("e.mp4")},
+        "multiples of 16")
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--frames", "6", "--out", out("e.mp4")},
+        "4k%+1")
+    end)
+
+    it("a full disk", function()
+      -- a file-size limit makes writes fail as a full disk does (SIGXFSZ ignored, EFBIG)
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--seed", "1", "--out",
+        out("big.mp4")}, "big%.mp4", "trap '' XFSZ; ulimit -f 2; ")
+    end)
+
+    it("bad flags", function()
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--steps", "many"}, "not an integer")
+      expect_error("t2v", {"--model", packs.t2v}, "prompt is required")
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--sampler", "ddim"}, "unknown sampler")
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--seed", "-x"}, "seed")
+    end)
+  end)
+end)

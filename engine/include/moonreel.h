@@ -580,6 +580,179 @@ void mr_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out
 /* A fresh seed from the operating system's random source; MR_EIO if it cannot be read. */
 mr_status mr_noise_random_seed(mr_ctx *ctx, uint64_t *out);
 
+/* ------------------------------------------------------------------- media */
+/* Images are tensors [3, H, W] and videos [3, F, H, W] (Wan's layout), RGB
+   in [-1, 1]: a byte v reads as v / 127.5 - 1. Writing follows Wan: clamp to
+   [-1, 1], (x + 1) / 2 * 255, truncated to a byte. PNG, JPEG, H.264, VP9 and
+   GIF go through FFmpeg's libraries; WebP stills and animations through
+   libwebp. Every write is atomic: the data goes to a temporary file beside
+   the destination (".<name>.tmp-<pid>"), is synced, then renamed, so on any
+   failure nothing appears under the final name. Messages name the file. */
+
+typedef enum mr_fit {
+  MR_FIT_CROP,    /* scale to cover the target, centre-crop the overflow (default) */
+  MR_FIT_PAD,     /* scale to fit inside the target, centred on pad_color */
+  MR_FIT_STRETCH  /* scale each axis on its own */
+} mr_fit;
+
+/* Resampling (our own separable filter, in f32, antialiased when shrinking:
+   the kernels and supports of PIL's Image.resize). */
+typedef enum mr_filter {
+  MR_FILTER_BICUBIC,  /* cubic convolution, a = -0.5 (default) */
+  MR_FILTER_LANCZOS,  /* Lanczos, 3 lobes */
+  MR_FILTER_BILINEAR, /* triangle */
+  MR_FILTER_AREA,     /* box: the mean of the covered source pixels */
+  MR_FILTER_NEAREST
+} mr_filter;
+
+/* Fitting a decoded picture to a size (images and video frames alike). */
+typedef struct mr_fit_opts {
+  int width, height;     /* target size in pixels; 0 = the source's own. With only one of them 0,
+                            it follows the source's aspect ratio. */
+  mr_fit fit;            /* MR_FIT_CROP (default), MR_FIT_PAD, MR_FIT_STRETCH */
+  int multiple;          /* the final width and height are rounded down to multiples of this
+                            (16, 32); 0 or 1 = no rounding. With width = height = 0 and
+                            MR_FIT_CROP the excess is centre-cropped without resampling. */
+  mr_filter filter;      /* default MR_FILTER_BICUBIC */
+  uint8_t pad_color[3];  /* RGB of MR_FIT_PAD borders and of what shows through transparency;
+                            default black */
+  bool drop_alpha;       /* ignore transparency instead of compositing over pad_color */
+} mr_fit_opts;
+
+typedef struct mr_image_read_opts {
+  mr_fit_opts resize;
+  mr_dtype dtype;        /* tensor storage: MR_F32 (default), MR_F16 or MR_BF16 */
+} mr_image_read_opts;
+
+mr_image_read_opts mr_image_read_opts_default(void);
+
+typedef struct mr_image_info {
+  int width, height;     /* the picture as displayed (EXIF orientation applied), before fitting */
+  int orientation;       /* EXIF orientation found (1..8; 1 = none), already applied */
+  bool has_alpha;        /* the file has an alpha channel */
+  bool animated;         /* an animated WebP, of which the first frame was read */
+  char format[8];        /* "png", "jpeg", "webp" */
+} mr_image_info;
+
+/* Reads a PNG, JPEG or WebP file (the first frame of an animated WebP) into a
+   new [3, H, W] tensor. The EXIF orientation (JPEG APP1, WebP EXIF chunk, PNG
+   eXIf) is applied, transparency is composited over opts->resize.pad_color,
+   then the picture is fitted per opts->resize. opts may be NULL; info (may be
+   NULL) describes the file. MR_ENOTFOUND: no such file; MR_EIO: cannot be
+   read; MR_EFORMAT: empty, truncated, zero-sized or not an image;
+   MR_EUNSUPPORTED: another image or a video format (GIF, BMP, TIFF, MP4...). */
+mr_status mr_image_read(mr_ctx *ctx, const char *path, const mr_image_read_opts *opts, mr_tensor **out,
+                        mr_image_info *info);
+
+typedef enum mr_media_format {
+  MR_FORMAT_AUTO,         /* from the path: .png, .jpg/.jpeg, .webp, .mp4/.m4v/.mov, a printf
+                             pattern ("frame_%04d.png") or a directory ("out/") */
+  MR_FORMAT_PNG,
+  MR_FORMAT_JPEG,
+  MR_FORMAT_WEBP,         /* a still, or an animation from a video writer */
+  MR_FORMAT_MP4,          /* H.264 (libx264), yuv420p, BT.709 limited range, tagged */
+  MR_FORMAT_PNG_SEQUENCE  /* one PNG per frame */
+} mr_media_format;
+
+typedef struct mr_image_write_opts {
+  mr_media_format format; /* MR_FORMAT_AUTO (from the extension), PNG, JPEG or WEBP */
+  int quality;            /* JPEG and lossy WebP, 1..100; 0 = 95 (JPEG, 4:4:4) / 90 (WebP) */
+  bool lossless;          /* WebP: lossless (PNG always is) */
+} mr_image_write_opts;
+
+mr_image_write_opts mr_image_write_opts_default(void);
+
+/* Writes image [3, H, W] (or [3, 1, H, W]), any storage dtype, atomically.
+   opts may be NULL. */
+mr_status mr_image_write(mr_ctx *ctx, const char *path, const mr_tensor *image, const mr_image_write_opts *opts);
+
+typedef enum mr_odd_size {
+  MR_ODD_ERROR, /* an odd width or height is MR_EINVAL, naming the size (default) */
+  MR_ODD_PAD,   /* repeat the last column / row */
+  MR_ODD_CROP   /* drop the last column / row */
+} mr_odd_size;
+
+typedef struct mr_video_writer_opts {
+  mr_media_format format; /* MR_FORMAT_AUTO (from the path), MP4, WEBP or PNG_SEQUENCE */
+  int fps_num, fps_den;   /* frame rate as a fraction (30000/1001); fps_num 0 = use fps */
+  double fps;             /* frames per second when fps_num is 0; 0 = 16 (Wan 2.1's rate) */
+  int crf;                /* MP4: libx264 CRF 1..51; 0 = 10, what Wan's imageio quality 8 gives */
+  const char *preset;     /* MP4: libx264 preset ("ultrafast" .. "veryslow"); NULL = "medium" */
+  int quality;            /* WebP: 1..100; 0 = 90 */
+  int loop;               /* WebP: times the animation plays; 0 = forever */
+  mr_odd_size odd;        /* MP4: yuv420p needs even sizes */
+  bool lossless;          /* MP4: CRF 0 (lossless H.264, High 4:4:4 profile, not for browsers);
+                             WebP: lossless frames */
+} mr_video_writer_opts;
+
+mr_video_writer_opts mr_video_writer_opts_default(void);
+
+/* A streaming video writer: frames are appended as they come (a chunked VAE
+   decode writes each chunk), encoded at once, and the file appears under its
+   name at mr_video_writer_close.
+   MP4 and WebP go to ".<name>.tmp-<pid>" beside path. A PNG sequence goes to
+   a temporary folder beside its destination; at close a directory path that
+   does not exist yet (or is empty) is renamed into place in one step, while
+   frames for a pattern ("out/frame_%04d.png", numbered from 1) or for an
+   existing non-empty directory (frame_00001.png, ...) are renamed in one by
+   one: each frame appears whole, the set within those renames. */
+typedef struct mr_video_writer mr_video_writer;
+
+/* Opens a writer; opts may be NULL. Nothing is created under path until
+   close. MR_EUNSUPPORTED for an unknown extension, MR_ENOTFOUND when path's
+   folder does not exist. */
+mr_status mr_video_writer_open(mr_ctx *ctx, const char *path, const mr_video_writer_opts *opts,
+                               mr_video_writer **out);
+/* Appends frames [3, F, H, W] or one frame [3, H, W] (any storage dtype, any
+   view). Every frame has the first frame's size. A write error (full disk)
+   names the path; the writer then only accepts close or free. */
+mr_status mr_video_writer_write(mr_video_writer *w, const mr_tensor *frames);
+/* Finishes the file, syncs it and renames it into place. On failure the
+   temporary file is deleted. Either way the writer is done: free it next. */
+mr_status mr_video_writer_close(mr_video_writer *w);
+/* Frees the writer; one that was not closed is aborted (its temporary file
+   deleted, nothing under the final name). */
+void mr_video_writer_free(mr_video_writer *w);
+/* The destination path (borrowed from w). */
+const char *mr_video_writer_path(const mr_video_writer *w);
+/* Frames written so far. */
+int64_t mr_video_writer_frames(const mr_video_writer *w);
+
+/* open + write + close + free in one call. */
+mr_status mr_video_write(mr_ctx *ctx, const char *path, const mr_tensor *frames, const mr_video_writer_opts *opts);
+
+typedef struct mr_video_info {
+  int width, height;      /* frame size as displayed (a rotation tag applied) */
+  int64_t frames;         /* frames in the file */
+  int fps_num, fps_den;   /* average frame rate; 0/1 when unknown */
+  double duration;        /* seconds */
+  int loop;               /* animated WebP: loop count (0 = forever); 0 for others */
+  char codec[16];         /* "h264", "vp9", "gif", "webp", ... */
+  char container[32];     /* FFmpeg's demuxer name ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm",
+                             "gif"), or "webp" */
+} mr_video_info;
+
+typedef struct mr_video_read_opts {
+  int64_t start;          /* first frame kept (0-based; the ones before are decoded and dropped) */
+  int64_t max_frames;     /* frames kept at most; 0 = all */
+  mr_fit_opts resize;     /* as for images, applied to every frame */
+  mr_dtype dtype;         /* MR_F32 (default), MR_F16 or MR_BF16 */
+} mr_video_read_opts;
+
+mr_video_read_opts mr_video_read_opts_default(void);
+
+/* Reads an MP4, WebM/MKV, GIF or (animated) WebP file into a new tensor
+   [3, F, H, W]; opts may be NULL; info (may be NULL) describes the whole file
+   as mr_video_probe does. Frames are taken in order, one per decoded picture
+   (no frame-rate conversion). Errors as for mr_image_read; a file that ends
+   before the frame count its header gives is MR_EFORMAT (truncated). */
+mr_status mr_video_read(mr_ctx *ctx, const char *path, const mr_video_read_opts *opts, mr_tensor **out,
+                        mr_video_info *info);
+/* Describes a video file without decoding its pictures (frames are counted
+   from packets when the container does not say). ctx receives the message
+   and may be NULL. */
+mr_status mr_video_probe(mr_ctx *ctx, const char *path, mr_video_info *info);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,270 @@
+/* Files and tensors for engine/media: whole-file reads, atomic writes
+   (temporary file beside the destination, fsync, rename, folder fsync), and
+   the conversion of frame tensors to the bytes Wan writes. */
+#define _POSIX_C_SOURCE 200809L
+#include "media/media_internal.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libavutil/error.h>
+#include <libavutil/log.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* FFmpeg logs process-wide, at "info" by default: libx264 prints its
+   settings for every video and the mp4 muxer its second pass. Messages of
+   ours say what failed, so the default is lowered to errors, once; a level a
+   host has chosen is left alone. */
+static void quiet_ffmpeg(void) {
+  if (av_log_get_level() == AV_LOG_INFO) av_log_set_level(AV_LOG_ERROR);
+}
+
+void mr_media_init(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, quiet_ffmpeg);
+}
+
+mr_status mr_media_errno_status(int err) { return err == ENOENT || err == ENOTDIR ? MR_ENOTFOUND : MR_EIO; }
+
+const char *mr_media_av_err(int err, char *buf, size_t cap) {
+  if (av_strerror(err, buf, cap) < 0) snprintf(buf, cap, "FFmpeg error %d", err);
+  return buf;
+}
+
+mr_status mr_media_check_file(mr_ctx *ctx, const char *path) {
+  struct stat sb;
+  if (stat(path, &sb) != 0) {
+    int e = errno;
+    return mr_error(ctx, mr_media_errno_status(e), "cannot open '%s': %s", path, strerror(e));
+  }
+  if (S_ISDIR(sb.st_mode)) return mr_error(ctx, MR_EIO, "cannot read '%s': it is a directory", path);
+  if (sb.st_size == 0) return mr_error(ctx, MR_EFORMAT, "'%s' is empty (0 bytes)", path);
+  return MR_OK;
+}
+
+mr_status mr_media_slurp(mr_ctx *ctx, const char *path, uint8_t **data, size_t *n) {
+  *data = NULL;
+  *n = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    return mr_error(ctx, mr_media_errno_status(e), "cannot open '%s': %s", path, strerror(e));
+  }
+  struct stat sb;
+  if (fstat(fd, &sb) != 0) {
+    int e = errno;
+    close(fd);
+    return mr_error(ctx, MR_EIO, "cannot read '%s': %s", path, strerror(e));
+  }
+  if (S_ISDIR(sb.st_mode)) {
+    close(fd);
+    return mr_error(ctx, MR_EIO, "cannot read '%s': it is a directory", path);
+  }
+  if (sb.st_size == 0) {
+    close(fd);
+    return mr_error(ctx, MR_EFORMAT, "'%s' is empty (0 bytes)", path);
+  }
+  size_t size = (size_t)sb.st_size;
+  uint8_t *buf = malloc(size);
+  if (buf == NULL) {
+    close(fd);
+    return mr_error(ctx, MR_ENOMEM, "'%s': out of memory reading %zu bytes", path, size);
+  }
+  size_t got = 0;
+  while (got < size) {
+    ssize_t k = read(fd, buf + got, size - got);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) {
+      int e = k < 0 ? errno : 0;
+      close(fd);
+      free(buf);
+      return mr_error(ctx, MR_EIO, "cannot read '%s': %s", path, e ? strerror(e) : "file shrank while reading");
+    }
+    got += (size_t)k;
+  }
+  close(fd);
+  *data = buf;
+  *n = size;
+  return MR_OK;
+}
+
+void mr_media_ext(const char *path, char *ext, size_t cap) {
+  ext[0] = '\0';
+  const char *base = strrchr(path, '/');
+  base = base ? base + 1 : path;
+  const char *dot = strrchr(base, '.');
+  if (dot == NULL || dot == base) return;
+  size_t i = 0;
+  for (const char *p = dot + 1; *p && i + 1 < cap; p++) ext[i++] = (char)tolower((unsigned char)*p);
+  ext[i] = '\0';
+}
+
+char *mr_media_temp_name(const char *path, int attempt) {
+  size_t len = strlen(path);
+  while (len > 1 && path[len - 1] == '/') len--; /* "out/" names the folder "out" */
+  size_t cut = len;
+  while (cut > 0 && path[cut - 1] != '/') cut--;
+  size_t cap = len + 64;
+  char *s = malloc(cap);
+  if (s == NULL) return NULL;
+  int k = snprintf(s, cap, "%.*s.%.*s.tmp-%ld", (int)cut, path, (int)(len - cut), path + cut, (long)getpid());
+  if (attempt > 1) snprintf(s + k, cap - (size_t)k, "-%d", attempt);
+  return s;
+}
+
+mr_status mr_media_temp_create(mr_ctx *ctx, const char *path, char **tmp, int *fd) {
+  *tmp = NULL;
+  *fd = -1;
+  for (int attempt = 1; attempt <= 100; attempt++) {
+    char *name = mr_media_temp_name(path, attempt);
+    if (name == NULL) return mr_error(ctx, MR_ENOMEM, "'%s': out of memory", path);
+    int f = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (f >= 0) {
+      *tmp = name;
+      *fd = f;
+      return MR_OK;
+    }
+    int e = errno;
+    free(name);
+    if (e != EEXIST) return mr_error(ctx, mr_media_errno_status(e), "cannot create '%s': %s", path, strerror(e));
+  }
+  return mr_error(ctx, MR_EIO, "cannot create '%s': 100 temporary names beside it are taken", path);
+}
+
+bool mr_media_write_all(int fd, const void *buf, size_t n) {
+  const uint8_t *p = buf;
+  while (n > 0) {
+    ssize_t k = write(fd, p, n);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += k;
+    n -= (size_t)k;
+  }
+  return true;
+}
+
+/* Makes a rename durable; failures here lose nothing, so they are ignored. */
+static void sync_folder_of(const char *path) {
+  size_t len = strlen(path);
+  while (len > 1 && path[len - 1] == '/') len--;
+  while (len > 0 && path[len - 1] != '/') len--;
+  char *dir = malloc(len + 2);
+  if (dir == NULL) return;
+  if (len == 0) strcpy(dir, ".");
+  else {
+    memcpy(dir, path, len);
+    dir[len] = '\0';
+  }
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    fsync(fd);
+    close(fd);
+  }
+  free(dir);
+}
+
+mr_status mr_media_commit(mr_ctx *ctx, int fd, const char *tmp, const char *path) {
+  mr_status s = MR_OK;
+  if (fsync(fd) != 0) s = mr_error(ctx, MR_EIO, "cannot write '%s': %s", path, strerror(errno));
+  if (close(fd) != 0 && s == MR_OK) s = mr_error(ctx, MR_EIO, "cannot write '%s': %s", path, strerror(errno));
+  if (s == MR_OK && rename(tmp, path) != 0)
+    s = mr_error(ctx, MR_EIO, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+  if (s != MR_OK) unlink(tmp);
+  else sync_folder_of(path);
+  return s;
+}
+
+mr_status mr_media_write_file(mr_ctx *ctx, const char *path, const void *data, size_t n) {
+  char *tmp;
+  int fd;
+  mr_status s = mr_media_temp_create(ctx, path, &tmp, &fd);
+  if (s != MR_OK) return s;
+  if (!mr_media_write_all(fd, data, n)) {
+    int e = errno;
+    close(fd);
+    unlink(tmp);
+    free(tmp);
+    return mr_error(ctx, MR_EIO, "cannot write '%s': %s", path, strerror(e));
+  }
+  s = mr_media_commit(ctx, fd, tmp, path);
+  free(tmp);
+  return s;
+}
+
+/* ------------------------------------------------------ tensors -> bytes */
+
+mr_status mr_media_check_dtype(mr_ctx *ctx, const char *what, mr_dtype dt) {
+  if (dt == MR_F32 || dt == MR_F16 || dt == MR_BF16) return MR_OK;
+  return mr_error(ctx, MR_EINVAL, "%s: dtype %s cannot be stored on the device (f32, f16 or bf16)", what,
+                  (unsigned)dt < MR_DTYPE_COUNT ? mr_dtype_name(dt) : "?");
+}
+
+mr_status mr_media_check_frames(mr_ctx *ctx, const char *what, const mr_tensor *t, int64_t *f, int64_t *h,
+                                int64_t *w) {
+  int nd = mr_tensor_ndim(t);
+  const int64_t *s = mr_tensor_shape(t);
+  if ((nd != 3 && nd != 4) || s[0] != 3) {
+    char buf[96];
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < nd && len < sizeof buf; i++)
+      len += (size_t)snprintf(buf + len, sizeof buf - len, i ? "x%lld" : "%lld", (long long)s[i]);
+    return mr_error(ctx, MR_EINVAL, "%s: frames must be [3, H, W] or [3, F, H, W] (RGB first), got %s", what, buf);
+  }
+  *f = nd == 4 ? s[1] : 1;
+  *h = s[nd - 2];
+  *w = s[nd - 1];
+  if (*h <= 0 || *w <= 0 || *h > 65535 || *w > 65535)
+    return mr_error(ctx, MR_EINVAL, "%s: frame size %lldx%lld is out of range (1..65535)", what, (long long)*w,
+                    (long long)*h);
+  return MR_OK;
+}
+
+mr_status mr_media_tensor_frames(mr_ctx *ctx, const char *what, const mr_tensor *t, mr_frame_fn fn, void *user) {
+  int64_t nf, h, w;
+  mr_status s = mr_media_check_frames(ctx, what, t, &nf, &h, &w);
+  if (s != MR_OK) return s;
+  size_t plane = (size_t)h * (size_t)w;
+  /* Frames are read in batches of about 32 MiB of f32, so a long video never
+     needs its whole f32 copy in host memory. */
+  int64_t batch = (int64_t)((32u << 20) / (plane * 3 * sizeof(float)));
+  if (batch < 1) batch = 1;
+  float *buf = malloc((size_t)(batch < nf ? batch : nf) * plane * 3 * sizeof(float));
+  uint8_t *rgb = malloc(plane * 3);
+  if (buf == NULL || rgb == NULL) {
+    free(buf);
+    free(rgb);
+    return mr_error(ctx, MR_ENOMEM, "%s: out of memory for %lldx%lld frames", what, (long long)w, (long long)h);
+  }
+  mr_tensor *src = (mr_tensor *)t; /* reading does not change it */
+  for (int64_t f0 = 0; f0 < nf && s == MR_OK; f0 += batch) {
+    int64_t n = nf - f0 < batch ? nf - f0 : batch;
+    mr_tensor *view = NULL;
+    if (mr_tensor_ndim(t) == 4 && n != nf) s = mr_tensor_slice(src, 1, f0, f0 + n, 1, &view);
+    if (s == MR_OK) s = mr_tensor_read(view ? view : src, MR_F32, buf, (size_t)n * plane * 3);
+    mr_tensor_free(view);
+    /* buf is [3][n][h][w] */
+    for (int64_t k = 0; k < n && s == MR_OK; k++) {
+      if (mr_ctx_take_interrupt(ctx)) {
+        s = mr_error(ctx, MR_ECANCELED, "%s: interrupted", what);
+        break;
+      }
+      for (int c = 0; c < 3; c++) {
+        const float *p = buf + ((size_t)c * (size_t)n + (size_t)k) * plane;
+        uint8_t *q = rgb + c;
+        for (size_t i = 0; i < plane; i++, q += 3) *q = mr_media_to_byte(p[i]);
+      }
+      s = fn(user, rgb, (int)w, (int)h);
+    }
+  }
+  free(buf);
+  free(rgb);
+  return s;
+}

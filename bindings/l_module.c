@@ -375,6 +375,7 @@ int luaopen_moonreel(lua_State *L) {
   mrl_open_io(L, module);
   mrl_open_models(L, module);
   mrl_open_sample(L, module);
+  mrl_open_media(L, module);
   open_embedded(L, module);
   lua_settop(L, module);
   return 1;

@@ -112,6 +112,7 @@ static mr_status collect(collector *c, const mr_rgba8 *img) {
     }
   }
   c->n++;
+  if (c->o->max_frames > 0 && c->n >= c->o->max_frames) c->full = true; /* decode no further */
   return MR_OK;
 }
 

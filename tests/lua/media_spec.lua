@@ -69,6 +69,7 @@ end
 
 describe("mr.image", function()
   local dir = tmpdir()
+  teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
   local img = frames(nil, 9, 13, ramp)
 
   it("round trips PNG and lossless WebP exactly, JPEG closely", function()
@@ -153,6 +154,7 @@ end)
 
 describe("mr.video", function()
   local dir = tmpdir()
+  teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
   local video = frames(5, 16, 24, smooth)
 
   it("streams chunks to an MP4 that appears at close", function()

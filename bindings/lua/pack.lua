@@ -338,11 +338,13 @@ end
 
 -- Text states [n, text_dim] of a prompt (the valid tokens only; the DiT pads).
 -- A prompt longer than the model's text length is an error, not a silent cut.
-function Pack:encode_text(prompt)
+-- what names the text in the message ("prompt" by default).
+function Pack:encode_text(prompt, what)
   local len = self.config.text_len
   local ids, n = self.tokenizer:encode_wan(prompt, len + 1)
   if n > len then
-    error(string.format("prompt too long: it is more than %d tokens, the model takes at most %d", len, len), 0)
+    error(string.format("%s too long: it is more than %d tokens (with the end mark), the model takes at most %d",
+      what or "prompt", len, len), 0)
   end
   local valid = table.move(ids, 1, n, 1, {})
   return self.t5:encode(valid, n)

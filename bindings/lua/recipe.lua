@@ -287,7 +287,7 @@ function M.generate(opts)
     -- text
     local t0 = mr.clock()
     local ctx_c <close> = pack:encode_text(p.prompt)
-    local ctx_u <close> = p.cfg ~= 1 and pack:encode_text(p.negative) or nil
+    local ctx_u <close> = p.cfg ~= 1 and pack:encode_text(p.negative, "negative prompt") or nil
     timings.text = mr.clock() - t0
 
     -- the output opens first: a path that cannot be written fails before
@@ -358,7 +358,7 @@ function M.generate(opts)
 
     t0 = mr.clock()
     check(writer:write(frames))
-    local sidecar = not opts.no_sidecar and (p.out .. ".json") or nil
+    local sidecar = not opts.no_sidecar and M.sidecar_path(p.out) or nil
     timings.write = mr.clock() - t0
     timings.total = mr.clock() - clock0
     if sidecar then
@@ -373,6 +373,19 @@ function M.generate(opts)
   if own_pack then pack:close() end
   if not ok then error(result, 0) end
   return result
+end
+
+-- Where the settings of an output go: "a.mp4" -> "a.mp4.json"; a frame
+-- pattern "frames/f_%04d.png" -> "frames/f.json" ("frames/%04d.png" ->
+-- "frames/moonreel.json"); a folder "frames/" -> "frames/moonreel.json".
+function M.sidecar_path(out)
+  if out:sub(-1) == "/" then return out .. "moonreel.json" end
+  local dir, base = out:match("^(.-)([^/]*)$")
+  if base:find("%%") then
+    local stem = base:gsub("%%[-0-9]*d.*$", ""):gsub("[_%-. ]+$", "")
+    return dir .. (stem ~= "" and stem or "moonreel") .. ".json"
+  end
+  return out .. ".json"
 end
 
 -- The command that repeats a run exactly (recorded in the sidecar).

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """CLI and REPL tests for the moonreel executable.
 
-usage: test_cli.py path/to/moonreel
+usage: test_cli.py path/to/moonreel [conformance data dir]
 
 Runs `-e`, `--version`, `-h`, a script with arguments, the REPL through a pipe
 (`-i`), and the REPL under a pseudo-terminal: readline line editing, history
 recall, and Ctrl-C interrupting a long loop while the REPL keeps answering.
+The generation recipes, on packs assembled from the conformance models
+(tests/e2e/fixture.lua): Ctrl-C during sampling exits 130 and leaves no file,
+and the REPL runs a recipe with mr.recipe.t2v{...}.
 """
 import os
 import pty
@@ -17,6 +20,8 @@ import tempfile
 import time
 
 EXE = os.path.abspath(sys.argv[1])
+DATA = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else None
+SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOME = tempfile.mkdtemp(prefix="moonreel-cli-")
 ENV = dict(os.environ, HOME=HOME)
 failures = []
@@ -137,6 +142,35 @@ def pty_session():
     return pid, fd, read_until, send, take
 
 
+# ---------------------------------------------------------------- recipes: Ctrl-C
+PACK = OUTDIR = None
+if DATA:
+    PACK_ROOT = os.path.join(HOME, "packs")
+    rc, out, err = run([os.path.join(SRC, "tests/e2e/fixture.lua"), DATA, PACK_ROOT], timeout=300)
+    check("recipe fixture packs built", rc == 0, out + err)
+    PACK = os.path.join(PACK_ROOT, "t2v")
+    OUTDIR = os.path.join(HOME, "out")
+    os.makedirs(OUTDIR)
+    p = subprocess.Popen([EXE, os.path.join(SRC, "recipes/t2v.lua"), "--model", PACK, "--prompt", "a red ball",
+                          "--steps", "500", "--seed", "1", "--out", os.path.join(OUTDIR, "stop.mp4")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    err_b = b""
+    end = time.time() + 120
+    while b"denoise" not in err_b and time.time() < end:
+        r, _, _ = select.select([p.stderr], [], [], 1)
+        if r:
+            chunk = os.read(p.stderr.fileno(), 4096)
+            if not chunk:
+                break
+            err_b += chunk
+    time.sleep(1.0)  # well inside the 500 steps
+    p.send_signal(signal.SIGINT)
+    rest_out, rest_err = p.communicate(timeout=120)
+    err_s = (err_b + rest_err).decode(errors="replace")
+    check("recipe: Ctrl-C exits 130", p.returncode == 130, f"rc {p.returncode}\n{err_s}")
+    check("recipe: Ctrl-C says nothing was written", "interrupted; no output written" in err_s, err_s)
+    check("recipe: Ctrl-C leaves no file", os.listdir(OUTDIR) == [], str(os.listdir(OUTDIR)))
+
 pid, fd, read_until, send, take = pty_session()
 ok = read_until("> ")
 check("pty: banner and prompt", ok and "moonreel 0.1.0" in take())
@@ -167,6 +201,16 @@ take()
 send("print('alive', mr.tensor{5}:item() + 1)\r")
 ok = read_until("alive\t6.0", timeout=60)
 check("pty: REPL answers after Ctrl-C", ok, take())
+# a recipe from the REPL
+if PACK:
+    read_until("> ")
+    take()
+    target = os.path.join(OUTDIR, "repl.mp4")
+    send(f"r = mr.recipe.t2v{{model = '{PACK}', prompt = 'a red ball', seed = 4, out = '{target}', quiet = true}}"
+         " print('made', r.out, r.seed)\r")
+    ok = read_until("made\t" + target + "\t4", timeout=240)
+    check("pty: a recipe runs from the REPL", ok and os.path.exists(target) and os.path.exists(target + ".json"),
+          take())
 # EOF ends the session; send it only once readline waits at the prompt, since
 # a ^D typed while the terminal is still in cooked mode can be lost
 read_until("> ")

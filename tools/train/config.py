@@ -73,7 +73,7 @@ class TrainConfig:
     vae_batch: int = 4
     vae_frames: int = 5                 # causal: 1+4 frames train the same weights cheaper
     vae_lr: float = 1e-3
-    vae_kl: float = 1e-4                # pull the normalised latent towards N(0, 1)
+    vae_latent_noise: float = 0.1       # latent noise while training, relative to the latent std
     # latent cache for the DiT stage
     n_latent_clips: int = 4000
     # DiT + text encoder stage (flow matching)

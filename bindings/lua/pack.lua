@@ -198,6 +198,7 @@ local function resolve(spec)
     plan.files.t5 = part("t5", first_existing(spec, OFFICIAL.t5))
     plan.files.tokenizer = part("tokenizer", first_existing(spec, OFFICIAL.tokenizer))
     plan.files.clip = part("clip", first_existing(spec, OFFICIAL.clip))
+    plan.files.clip_config = part("clip_config", nil) -- the CLIP tower's sizes, when its tensors do not tell
     if not plan.files.dit then
       error(string.format("model pack '%s': no DiT (%s, its shards, or a moonreel_pack.json naming one)",
         spec, OFFICIAL.dit), 0)
@@ -205,7 +206,7 @@ local function resolve(spec)
   elseif type(spec) == "table" then
     plan.layout = "files"
     plan.dir = spec.dir
-    for _, k in ipairs{"dit", "dit_high", "vae", "t5", "tokenizer", "clip", "config"} do
+    for _, k in ipairs{"dit", "dit_high", "vae", "t5", "tokenizer", "clip", "clip_config", "config"} do
       local v = spec[k]
       if v ~= nil and type(v) ~= "string" and type(v) ~= "table" then
         error(string.format("mr.pack.load: field '%s' must be a path", k), 2)
@@ -279,7 +280,8 @@ function M.load(spec, opts)
         error(string.format("model pack '%s': the %s model needs the CLIP image encoder (%s)",
           plan.dir or "(files)", p.model_type, OFFICIAL.clip[1]), 0)
       end
-      p.clip = check(mr.clip_vision(plan.files.clip, {weights = weights}))
+      local cc = plan.files.clip_config and assert(read_text(plan.files.clip_config)) or nil
+      p.clip = check(mr.clip_vision(plan.files.clip, {weights = weights, config = cc}))
     end
   end
   local vi = p.vae:info()

@@ -88,9 +88,10 @@ static mr_status attend(const mr_tensor *q, const mr_tensor *k, const mr_tensor 
    image tokens. It slices context[:, :Lc - 512] with the T5 length fixed at
    512 (T5_CONTEXT_TOKEN_NUMBER), not the model's text_len, so with
    Python's negative-index slicing a model whose text_len is not 512 splits at
-   2*Lc - 512. For every released model (text_len 512) this is img_tokens. */
-static int image_context_rows(const mr_wan_dit_config *c) {
-  int lc = c->img_tokens + c->text_len;
+   2*Lc - 512. For every released model (text_len 512, 257 CLIP tokens) this
+   is the CLIP token count. */
+static int image_context_rows(const mr_wan_dit_config *c, int64_t clip_rows) {
+  int lc = (int)clip_rows + c->text_len;
   int k = lc - 512;
   if (k < 0) k += lc;
   return k < 0 ? 0 : k;
@@ -305,8 +306,13 @@ static mr_status embed_image(mr_wan_dit *d, const mr_tensor *clip, mr_tensor **o
   const int64_t *s = mr_tensor_shape(clip);
   int nd = mr_tensor_ndim(clip);
   int64_t rows = nd == 3 ? s[0] * s[1] : s[0];
-  if ((nd != 2 && nd != 3) || s[nd - 1] != c->img_dim || rows != c->img_tokens)
-    return mr_error(d->ctx, MR_EINVAL, "Wan DiT: clip_fea must be [%d, %d]", c->img_tokens, c->img_dim);
+  /* The CLIP token count is the tower's (257 for ViT-H/14 at 224 px); only
+     FLF2V's learned positions fix it. */
+  bool fixed = d->img_emb_pos != NULL;
+  if ((nd != 2 && nd != 3) || s[nd - 1] != c->img_dim || rows < 1 || (fixed && rows != c->img_tokens)) {
+    if (fixed) return mr_error(d->ctx, MR_EINVAL, "Wan DiT: clip_fea must be [%d, %d]", c->img_tokens, c->img_dim);
+    return mr_error(d->ctx, MR_EINVAL, "Wan DiT: clip_fea must be [tokens, %d]", c->img_dim);
+  }
   int64_t flat[2] = {rows, c->img_dim};
   mr_tensor *x = NULL, *cont = NULL, *a = NULL, *b = NULL;
   mr_status st = mr_tensor_contiguous((mr_tensor *)clip, &cont);
@@ -391,7 +397,8 @@ mr_status mr_wan_dit_forward(mr_wan_dit *d, const mr_wan_dit_input *in, mr_tenso
   }
   mr_tensor_free(tmp), tmp = NULL;
   if (st == MR_OK) st = rope_tables(ctx, F, H2, W2, c->dim / c->num_heads, &rc, &rs);
-  dit_run run = {.d = d, .context = ctx_all, .img_tokens = c->img_dim ? image_context_rows(c) : 0, .e0 = e0,
+  int64_t clip_rows = c->img_dim ? mr_tensor_numel(in->clip_fea) / c->img_dim : 0;
+  dit_run run = {.d = d, .context = ctx_all, .img_tokens = c->img_dim ? image_context_rows(c, clip_rows) : 0, .e0 = e0,
                  .rope_cos = rc, .rope_sin = rs};
 
   /* VACE hints come from their own blocks over the embedded context plus x. */

@@ -40,13 +40,28 @@ local function read_json(path)
   return cjson.decode(s)
 end
 
--- The DiT's tensors with in/out channels cut to z (i2v inputs are not handled).
-local function adapt_dit(t, z)
+-- The DiT's tensors with in/out channels cut to z. An i2v DiT's input is
+-- [latent (c), mask (4), condition latent (c)]: each part keeps its first z
+-- (mask: all 4) channels; its CLIP projection (LayerNorm, Linear(in, in), GELU,
+-- Linear(in, dim), LayerNorm) keeps the first clip_dim of its CLIP-wide axes.
+local function adapt_dit(t, z, clip_dim)
   local pe = t["patch_embedding.weight"]
-  t["patch_embedding.weight"] = pe:slice(2, 1, z):contiguous()
+  local cin = pe:shape(2)
+  if clip_dim then
+    local c = (cin - 4) // 2
+    t["patch_embedding.weight"] = mr.concat({pe:slice(2, 1, z), pe:slice(2, c + 1, c + 4),
+                                             pe:slice(2, c + 5, c + 4 + z)}, 2)
+    t["img_emb.proj.0.weight"] = t["img_emb.proj.0.weight"]:slice(1, 1, clip_dim):contiguous()
+    t["img_emb.proj.0.bias"] = t["img_emb.proj.0.bias"]:slice(1, 1, clip_dim):contiguous()
+    t["img_emb.proj.1.weight"] = t["img_emb.proj.1.weight"]:slice(1, 1, clip_dim):slice(2, 1, clip_dim):contiguous()
+    t["img_emb.proj.1.bias"] = t["img_emb.proj.1.bias"]:slice(1, 1, clip_dim):contiguous()
+    t["img_emb.proj.3.weight"] = t["img_emb.proj.3.weight"]:slice(2, 1, clip_dim):contiguous()
+  else
+    t["patch_embedding.weight"] = pe:slice(2, 1, z):contiguous()
+  end
   local hw, hb = t["head.head.weight"], t["head.head.bias"]
   local dim = hw:shape(2)
-  local patch = hw:shape(1) // pe:shape(2)
+  local patch = pe:shape(3) * pe:shape(4) * pe:shape(5)
   local cout = hw:shape(1) // patch
   t["head.head.weight"] = hw:reshape(patch, cout, dim):slice(2, 1, z):contiguous():reshape(patch * z, dim)
   t["head.head.bias"] = hb:reshape(patch, cout):slice(2, 1, z):contiguous():reshape(patch * z)
@@ -55,7 +70,8 @@ end
 
 local function dit_config(json_path, z)
   local c = read_json(json_path).config
-  c.in_dim, c.out_dim = z, z
+  c.in_dim = c.model_type == "i2v" and 2 * z + 4 or z
+  c.out_dim = z
   return c
 end
 
@@ -153,6 +169,19 @@ function F.build(data, out)
   write(dir .. "/config.json", cjson.encode(dit_config(data .. "/wan/wan22_dit_ti2v_tiny.json", z22)))
   write(dir .. "/moonreel_pack.json", cjson.encode({name = "tiny-ti2v", defaults = F.DEFAULTS}))
   packs.ti2v = dir
+
+  -- i2v: Wan 2.1 I2V DiT + 2.1 VAE + the CLIP vision tower (its sizes in a json)
+  dir = out .. "/i2v"
+  common(dir, data .. "/wan/wan21_vae_tiny.pth", "Wan2.1_VAE.pth")
+  local clip_cfg = read_json(data .. "/wan/wan21_clip_vision_tiny.json").config
+  local dit_i2v = adapt_dit(assert(mr.load(data .. "/wan/wan21_dit_i2v_tiny.safetensors")), z21, clip_cfg.vision_dim)
+  assert(mr.save(dir .. "/diffusion_pytorch_model.safetensors", dit_i2v))
+  write(dir .. "/config.json", cjson.encode(dit_config(data .. "/wan/wan21_dit_i2v_tiny.json", z21)))
+  copy_file(data .. "/wan/wan21_clip_vision_tiny.safetensors", dir .. "/clip.safetensors")
+  copy_file(data .. "/wan/wan21_clip_vision_tiny.json", dir .. "/clip.json")
+  write(dir .. "/moonreel_pack.json", cjson.encode({name = "tiny-i2v", defaults = F.DEFAULTS,
+    files = {clip = "clip.safetensors", clip_config = "clip.json"}}))
+  packs.i2v = dir
   return packs
 end
 

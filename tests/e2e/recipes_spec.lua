@@ -211,6 +211,20 @@ describe("recipes end to end", function()
     assert.is_true(mr.mean(mr.square(mr.sub(last, want)):reshape(-1), 1):item() > mse)
   end)
 
+  it("ti2v on a Wan 2.1 I2V pack: CLIP features and the masked condition", function()
+    local img = mr.zeros({3, 40, 56})
+    img:slice(1, 2, 2):fill_(0.8)
+    assert(mr.image.save(out("in2.png"), img))
+    local code, _, e = run("ti2v", {"--model", packs.i2v, "--prompt", "a red ball", "--image", out("in2.png"),
+      "--seed", "2", "--frames", "9", "--out", out("i2v.mp4")})
+    assert.are.equal(0, code, e)
+    local st = ffprobe(out("i2v.mp4"))
+    assert.are.equal("9", st.nb_read_frames)
+    -- no size given: the pack's area at the image's aspect (40:56), in multiples of 16
+    assert.are.equal(32, st.width)
+    assert.are.equal(16, st.height)
+  end)
+
   describe("errors: one line, non-zero exit, nothing written", function()
     local function expect_error(recipe, flags, pattern, prefix)
       local before = ls(tmp .. "/out")

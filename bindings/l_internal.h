@@ -82,5 +82,20 @@ void mrl_open_media(lua_State *L, int module);
     }                                 \
   } while (0)
 
+/* For a binding that returns one new tensor: pushes the result box first
+   (two-phase), runs call (which writes its result into out_) with the
+   MR_EDEVMEM retry, raises the context's message on failure (leaving only the
+   closed box for the GC) and returns 1 from the enclosing function. */
+#define MRL_RUN_OP(L, ctx, call)                \
+  do {                                          \
+    mrl_tensor_box *box_ = mrl_push_box(L);     \
+    mr_tensor *out_ = NULL;                     \
+    mr_status st_;                              \
+    MRL_RETRY_DEVMEM(L, st_, call);             \
+    if (st_ != MR_OK) return mrl_raise(L, ctx); \
+    mrl_box_set(L, box_, out_, true);           \
+    return 1;                                   \
+  } while (0)
+
 #endif
 

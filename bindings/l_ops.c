@@ -3,24 +3,11 @@
    engine rejects raises its message. */
 #include "l_internal.h"
 
-/* Pushes the result box first (two-phase), so an op failure leaves nothing
-   to free but the closed box, which the GC takes. */
-#define RUN_OP(L, ctx, call)                          \
-  do {                                                \
-    mrl_tensor_box *box_ = mrl_push_box(L);           \
-    mr_tensor *out_ = NULL;                           \
-    mr_status st_;                                    \
-    MRL_RETRY_DEVMEM(L, st_, call);                   \
-    if (st_ != MR_OK) return mrl_raise(L, ctx);       \
-    mrl_box_set(L, box_, out_, true);                 \
-    return 1;                                         \
-  } while (0)
-
 /* ------------------------------------------------------- elementwise */
 
 static int scale_op(lua_State *L, mr_tensor *a, float scale, float bias) {
   mr_ctx *ctx = mr_tensor_ctx(a);
-  RUN_OP(L, ctx, mr_op_scale(a, scale, bias, &out_));
+  MRL_RUN_OP(L, ctx, mr_op_scale(a, scale, bias, &out_));
 }
 
 /* number op tensor for division: the number becomes a 1-element tensor of
@@ -44,7 +31,7 @@ static int binary(lua_State *L, mr_binary_op op) {
   if (ta && tb) {
     mr_tensor *a = mrl_check_tensor(L, 1), *b = mrl_check_tensor(L, 2);
     mr_ctx *ctx = mr_tensor_ctx(a);
-    RUN_OP(L, ctx, mr_op_binary(op, a, b, &out_));
+    MRL_RUN_OP(L, ctx, mr_op_binary(op, a, b, &out_));
   }
   if (ta) {
     mr_tensor *a = mrl_check_tensor(L, 1);
@@ -84,7 +71,7 @@ static int l_scale(lua_State *L) {
 static int unary(lua_State *L, mr_unary_op op) {
   mr_tensor *a = mrl_check_tensor(L, 1);
   mr_ctx *ctx = mr_tensor_ctx(a);
-  RUN_OP(L, ctx, mr_op_unary(op, a, &out_));
+  MRL_RUN_OP(L, ctx, mr_op_unary(op, a, &out_));
 }
 
 static int l_silu(lua_State *L) { return unary(L, MR_UNARY_SILU); }
@@ -100,7 +87,7 @@ static int l_square(lua_State *L) { return unary(L, MR_UNARY_SQUARE); }
 static int l_matmul(lua_State *L) {
   mr_tensor *x = mrl_check_tensor(L, 1), *w = mrl_check_tensor(L, 2), *bias = mrl_opt_tensor(L, 3);
   mr_ctx *ctx = mr_tensor_ctx(x);
-  RUN_OP(L, ctx, mr_op_matmul(x, w, bias, &out_));
+  MRL_RUN_OP(L, ctx, mr_op_matmul(x, w, bias, &out_));
 }
 
 /* mr.layer_norm(x [, w [, b [, eps]]]) over the last dim */
@@ -108,7 +95,7 @@ static int l_layer_norm(lua_State *L) {
   mr_tensor *x = mrl_check_tensor(L, 1), *w = mrl_opt_tensor(L, 2), *b = mrl_opt_tensor(L, 3);
   float eps = (float)luaL_optnumber(L, 4, 1e-5);
   mr_ctx *ctx = mr_tensor_ctx(x);
-  RUN_OP(L, ctx, mr_op_layer_norm(x, w, b, eps, &out_));
+  MRL_RUN_OP(L, ctx, mr_op_layer_norm(x, w, b, eps, &out_));
 }
 
 /* mr.rms_norm(x [, w [, eps]]) over the last dim */
@@ -116,7 +103,7 @@ static int l_rms_norm(lua_State *L) {
   mr_tensor *x = mrl_check_tensor(L, 1), *w = mrl_opt_tensor(L, 2);
   float eps = (float)luaL_optnumber(L, 3, 1e-5);
   mr_ctx *ctx = mr_tensor_ctx(x);
-  RUN_OP(L, ctx, mr_op_rms_norm(x, w, eps, &out_));
+  MRL_RUN_OP(L, ctx, mr_op_rms_norm(x, w, eps, &out_));
 }
 
 /* mr.softmax(x [, dim = -1]) */
@@ -125,7 +112,7 @@ static int l_softmax(lua_State *L) {
   int ndim = mr_tensor_ndim(x);
   int d = mrl_opt_dim(L, 2, ndim, ndim - 1);
   mr_ctx *ctx = mr_tensor_ctx(x);
-  RUN_OP(L, ctx, mr_op_softmax(x, d, &out_));
+  MRL_RUN_OP(L, ctx, mr_op_softmax(x, d, &out_));
 }
 
 /* mr.attention(q, k, v [, {scale = s, k_lens = {...}}]) */
@@ -162,7 +149,7 @@ static int l_attention(lua_State *L) {
     }
   }
   mr_ctx *ctx = mr_tensor_ctx(q);
-  RUN_OP(L, ctx, mr_op_attention(q, k, v, &o, &out_));
+  MRL_RUN_OP(L, ctx, mr_op_attention(q, k, v, &o, &out_));
 }
 
 /* ---------------------------------------------------------- structure */
@@ -184,7 +171,7 @@ static int l_concat(lua_State *L) {
   }
   int d = mrl_opt_dim(L, 2, mr_tensor_ndim(ts[0]), 0);
   mr_ctx *ctx = mr_tensor_ctx(ts[0]);
-  RUN_OP(L, ctx, mr_op_concat(ts, (int)n, d, &out_));
+  MRL_RUN_OP(L, ctx, mr_op_concat(ts, (int)n, d, &out_));
 }
 
 /* mr.pad(x, {before1, after1, before2, after2, ...} [, value = 0]) */
@@ -207,7 +194,7 @@ static int l_pad(lua_State *L) {
   }
   float value = (float)luaL_optnumber(L, 3, 0.0);
   mr_ctx *ctx = mr_tensor_ctx(x);
-  RUN_OP(L, ctx, mr_op_pad(x, pads, value, &out_));
+  MRL_RUN_OP(L, ctx, mr_op_pad(x, pads, value, &out_));
 }
 
 static int reduce(lua_State *L, mr_reduce_op op) {
@@ -215,7 +202,7 @@ static int reduce(lua_State *L, mr_reduce_op op) {
   int d = mrl_check_dim(L, 2, mr_tensor_ndim(x));
   bool keepdim = lua_toboolean(L, 3);
   mr_ctx *ctx = mr_tensor_ctx(x);
-  RUN_OP(L, ctx, mr_op_reduce(op, x, d, keepdim, &out_));
+  MRL_RUN_OP(L, ctx, mr_op_reduce(op, x, d, keepdim, &out_));
 }
 
 static int l_sum(lua_State *L) { return reduce(L, MR_REDUCE_SUM); }

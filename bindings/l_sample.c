@@ -76,19 +76,6 @@ static int l_random_seed(lua_State *L) {
 
 /* ------------------------------------------------------------------ tensors */
 
-/* Pushes a result box, then runs an op into it (two-phase: an op failure
-   leaves only the closed box for the GC). */
-#define RUN_OP(L, ctx, call)                    \
-  do {                                          \
-    mrl_tensor_box *box_ = mrl_push_box(L);     \
-    mr_tensor *out_ = NULL;                     \
-    mr_status st_;                              \
-    MRL_RETRY_DEVMEM(L, st_, call);             \
-    if (st_ != MR_OK) return mrl_raise(L, ctx); \
-    mrl_box_set(L, box_, out_, true);           \
-    return 1;                                   \
-  } while (0)
-
 /* mr.randn(shape, seed [, dtype [, offset]]): standard normal noise; element
    i of the flattened tensor is a function of (seed, offset + i) only. */
 static int l_randn(lua_State *L) {
@@ -99,7 +86,7 @@ static int l_randn(lua_State *L) {
   lua_Integer offset = luaL_optinteger(L, 4, 0);
   luaL_argcheck(L, offset >= 0, 4, "offset must be >= 0");
   mr_ctx *ctx = mrl_ctx(L);
-  RUN_OP(L, ctx, mr_noise_randn_offset(ctx, seed, (uint64_t)offset, ndim, shape, dt, &out_));
+  MRL_RUN_OP(L, ctx, mr_noise_randn_offset(ctx, seed, (uint64_t)offset, ndim, shape, dt, &out_));
 }
 
 /* mr.guidance(v_cond, v_uncond, g) = v_uncond + g·(v_cond − v_uncond) */
@@ -107,7 +94,7 @@ static int l_guidance(lua_State *L) {
   mr_tensor *vc = mrl_check_tensor(L, 1), *vu = mrl_check_tensor(L, 2);
   float g = (float)luaL_checknumber(L, 3);
   mr_ctx *ctx = mr_tensor_ctx(vc);
-  RUN_OP(L, ctx, mr_guidance(vc, vu, g, &out_));
+  MRL_RUN_OP(L, ctx, mr_guidance(vc, vu, g, &out_));
 }
 
 /* mr.lincomb({t1, t2, ..}, {c1, c2, ..}) = Σ c_i·t_i (1 to 4 same-shape tensors) */
@@ -132,7 +119,7 @@ static int l_lincomb(lua_State *L) {
     lua_pop(L, 1);
   }
   mr_ctx *ctx = mr_tensor_ctx(xs[0]);
-  RUN_OP(L, ctx, mr_op_lincomb((int)n, xs, c, &out_));
+  MRL_RUN_OP(L, ctx, mr_op_lincomb((int)n, xs, c, &out_));
 }
 
 /* ------------------------------------------------------------------ samplers */
@@ -238,7 +225,7 @@ static int s_step(lua_State *L) {
   lua_Integer t = luaL_checkinteger(L, 3);
   mr_tensor *x = mrl_check_tensor(L, 4);
   mr_ctx *ctx = mr_tensor_ctx(x);
-  RUN_OP(L, ctx, mr_scheduler_step(s, v, (int64_t)t, x, &out_));
+  MRL_RUN_OP(L, ctx, mr_scheduler_step(s, v, (int64_t)t, x, &out_));
 }
 
 static int s_reset(lua_State *L) {

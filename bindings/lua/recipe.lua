@@ -205,9 +205,17 @@ local function velocity(dit, x, t, ctx_c, ctx_u, g, extra)
   return v
 end
 
--- The image for image-conditioned modes, fitted to width x height, as [3, H, W].
-local function load_image(path, width, height, fit)
-  local img, info_or_msg = mr.image.load(path, {width = width, height = height, fit = fit or "crop"})
+-- The image for image-conditioned modes, fitted to width x height, as [3, H, W]:
+-- a file, or a tensor [3, H, W] in [-1, 1] of that size already.
+local function load_image(image, width, height, fit)
+  if type(image) ~= "string" then
+    local s = image:shape()
+    if #s ~= 3 or s[1] ~= 3 or s[2] ~= height or s[3] ~= width then
+      error(string.format("image tensor is %s; this run needs 3x%dx%d", table.concat(s, "x"), height, width), 0)
+    end
+    return image:contiguous()
+  end
+  local img, info_or_msg = mr.image.load(image, {width = width, height = height, fit = fit or "crop"})
   if not img then error(info_or_msg, 0) end
   return img
 end
@@ -215,11 +223,16 @@ end
 -- The size of an image-conditioned video when none is given: the default
 -- area at the image's aspect, in the model's multiples (as Wan's
 -- best_output_size does for TI2V).
-local function size_for_image(pack, path, d)
-  local probe, msg = mr.image.load(path)
-  if not probe then error(msg, 0) end
-  local ih, iw = probe:shape(2), probe:shape(3)
-  probe:close()
+local function size_for_image(pack, image, d)
+  local ih, iw
+  if type(image) == "string" then
+    local probe, msg = mr.image.load(image)
+    if not probe then error(msg, 0) end
+    ih, iw = probe:shape(2), probe:shape(3)
+    probe:close()
+  else
+    ih, iw = image:shape(2), image:shape(3)
+  end
   local m = pack:size_multiple()
   local area = d.width * d.height
   local aspect = ih / iw
@@ -231,11 +244,15 @@ end
 -- Runs one generation. opts: the flags' names (prompt, negative, image, fit,
 -- model or pack, steps, cfg, shift, sampler, seed, frames, width, height, fps,
 -- out, crf, quality, weights, no_sidecar, quiet) plus mode ("t2v" | "ti2v").
+-- image may also be a tensor [3, H, W] in [-1, 1]; out = false writes no file
+-- and returns the decoded video as result.frames ([3, F, H, W]).
 -- Returns {out=, sidecar=, seed=, seconds=, ...}; raises with a one-line
 -- message on any failure, leaving no partial file behind.
 function M.generate(opts)
   local mode = opts.mode or "t2v"
-  if type(opts.prompt) ~= "string" or opts.prompt == "" then error("a prompt is required (--prompt TEXT)", 0) end
+  if opts.prompt ~= nil and (type(opts.prompt) ~= "string" or opts.prompt == "") then
+    error("the prompt must be a non-empty string", 0)
+  end
   if mode == "ti2v" and not opts.image then error("ti2v needs an image (--image FILE)", 0) end
   if mode == "t2v" and opts.image then error("t2v takes no image: use recipes/ti2v.lua", 0) end
   local quiet = opts.quiet
@@ -253,6 +270,9 @@ function M.generate(opts)
   end
   local ok, result = pcall(function()
     local d = pack.defaults
+    -- a pack may carry a sample prompt (the default model does: the quick start)
+    local prompt = opts.prompt or d.prompt
+    if not prompt then error("a prompt is required (--prompt TEXT)", 0) end
     local image_mode = mode == "ti2v"
     local mt = pack.model_type
     if image_mode and mt ~= "ti2v" and mt ~= "i2v" then
@@ -267,11 +287,12 @@ function M.generate(opts)
       width, height = width or w, height or h
     end
     local p = {
-      recipe = mode, prompt = opts.prompt, negative = opts.negative or d.negative,
+      recipe = mode, prompt = prompt, negative = opts.negative or d.negative,
       steps = opts.steps or d.steps, cfg = opts.cfg or d.guide, shift = opts.shift or d.shift,
       sampler = opts.sampler or d.sampler, seed = seed_value(opts.seed),
       frames = opts.frames or d.frames, width = width or d.width, height = height or d.height,
-      fps = opts.fps or d.fps, image = opts.image, fit = image_mode and (opts.fit or "crop") or nil,
+      fps = opts.fps or d.fps, image = type(opts.image) == "string" and opts.image or nil,
+      fit = image_mode and (opts.fit or "crop") or nil,
       crf = opts.crf, quality = opts.quality,
     }
     if p.steps < 1 then error(string.format("--steps %d: at least 1", p.steps), 0) end
@@ -280,7 +301,8 @@ function M.generate(opts)
       error(string.format("unknown sampler '%s' (unipc, dpmpp or euler)", p.sampler), 0)
     end
     local shape = pack:latent_shape(p.width, p.height, p.frames) -- checks the size
-    p.out = opts.out or string.format("%s-%s.mp4", mode, p.seed)
+    local to_file = opts.out ~= false
+    p.out = to_file and (opts.out or string.format("%s-%s.mp4", mode, p.seed)) or nil
     say("%s %dx%d, %d frames at %s fps, %d steps (%s, shift %g, cfg %g), seed %s", mode, p.width, p.height,
       p.frames, tostring(p.fps), p.steps, p.sampler, p.shift, p.cfg, p.seed)
 
@@ -292,14 +314,14 @@ function M.generate(opts)
 
     -- the output opens first: a path that cannot be written fails before
     -- minutes of sampling, and an aborted run removes its temporary file
-    local writer <close> = open_writer(p.out, p)
+    local writer <close> = to_file and open_writer(p.out, p) or nil
 
     -- conditioning
     local extra, first = {}, nil
     local tok_per_frame = (shape[3] // pack.config.patch_size[2]) * (shape[4] // pack.config.patch_size[3])
     if image_mode then
       t0 = mr.clock()
-      local img <close> = load_image(p.image, p.width, p.height, p.fit)
+      local img <close> = load_image(opts.image, p.width, p.height, p.fit)
       if mt == "ti2v" then
         local video <close> = img:reshape(3, 1, p.height, p.width)
         first = check(pack.vae:encode(video))                      -- [z, 1, h, w]
@@ -348,16 +370,22 @@ function M.generate(opts)
     -- decoding
     t0 = mr.clock()
     local dbar = M.progress("decode", 100, quiet)
-    local frames <close> = check(pack.vae:decode(x, function(done)
+    local frames = check(pack.vae:decode(x, function(done)
       dbar:update(done * 100)
       return true
     end))
     dbar:done()
     x:close()
     timings.decode = mr.clock() - t0
+    if not to_file then
+      timings.total = mr.clock() - clock0
+      return {frames = frames, seed = p.seed, params = p, seconds = timings}
+    end
 
     t0 = mr.clock()
-    check(writer:write(frames))
+    local wok, werr = writer:write(frames)
+    frames:close()
+    check(wok, werr)
     local sidecar = not opts.no_sidecar and M.sidecar_path(p.out) or nil
     timings.write = mr.clock() - t0
     timings.total = mr.clock() - clock0

@@ -168,7 +168,12 @@ describe("recipes end to end", function()
     assert.are.equal("t2v", p.model_type)
     local r = mr.recipe.t2v{pack = p, prompt = "a red ball", negative = "", seed = 3, frames = 5, width = 32, height = 32,
                             steps = 2, out = out("c2.mp4"), quiet = true}
+    -- out = false: no file, the frames come back (the same as the written ones' source)
+    local r2 = mr.recipe.t2v{pack = p, prompt = "a red ball", negative = "", seed = 3, frames = 5, width = 32,
+                             height = 32, steps = 2, out = false, quiet = true}
     p:close()
+    assert.are.same({3, 5, 32, 32}, r2.frames:shape())
+    assert.is_nil(r2.out)
     assert.are.equal(out("c2.mp4"), r.out)
     assert.are.equal("5", ffprobe(out("c2.mp4")).nb_read_frames)
   end)

@@ -37,4 +37,32 @@ uint16_t mr_f32_to_f16(float f);
 float mr_bf16_to_f32(uint16_t h);
 uint16_t mr_f32_to_bf16(float f);
 
+/* ------------------------------------------------------------------ files */
+/* Messages name path, the file the caller asked for (never the temporary). */
+
+/* errno of a failed open/stat as a status (ENOENT, ENOTDIR -> MR_ENOTFOUND,
+   else MR_EIO). */
+mr_status mr_file_errno_status(int err);
+
+/* Writes n bytes to fd (EINTR retried); false with errno set. */
+bool mr_file_write_all(int fd, const void *p, size_t n);
+
+/* A temporary name beside path, ".<base>.tmp-<pid>" (then "-2", "-3", ... on
+   attempts > 1). New malloc'd string, or NULL when out of memory. */
+char *mr_file_temp_name(const char *path, int attempt);
+
+/* Creates a fresh temporary file beside path (O_EXCL): *tmp is its malloc'd
+   name, *fd the open descriptor. */
+mr_status mr_file_temp_create(mr_ctx *ctx, const char *path, char **tmp, int *fd);
+
+/* Syncs and closes fd, renames tmp to path and syncs the folder. On failure
+   tmp is removed. */
+mr_status mr_file_commit(mr_ctx *ctx, int fd, const char *tmp, const char *path);
+
+/* Closes fd and removes tmp, for a write that failed; errno is kept. */
+void mr_file_discard(int fd, const char *tmp);
+
+/* data written to path atomically (mr_file_temp_create, then mr_file_commit). */
+mr_status mr_file_write_atomic(mr_ctx *ctx, const char *path, const void *data, size_t n);
+
 #endif

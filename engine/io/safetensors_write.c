@@ -1,16 +1,14 @@
 /* safetensors writer. The file appears whole or not at all: it is written to
-   <path>.tmp.<pid>, synced, then renamed over path. Tensors are read back
-   one at a time, so host memory stays near the largest tensor. */
+   a temporary file beside path, synced, then renamed over path
+   (mr_file_temp_create / mr_file_commit). Tensors are read back one at a
+   time, so host memory stays near the largest tensor. */
 #define _POSIX_C_SOURCE 200809L
 #include "io/io_internal.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 typedef struct item {
   const char *name;
@@ -20,20 +18,6 @@ typedef struct item {
 
 static int item_cmp(const void *a, const void *b) {
   return strcmp(((const item *)a)->name, ((const item *)b)->name);
-}
-
-static bool write_all(int fd, const void *buf, size_t n) {
-  const uint8_t *p = buf;
-  while (n > 0) {
-    ssize_t k = write(fd, p, n);
-    if (k < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += k;
-    n -= (size_t)k;
-  }
-  return true;
 }
 
 static const char *st_dtype(mr_dtype dt) {
@@ -105,7 +89,7 @@ static mr_status write_file(mr_ctx *ctx, const char *path, int fd, int n, const 
   uint8_t len8[8];
   for (int k = 0; k < 8; k++) len8[k] = (uint8_t)((uint64_t)padded >> (8 * k));
   static const char spaces[8] = "        ";
-  if (!write_all(fd, len8, 8) || !write_all(fd, header, hlen) || !write_all(fd, spaces, padded - hlen))
+  if (!mr_file_write_all(fd, len8, 8) || !mr_file_write_all(fd, header, hlen) || !mr_file_write_all(fd, spaces, padded - hlen))
     return mr_error(ctx, MR_EIO, "cannot write '%s': %s", path, strerror(errno));
   for (int i = 0; i < n; i++) {
     size_t nb = items[i].nbytes;
@@ -119,12 +103,11 @@ static mr_status write_file(mr_ctx *ctx, const char *path, int fd, int n, const 
       free(buf);
       return s;
     }
-    bool ok = write_all(fd, buf, nb);
+    bool ok = mr_file_write_all(fd, buf, nb);
     int e = errno;
     free(buf);
     if (!ok) return mr_error(ctx, MR_EIO, "cannot write '%s': %s", path, strerror(e));
   }
-  if (fsync(fd) != 0) return mr_error(ctx, MR_EIO, "cannot sync '%s': %s", path, strerror(errno));
   return MR_OK;
 }
 
@@ -161,23 +144,11 @@ mr_status mr_safetensors_write(mr_ctx *ctx, const char *path, int n, const char 
   }
   if ((s = build_header(ctx, path, n, items, metadata_json, &header)) != MR_OK) goto done;
 
-  size_t tlen = strlen(path) + 32;
-  tmp = malloc(tlen);
-  if (tmp == NULL) {
-    s = mr_error(ctx, MR_ENOMEM, "%s: out of memory", path);
-    goto done;
-  }
-  snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    s = mr_error(ctx, MR_EIO, "cannot create '%s': %s", tmp, strerror(errno));
-    goto done;
-  }
+  int fd;
+  if ((s = mr_file_temp_create(ctx, path, &tmp, &fd)) != MR_OK) goto done;
   s = write_file(ctx, path, fd, n, items, header);
-  if (close(fd) != 0 && s == MR_OK) s = mr_error(ctx, MR_EIO, "cannot close '%s': %s", tmp, strerror(errno));
-  if (s == MR_OK && rename(tmp, path) != 0)
-    s = mr_error(ctx, MR_EIO, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
-  if (s != MR_OK) unlink(tmp);
+  if (s == MR_OK) s = mr_file_commit(ctx, fd, tmp, path); /* closes fd; removes tmp on failure */
+  else mr_file_discard(fd, tmp);
 
 done:
   free(tmp);

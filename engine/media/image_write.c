@@ -227,7 +227,7 @@ static mr_status write_still(void *user, const uint8_t *rgb, int w, int h) {
   uint8_t *data;
   size_t n;
   mr_status s = mr_media_encode_still(j->ctx, j->path, j->fmt, rgb, w, h, j->quality, j->lossless, &data, &n);
-  if (s == MR_OK) s = mr_media_write_file(j->ctx, j->path, data, n);
+  if (s == MR_OK) s = mr_file_write_atomic(j->ctx, j->path, data, n);
   free(data);
   return s;
 }

@@ -1,6 +1,5 @@
-/* Files and tensors for engine/media: whole-file reads, atomic writes
-   (temporary file beside the destination, fsync, rename, folder fsync), and
-   the conversion of frame tensors to the bytes Wan writes. */
+/* Files and tensors for engine/media: whole-file reads and the conversion of
+   frame tensors to the bytes Wan writes (atomic writes are in core/fileio.c). */
 #define _POSIX_C_SOURCE 200809L
 #include "media/media_internal.h"
 
@@ -29,8 +28,6 @@ void mr_media_init(void) {
   pthread_once(&once, quiet_ffmpeg);
 }
 
-mr_status mr_media_errno_status(int err) { return err == ENOENT || err == ENOTDIR ? MR_ENOTFOUND : MR_EIO; }
-
 const char *mr_media_av_err(int err, char *buf, size_t cap) {
   if (av_strerror(err, buf, cap) < 0) snprintf(buf, cap, "FFmpeg error %d", err);
   return buf;
@@ -40,7 +37,7 @@ mr_status mr_media_check_file(mr_ctx *ctx, const char *path) {
   struct stat sb;
   if (stat(path, &sb) != 0) {
     int e = errno;
-    return mr_error(ctx, mr_media_errno_status(e), "cannot open '%s': %s", path, strerror(e));
+    return mr_error(ctx, mr_file_errno_status(e), "cannot open '%s': %s", path, strerror(e));
   }
   if (S_ISDIR(sb.st_mode)) return mr_error(ctx, MR_EIO, "cannot read '%s': it is a directory", path);
   if (sb.st_size == 0) return mr_error(ctx, MR_EFORMAT, "'%s' is empty (0 bytes)", path);
@@ -53,7 +50,7 @@ mr_status mr_media_slurp(mr_ctx *ctx, const char *path, uint8_t **data, size_t *
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     int e = errno;
-    return mr_error(ctx, mr_media_errno_status(e), "cannot open '%s': %s", path, strerror(e));
+    return mr_error(ctx, mr_file_errno_status(e), "cannot open '%s': %s", path, strerror(e));
   }
   struct stat sb;
   if (fstat(fd, &sb) != 0) {
@@ -102,100 +99,6 @@ void mr_media_ext(const char *path, char *ext, size_t cap) {
   size_t i = 0;
   for (const char *p = dot + 1; *p && i + 1 < cap; p++) ext[i++] = (char)tolower((unsigned char)*p);
   ext[i] = '\0';
-}
-
-char *mr_media_temp_name(const char *path, int attempt) {
-  size_t len = strlen(path);
-  while (len > 1 && path[len - 1] == '/') len--; /* "out/" names the folder "out" */
-  size_t cut = len;
-  while (cut > 0 && path[cut - 1] != '/') cut--;
-  size_t cap = len + 64;
-  char *s = malloc(cap);
-  if (s == NULL) return NULL;
-  int k = snprintf(s, cap, "%.*s.%.*s.tmp-%ld", (int)cut, path, (int)(len - cut), path + cut, (long)getpid());
-  if (attempt > 1) snprintf(s + k, cap - (size_t)k, "-%d", attempt);
-  return s;
-}
-
-mr_status mr_media_temp_create(mr_ctx *ctx, const char *path, char **tmp, int *fd) {
-  *tmp = NULL;
-  *fd = -1;
-  for (int attempt = 1; attempt <= 100; attempt++) {
-    char *name = mr_media_temp_name(path, attempt);
-    if (name == NULL) return mr_error(ctx, MR_ENOMEM, "'%s': out of memory", path);
-    int f = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (f >= 0) {
-      *tmp = name;
-      *fd = f;
-      return MR_OK;
-    }
-    int e = errno;
-    free(name);
-    if (e != EEXIST) return mr_error(ctx, mr_media_errno_status(e), "cannot create '%s': %s", path, strerror(e));
-  }
-  return mr_error(ctx, MR_EIO, "cannot create '%s': 100 temporary names beside it are taken", path);
-}
-
-bool mr_media_write_all(int fd, const void *buf, size_t n) {
-  const uint8_t *p = buf;
-  while (n > 0) {
-    ssize_t k = write(fd, p, n);
-    if (k < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += k;
-    n -= (size_t)k;
-  }
-  return true;
-}
-
-/* Makes a rename durable; failures here lose nothing, so they are ignored. */
-static void sync_folder_of(const char *path) {
-  size_t len = strlen(path);
-  while (len > 1 && path[len - 1] == '/') len--;
-  while (len > 0 && path[len - 1] != '/') len--;
-  char *dir = malloc(len + 2);
-  if (dir == NULL) return;
-  if (len == 0) strcpy(dir, ".");
-  else {
-    memcpy(dir, path, len);
-    dir[len] = '\0';
-  }
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    fsync(fd);
-    close(fd);
-  }
-  free(dir);
-}
-
-mr_status mr_media_commit(mr_ctx *ctx, int fd, const char *tmp, const char *path) {
-  mr_status s = MR_OK;
-  if (fsync(fd) != 0) s = mr_error(ctx, MR_EIO, "cannot write '%s': %s", path, strerror(errno));
-  if (close(fd) != 0 && s == MR_OK) s = mr_error(ctx, MR_EIO, "cannot write '%s': %s", path, strerror(errno));
-  if (s == MR_OK && rename(tmp, path) != 0)
-    s = mr_error(ctx, MR_EIO, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
-  if (s != MR_OK) unlink(tmp);
-  else sync_folder_of(path);
-  return s;
-}
-
-mr_status mr_media_write_file(mr_ctx *ctx, const char *path, const void *data, size_t n) {
-  char *tmp;
-  int fd;
-  mr_status s = mr_media_temp_create(ctx, path, &tmp, &fd);
-  if (s != MR_OK) return s;
-  if (!mr_media_write_all(fd, data, n)) {
-    int e = errno;
-    close(fd);
-    unlink(tmp);
-    free(tmp);
-    return mr_error(ctx, MR_EIO, "cannot write '%s': %s", path, strerror(e));
-  }
-  s = mr_media_commit(ctx, fd, tmp, path);
-  free(tmp);
-  return s;
 }
 
 /* ------------------------------------------------------ tensors -> bytes */

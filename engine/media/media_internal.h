@@ -57,27 +57,6 @@ mr_status mr_media_slurp(mr_ctx *ctx, const char *path, uint8_t **data, size_t *
 /* stat checks with the messages of mr_media_slurp, without reading. */
 mr_status mr_media_check_file(mr_ctx *ctx, const char *path);
 
-/* errno of a failed open/stat as a status (ENOENT -> MR_ENOTFOUND, else MR_EIO). */
-mr_status mr_media_errno_status(int err);
-
-/* A temporary name beside path, ".<base>.tmp-<pid>" (then "-2", "-3", ... on
-   attempts > 1). New malloc'd string, or NULL when out of memory. */
-char *mr_media_temp_name(const char *path, int attempt);
-
-/* Creates a fresh temporary file beside path (O_EXCL): *tmp is its malloc'd
-   name, *fd the open descriptor. Messages name path. */
-mr_status mr_media_temp_create(mr_ctx *ctx, const char *path, char **tmp, int *fd);
-
-/* Syncs and closes fd, renames tmp to path and syncs the folder. On failure
-   tmp is removed. Messages name path. */
-mr_status mr_media_commit(mr_ctx *ctx, int fd, const char *tmp, const char *path);
-
-/* Writes n bytes to fd (EINTR retried); false with errno set. */
-bool mr_media_write_all(int fd, const void *p, size_t n);
-
-/* data written to path atomically (temporary file, fsync, rename). */
-mr_status mr_media_write_file(mr_ctx *ctx, const char *path, const void *data, size_t n);
-
 /* The lower-case extension of path's last component ("png"), "" if none. */
 void mr_media_ext(const char *path, char *ext, size_t cap);
 

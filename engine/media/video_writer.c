@@ -318,7 +318,7 @@ static mr_status webp_finish(mr_video_writer *w) {
     return mr_error(w->ctx, MR_EIO, "'%s': the WebP encoder failed: %s", w->path, WebPAnimEncoderGetError(w->anim));
   }
   mr_status s = MR_OK;
-  if (!mr_media_write_all(w->fd, data.bytes, data.size)) {
+  if (!mr_file_write_all(w->fd, data.bytes, data.size)) {
     w->failed = true;
     s = mr_error(w->ctx, MR_EIO, "cannot write '%s': %s", w->path, strerror(errno));
   }
@@ -338,7 +338,7 @@ static mr_status png_frame(mr_video_writer *w, const uint8_t *rgb) {
   frame_name(w, w->frames + 1, name, sizeof name);
   char *file = join(w->tmp, name);
   int fd = file ? open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
-  bool ok = fd >= 0 && mr_media_write_all(fd, data, n) && fsync(fd) == 0;
+  bool ok = fd >= 0 && mr_file_write_all(fd, data, n) && fsync(fd) == 0;
   int e = errno;
   if (fd >= 0 && close(fd) != 0 && ok) {
     ok = false;
@@ -464,14 +464,14 @@ static mr_status png_open(mr_video_writer *w) {
     return mr_error(ctx, MR_ENOTFOUND, "cannot write '%s': folder '%s' does not exist", w->path, w->dir);
   for (int attempt = 1; attempt <= 100; attempt++) {
     free(w->tmp);
-    w->tmp = mr_media_temp_name(w->dir_mode ? w->dir : w->path, attempt);
+    w->tmp = mr_file_temp_name(w->dir_mode ? w->dir : w->path, attempt);
     if (w->tmp == NULL) return mr_error(ctx, MR_ENOMEM, "'%s': out of memory", w->path);
     if (mkdir(w->tmp, 0755) == 0) return MR_OK;
     if (errno != EEXIST) {
       int e = errno;
       free(w->tmp);
       w->tmp = NULL;
-      return mr_error(ctx, mr_media_errno_status(e), "cannot create '%s': %s", w->path, strerror(e));
+      return mr_error(ctx, mr_file_errno_status(e), "cannot create '%s': %s", w->path, strerror(e));
     }
   }
   free(w->tmp);
@@ -541,7 +541,7 @@ mr_status mr_video_writer_open(mr_ctx *ctx, const char *path, const mr_video_wri
   w->preset = strdup(o.preset ? o.preset : "medium");
   if (w->path == NULL || w->preset == NULL) s = mr_error(ctx, MR_ENOMEM, "'%s': out of memory", path);
   else if (fmt == MR_FORMAT_PNG_SEQUENCE) s = png_open(w);
-  else s = mr_media_temp_create(ctx, path, &w->tmp, &w->fd);
+  else s = mr_file_temp_create(ctx, path, &w->tmp, &w->fd);
   if (s != MR_OK) {
     mr_video_writer_free(w);
     return s;
@@ -635,7 +635,7 @@ mr_status mr_video_writer_close(mr_video_writer *w) {
     }
   }
   if (s == MR_OK && w->fmt != MR_FORMAT_PNG_SEQUENCE) {
-    s = mr_media_commit(w->ctx, w->fd, w->tmp, w->path); /* closes fd; removes tmp on failure */
+    s = mr_file_commit(w->ctx, w->fd, w->tmp, w->path); /* closes fd; removes tmp on failure */
     w->fd = -1;
     w->done = true;
   } else if (s == MR_OK) {

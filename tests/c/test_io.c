@@ -15,45 +15,12 @@
 #include <time.h>
 #include <unistd.h>
 
-/* For checks later code depends on: stop the current test function. */
-#define REQUIRE(c)                                                                 \
-  do {                                                                             \
-    if (!(c)) {                                                                    \
-      fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #c);      \
-      mr_test_failures++;                                                          \
-      return;                                                                      \
-    }                                                                              \
-  } while (0)
-
 static char tmpdir[256];
 
 static const char *tmp_path(const char *name) {
   static char buf[512];
   snprintf(buf, sizeof buf, "%s/%s", tmpdir, name);
   return buf;
-}
-
-static void write_bytes(const char *path, const void *p, size_t n) {
-  FILE *f = fopen(path, "wb");
-  if (f == NULL) {
-    perror(path);
-    exit(1);
-  }
-  if (n && fwrite(p, 1, n, f) != n) exit(1);
-  fclose(f);
-}
-
-static void *read_file(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (f == NULL) return NULL;
-  fseek(f, 0, SEEK_END);
-  long len = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  void *p = malloc((size_t)len + 1);
-  if (p == NULL || fread(p, 1, (size_t)len, f) != (size_t)len) exit(1);
-  fclose(f);
-  *n = (size_t)len;
-  return p;
 }
 
 /* A safetensors file from header text and a data block. hlen_override
@@ -66,7 +33,7 @@ static void st_file(const char *path, const char *header, const void *data, size
   for (int k = 0; k < 8; k++) buf[k] = (uint8_t)(len >> (8 * k));
   memcpy(buf + 8, header, hl);
   if (n) memcpy(buf + 8 + hl, data, n);
-  write_bytes(path, buf, total);
+  mr_test_write_bytes(path, buf, total);
   free(buf);
 }
 
@@ -158,9 +125,9 @@ static void test_safetensors_broken(mr_ctx *ctx) {
   uint8_t data[64] = {0};
   char h[2048];
 #define ONE(dt, shape, offs) "{\"a\":{\"dtype\":" dt ",\"shape\":" shape ",\"data_offsets\":" offs "}}"
-  write_bytes(tmp_path("short.safetensors"), "\x02\0\0\0\0", 5);
+  mr_test_write_bytes(tmp_path("short.safetensors"), "\x02\0\0\0\0", 5);
   EXPECT_FAIL(ctx, "short.safetensors", MR_EFORMAT, "too short");
-  write_bytes(tmp_path("empty.safetensors"), "", 0);
+  mr_test_write_bytes(tmp_path("empty.safetensors"), "", 0);
   EXPECT_FAIL(ctx, "empty.safetensors", MR_EFORMAT, "too short");
   st_file(tmp_path("hlen_big.safetensors"), "{}", data, 16, 1000);
   EXPECT_FAIL(ctx, "hlen_big.safetensors", MR_EFORMAT, "larger than the file");
@@ -283,7 +250,7 @@ static void test_writer_roundtrip(mr_ctx *ctx) {
 
   /* Raw layout: 8-byte length, header padded to 8, keys in name order. */
   size_t n;
-  uint8_t *raw = read_file(path, &n);
+  uint8_t *raw = mr_test_read_bytes(path, &n);
   REQUIRE(raw != NULL && n >= 8);
   uint64_t hl = 0;
   for (int k = 7; k >= 0; k--) hl = (hl << 8) | raw[k];
@@ -516,7 +483,7 @@ static void zip_file(const char *path, int n, const zentry *e, bool zip64) {
   putle(&b, zip64 ? 0xFFFFFFFFu : cd_size, 4);
   putle(&b, zip64 ? 0xFFFFFFFFu : cd, 4);
   putle(&b, 0, 2);
-  write_bytes(path, b.p, b.n);
+  mr_test_write_bytes(path, b.p, b.n);
   free(b.p);
   free(offs);
 }
@@ -758,7 +725,7 @@ static void test_pth_handmade(mr_ctx *ctx) {
   zentry e1[1] = {{"x/other.txt", "hi", 2, 0}};
   zip_file(tmp_path("nopkl.pth"), 1, e1, false);
   EXPECT_FAIL(ctx, "nopkl.pth", MR_EFORMAT, "data.pkl");
-  write_bytes(tmp_path("pk.pth"), "PK\3\4 not really a zip file", 27);
+  mr_test_write_bytes(tmp_path("pk.pth"), "PK\3\4 not really a zip file", 27);
   EXPECT_FAIL(ctx, "pk.pth", MR_EFORMAT, "end-of-central-directory");
 
   free(b.p);
@@ -844,7 +811,7 @@ static uint32_t rnd(void) {
    valgrind would name it). */
 static int try_open(mr_ctx *ctx, const uint8_t *p, size_t n, unsigned *sum) {
   const char *path = tmp_path("fuzz.bin");
-  write_bytes(path, p, n);
+  mr_test_write_bytes(path, p, n);
   mr_weights *w = (mr_weights *)1;
   mr_status st = mr_weights_open(ctx, path, &w);
   if (st != MR_OK) {
@@ -870,7 +837,7 @@ static void fuzz_file(mr_ctx *ctx, const char *dir, const char *name, size_t hot
   snprintf(path, sizeof path, "%s/%s", dir, name);
   if (dir == NULL) snprintf(path, sizeof path, "%s", name);
   size_t n;
-  uint8_t *orig = read_file(path, &n);
+  uint8_t *orig = mr_test_read_bytes(path, &n);
   REQUIRE(orig != NULL);
   uint8_t *p = malloc(n);
   unsigned sum = 0;

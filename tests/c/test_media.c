@@ -18,15 +18,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define REQUIRE(c)                                                                 \
-  do {                                                                             \
-    if (!(c)) {                                                                    \
-      fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #c);      \
-      mr_test_failures++;                                                          \
-      return;                                                                      \
-    }                                                                              \
-  } while (0)
-
 /* Expects failure st with a message containing each given word. */
 #define CHECK_FAIL(ctx, expr, want, w1, w2)                                        \
   do {                                                                             \
@@ -48,28 +39,6 @@ static const char *tmp_path(const char *name) {
   char *b = bufs[k++ % 4];
   snprintf(b, 512, "%s/%s", tmpdir, name);
   return b;
-}
-
-static void write_bytes(const char *path, const void *p, size_t n) {
-  FILE *f = fopen(path, "wb");
-  if (f == NULL || (n && fwrite(p, 1, n, f) != n)) {
-    perror(path);
-    exit(1);
-  }
-  fclose(f);
-}
-
-static uint8_t *read_bytes(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (f == NULL) return NULL;
-  fseek(f, 0, SEEK_END);
-  long len = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  uint8_t *p = malloc((size_t)len + 1);
-  if (p == NULL || fread(p, 1, (size_t)len, f) != (size_t)len) exit(1);
-  fclose(f);
-  *n = (size_t)len;
-  return p;
 }
 
 static bool exists(const char *path) {
@@ -260,7 +229,7 @@ static void test_stills(mr_ctx *ctx) {
   CHECK_OK(ctx, mr_image_write(ctx, tmp_path("v4.png"), v4, NULL));
   CHECK_OK(ctx, mr_image_write(ctx, tmp_path("f16.png"), h16, NULL));
   size_t na, nb;
-  uint8_t *a = read_bytes(tmp_path("v4.png"), &na), *b = read_bytes(tmp_path("a.png"), &nb);
+  uint8_t *a = mr_test_read_bytes(tmp_path("v4.png"), &na), *b = mr_test_read_bytes(tmp_path("a.png"), &nb);
   CHECK(a && b && na == nb && memcmp(a, b, na) == 0);
   free(a);
   free(b);
@@ -325,7 +294,7 @@ static void put_le32(uint8_t *p, uint32_t v) {
 /* JPEG: an APP1 "Exif" segment right after SOI. */
 static void jpeg_with_exif(const char *src, const char *dst, int o, bool le) {
   size_t n;
-  uint8_t *d = read_bytes(src, &n);
+  uint8_t *d = mr_test_read_bytes(src, &n);
   uint8_t seg[64];
   size_t t = tiff_orientation(seg + 10, o, le);
   seg[0] = 0xFF, seg[1] = 0xE1;
@@ -335,7 +304,7 @@ static void jpeg_with_exif(const char *src, const char *dst, int o, bool le) {
   memcpy(out, d, 2);
   memcpy(out + 2, seg, 10 + t);
   memcpy(out + 12 + t, d + 2, n - 2);
-  write_bytes(dst, out, n + 10 + t);
+  mr_test_write_bytes(dst, out, n + 10 + t);
   free(out);
   free(d);
 }
@@ -343,7 +312,7 @@ static void jpeg_with_exif(const char *src, const char *dst, int o, bool le) {
 /* PNG: an eXIf chunk right after IHDR. */
 static void png_with_exif(const char *src, const char *dst, int o) {
   size_t n;
-  uint8_t *d = read_bytes(src, &n);
+  uint8_t *d = mr_test_read_bytes(src, &n);
   uint8_t chunk[64];
   size_t t = tiff_orientation(chunk + 8, o, false);
   put_be32(chunk, (uint32_t)t);
@@ -354,7 +323,7 @@ static void png_with_exif(const char *src, const char *dst, int o) {
   memcpy(out, d, cut);
   memcpy(out + cut, chunk, 12 + t);
   memcpy(out + cut + 12 + t, d + cut, n - cut);
-  write_bytes(dst, out, n + 12 + t);
+  mr_test_write_bytes(dst, out, n + 12 + t);
   free(out);
   free(d);
 }
@@ -362,7 +331,7 @@ static void png_with_exif(const char *src, const char *dst, int o) {
 /* WebP: a simple (VP8L) file rewritten as VP8X + the image chunk + EXIF. */
 static void webp_with_exif(const char *src, const char *dst, int o, int w, int h) {
   size_t n;
-  uint8_t *d = read_bytes(src, &n);
+  uint8_t *d = mr_test_read_bytes(src, &n);
   if (memcmp(d + 12, "VP8", 3) != 0 || d[15] == 'X') {
     fprintf(stderr, "%s: expected a simple WebP\n", src);
     exit(1);
@@ -380,7 +349,7 @@ static void webp_with_exif(const char *src, const char *dst, int o, int w, int h
   put_le32(out + k, (uint32_t)t), k += 4 + t;
   if (t & 1) out[k++] = 0;
   put_le32(out + 4, (uint32_t)(k - 8));
-  write_bytes(dst, out, k);
+  mr_test_write_bytes(dst, out, k);
   free(out);
   free(d);
 }
@@ -800,7 +769,7 @@ typedef struct webp_walk {
 static bool walk_webp(const char *path, webp_walk *r) {
   memset(r, 0, sizeof *r);
   size_t n;
-  uint8_t *d = read_bytes(path, &n);
+  uint8_t *d = mr_test_read_bytes(path, &n);
   bool ok = d && n >= 12 && memcmp(d, "RIFF", 4) == 0 && memcmp(d + 8, "WEBP", 4) == 0 && le32(d + 4) + 8 == n;
   for (size_t off = 12; ok && off + 8 <= n;) {
     uint32_t len = le32(d + off + 4);
@@ -1015,8 +984,8 @@ static void test_disk_full(mr_ctx *ctx) {
 
 static void truncate_copy(const char *src, const char *dst, double keep) {
   size_t n;
-  uint8_t *d = read_bytes(src, &n);
-  write_bytes(dst, d, (size_t)(n * keep));
+  uint8_t *d = mr_test_read_bytes(src, &n);
+  mr_test_write_bytes(dst, d, (size_t)(n * keep));
   free(d);
 }
 
@@ -1024,14 +993,14 @@ static void test_bad_inputs(mr_ctx *ctx) {
   mr_tensor *t = (mr_tensor *)1;
   CHECK_FAIL(ctx, mr_image_read(ctx, tmp_path("missing.png"), NULL, &t, NULL), MR_ENOTFOUND, "missing.png", "No such");
   CHECK(t == NULL);
-  write_bytes(tmp_path("empty.png"), "", 0);
+  mr_test_write_bytes(tmp_path("empty.png"), "", 0);
   CHECK_FAIL(ctx, mr_image_read(ctx, tmp_path("empty.png"), NULL, &t, NULL), MR_EFORMAT, "empty.png", "empty");
   const char *text = "this is not an image, just some text in a file\n";
-  write_bytes(tmp_path("garbage.jpg"), text, strlen(text));
+  mr_test_write_bytes(tmp_path("garbage.jpg"), text, strlen(text));
   CHECK_FAIL(ctx, mr_image_read(ctx, tmp_path("garbage.jpg"), NULL, &t, NULL), MR_EFORMAT, "garbage.jpg",
              "not an image");
   CHECK_FAIL(ctx, mr_image_read(ctx, tmpdir, NULL, &t, NULL), MR_EIO, tmpdir, "directory");
-  write_bytes(tmp_path("x.gif"), "GIF89a\x01\x00\x01\x00\x00\x00\x00;", 14);
+  mr_test_write_bytes(tmp_path("x.gif"), "GIF89a\x01\x00\x01\x00\x00\x00\x00;", 14);
   CHECK_FAIL(ctx, mr_image_read(ctx, tmp_path("x.gif"), NULL, &t, NULL), MR_EUNSUPPORTED, "x.gif", "GIF");
   CHECK_FAIL(ctx, mr_image_read(ctx, tmp_path("mp4/a.mp4"), NULL, &t, NULL), MR_EUNSUPPORTED, "a.mp4", "video");
   /* truncated files of each format (made in test_stills / test_exif) */
@@ -1052,7 +1021,7 @@ static void test_bad_inputs(mr_ctx *ctx) {
   CHECK_FAIL(ctx, mr_video_probe(ctx, tmp_path("missing.mp4"), &info), MR_ENOTFOUND, "missing.mp4", "No such");
   CHECK_FAIL(ctx, mr_video_read(ctx, tmp_path("missing.mp4"), NULL, &t, &info), MR_ENOTFOUND, "missing.mp4", "No such");
   CHECK_FAIL(ctx, mr_video_read(ctx, tmp_path("empty.png"), NULL, &t, NULL), MR_EFORMAT, "empty.png", "empty");
-  write_bytes(tmp_path("garbage.mp4"), text, strlen(text));
+  mr_test_write_bytes(tmp_path("garbage.mp4"), text, strlen(text));
   CHECK_FAIL(ctx, mr_video_read(ctx, tmp_path("garbage.mp4"), NULL, &t, NULL), MR_EFORMAT, "garbage.mp4", "not a video");
   truncate_copy(tmp_path("mp4/a.mp4"), tmp_path("cut.mp4"), 0.6);
   CHECK_FAIL(ctx, mr_video_read(ctx, tmp_path("cut.mp4"), NULL, &t, NULL), MR_EFORMAT, "cut.mp4", "truncated");

@@ -7,30 +7,6 @@
 #include <string.h>
 #include <time.h>
 
-static char *read_text(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *p = malloc((size_t)n + 1);
-  if (p && fread(p, 1, (size_t)n, f) != (size_t)n) {
-    free(p);
-    p = NULL;
-  }
-  fclose(f);
-  if (p) p[n] = '\0';
-  if (len) *len = (size_t)n;
-  return p;
-}
-
-static bool write_bytes(const char *path, const void *p, size_t n) {
-  FILE *f = fopen(path, "wb");
-  if (!f) return false;
-  bool ok = fwrite(p, 1, n, f) == n;
-  return fclose(f) == 0 && ok;
-}
-
 static const char *piece_or(const mr_tokenizer *tok, int32_t id) {
   const char *p = mr_tokenizer_piece(tok, id);
   return p ? p : "?";
@@ -103,13 +79,13 @@ static void check_bad_files(mr_ctx *ctx, const char *dir) {
   char path[4096];
   snprintf(path, sizeof path, "%s/tokenizer/unigram.model", dir);
   size_t len;
-  char *model = read_text(path, &len);
+  char *model = mr_test_read_bytes(path, &len);
   CHECK(model != NULL);
   if (!model) return;
   const char *tmp = "test_tokenizer_bad.model";
   mr_tokenizer *tok = (mr_tokenizer *)1;
 
-  CHECK(write_bytes(tmp, model, len / 2));
+  mr_test_write_bytes(tmp, model, len / 2);
   CHECK(mr_tokenizer_load(ctx, tmp, &tok) == MR_EFORMAT && tok == NULL);
   if (ctx) CHECK(strstr(mr_ctx_last_error(ctx), tmp) && strstr(mr_ctx_last_error(ctx), "truncated"));
 
@@ -119,12 +95,12 @@ static void check_bad_files(mr_ctx *ctx, const char *dir) {
     x ^= x << 13, x ^= x >> 7, x ^= x << 17;
     noise[i] = (char)(x >> 24);
   }
-  CHECK(write_bytes(tmp, noise, sizeof noise));
+  mr_test_write_bytes(tmp, noise, sizeof noise);
   tok = (mr_tokenizer *)1;
   CHECK(mr_tokenizer_load(ctx, tmp, &tok) == MR_EFORMAT && tok == NULL);
   if (ctx) CHECK(strstr(mr_ctx_last_error(ctx), tmp) != NULL);
 
-  CHECK(write_bytes(tmp, "", 0));
+  mr_test_write_bytes(tmp, "", 0);
   CHECK(mr_tokenizer_load(ctx, tmp, &tok) == MR_EFORMAT && tok == NULL);
 
   /* the same model with trainer_spec.model_type = BPE appended: the last
@@ -133,7 +109,7 @@ static void check_bad_files(mr_ctx *ctx, const char *dir) {
   memcpy(bpe, model, len);
   const unsigned char spec[4] = {0x12, 0x02, 0x18, 0x02}; /* field 2 (trainer_spec) { field 3 = 2 } */
   memcpy(bpe + len, spec, 4);
-  CHECK(write_bytes(tmp, bpe, len + 4));
+  mr_test_write_bytes(tmp, bpe, len + 4);
   CHECK(mr_tokenizer_load(ctx, tmp, &tok) == MR_EUNSUPPORTED && tok == NULL);
   if (ctx) CHECK(strstr(mr_ctx_last_error(ctx), "BPE") != NULL);
   free(bpe);
@@ -251,7 +227,7 @@ int main(int argc, char **argv) {
   }
   char path[4096];
   snprintf(path, sizeof path, "%s/tokenizer/tokenizer_cases.json", dir);
-  char *json = read_text(path, NULL);
+  char *json = mr_test_read_text(path);
   cJSON *root = json ? cJSON_Parse(json) : NULL;
   CHECK(root != NULL);
   if (root) {

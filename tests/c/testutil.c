@@ -64,20 +64,31 @@ float *mr_test_read(mr_ctx *ctx, mr_tensor *t) {
   return x;
 }
 
-char *mr_test_read_text(const char *path) {
+void *mr_test_read_bytes(const char *path, size_t *n) {
   FILE *f = fopen(path, "rb");
   if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
+  long len = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
   rewind(f);
-  char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
-  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-    free(s);
-    s = NULL;
+  char *p = len >= 0 ? malloc((size_t)len + 1) : NULL;
+  if (p && fread(p, 1, (size_t)len, f) != (size_t)len) {
+    free(p);
+    p = NULL;
   }
-  if (s) s[n] = 0;
   fclose(f);
-  return s;
+  if (p == NULL) return NULL;
+  p[len] = '\0';
+  if (n) *n = (size_t)len;
+  return p;
+}
+
+char *mr_test_read_text(const char *path) { return mr_test_read_bytes(path, NULL); }
+
+void mr_test_write_bytes(const char *path, const void *p, size_t n) {
+  FILE *f = fopen(path, "wb");
+  if (f == NULL || (n && fwrite(p, 1, n, f) != n) || fclose(f) != 0) {
+    perror(path);
+    exit(1);
+  }
 }
 
 uint64_t mr_test_write_sparse(const char *path, const cJSON *tensors, const char *dtype, int elem_size,

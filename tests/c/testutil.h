@@ -18,6 +18,16 @@ extern int mr_test_failures;
     }                                                                              \
   } while (0)
 
+/* A CHECK that also leaves the (void) test function when it fails. */
+#define REQUIRE(c)                                                                 \
+  do {                                                                             \
+    if (!(c)) {                                                                    \
+      fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #c);      \
+      mr_test_failures++;                                                          \
+      return;                                                                      \
+    }                                                                              \
+  } while (0)
+
 /* Checks an mr_status and prints the context's message when it is not MR_OK. */
 #define CHECK_OK(ctx, expr)                                                        \
   do {                                                                             \
@@ -46,8 +56,14 @@ double mr_rel_l2(const float *a, const float *b, size_t n);
 /* Rounds host values through a storage dtype, so CPU references see what the device stores. */
 void mr_test_round(mr_dtype dt, float *x, size_t n);
 
-/* The whole file as a new NUL-terminated malloc'd string, or NULL. */
+/* The whole file in a new malloc'd buffer with a NUL after its n bytes (so
+   text can be used as a string), or NULL when it cannot be read. n may be NULL. */
+void *mr_test_read_bytes(const char *path, size_t *n);
+/* mr_test_read_bytes without the size. */
 char *mr_test_read_text(const char *path);
+/* Writes n bytes to path (created or truncated); exits when it cannot, since
+   the test's input is then missing. */
+void mr_test_write_bytes(const char *path, const void *p, size_t n);
 
 /* Writes a safetensors file listing `tensors` (a cJSON object: name -> shape
    array) packed in order as dtype ("F32", "BF16", ...; elem_size bytes each),

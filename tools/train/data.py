@@ -10,15 +10,10 @@ import torch
 
 from ..tinyworld import ClipSpec, all_caption_texts, clip_for_index, sample_caption
 
-HOLDOUT_OFFSET = 1_000_003      # held-out clips use seed + this: never seen in training
 
 
 def train_clip(seed: int, index: int, frames: int, size: int):
     return clip_for_index(seed, index, frames, size)
-
-
-def holdout_clip(seed: int, index: int, frames: int, size: int):
-    return clip_for_index(seed + HOLDOUT_OFFSET, index, frames, size)
 
 
 def clips_tensor(clips) -> torch.Tensor:

@@ -8,9 +8,10 @@ import math
 import numpy as np
 import torch
 
-from ..tinyworld import MOTIONS, SHAPES, COLOURS, BACKGROUNDS, ClipSpec, canonical_caption, sample_clip
+from ..tinyworld import canonical_caption, sample_clip
 from ..tinyworld.checker import check
-from .data import clips_tensor, holdout_clip
+from ..tinyworld.evalset import holdout_clip, prompt_seed_pairs
+from .data import clips_tensor
 from .stage_dit import sample
 
 
@@ -30,17 +31,9 @@ def eval_vae(cfg, vae, n: int = 16) -> float:
     return float(np.mean(vals))
 
 
-def eval_pairs(seed: int, n: int):
-    """n prompt/seed pairs covering the combinations evenly (deterministic)."""
-    rng = np.random.default_rng([seed, 40])
-    combos = [(s, c, m, b) for s in SHAPES for c in COLOURS for m in MOTIONS for b in BACKGROUNDS]
-    pick = rng.permutation(len(combos))[:n]
-    return [(ClipSpec.single(*combos[i]), int(rng.integers(1 << 31))) for i in pick]
-
-
 @torch.no_grad()
 def eval_t2v(cfg, vae, dit, t5, tok, n: int = 40, log=print) -> float:
-    pairs = eval_pairs(cfg.seed, n)
+    pairs = prompt_seed_pairs(cfg.seed, n)
     lat = (16, 1 + (cfg.frames - 1) // 4, cfg.size // 8, cfg.size // 8)
     ok = 0
     for i in range(0, n, 8):
@@ -59,7 +52,7 @@ def eval_t2v(cfg, vae, dit, t5, tok, n: int = 40, log=print) -> float:
 
 @torch.no_grad()
 def eval_ti2v(cfg, vae, dit, t5, tok, n: int = 8) -> float:
-    pairs = eval_pairs(cfg.seed + 1, n)
+    pairs = prompt_seed_pairs(cfg.seed + 1, n)
     lat = (16, 1 + (cfg.frames - 1) // 4, cfg.size // 8, cfg.size // 8)
     vals = []
     for spec, sd in pairs:

@@ -5,10 +5,16 @@
     <pack>/Wan2.1_VAE.pth                           VAE state dict (fp32)
     <pack>/models_t5_umt5-xxl-enc-bf16.pth          text encoder state dict (bf16 by default)
     <pack>/google/umt5-xxl/spiece.model             SentencePiece model
-    <pack>/moonreel_pack.json                       training provenance and metrics (ours)
+    <pack>/moonreel_pack.json                       name, sampling defaults, training provenance, metrics
+
+    /usr/bin/python3 -m tools.train.export --run runs/default --out models/default
+
+writes the pack of a finished (or checkpointed) run from its files: vae.pt, the EMA
+weights in dit_ckpt.pt, spiece.model and config.json.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -33,6 +39,18 @@ def _st_arrays(module, dtype: str):
     return out
 
 
+SAMPLE_PROMPT = "a yellow square moving up on a gray background"
+
+
+def pack_defaults(cfg) -> dict:
+    """What mr.pack.load gives a run of this pack when a flag is not set: the sampling
+    the trainer evaluated, at the training clip size; Wan's negative prompt means
+    nothing to a model trained on our captions, so the unconditional branch is ""."""
+    return {"steps": cfg.eval_steps, "guide": cfg.eval_guide, "shift": cfg.eval_shift, "sampler": "euler",
+            "frames": cfg.frames, "width": cfg.size, "height": cfg.size, "fps": 8, "negative": "",
+            "prompt": SAMPLE_PROMPT}
+
+
 def export_pack(cfg, out: str, dit, vae, t5, spiece_path: str, metrics: dict,
                 dit_dtype: str = "f16", t5_dtype: str = "bf16") -> dict:
     os.makedirs(os.path.join(out, "google", "umt5-xxl"), exist_ok=True)
@@ -52,7 +70,8 @@ def export_pack(cfg, out: str, dit, vae, t5, spiece_path: str, metrics: dict,
     torch.save({k: v.detach().to(DTYPES[t5_dtype]).clone() for k, v in t5.state_dict().items()},
                os.path.join(out, "models_t5_umt5-xxl-enc-bf16.pth"))
     shutil.copyfile(spiece_path, os.path.join(out, "google", "umt5-xxl", "spiece.model"))
-    info = {"config": json.loads(cfg.to_json()), "metrics": metrics,
+    info = {"name": "moonreel-tinyworld", "defaults": pack_defaults(cfg),
+            "config": json.loads(cfg.to_json()), "metrics": metrics,
             "t5_config": {"vocab": cfg.t5.vocab, "dim": cfg.t5.dim, "dim_attn": cfg.t5.dim_attn,
                           "dim_ffn": cfg.t5.dim_ffn, "num_heads": cfg.t5.num_heads,
                           "num_layers": cfg.t5.num_layers, "num_buckets": cfg.t5.num_buckets},
@@ -89,3 +108,31 @@ def load_pack(path: str):
     t5.load_state_dict({k: x.float() for k, x in
                         torch.load(os.path.join(path, "models_t5_umt5-xxl-enc-bf16.pth"), map_location="cpu").items()})
     return dit.eval(), vae.eval(), t5.eval(), os.path.join(path, "google", "umt5-xxl", "spiece.model")
+
+
+def main(argv=None) -> int:
+    from .config import TrainConfig
+    from .stage_dit import build_dit, build_t5
+    from .stage_vae import build_vae
+    ap = argparse.ArgumentParser(description="write the pack of a training run")
+    ap.add_argument("--run", default="runs/default")
+    ap.add_argument("--out", default="models/default")
+    a = ap.parse_args(argv)
+    with open(os.path.join(a.run, "config.json")) as f:
+        cfg = TrainConfig.from_json(f.read())
+    vae = build_vae(cfg)
+    done = torch.load(os.path.join(a.run, "vae.pt"))
+    vae.load_state_dict(done["model"])
+    st_dit = torch.load(os.path.join(a.run, "dit_ckpt.pt"))
+    dit, t5 = build_dit(cfg), build_t5(cfg)
+    dit.load_state_dict(st_dit["ema"][0])
+    t5.load_state_dict(st_dit["ema"][1])
+    metrics = dict(done["metrics"])
+    metrics.update({"dit_steps": st_dit["step"], "dit_seconds": st_dit["seconds"]})
+    info = export_pack(cfg, a.out, dit.eval(), vae.eval(), t5.eval(), os.path.join(a.run, "spiece.model"), metrics)
+    print(f"wrote {a.out}: {info['pack_bytes'] / 1e6:.1f} MB, DiT step {st_dit['step']} of {cfg.dit_steps}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,17 +11,8 @@ local BIN = assert(os.getenv("MOONREEL_BIN"), "MOONREEL_BIN (the moonreel CLI) m
 local DATA = os.getenv("MOONREEL_DATA") or "conformance/data"
 local SRC = os.getenv("MOONREEL_SOURCE") or ".."
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function exists(path) return read(path) ~= nil end
+local H = dofile(SRC .. "/tests/lua/helpers.lua")
+local q, read, ls = H.q, H.read, H.ls
 
 -- Runs the CLI with a recipe and flags; returns exit code, stdout, stderr.
 local function run(recipe, flags, prefix)
@@ -35,15 +26,6 @@ local function run(recipe, flags, prefix)
   os.remove(out)
   os.remove(err)
   return code, o, e
-end
-
-local function ls(dir)
-  local p = io.popen("ls -A " .. q(dir))
-  local names = {}
-  for l in p:lines() do names[#names + 1] = l end
-  p:close()
-  table.sort(names)
-  return names
 end
 
 local function ffprobe(path)
@@ -82,16 +64,14 @@ describe("recipes end to end", function()
   local tmp, packs
 
   setup(function()
-    tmp = os.tmpname()
-    os.remove(tmp)
-    assert(os.execute("mkdir -p " .. q(tmp)))
+    tmp = H.tmpdir()
     local fixture = dofile(SRC .. "/tests/e2e/fixture.lua")
     packs = fixture.build(DATA, tmp .. "/packs")
     assert(os.execute("mkdir -p " .. q(tmp .. "/out")))
   end)
 
   teardown(function()
-    if tmp then os.execute("rm -rf " .. q(tmp)) end
+    if tmp then H.rm(tmp) end
   end)
 
   local function out(name) return tmp .. "/out/" .. name end

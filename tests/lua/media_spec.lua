@@ -3,27 +3,8 @@
 -- raising, and a full disk (RLIMIT_FSIZE in a child process).
 local mr = require "moonreel"
 
-local function tmpdir()
-  local p = os.tmpname()
-  os.remove(p)
-  assert(os.execute("mkdir -p '" .. p .. "'"))
-  return p
-end
-
-local function entries(dir)
-  local list = {}
-  local f = assert(io.popen("ls -A '" .. dir .. "'"))
-  for line in f:lines() do list[#list + 1] = line end
-  f:close()
-  table.sort(list)
-  return list
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
+local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helpers.lua")
+local exists, entries = H.exists, H.ls
 
 -- A [3, F, H, W] (or [3, H, W] when f is nil) tensor of whole bytes b / 127.5 - 1.
 local function frames(f, h, w, fn)
@@ -68,8 +49,8 @@ local function mean_diff(a, b)
 end
 
 describe("mr.image", function()
-  local dir = tmpdir()
-  teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
+  local dir = H.tmpdir()
+  teardown(function() H.rm(dir) end)
   local img = frames(nil, 9, 13, ramp)
 
   it("round trips PNG and lossless WebP exactly, JPEG closely", function()
@@ -153,8 +134,8 @@ describe("mr.image", function()
 end)
 
 describe("mr.video", function()
-  local dir = tmpdir()
-  teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
+  local dir = H.tmpdir()
+  teardown(function() H.rm(dir) end)
   local video = frames(5, 16, 24, smooth)
 
   it("streams chunks to an MP4 that appears at close", function()

@@ -21,6 +21,7 @@ import torch
 
 from ..wan_torch.vae import WanVAE
 from . import ckpt
+from ..tinyworld.evalset import holdout_clip
 from .data import clips_tensor, train_clip
 
 
@@ -62,6 +63,9 @@ def train_vae(cfg, vae: WanVAE, log=print) -> dict:
     timer = ckpt.Timer(cfg.ckpt_every_s)
     t0 = time.time()
     n = cfg.vae_steps
+    # a fixed held-out batch shows progress that the per-batch loss (fresh clips every
+    # step, some with large objects, some small) hides
+    watch = clips_tensor([holdout_clip(cfg.seed, 100_000 + i, cfg.vae_frames, cfg.size) for i in range(8)])
     while step < n:
         frac = step / n
         lr = cfg.vae_lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * frac))
@@ -76,6 +80,11 @@ def train_vae(cfg, vae: WanVAE, log=print) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
+        if step % 250 == 0:
+            with torch.no_grad():
+                mu_w, _ = vae.encode_moments(watch, chunked=False)
+                mse_w = float((vae.decoder(vae.conv2(mu_w)).clamp(-1, 1) - watch).pow(2).mean())
+            log(f"vae step {step}/{n}: held-out PSNR {10 * math.log10(4.0 / max(mse_w, 1e-10)):.2f} dB")
         if step % 50 == 0:
             mse = float((y - x).pow(2).mean())
             log(f"vae step {step}/{n} t={seconds + time.time() - t0:.0f}s lr={lr:.2e} loss={float(loss):.4f} "

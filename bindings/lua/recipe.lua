@@ -20,6 +20,7 @@ local FLAGS = {
   {"negative", "string", "negative prompt (default: the model's)"},
   {"image", "string", "first frame (ti2v; required there): PNG, JPEG or WebP"},
   {"fit", "string", "how the image meets the size: crop (default), pad or stretch"},
+  {"pad-color", "string", "colour of --fit pad borders, #rrggbb (default #000000)"},
   {"model", "string", "model pack folder (default: $MOONREEL_MODEL, else models/default)"},
   {"steps", "integer", "sampling steps"},
   {"cfg", "number", "classifier-free guidance scale (1 = no guidance, one forward per step)"},
@@ -43,7 +44,7 @@ M.FLAGS = FLAGS
 local function usage(recipe)
   local lines = {string.format("usage: moonreel recipes/%s.lua --prompt TEXT [options]", recipe), "", "options:"}
   for _, f in ipairs(FLAGS) do
-    if recipe == "ti2v" or (f[1] ~= "image" and f[1] ~= "fit") then
+    if recipe == "ti2v" or (f[1] ~= "image" and f[1] ~= "fit" and f[1] ~= "pad-color") then
       local arg_name = f[2] == "boolean" and "" or " " .. f[2]:upper()
       lines[#lines + 1] = string.format("  --%-20s %s", f[1] .. arg_name, f[3])
     end
@@ -207,7 +208,7 @@ end
 
 -- The image for image-conditioned modes, fitted to width x height, as [3, H, W]:
 -- a file, or a tensor [3, H, W] in [-1, 1] of that size already.
-local function load_image(image, width, height, fit)
+local function load_image(image, width, height, fit, pad_color)
   if type(image) ~= "string" then
     local s = image:shape()
     if #s ~= 3 or s[1] ~= 3 or s[2] ~= height or s[3] ~= width then
@@ -215,7 +216,8 @@ local function load_image(image, width, height, fit)
     end
     return image:contiguous()
   end
-  local img, info_or_msg = mr.image.load(image, {width = width, height = height, fit = fit or "crop"})
+  local img, info_or_msg = mr.image.load(image, {width = width, height = height, fit = fit or "crop",
+                                                 pad_color = pad_color})
   if not img then error(info_or_msg, 0) end
   return img
 end
@@ -293,6 +295,7 @@ function M.generate(opts)
       frames = opts.frames or d.frames, width = width or d.width, height = height or d.height,
       fps = opts.fps or d.fps, image = type(opts.image) == "string" and opts.image or nil,
       fit = image_mode and (opts.fit or "crop") or nil,
+      pad_color = image_mode and opts.fit == "pad" and (opts.pad_color or "#000000") or nil,
       crf = opts.crf, quality = opts.quality,
     }
     if p.steps < 1 then error(string.format("--steps %d: at least 1", p.steps), 0) end
@@ -321,7 +324,7 @@ function M.generate(opts)
     local tok_per_frame = (shape[3] // pack.config.patch_size[2]) * (shape[4] // pack.config.patch_size[3])
     if image_mode then
       t0 = mr.clock()
-      local img <close> = load_image(opts.image, p.width, p.height, p.fit)
+      local img <close> = load_image(opts.image, p.width, p.height, p.fit, p.pad_color)
       if mt == "ti2v" then
         local video <close> = img:reshape(3, 1, p.height, p.width)
         first = check(pack.vae:encode(video))                      -- [z, 1, h, w]
@@ -428,10 +431,10 @@ function M.command_line(mode, p, pack)
     parts[#parts + 1] = "--model"
     parts[#parts + 1] = q(pack.dir)
   end
-  for _, k in ipairs{"image", "fit", "steps", "cfg", "shift", "sampler", "seed", "frames", "width", "height", "fps",
+  for _, k in ipairs{"image", "fit", "pad_color", "steps", "cfg", "shift", "sampler", "seed", "frames", "width", "height", "fps",
                      "crf", "quality", "out"} do
     if p[k] ~= nil then
-      parts[#parts + 1] = "--" .. k
+      parts[#parts + 1] = "--" .. k:gsub("_", "-")
       parts[#parts + 1] = q(p[k])
     end
   end

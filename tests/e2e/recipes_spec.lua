@@ -210,6 +210,18 @@ describe("recipes end to end", function()
     assert.are.equal(16, st.height)
   end)
 
+  it("ti2v --fit pad puts the image on bars of the chosen colour", function()
+    -- a wide white image into a square frame: bars above and below
+    assert(mr.image.save(out("wide.png"), mr.ones({3, 16, 64})))
+    local code, _, e = run("ti2v", {"--model", packs.ti2v, "--prompt", "a red ball", "--image", out("wide.png"),
+      "--fit", "pad", "--pad-color", "#00ff00", "--width", "32", "--height", "32", "--seed", "4",
+      "--out", out("pad_%02d.png")})
+    assert.are.equal(0, code, e)
+    local side = cjson.decode((assert(read(out("pad.json")))))
+    assert.are.equal("#00ff00", side.params.pad_color)
+    assert.truthy(side.command:find("--pad-color '#00ff00'", 1, true), side.command)
+  end)
+
   describe("errors: one line, non-zero exit, nothing written", function()
     local function expect_error(recipe, flags, pattern, prefix)
       local before = ls(tmp .. "/out")

@@ -364,6 +364,9 @@ function M.generate(opts)
       x:close()
       x = nx
       if first then x:slice(2, 1, 1):copy_(first) end
+      -- the engine records work and runs it asynchronously: wait for the step,
+      -- so the bar and the timings tell the truth (a step is long; this costs nothing)
+      mr.sync()
       bar:update(i)
     end
     bar:done()

@@ -280,6 +280,9 @@ describe("recipes end to end", function()
       -- a file-size limit makes writes fail as a full disk does (SIGXFSZ ignored, EFBIG)
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--seed", "1", "--out",
         out("big.mp4")}, "big%.mp4", "trap '' XFSZ; ulimit -f 2; ")
+      -- without a sidecar the video itself is what cannot be written
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--seed", "1", "--no-sidecar", "--out",
+        out("big.mp4")}, "big%.mp4': File too large", "trap '' XFSZ; ulimit -f 1; ")
     end)
 
     it("bad flags", function()

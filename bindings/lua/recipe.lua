@@ -312,7 +312,10 @@ function M.generate(opts)
     -- text
     local t0 = mr.clock()
     local ctx_c <close> = pack:encode_text(p.prompt)
-    local ctx_u <close> = p.cfg ~= 1 and pack:encode_text(p.negative, "negative prompt") or nil
+    -- Wan 2.2 A14B: the high-noise expert has its own guidance (the pack's, or --cfg for both)
+    p.cfg_high = pack.dit_high and (opts.cfg or d.guide_high or p.cfg) or nil
+    local need_uncond = p.cfg ~= 1 or (p.cfg_high ~= nil and p.cfg_high ~= 1)
+    local ctx_u <close> = need_uncond and pack:encode_text(p.negative, "negative prompt") or nil
     timings.text = mr.clock() - t0
 
     -- the output opens first: a path that cannot be written fails before
@@ -357,7 +360,7 @@ function M.generate(opts)
       end
       local dit, g = pack.dit, p.cfg
       if pack.dit_high and t >= (d.boundary or 0.875) * 1000 then
-        dit, g = pack.dit_high, opts.cfg or d.guide_high or p.cfg
+        dit, g = pack.dit_high, p.cfg_high
       end
       local v <close> = velocity(dit, x, tt, ctx_c, ctx_u, g, extra)
       local nx = sampler:step(v, t, x)

@@ -148,6 +148,21 @@ function F.build(data, out)
   write(dir .. "/config.json", cjson.encode(cfg))
   packs.sharded = dir
 
+  -- two experts (the Wan 2.2 A14B layout): the low-noise model is the t2v pack's DiT,
+  -- the high-noise one the same with its output head scaled, so a test can tell it ran
+  dir = out .. "/experts"
+  common(dir, data .. "/wan/wan21_vae_tiny.pth", "Wan2.1_VAE.pth")
+  local high = {}
+  for k, v in pairs(dit) do high[k] = v end
+  high["head.head.weight"] = dit["head.head.weight"] * 0.25
+  for sub, weights in pairs{high_noise_model = high, low_noise_model = dit} do
+    sh("mkdir -p " .. q(dir .. "/" .. sub))
+    assert(mr.save(dir .. "/" .. sub .. "/diffusion_pytorch_model.safetensors", weights))
+    write(dir .. "/" .. sub .. "/config.json", cjson.encode(cfg))
+  end
+  write(dir .. "/moonreel_pack.json", cjson.encode({name = "tiny-experts", defaults = F.DEFAULTS}))
+  packs.experts = dir
+
   -- files: a single ComfyUI-style DiT file (prefixed names) and separate parts
   dir = out .. "/comfy"
   sh("mkdir -p " .. q(dir))

@@ -158,6 +158,27 @@ describe("recipes end to end", function()
     assert.are.equal("5", ffprobe(out("c2.mp4")).nb_read_frames)
   end)
 
+  it("two experts (A14B layout): the high-noise one runs above the boundary", function()
+    local p = mr.pack.load(packs.experts)
+    assert.truthy(p.dit_high)
+    assert.are.equal("moonreel", p.layout)
+    local function frames(pack)
+      return mr.recipe.t2v{pack = pack, prompt = "a red ball", seed = 6, steps = 3, out = false, quiet = true}.frames
+    end
+    local lo = mr.pack.load(packs.t2v)
+    local a, b = frames(p), frames(lo)
+    lo:close()
+    p:close()
+    -- the first step (t = 999 >= 875) ran the scaled expert: the results differ
+    assert.is_true(mr.mean(mr.square(mr.sub(a, b)):reshape(-1), 1):item() > 1e-6)
+    local code, _, e = run("t2v", {"--model", packs.experts, "--prompt", "a red ball", "--seed", "6",
+      "--out", out("experts.mp4")})
+    assert.are.equal(0, code, e)
+    local side = cjson.decode((assert(read(out("experts.mp4") .. ".json"))))
+    assert.is_number(side.params.cfg_high)
+    assert.truthy(side.model.files.dit_high:find("high_noise_model", 1, true))
+  end)
+
   it("every sampler runs", function()
     for _, s in ipairs{"unipc", "dpmpp", "euler"} do
       local code, _, e = run("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--sampler", s, "--seed", "5",

@@ -74,6 +74,7 @@ class TrainConfig:
     vae_frames: int = 5                 # causal: 1+4 frames train the same weights cheaper
     vae_lr: float = 3e-4                # measured: 1e-3 stalls at the background-only ~14 dB
     vae_latent_noise: float = 0.1       # latent noise while training, relative to the latent std
+    vae_fg_weight: float = 9.0          # extra loss weight on object pixels (stage_vae.foreground_weights)
     # latent cache for the DiT stage
     n_latent_clips: int = 4000
     # DiT + text encoder stage (flow matching)

@@ -1,6 +1,7 @@
 """Stage 1: train the Wan 2.1-structure VAE on tinyworld clips (fresh clips every step).
 
-Loss: L1 + MSE reconstruction through the latent mean plus a little noise
+Loss: L1 + MSE reconstruction, weighted up on the objects (foreground_weights), through
+the latent mean plus a little noise
 (vae_latent_noise times the batch's latent std), so the decoder tolerates the small
 errors a diffusion model leaves in its latents. No sampled posterior and no KL term:
 measured here, sampling mu + exp(log_var / 2) eps with a KL pull towards the Wan 2.1
@@ -42,6 +43,18 @@ def vae_batch(cfg, rng: np.random.Generator, step: int) -> torch.Tensor:
     return x
 
 
+def foreground_weights(x: torch.Tensor, weight: float, threshold: float = 0.3) -> torch.Tensor:
+    """1 on the background, 1 + weight where a pixel differs from its clip's background
+    (the mean of the frame borders: tinyworld backgrounds are plain). The objects are ~4 %
+    of the pixels, so an unweighted loss is met by the background alone: measured on 4
+    fixed clips, 17-18 dB after 150 steps unweighted (the object missing), 27.7 dB with
+    weight 9."""
+    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], dim=-1)
+    bg = border.mean(dim=(2, 3), keepdim=True).unsqueeze(-1)
+    fg = ((x - bg).abs().sum(1, keepdim=True) > threshold).float()
+    return 1.0 + weight * fg
+
+
 def train_vae(cfg, vae: WanVAE, log=print) -> dict:
     """cfg.vae_steps steps of fresh clips; resumes from <out_dir>/vae_ckpt.pt when present."""
     rng = np.random.default_rng([cfg.seed, 1])
@@ -75,7 +88,8 @@ def train_vae(cfg, vae: WanVAE, log=print) -> dict:
         mu, _ = vae.encode_moments(x, chunked=False)
         z = mu + torch.randn_like(mu) * (cfg.vae_latent_noise * mu.detach().std())
         y = vae.decoder(vae.conv2(z))
-        loss = (y - x).abs().mean() + (y - x).pow(2).mean()
+        w = foreground_weights(x, cfg.vae_fg_weight)
+        loss = ((y - x).abs() * w).mean() + ((y - x).pow(2) * w).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)

@@ -54,8 +54,9 @@ def main(argv=None) -> int:
         cfg.dit_steps = a.dit_steps
     n_eval, n_ti2v = 40, 8
     if a.smoke:
-        cfg.vae_steps, cfg.dit_steps, cfg.n_latent_clips = 2, 2, 16
-        cfg.eval_steps, n_eval, n_ti2v = 2, 8, 1
+        cfg.vae_steps = a.vae_steps or 2
+        cfg.dit_steps = a.dit_steps or 2
+        cfg.n_latent_clips, cfg.eval_steps, n_eval, n_ti2v = 16, 2, 8, 1
     torch.set_num_threads(cfg.threads)
     seed_all(cfg.seed)
     os.makedirs(cfg.out_dir, exist_ok=True)
@@ -68,16 +69,38 @@ def main(argv=None) -> int:
         logf.flush()
 
     cfg_path = os.path.join(cfg.out_dir, "config.json")
+    extended = []
     if os.path.exists(cfg_path):
+        # Resuming: the run's own settings. A stage's step count may be raised while that
+        # stage is unfinished (--vae-steps / --dit-steps): its cosine schedule then runs to
+        # the new count from where it is, so the same sequence of commands gives the same
+        # weights; everything else must match.
         with open(cfg_path) as f:
-            if json.load(f) != json.loads(cfg.to_json()):
-                raise SystemExit(f"{cfg_path}: an earlier run with other settings is in {cfg.out_dir}; "
-                                 "resume it with the same flags or choose another --out")
-    else:
-        with open(cfg_path, "w") as f:
-            f.write(cfg.to_json())
+            old = json.load(f)
+        for key, flag in (("vae_steps", a.vae_steps), ("dit_steps", a.dit_steps)):
+            if flag is None:
+                setattr(cfg, key, old[key])
+        new = json.loads(cfg.to_json())
+        steps = ("vae_steps", "dit_steps")
+        if {k: v for k, v in old.items() if k not in steps} != {k: v for k, v in new.items() if k not in steps}:
+            raise SystemExit(f"{cfg_path}: an earlier run with other settings is in {cfg.out_dir}; "
+                             "resume it with the same flags or choose another --out")
+        done = {"vae_steps": os.path.exists(os.path.join(cfg.out_dir, "vae.pt")),
+                "dit_steps": os.path.exists(os.path.join(cfg.out_dir, "pack"))}
+        for key in steps:
+            if new[key] != old[key]:
+                if done[key]:
+                    raise SystemExit(f"{cfg_path}: the {key.split('_')[0].upper()} stage is finished; "
+                                     f"its step count stays {old[key]}")
+                extended.append(f"{key} {old[key]} -> {new[key]}")
+    with open(cfg_path + ".tmp", "w") as f:
+        f.write(cfg.to_json())
+    os.replace(cfg_path + ".tmp", cfg_path)
     t_start = time.time()
     metrics: dict = {}
+
+    for e in extended:
+        log(f"extended: {e}")
 
     # 0. tokenizer
     spiece = os.path.join(cfg.out_dir, "spiece.model")

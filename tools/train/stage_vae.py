@@ -76,10 +76,10 @@ def train_vae(cfg, vae: WanVAE, log=print) -> dict:
     timer = ckpt.Timer(cfg.ckpt_every_s)
     t0 = time.time()
     n = cfg.vae_steps
-    # a fixed held-out batch shows progress that the per-batch loss (fresh clips every
-    # step, some with large objects, some small) hides; its clips are like the training
-    # step (the first vae_frames frames of full-length clips: a clip rendered with only
-    # vae_frames frames would move 4x faster per frame than anything trained on)
+    # A fixed held-out batch shows progress that the per-batch loss (fresh clips every
+    # step, some with large objects, some small) hides. Like the training batches it
+    # takes vae_frames frames of full-length clips: a clip rendered with only
+    # vae_frames frames would move 4x faster per frame than anything trained on.
     watch = clips_tensor([holdout_clip(cfg.seed, 100_000 + i, cfg.frames, cfg.size)
                           for i in range(8)])[:, :, :cfg.vae_frames]
     while step < n:

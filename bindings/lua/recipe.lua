@@ -26,7 +26,7 @@ local FLAGS = {
   {"cfg", "number", "classifier-free guidance scale (1 = no guidance, one forward per step)"},
   {"shift", "number", "sigma shift of the schedule"},
   {"sampler", "string", "unipc (Wan's default), dpmpp or euler"},
-  {"seed", "seed", "64-bit seed: an integer or a decimal string (default: random, printed)"},
+  {"seed", "seed", "64-bit seed 0 .. 2^64-1; -1 or random draws one (default: random, printed)"},
   {"frames", "integer", "frame count, 4k+1"},
   {"width", "integer", "width in pixels"},
   {"height", "integer", "height in pixels"},
@@ -167,9 +167,16 @@ local function default_model_dir()
 end
 M.default_model_dir = default_model_dir
 
+-- The run's seed as a decimal string. None, "random" or -1 (Wan's and
+-- stable-diffusion.cpp's convention) draw a fresh one; a bad seed is one line.
 local function seed_value(seed)
-  if seed == nil then return mr.random_seed() end
-  return mr.seed_string(seed) -- validates; raises on a bad seed
+  if seed == nil or seed == "random" or seed == "-1" or seed == -1 then return mr.random_seed() end
+  local ok, s = pcall(mr.seed_string, seed)
+  if not ok then
+    error(string.format("--seed %s: an integer 0 .. 18446744073709551615 (or -1 / random for a fresh one)",
+      tostring(seed)), 0)
+  end
+  return s
 end
 
 ------------------------------------------------------------------ generation

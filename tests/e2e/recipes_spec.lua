@@ -179,6 +179,15 @@ describe("recipes end to end", function()
     assert.truthy(side.model.files.dit_high:find("high_noise_model", 1, true))
   end)
 
+  it("--seed -1 draws a fresh seed and records it", function()
+    local code, _, e = run("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--seed", "-1",
+      "--out", out("rnd.mp4")})
+    assert.are.equal(0, code, e)
+    local side = cjson.decode((assert(read(out("rnd.mp4") .. ".json"))))
+    assert.truthy(side.params.seed:match("^%d+$"))
+    assert.truthy(e:find("seed " .. side.params.seed, 1, true))
+  end)
+
   it("every sampler runs", function()
     for _, s in ipairs{"unipc", "dpmpp", "euler"} do
       local code, _, e = run("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--sampler", s, "--seed", "5",
@@ -310,7 +319,8 @@ describe("recipes end to end", function()
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--steps", "many"}, "not an integer")
       expect_error("t2v", {"--model", packs.t2v}, "prompt is required")
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--sampler", "ddim"}, "unknown sampler")
-      expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--seed", "-x"}, "seed")
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--seed", "-x"}, "%-%-seed %-x: an integer")
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--seed", "18446744073709551616"}, "%-%-seed")
     end)
   end)
 end)

@@ -237,7 +237,8 @@ end
 local Pack = {}
 Pack.__index = Pack
 
-local function check(v, msg, code)
+-- A loader's result, or its (nil, message) raised as one line.
+local function check(v, msg)
   if v == nil then error(msg or "failed", 0) end
   return v
 end

@@ -69,7 +69,12 @@ class TrainConfig:
     ckpt_every_s: float = 300.0         # checkpoint interval (resume after a kill loses at most this)
     # VAE stage
     vae: VAEConfig = dataclasses.field(default_factory=VAEConfig)
-    vae_steps: int = 2900
+    vae_steps: int = 6000
+    # The shipped run's VAE stage was planned at 2,900 steps and extended to 6,000 at step
+    # 1,703 (train.py --vae-steps on resume), so its cosine ran towards 2,900 before that
+    # step. Recorded as (before_step, count) pairs so that one command reproduces the run;
+    # a fresh run given --vae-steps starts with none.
+    vae_extended: Tuple[Tuple[int, int], ...] = ((1703, 2900),)
     vae_batch: int = 4
     vae_frames: int = 5                 # causal: 1+4 frames train the same weights cheaper
     vae_lr: float = 3e-4                # measured: 1e-3 stalls at the background-only ~14 dB
@@ -81,6 +86,7 @@ class TrainConfig:
     t5: T5Config = dataclasses.field(default_factory=T5Config)
     dit: DiTConfig = dataclasses.field(default_factory=DiTConfig)
     dit_steps: int = 14000
+    dit_extended: Tuple[Tuple[int, int], ...] = ()
     dit_batch: int = 16
     dit_lr: float = 5e-4
     shift: float = 3.0                  # sigma shift for training-time sampling of sigma
@@ -100,4 +106,17 @@ class TrainConfig:
         d["vae"] = VAEConfig(**d["vae"])
         d["t5"] = T5Config(**d["t5"])
         d["dit"] = DiTConfig(**d["dit"])
+        for key in ("vae_extended", "dit_extended"):
+            d[key] = tuple(tuple(e) for e in d.get(key, ()))
         return TrainConfig(**d)
+
+
+def cosine_horizon(step: int, steps: int, extended) -> int:
+    """The step count a stage's cosine schedule runs towards at `step`.
+
+    A stage extended while unfinished keeps the schedule it had: each (before, count) in
+    `extended` (in order) says that steps before `before` ran towards `count`."""
+    for before, count in extended:
+        if step < before:
+            return count
+    return steps

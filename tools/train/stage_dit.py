@@ -21,6 +21,7 @@ from ..tinyworld import ClipSpec
 from ..wan_torch.dit import WanModel
 from ..wan_torch.t5 import T5Encoder
 from . import ckpt
+from .config import cosine_horizon
 from .data import Tokenizer, encode_text, random_captions
 
 
@@ -97,7 +98,7 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
     t0 = time.time()
     total = cfg.dit_steps
     while step < total:
-        frac = step / total
+        frac = step / cosine_horizon(step, total, cfg.dit_extended)
         lr = cfg.dit_lr * min(1.0, (step + 1) / 500) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr

@@ -22,6 +22,7 @@ import torch
 
 from ..wan_torch.vae import WanVAE
 from . import ckpt
+from .config import cosine_horizon
 from ..tinyworld.evalset import holdout_clip
 from .data import clips_tensor, train_clip
 
@@ -83,7 +84,7 @@ def train_vae(cfg, vae: WanVAE, log=print) -> dict:
     watch = clips_tensor([holdout_clip(cfg.seed, 100_000 + i, cfg.frames, cfg.size)
                           for i in range(8)])[:, :, :cfg.vae_frames]
     while step < n:
-        frac = step / n
+        frac = step / cosine_horizon(step, n, cfg.vae_extended)
         lr = cfg.vae_lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * frac))
         for g in opt.param_groups:
             g["lr"] = lr

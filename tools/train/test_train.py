@@ -84,3 +84,23 @@ class TestTrainSkeleton(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestSchedule(unittest.TestCase):
+    def test_extended_stage_keeps_its_schedule(self):
+        from tools.train.config import TrainConfig, cosine_horizon
+        ext = ((1703, 2900), (3000, 6000))
+        self.assertEqual(cosine_horizon(0, 8000, ext), 2900)
+        self.assertEqual(cosine_horizon(1702, 8000, ext), 2900)
+        self.assertEqual(cosine_horizon(1703, 8000, ext), 6000)
+        self.assertEqual(cosine_horizon(3000, 8000, ext), 8000)
+        self.assertEqual(cosine_horizon(5, 100, ()), 100)
+
+    def test_config_json_round_trip(self):
+        from tools.train.config import TrainConfig
+        cfg = TrainConfig(seed=4)
+        cfg.vae_extended = ((10, 20), (30, 40))
+        back = TrainConfig.from_json(cfg.to_json())
+        self.assertEqual(back.to_json(), cfg.to_json())
+        self.assertEqual(back.vae_extended, cfg.vae_extended)
+        self.assertEqual(TrainConfig().vae_extended, ((1703, 2900),))   # the shipped run's record

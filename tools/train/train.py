@@ -48,14 +48,16 @@ def main(argv=None) -> int:
     cfg = TrainConfig(seed=a.seed, out_dir=a.out)
     if a.threads is not None:
         cfg.threads = a.threads
+    # A step count given on a fresh run is a plain cosine to that count: the recorded
+    # extensions of the shipped run (config.py) belong to its own counts.
     if a.vae_steps is not None:
-        cfg.vae_steps = a.vae_steps
+        cfg.vae_steps, cfg.vae_extended = a.vae_steps, ()
     if a.dit_steps is not None:
-        cfg.dit_steps = a.dit_steps
+        cfg.dit_steps, cfg.dit_extended = a.dit_steps, ()
     n_eval, n_ti2v = 40, 8
     if a.smoke:
-        cfg.vae_steps = a.vae_steps or 2
-        cfg.dit_steps = a.dit_steps or 2
+        cfg.vae_steps, cfg.vae_extended = a.vae_steps or 2, ()
+        cfg.dit_steps, cfg.dit_extended = a.dit_steps or 2, ()
         cfg.n_latent_clips, cfg.eval_steps, n_eval, n_ti2v = 16, 2, 8, 1
     torch.set_num_threads(cfg.threads)
     seed_all(cfg.seed)
@@ -77,22 +79,31 @@ def main(argv=None) -> int:
         # weights; everything else must match.
         with open(cfg_path) as f:
             old = json.load(f)
-        for key, flag in (("vae_steps", a.vae_steps), ("dit_steps", a.dit_steps)):
+        stages = {"vae": "vae_ckpt.pt", "dit": "dit_ckpt.pt"}
+        for st, flag in (("vae", a.vae_steps), ("dit", a.dit_steps)):
+            setattr(cfg, f"{st}_extended", tuple(tuple(e) for e in old.get(f"{st}_extended", ())))
             if flag is None:
-                setattr(cfg, key, old[key])
+                setattr(cfg, f"{st}_steps", old[f"{st}_steps"])
         new = json.loads(cfg.to_json())
-        steps = ("vae_steps", "dit_steps")
-        if {k: v for k, v in old.items() if k not in steps} != {k: v for k, v in new.items() if k not in steps}:
+        free = {f"{st}_{k}" for st in stages for k in ("steps", "extended")}
+        if {k: v for k, v in old.items() if k not in free} != {k: v for k, v in new.items() if k not in free}:
             raise SystemExit(f"{cfg_path}: an earlier run with other settings is in {cfg.out_dir}; "
                              "resume it with the same flags or choose another --out")
-        done = {"vae_steps": os.path.exists(os.path.join(cfg.out_dir, "vae.pt")),
-                "dit_steps": os.path.exists(os.path.join(cfg.out_dir, "pack"))}
-        for key in steps:
+        done = {"vae": os.path.exists(os.path.join(cfg.out_dir, "vae.pt")),
+                "dit": os.path.exists(os.path.join(cfg.out_dir, "pack"))}
+        for st, ckpt_name in stages.items():
+            key = f"{st}_steps"
             if new[key] != old[key]:
-                if done[key]:
-                    raise SystemExit(f"{cfg_path}: the {key.split('_')[0].upper()} stage is finished; "
+                if done[st]:
+                    raise SystemExit(f"{cfg_path}: the {st.upper()} stage is finished; "
                                      f"its step count stays {old[key]}")
-                extended.append(f"{key} {old[key]} -> {new[key]}")
+                # The steps already taken ran towards the old count: recorded, so that
+                # config.json alone reproduces the schedule.
+                state = ckpt.load(os.path.join(cfg.out_dir, ckpt_name))
+                at = state["step"] if state is not None else 0
+                if at > 0:
+                    setattr(cfg, f"{st}_extended", getattr(cfg, f"{st}_extended") + ((at, old[key]),))
+                extended.append(f"{key} {old[key]} -> {new[key]} at step {at}")
     with open(cfg_path + ".tmp", "w") as f:
         f.write(cfg.to_json())
     os.replace(cfg_path + ".tmp", cfg_path)

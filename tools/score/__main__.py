@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -128,6 +129,9 @@ def _score(a, frames: int, size: int, tmp: str) -> int:
         print(f"TI2V first-frame PSNR: {m['ti2v_psnr']:.2f} dB (gate {GATES['ti2v_psnr']}); "
               f"checker {ti2v_ok}/{a.ti2v} = {100 * m['ti2v_pass']:.0f}% (gate {100 * GATES['ti2v_pass']:.0f}%)")
     m.update(n_vae=a.vae, n_t2v=a.n, n_ti2v=a.ti2v, t2v_ok=t2v_ok, ti2v_ok=ti2v_ok, seconds=time.time() - t0)
+    per_job = re.search(r"seconds per job: ([\d.]+) on (.+)", r.stdout)
+    if per_job:
+        m.update(seconds_per_job=float(per_job.group(1)), device=per_job.group(2).strip())
     if a.json:
         with open(a.json + ".tmp", "w") as f:
             json.dump(m, f, indent=1)

@@ -48,4 +48,4 @@ for i, job in ipairs(spec.jobs) do
   io.stderr:write(string.format("\rjob %d/%d (%.0f s)", i, #spec.jobs, mr.clock() - t0))
 end
 io.stderr:write("\n")
-print(string.format("seconds per job: %.2f", (mr.clock() - t0) / math.max(1, #spec.jobs)))
+print(string.format("seconds per job: %.2f on %s", (mr.clock() - t0) / math.max(1, #spec.jobs), mr.device().name))

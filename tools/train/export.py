@@ -19,9 +19,12 @@ import json
 import os
 import shutil
 
+from typing import Optional
+
 import torch
 
 from ..wan_torch import st
+from .card import write_card
 
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
@@ -52,8 +55,13 @@ def pack_defaults(cfg) -> dict:
 
 
 def export_pack(cfg, out: str, dit, vae, t5, spiece_path: str, metrics: dict,
-                dit_dtype: str = "f16", t5_dtype: str = "bf16") -> dict:
-    os.makedirs(os.path.join(out, "google", "umt5-xxl"), exist_ok=True)
+                dit_dtype: str = "f16", t5_dtype: str = "bf16", scores: Optional[dict] = None) -> dict:
+    """Write the pack into a temporary folder beside `out`, then put it in place: a
+    failed export leaves the earlier pack (or nothing) there, never half a pack."""
+    final = out.rstrip("/")
+    out = final + ".tmp"
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(os.path.join(out, "google", "umt5-xxl"))
     d = cfg.dit
     conf = {"_class_name": "WanModel", "_diffusers_version": "0.33.0", "dim": d.dim, "eps": d.eps,
             "ffn_dim": d.ffn_dim, "freq_dim": d.freq_dim, "in_dim": d.in_dim, "model_type": d.model_type,
@@ -75,12 +83,19 @@ def export_pack(cfg, out: str, dit, vae, t5, spiece_path: str, metrics: dict,
             "t5_config": {"vocab": cfg.t5.vocab, "dim": cfg.t5.dim, "dim_attn": cfg.t5.dim_attn,
                           "dim_ffn": cfg.t5.dim_ffn, "num_heads": cfg.t5.num_heads,
                           "num_layers": cfg.t5.num_layers, "num_buckets": cfg.t5.num_buckets},
-            "frames": cfg.frames, "size": cfg.size}
+            "frames": cfg.frames, "size": cfg.size,
+            "params": {name: sum(p.numel() for p in m.parameters()) for name, m in
+                       (("dit", dit), ("vae", vae), ("t5", t5))}}
     with open(os.path.join(out, "moonreel_pack.json"), "w") as f:
         json.dump(info, f, indent=1)
+    write_card(out, scores)
     total = 0
     for root, _, files in os.walk(out):
         total += sum(os.path.getsize(os.path.join(root, n)) for n in files)
+    if os.path.exists(final):
+        os.rename(final, final + ".old")
+    os.rename(out, final)
+    shutil.rmtree(final + ".old", ignore_errors=True)
     return {"pack_bytes": total}
 
 
@@ -117,7 +132,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="write the pack of a training run")
     ap.add_argument("--run", default="runs/default")
     ap.add_argument("--out", default="models/default")
+    ap.add_argument("--scores", help="engine figures for the model card (python3 -m tools.score --json FILE)")
     a = ap.parse_args(argv)
+    scores = None
+    if a.scores:
+        with open(a.scores) as f:
+            scores = json.load(f)
     with open(os.path.join(a.run, "config.json")) as f:
         cfg = TrainConfig.from_json(f.read())
     vae = build_vae(cfg)
@@ -128,8 +148,13 @@ def main(argv=None) -> int:
     dit.load_state_dict(st_dit["ema"][0])
     t5.load_state_dict(st_dit["ema"][1])
     metrics = dict(done["metrics"])
+    pack_info = os.path.join(a.run, "pack", "moonreel_pack.json")
+    if os.path.exists(pack_info):             # the finished run's evaluation and stage times
+        with open(pack_info) as f:
+            metrics.update(json.load(f)["metrics"])
     metrics.update({"dit_steps": st_dit["step"], "dit_seconds": st_dit["seconds"]})
-    info = export_pack(cfg, a.out, dit.eval(), vae.eval(), t5.eval(), os.path.join(a.run, "spiece.model"), metrics)
+    info = export_pack(cfg, a.out, dit.eval(), vae.eval(), t5.eval(), os.path.join(a.run, "spiece.model"), metrics,
+                       scores=scores)
     print(f"wrote {a.out}: {info['pack_bytes'] / 1e6:.1f} MB, DiT step {st_dit['step']} of {cfg.dit_steps}")
     return 0
 

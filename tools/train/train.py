@@ -107,8 +107,7 @@ def main(argv=None) -> int:
     with open(cfg_path + ".tmp", "w") as f:
         f.write(cfg.to_json())
     os.replace(cfg_path + ".tmp", cfg_path)
-    t_start = time.time()
-    metrics: dict = {}
+    metrics: dict = {"machine": f"{os.cpu_count()} CPU cores, PyTorch {torch.__version__}, {cfg.threads} threads"}
 
     for e in extended:
         log(f"extended: {e}")
@@ -126,9 +125,11 @@ def main(argv=None) -> int:
     done = ckpt.load(os.path.join(cfg.out_dir, "vae.pt"))
     if done is None:
         metrics.update(train_vae(cfg, vae, log))
+        t0 = time.time()
         vae.eval()
         metrics.update(renormalize_latents(cfg, vae))
         metrics["vae_psnr_holdout"] = eval_vae(cfg, vae, 16 if not a.smoke else 2)
+        metrics["vae_eval_seconds"] = time.time() - t0
         ckpt.save({"model": vae.state_dict(), "metrics": metrics}, os.path.join(cfg.out_dir, "vae.pt"))
     else:
         vae.load_state_dict(done["model"])
@@ -140,10 +141,16 @@ def main(argv=None) -> int:
 
     # 2. latent cache
     lat_path = os.path.join(cfg.out_dir, "latents.pt")
-    latents = ckpt.load(lat_path)
-    if latents is None:
+    cached = ckpt.load(lat_path)
+    if cached is None:
+        t0 = time.time()
         latents = encode_latents(cfg, vae, cfg.n_latent_clips, log)
-        ckpt.save(latents, lat_path)
+        cached = {"latents": latents, "seconds": time.time() - t0}
+        ckpt.save(cached, lat_path)
+    if not isinstance(cached, dict):      # written before the cache carried its time
+        cached = {"latents": cached, "seconds": None}
+    latents = cached["latents"]
+    metrics["latent_seconds"] = cached["seconds"]
     specs = [train_clip(cfg.seed, i, 1, 16).spec for i in range(cfg.n_latent_clips)]  # spec only
     log(f"latents {tuple(latents.shape)} mean {float(latents.mean()):.3f} std {float(latents.std()):.3f}")
 
@@ -156,13 +163,19 @@ def main(argv=None) -> int:
     dit_e, t5_e = ema.shadow
 
     # 4. evaluation with the EMA weights
+    t0 = time.time()
     metrics["t2v_checker_pass"] = eval_t2v(cfg, vae, dit_e, t5_e, tok, n_eval, log)
     metrics["ti2v_first_frame_psnr"] = eval_ti2v(cfg, vae, dit_e, t5_e, tok, n_ti2v)
     log(f"checker pass rate {metrics['t2v_checker_pass']:.3f}, TI2V first-frame PSNR "
         f"{metrics['ti2v_first_frame_psnr']:.2f} dB")
 
-    # 5. export
-    metrics["total_seconds"] = time.time() - t_start
+    metrics["eval_seconds"] = time.time() - t0
+
+    # 5. export. The run's time is the sum of its stages' own clocks, which survive a
+    # resume (the process's clock does not); None when a stage's time was not recorded.
+    parts = [metrics.get(k) for k in ("vae_seconds", "vae_eval_seconds", "latent_seconds", "dit_seconds",
+                                      "eval_seconds")]
+    metrics["total_seconds"] = sum(parts) if None not in parts else None
     metrics.update(export_pack(cfg, os.path.join(cfg.out_dir, "pack"), dit_e, vae, t5_e, spiece, metrics))
     log("metrics " + json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}))
     return 0

@@ -1,0 +1,160 @@
+"""The model card of a pack (README.md), written from what the pack records and
+what was measured, so that no figure in it is typed by hand:
+
+- moonreel_pack.json: the training configuration, the stage times, the PyTorch
+  evaluation of the run (metrics) and the parameter counts;
+- a scores file from `python3 -m tools.score --json FILE`: the same gates
+  measured through the engine (what a user gets).
+
+    /usr/bin/python3 -m tools.train.card --pack models/default --scores scores.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Optional
+
+GATES = {"vae": 30.0, "t2v": 0.90, "ti2v_psnr": 25.0, "ti2v": 0.90}
+
+
+def _dur(seconds) -> str:
+    if seconds is None:
+        return "not recorded"
+    m = int(round(seconds / 60))
+    return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
+
+
+def _db(x) -> str:
+    return "—" if x is None else f"{x:.2f} dB"
+
+
+def _n(x) -> str:
+    return f"{x:,}" if isinstance(x, int) else "—"
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.0f} %"
+
+
+def render(info: dict, scores: Optional[dict] = None) -> str:
+    cfg, m, d = info["config"], info.get("metrics", {}), info["defaults"]
+    p = info.get("params", {})
+    v, t5, dit = cfg["vae"], cfg["t5"], cfg["dit"]
+    lines = [
+        f"# {info['name']}: the moonreel default model",
+        "",
+        "A small model of exactly the Wan 2.2 TI2V structure (DiT with per-token timesteps, Wan 2.1",
+        "VAE, umT5 text encoder; official file layout and key names), trained from scratch by",
+        "`tools/train` on **tinyworld**, a procedural world of short clips: one object (circle, square,",
+        "triangle; red, green, blue, yellow, white, purple) on a plain background (black, gray, dark",
+        "blue) moving left, right, up or down, growing, shrinking or staying still, with captions in",
+        "several phrasings. It knows nothing else. It is moonreel's default pack",
+        "(`build/moonreel recipes/t2v.lua` with no `--model`) and the end-to-end oracle of the tests:",
+        "what it generates can be checked automatically (`tools/tinyworld/checker.py`).",
+        "",
+        "This file is written by `python3 -m tools.train.card` from `moonreel_pack.json` and the",
+        "engine scores; do not edit it by hand.",
+        "",
+        "## Model",
+        "",
+        "| part | structure | parameters | file |",
+        "| --- | --- | --- | --- |",
+        f"| DiT | `model_type` {dit['model_type']}, dim {dit['dim']}, {dit['num_layers']} layers, "
+        f"{dit['num_heads']} heads, ffn {dit['ffn_dim']}, patch {'×'.join(map(str, dit['patch_size']))}, "
+        f"text_len {dit['text_len']} | {_n(p.get('dit'))} | `diffusion_pytorch_model.safetensors` (f16) |",
+        f"| VAE | Wan 2.1, base width {v['dim']}, dim_mult {tuple(v['dim_mult'])}, z_dim {v['z_dim']} "
+        f"| {_n(p.get('vae'))} | `Wan2.1_VAE.pth` (f32) |",
+        f"| text encoder | umT5, dim {t5['dim']}, {t5['num_layers']} layers, {t5['num_heads']} heads, "
+        f"vocab {t5['vocab']} | {_n(p.get('t5'))} | `models_t5_umt5-xxl-enc-bf16.pth` (bf16) |",
+        "| tokenizer | SentencePiece unigram trained on the captions | | `google/umt5-xxl/spiece.model` |",
+        "",
+        f"Video: {cfg['size']}×{cfg['size']} pixels, {cfg['frames']} frames, {d['fps']} fps. Sampling "
+        f"defaults: {d['sampler']}, {d['steps']} steps, shift {d['shift']}, guidance {d['guide']}, "
+        "empty negative prompt.",
+        "",
+        "## Training",
+        "",
+        f"One command, from seed {cfg['seed']}: `/usr/bin/python3 -m tools.train.train --seed {cfg['seed']} "
+        "--out runs/default`, then `python3 -m tools.train.export --run runs/default --out models/default`",
+        "(docs/default-model.md). Fresh clips are rendered for every step; held-out clips and the",
+        "evaluation pairs come from other seeds.",
+        "",
+        "| stage | steps | time |",
+        "| --- | --- | --- |",
+        f"| VAE (batch {cfg['vae_batch']} × {cfg['vae_frames']} frames, lr {cfg['vae_lr']}, object-weighted "
+        f"loss) | {m.get('vae_steps', '—')} | {_dur(m.get('vae_seconds'))} |",
+        f"| latent renormalisation + held-out evaluation | | {_dur(m.get('vae_eval_seconds'))} |",
+        f"| latent cache ({cfg['n_latent_clips']} clips) | | {_dur(m.get('latent_seconds'))} |",
+        f"| DiT + text encoder (flow matching, batch {cfg['dit_batch']}, CFG dropout {cfg['p_uncond']}, "
+        f"first-frame condition {cfg['p_i2v']}) | {m.get('dit_steps', '—')} | {_dur(m.get('dit_seconds'))} |",
+        f"| evaluation (PyTorch) | | {_dur(m.get('eval_seconds'))} |",
+        f"| **total** | | **{_dur(m.get('total_seconds'))}** |",
+        "",
+    ]
+    for before, count in cfg.get("vae_extended", []):
+        lines += [f"The VAE stage's cosine learning-rate schedule ran towards {count:,} steps until step "
+                  f"{before:,}, where the stage was extended (recorded in the configuration, so the command "
+                  "reproduces it).", ""]
+    if m.get("machine"):
+        lines += [f"Times measured on {m['machine']}.", ""]
+    lines += [
+        "## Scores",
+        "",
+        "| gate | required | PyTorch, at the end of training | moonreel engine |",
+        "| --- | --- | --- | --- |",
+    ]
+    s = scores or {}
+    lines += [
+        f"| VAE reconstruction PSNR, held-out clips | ≥ {GATES['vae']:.0f} dB | {_db(m.get('vae_psnr_holdout'))} "
+        f"| {_db(s.get('vae_psnr'))}{' (%d clips)' % s['n_vae'] if s.get('n_vae') else ''} |",
+        f"| T2V: colour, shape and motion match the prompt (checker) | ≥ {_pct(GATES['t2v'])} "
+        f"| {_pct(m.get('t2v_checker_pass'))} | {_pct(s.get('t2v_pass'))}"
+        f"{' (%d/%d)' % (s['t2v_ok'], s['n_t2v']) if s.get('n_t2v') else ''} |",
+        f"| TI2V: first frame PSNR against the given image | ≥ {GATES['ti2v_psnr']:.0f} dB "
+        f"| {_db(m.get('ti2v_first_frame_psnr'))} | {_db(s.get('ti2v_psnr'))} |",
+        f"| TI2V: motion follows the prompt (checker) | ≥ {_pct(GATES['ti2v'])} | — | {_pct(s.get('ti2v_pass'))}"
+        f"{' (%d/%d)' % (s['ti2v_ok'], s['n_ti2v']) if s.get('n_ti2v') else ''} |",
+        "",
+        "Engine figures: `python3 -m tools.score --pack models/default` (the pack's own defaults, through",
+        "the `moonreel` CLI)" + (f", {s['seconds_per_job']:.1f} s per job on {s['device']}" if s.get("seconds_per_job")
+                                 and s.get("device") else "") + ".",
+        "",
+        "## Limits",
+        "",
+        "- One object per clip, the world's shapes, colours, backgrounds and motions only; prompts outside",
+        "  the caption phrasings give arbitrary results.",
+        f"- Trained at {cfg['size']}×{cfg['size']} and {cfg['frames']} frames; other sizes run but were never"
+        " trained.",
+        "- A test model: it shows that the engine computes what the Wan structure computes, not what a",
+        "  released Wan checkpoint looks like.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_card(pack: str, scores: Optional[dict] = None) -> str:
+    with open(os.path.join(pack, "moonreel_pack.json")) as f:
+        info = json.load(f)
+    path = os.path.join(pack, "README.md")
+    with open(path + ".tmp", "w") as f:
+        f.write(render(info, scores))
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="write a pack's model card (README.md)")
+    ap.add_argument("--pack", default="models/default")
+    ap.add_argument("--scores", help="figures from python3 -m tools.score --json FILE")
+    a = ap.parse_args(argv)
+    scores = None
+    if a.scores:
+        with open(a.scores) as f:
+            scores = json.load(f)
+    print(f"wrote {write_card(a.pack, scores)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -69,17 +69,24 @@ class TrainConfig:
     ckpt_every_s: float = 300.0         # checkpoint interval (resume after a kill loses at most this)
     # VAE stage
     vae: VAEConfig = dataclasses.field(default_factory=VAEConfig)
-    vae_steps: int = 6000
-    # The shipped run's VAE stage was planned at 2,900 steps and extended to 6,000 at step
-    # 1,703 (train.py --vae-steps on resume), so its cosine ran towards 2,900 before that
-    # step. Recorded as (before_step, count) pairs so that one command reproduces the run;
-    # a fresh run given --vae-steps starts with none.
-    vae_extended: Tuple[Tuple[int, int], ...] = ((1703, 2900),)
+    # Two phases. Short: windows of vae_frames frames (the spatial code, cheap). The
+    # shipped run planned 2,900 short steps, extended them to 6,000 at step 1,703 and
+    # stopped them at 4,079 (held-out windows had levelled off at ~25 dB, and whole clips
+    # were found to reconstruct at 13.8 dB); each (before_step, count) pair records the
+    # count the cosine ran towards before that step, so one command reproduces the run.
+    # Long: whole clips of `frames` frames, from the short phase's weights.
+    vae_steps: int = 4079
+    vae_extended: Tuple[Tuple[int, int], ...] = ((1703, 2900), (4079, 6000))
     vae_batch: int = 4
     vae_frames: int = 5                 # causal: 1+4 frames train the same weights cheaper
     vae_lr: float = 3e-4                # measured: 1e-3 stalls at the background-only ~14 dB
     vae_latent_noise: float = 0.1       # latent noise while training, relative to the latent std
     vae_fg_weight: float = 9.0          # extra loss weight on object pixels (stage_vae.foreground_weights)
+    vae_long_steps: int = 1200
+    vae_long_extended: Tuple[Tuple[int, int], ...] = ()
+    vae_long_batch: int = 2
+    vae_long_lr: float = 1.5e-4
+    vae_first_frame_weight: float = 4.0  # long phase: frame 0 alone is a latent frame and the TI2V image
     # latent cache for the DiT stage
     n_latent_clips: int = 4000
     # DiT + text encoder stage (flow matching)
@@ -106,7 +113,7 @@ class TrainConfig:
         d["vae"] = VAEConfig(**d["vae"])
         d["t5"] = T5Config(**d["t5"])
         d["dit"] = DiTConfig(**d["dit"])
-        for key in ("vae_extended", "dit_extended"):
+        for key in ("vae_extended", "vae_long_extended", "dit_extended"):
             d[key] = tuple(tuple(e) for e in d.get(key, ()))
         return TrainConfig(**d)
 

@@ -3,11 +3,11 @@
     /usr/bin/python3 -m tools.train.train --seed 0 --out runs/default
     /usr/bin/python3 -m tools.train.train --smoke --out /tmp/smoke      # a few steps of everything
 
-Stages: SentencePiece on the captions -> VAE -> latent renormalisation -> latent cache ->
+Stages: SentencePiece on the captions -> VAE (5-frame windows, then whole clips) -> latent renormalisation -> latent cache ->
 DiT + text encoder (flow matching) -> evaluation (issue 5 gates) -> pack export.
 Everything is seeded and counted in steps, so the run is the same on every machine. Run the
 same command again after a kill and it resumes: each stage checkpoints into --out
-(vae_ckpt.pt, vae.pt, latents.pt, dit_ckpt.pt) and a finished stage is not repeated.
+(vae_ckpt.pt, vae_long_ckpt.pt, vae.pt, latents.pt, dit_ckpt.pt) and a finished stage is not repeated.
 """
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/default")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--vae-steps", type=int, default=None)
+    ap.add_argument("--vae-long-steps", type=int, default=None)
     ap.add_argument("--dit-steps", type=int, default=None)
     ap.add_argument("--smoke", action="store_true", help="tiny run of every stage (pipeline check)")
     a = ap.parse_args(argv)
@@ -52,11 +53,14 @@ def main(argv=None) -> int:
     # extensions of the shipped run (config.py) belong to its own counts.
     if a.vae_steps is not None:
         cfg.vae_steps, cfg.vae_extended = a.vae_steps, ()
+    if a.vae_long_steps is not None:
+        cfg.vae_long_steps, cfg.vae_long_extended = a.vae_long_steps, ()
     if a.dit_steps is not None:
         cfg.dit_steps, cfg.dit_extended = a.dit_steps, ()
     n_eval, n_ti2v = 40, 8
     if a.smoke:
         cfg.vae_steps, cfg.vae_extended = a.vae_steps or 2, ()
+        cfg.vae_long_steps, cfg.vae_long_extended = a.vae_long_steps or 2, ()
         cfg.dit_steps, cfg.dit_extended = a.dit_steps or 2, ()
         cfg.n_latent_clips, cfg.eval_steps, n_eval, n_ti2v = 16, 2, 8, 1
     torch.set_num_threads(cfg.threads)
@@ -79,8 +83,8 @@ def main(argv=None) -> int:
         # weights; everything else must match.
         with open(cfg_path) as f:
             old = json.load(f)
-        stages = {"vae": "vae_ckpt.pt", "dit": "dit_ckpt.pt"}
-        for st, flag in (("vae", a.vae_steps), ("dit", a.dit_steps)):
+        stages = {"vae": "vae_ckpt.pt", "vae_long": "vae_long_ckpt.pt", "dit": "dit_ckpt.pt"}
+        for st, flag in (("vae", a.vae_steps), ("vae_long", a.vae_long_steps), ("dit", a.dit_steps)):
             setattr(cfg, f"{st}_extended", tuple(tuple(e) for e in old.get(f"{st}_extended", ())))
             if flag is None:
                 setattr(cfg, f"{st}_steps", old[f"{st}_steps"])
@@ -90,6 +94,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"{cfg_path}: an earlier run with other settings is in {cfg.out_dir}; "
                              "resume it with the same flags or choose another --out")
         done = {"vae": os.path.exists(os.path.join(cfg.out_dir, "vae.pt")),
+                "vae_long": os.path.exists(os.path.join(cfg.out_dir, "vae.pt")),
                 "dit": os.path.exists(os.path.join(cfg.out_dir, "pack"))}
         for st, ckpt_name in stages.items():
             key = f"{st}_steps"

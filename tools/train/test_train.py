@@ -103,4 +103,3 @@ class TestSchedule(unittest.TestCase):
         back = TrainConfig.from_json(cfg.to_json())
         self.assertEqual(back.to_json(), cfg.to_json())
         self.assertEqual(back.vae_extended, cfg.vae_extended)
-        self.assertEqual(TrainConfig().vae_extended, ((1703, 2900),))   # the shipped run's record

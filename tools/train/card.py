@@ -82,8 +82,11 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
         "",
         "| stage | steps | time |",
         "| --- | --- | --- |",
-        f"| VAE (batch {cfg['vae_batch']} × {cfg['vae_frames']} frames, lr {cfg['vae_lr']}, object-weighted "
-        f"loss) | {m.get('vae_steps', '—')} | {_dur(m.get('vae_seconds'))} |",
+        f"| VAE, windows (batch {cfg['vae_batch']} × {cfg['vae_frames']} frames, lr {cfg['vae_lr']}, "
+        f"object-weighted loss) | {m.get('vae_phase_steps', '—')} | {_dur(m.get('vae_phase_seconds'))} |",
+        f"| VAE, whole clips (batch {cfg.get('vae_long_batch', '—')} × {cfg['frames']} frames, lr "
+        f"{cfg.get('vae_long_lr', '—')}, first frame ×{cfg.get('vae_first_frame_weight', '—')}) "
+        f"| {m.get('vae_long_phase_steps', '—')} | {_dur(m.get('vae_long_phase_seconds'))} |",
         f"| latent renormalisation + held-out evaluation | | {_dur(m.get('vae_eval_seconds'))} |",
         f"| latent cache ({cfg['n_latent_clips']} clips) | | {_dur(m.get('latent_seconds'))} |",
         f"| DiT + text encoder (flow matching, batch {cfg['dit_batch']}, CFG dropout {cfg['p_uncond']}, "
@@ -92,10 +95,12 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
         f"| **total** | | **{_dur(m.get('total_seconds'))}** |",
         "",
     ]
-    for before, count in cfg.get("vae_extended", []):
-        lines += [f"The VAE stage's cosine learning-rate schedule ran towards {count:,} steps until step "
-                  f"{before:,}, where the stage was extended (recorded in the configuration, so the command "
-                  "reproduces it).", ""]
+    for key, what in (("vae_extended", "VAE window phase"), ("vae_long_extended", "VAE whole-clip phase"),
+                      ("dit_extended", "DiT stage")):
+        for before, count in cfg.get(key, []):
+            lines += [f"The {what}'s cosine learning-rate schedule ran towards {count:,} steps until step "
+                      f"{before:,}, where its length was changed (recorded in the configuration, so the "
+                      "command reproduces it).", ""]
     if m.get("machine"):
         lines += [f"Times measured on {m['machine']}.", ""]
     lines += [

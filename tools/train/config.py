@@ -87,6 +87,12 @@ class TrainConfig:
     vae_long_batch: int = 2
     vae_long_lr: float = 1.5e-4
     vae_first_frame_weight: float = 4.0  # long phase: frame 0 alone is a latent frame and the TI2V image
+    # Decoder fine-tuning after the DiT stage (encoder frozen, so the DiT's latents keep
+    # their meaning): more reconstruction quality without training the DiT again. 0 skips.
+    vae_dec_steps: int = 1000
+    vae_dec_extended: Tuple[Tuple[int, int], ...] = ()
+    vae_dec_batch: int = 2
+    vae_dec_lr: float = 1e-4
     # latent cache for the DiT stage
     n_latent_clips: int = 4000
     # DiT + text encoder stage (flow matching)
@@ -113,7 +119,7 @@ class TrainConfig:
         d["vae"] = VAEConfig(**d["vae"])
         d["t5"] = T5Config(**d["t5"])
         d["dit"] = DiTConfig(**d["dit"])
-        for key in ("vae_extended", "vae_long_extended", "dit_extended"):
+        for key in ("vae_extended", "vae_long_extended", "vae_dec_extended", "dit_extended"):
             d[key] = tuple(tuple(e) for e in d.get(key, ()))
         return TrainConfig(**d)
 

@@ -143,11 +143,15 @@ def main(argv=None) -> int:
     vae = build_vae(cfg)
     done = torch.load(os.path.join(a.run, "vae.pt"))
     vae.load_state_dict(done["model"])
+    metrics = dict(done["metrics"])
+    if os.path.exists(os.path.join(a.run, "vae_dec.pt")):      # the fine-tuned decoder
+        dec = torch.load(os.path.join(a.run, "vae_dec.pt"))
+        vae.load_state_dict(dec["model"])
+        metrics.update(dec["metrics"])
     st_dit = torch.load(os.path.join(a.run, "dit_ckpt.pt"))
     dit, t5 = build_dit(cfg), build_t5(cfg)
     dit.load_state_dict(st_dit["ema"][0])
     t5.load_state_dict(st_dit["ema"][1])
-    metrics = dict(done["metrics"])
     pack_info = os.path.join(a.run, "pack", "moonreel_pack.json")
     if os.path.exists(pack_info):             # the finished run's evaluation and stage times
         with open(pack_info) as f:

@@ -17,7 +17,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -52,6 +52,8 @@ class VAEPhase:
     warmup: int
     first_frame_weight: float   # frame 0 is its own latent frame and the TI2V condition
     clip_base: int              # index of the phase's first training clip
+    decoder_only: bool = False  # train decoder + conv2; the encoder (so the DiT's latents) stays
+    torch_seed: Optional[int] = None   # seeds torch's global stream (the latent noise) at the start
 
 
 def vae_phases(cfg) -> List[VAEPhase]:
@@ -59,6 +61,14 @@ def vae_phases(cfg) -> List[VAEPhase]:
                      1.0, 10_000_000),
             VAEPhase("vae_long", cfg.vae_long_steps, cfg.vae_long_extended, cfg.vae_long_batch, cfg.frames,
                      cfg.vae_long_lr, 50, cfg.vae_first_frame_weight, 30_000_000)]
+
+
+def vae_decoder_phase(cfg) -> VAEPhase:
+    """Decoder fine-tuning after the DiT stage: whole clips through the frozen encoder,
+    so the latents the DiT was trained on keep their meaning."""
+    return VAEPhase("vae_dec", cfg.vae_dec_steps, cfg.vae_dec_extended, cfg.vae_dec_batch, cfg.frames,
+                    cfg.vae_dec_lr, 50, cfg.vae_first_frame_weight, 40_000_000, decoder_only=True,
+                    torch_seed=cfg.seed + 5)
 
 
 def vae_batch(cfg, ph: VAEPhase, rng: np.random.Generator, step: int) -> torch.Tensor:
@@ -97,11 +107,21 @@ def train_vae(cfg, vae: WanVAE, log=print) -> dict:
 def train_vae_phase(cfg, vae: WanVAE, ph: VAEPhase, log=print) -> dict:
     """ph.steps steps of fresh clips; resumes from <out_dir>/<ph.name>_ckpt.pt when present."""
     rng = np.random.default_rng([cfg.seed, 1] if ph.name == "vae" else [cfg.seed, 1, ph.clip_base])
-    opt = torch.optim.AdamW(vae.parameters(), lr=ph.lr, weight_decay=0.0)
+    if ph.decoder_only:
+        params = [p for n, p in vae.named_parameters() if n.startswith(("decoder.", "conv2."))]
+    else:
+        params = list(vae.parameters())
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=ph.lr, weight_decay=0.0)
     path = os.path.join(cfg.out_dir, f"{ph.name}_ckpt.pt")
     step, seconds = 0, 0.0
     st = ckpt.load(path)
-    if st is None and ph.name != "vae":
+    if st is None and ph.torch_seed is not None:
+        torch.manual_seed(ph.torch_seed)
+    if st is None and ph.name == "vae_long":
         # a later phase starts from the weights the one before ended with
         prev = ckpt.load(os.path.join(cfg.out_dir, "vae_ckpt.pt"))
         if prev is not None:
@@ -135,14 +155,15 @@ def train_vae_phase(cfg, vae: WanVAE, ph: VAEPhase, log=print) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr
         x = vae_batch(cfg, ph, rng, step)
-        mu, _ = vae.encode_moments(x, chunked=False)
+        with torch.set_grad_enabled(not ph.decoder_only):
+            mu, _ = vae.encode_moments(x, chunked=False)
         z = mu + torch.randn_like(mu) * (cfg.vae_latent_noise * mu.detach().std())
         y = vae.decoder(vae.conv2(z))
         w = foreground_weights(x, cfg.vae_fg_weight) * frame_w
         loss = ((y - x).abs() * w).mean() + ((y - x).pow(2) * w).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if step % 250 == 0:
             with torch.no_grad():
@@ -157,6 +178,8 @@ def train_vae_phase(cfg, vae: WanVAE, ph: VAEPhase, log=print) -> dict:
         if timer.due():
             save()
     save()
+    for p in vae.parameters():
+        p.requires_grad_(False)
     return {f"{ph.name}_phase_steps": step, f"{ph.name}_phase_seconds": seconds + time.time() - t0}
 
 

@@ -27,7 +27,8 @@ from .data import Tokenizer, train_clip, train_sentencepiece
 from .evaluate import eval_t2v, eval_ti2v, eval_vae
 from .export import export_pack
 from .stage_dit import build_dit, build_t5, train_dit
-from .stage_vae import build_vae, encode_latents, renormalize_latents, train_vae
+from .stage_vae import (build_vae, encode_latents, renormalize_latents, train_vae, train_vae_phase,
+                        vae_decoder_phase)
 
 
 def seed_all(seed: int) -> None:
@@ -44,6 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--vae-steps", type=int, default=None)
     ap.add_argument("--vae-long-steps", type=int, default=None)
     ap.add_argument("--dit-steps", type=int, default=None)
+    ap.add_argument("--vae-dec-steps", type=int, default=None)
     ap.add_argument("--smoke", action="store_true", help="tiny run of every stage (pipeline check)")
     a = ap.parse_args(argv)
     cfg = TrainConfig(seed=a.seed, out_dir=a.out)
@@ -57,11 +59,14 @@ def main(argv=None) -> int:
         cfg.vae_long_steps, cfg.vae_long_extended = a.vae_long_steps, ()
     if a.dit_steps is not None:
         cfg.dit_steps, cfg.dit_extended = a.dit_steps, ()
+    if a.vae_dec_steps is not None:
+        cfg.vae_dec_steps, cfg.vae_dec_extended = a.vae_dec_steps, ()
     n_eval, n_ti2v = 40, 8
     if a.smoke:
         cfg.vae_steps, cfg.vae_extended = a.vae_steps or 2, ()
         cfg.vae_long_steps, cfg.vae_long_extended = a.vae_long_steps or 2, ()
         cfg.dit_steps, cfg.dit_extended = a.dit_steps or 2, ()
+        cfg.vae_dec_steps, cfg.vae_dec_extended = a.vae_dec_steps or 2, ()
         cfg.n_latent_clips, cfg.eval_steps, n_eval, n_ti2v = 16, 2, 8, 1
     torch.set_num_threads(cfg.threads)
     seed_all(cfg.seed)
@@ -83,8 +88,10 @@ def main(argv=None) -> int:
         # weights; everything else must match.
         with open(cfg_path) as f:
             old = json.load(f)
-        stages = {"vae": "vae_ckpt.pt", "vae_long": "vae_long_ckpt.pt", "dit": "dit_ckpt.pt"}
-        for st, flag in (("vae", a.vae_steps), ("vae_long", a.vae_long_steps), ("dit", a.dit_steps)):
+        stages = {"vae": "vae_ckpt.pt", "vae_long": "vae_long_ckpt.pt", "dit": "dit_ckpt.pt",
+                  "vae_dec": "vae_dec_ckpt.pt"}
+        for st, flag in (("vae", a.vae_steps), ("vae_long", a.vae_long_steps), ("dit", a.dit_steps),
+                         ("vae_dec", a.vae_dec_steps)):
             setattr(cfg, f"{st}_extended", tuple(tuple(e) for e in old.get(f"{st}_extended", ())))
             if flag is None:
                 setattr(cfg, f"{st}_steps", old[f"{st}_steps"])
@@ -95,7 +102,8 @@ def main(argv=None) -> int:
                              "resume it with the same flags or choose another --out")
         done = {"vae": os.path.exists(os.path.join(cfg.out_dir, "vae.pt")),
                 "vae_long": os.path.exists(os.path.join(cfg.out_dir, "vae.pt")),
-                "dit": os.path.exists(os.path.join(cfg.out_dir, "pack"))}
+                "dit": os.path.exists(os.path.join(cfg.out_dir, "pack")),
+                "vae_dec": os.path.exists(os.path.join(cfg.out_dir, "vae_dec.pt"))}
         for st, ckpt_name in stages.items():
             key = f"{st}_steps"
             if new[key] != old[key]:
@@ -167,6 +175,25 @@ def main(argv=None) -> int:
     metrics.update(r)
     dit_e, t5_e = ema.shadow
 
+    # 3b. decoder fine-tuning (vae_dec.pt holds the result and its metrics)
+    dec_path = os.path.join(cfg.out_dir, "vae_dec.pt")
+    dec = ckpt.load(dec_path)
+    if dec is None and cfg.vae_dec_steps > 0:
+        vae.train()
+        m = train_vae_phase(cfg, vae, vae_decoder_phase(cfg), log)
+        vae.eval()
+        t0 = time.time()
+        m["vae_psnr_holdout_before_dec"] = metrics["vae_psnr_holdout"]
+        m["vae_psnr_holdout"] = eval_vae(cfg, vae, 16 if not a.smoke else 2)
+        m["vae_dec_eval_seconds"] = time.time() - t0
+        dec = {"model": vae.state_dict(), "metrics": m}
+        ckpt.save(dec, dec_path)
+    if dec is not None:
+        vae.load_state_dict(dec["model"])
+        metrics.update(dec["metrics"])
+        log(f"VAE PSNR on held-out clips after decoder fine-tuning: {metrics['vae_psnr_holdout']:.2f} dB")
+    vae.eval()
+
     # 4. evaluation with the EMA weights
     t0 = time.time()
     metrics["t2v_checker_pass"] = eval_t2v(cfg, vae, dit_e, t5_e, tok, n_eval, log)
@@ -180,6 +207,7 @@ def main(argv=None) -> int:
     # resume (the process's clock does not); None when a stage's time was not recorded.
     parts = [metrics.get(k) for k in ("vae_seconds", "vae_eval_seconds", "latent_seconds", "dit_seconds",
                                       "eval_seconds")]
+    parts += [metrics.get(k, 0.0) for k in ("vae_dec_phase_seconds", "vae_dec_eval_seconds")]
     metrics["total_seconds"] = sum(parts) if None not in parts else None
     metrics.update(export_pack(cfg, os.path.join(cfg.out_dir, "pack"), dit_e, vae, t5_e, spiece, metrics))
     log("metrics " + json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}))

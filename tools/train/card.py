@@ -151,16 +151,20 @@ def write_card(pack: str, scores: Optional[dict] = None) -> str:
     return path
 
 
+def read_scores(path: Optional[str]) -> Optional[dict]:
+    """The engine figures written by `python3 -m tools.score --json PATH` (None: no file)."""
+    if not path:
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="write a pack's model card (README.md)")
     ap.add_argument("--pack", default="models/default")
     ap.add_argument("--scores", help="figures from python3 -m tools.score --json FILE")
     a = ap.parse_args(argv)
-    scores = None
-    if a.scores:
-        with open(a.scores) as f:
-            scores = json.load(f)
-    print(f"wrote {write_card(a.pack, scores)}")
+    print(f"wrote {write_card(a.pack, read_scores(a.scores))}")
     return 0
 
 

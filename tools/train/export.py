@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 
 from ..wan_torch import st
-from .card import write_card
+from .card import read_scores, write_card
 
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
@@ -134,10 +134,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="models/default")
     ap.add_argument("--scores", help="engine figures for the model card (python3 -m tools.score --json FILE)")
     a = ap.parse_args(argv)
-    scores = None
-    if a.scores:
-        with open(a.scores) as f:
-            scores = json.load(f)
+    scores = read_scores(a.scores)
     with open(os.path.join(a.run, "config.json")) as f:
         cfg = TrainConfig.from_json(f.read())
     vae = build_vae(cfg)

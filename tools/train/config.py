@@ -93,6 +93,10 @@ class TrainConfig:
     vae_dec_extended: Tuple[Tuple[int, int], ...] = ()
     vae_dec_batch: int = 2
     vae_dec_lr: float = 1e-4
+    # Measured at whole-clip step 766: 79 % of the squared error sits on the object and a
+    # 4-pixel ring around it (blurred edges), the far background is at 34 dB; so the
+    # decoder phase weights the ring like the object.
+    vae_dec_fg_dilate: int = 4
     # latent cache for the DiT stage
     n_latent_clips: int = 4000
     # DiT + text encoder stage (flow matching)

@@ -54,6 +54,7 @@ class VAEPhase:
     clip_base: int              # index of the phase's first training clip
     decoder_only: bool = False  # train decoder + conv2; the encoder (so the DiT's latents) stays
     torch_seed: Optional[int] = None   # seeds torch's global stream (the latent noise) at the start
+    fg_dilate: int = 0          # foreground_weights(dilate=)
 
 
 def vae_phases(cfg) -> List[VAEPhase]:
@@ -68,7 +69,7 @@ def vae_decoder_phase(cfg) -> VAEPhase:
     so the latents the DiT was trained on keep their meaning."""
     return VAEPhase("vae_dec", cfg.vae_dec_steps, cfg.vae_dec_extended, cfg.vae_dec_batch, cfg.frames,
                     cfg.vae_dec_lr, 50, cfg.vae_first_frame_weight, 40_000_000, decoder_only=True,
-                    torch_seed=cfg.seed + 5)
+                    torch_seed=cfg.seed + 5, fg_dilate=cfg.vae_dec_fg_dilate)
 
 
 def vae_batch(cfg, ph: VAEPhase, rng: np.random.Generator, step: int) -> torch.Tensor:
@@ -82,7 +83,7 @@ def vae_batch(cfg, ph: VAEPhase, rng: np.random.Generator, step: int) -> torch.T
     return x
 
 
-def foreground_weights(x: torch.Tensor, weight: float, threshold: float = 0.3) -> torch.Tensor:
+def foreground_weights(x: torch.Tensor, weight: float, threshold: float = 0.3, dilate: int = 0) -> torch.Tensor:
     """1 on the background, 1 + weight where a pixel differs from its clip's background
     (the mean of the frame borders: tinyworld backgrounds are plain). The objects are ~4 %
     of the pixels, so an unweighted loss is met by the background alone: measured on 4
@@ -91,6 +92,8 @@ def foreground_weights(x: torch.Tensor, weight: float, threshold: float = 0.3) -
     border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], dim=-1)
     bg = border.mean(dim=(2, 3), keepdim=True).unsqueeze(-1)
     fg = ((x - bg).abs().sum(1, keepdim=True) > threshold).float()
+    if dilate:      # the ring around the object too: where a blurred edge leaves its error
+        fg = torch.nn.functional.max_pool3d(fg, (1, 2 * dilate + 1, 2 * dilate + 1), 1, (0, dilate, dilate))
     return 1.0 + weight * fg
 
 
@@ -159,7 +162,7 @@ def train_vae_phase(cfg, vae: WanVAE, ph: VAEPhase, log=print) -> dict:
             mu, _ = vae.encode_moments(x, chunked=False)
         z = mu + torch.randn_like(mu) * (cfg.vae_latent_noise * mu.detach().std())
         y = vae.decoder(vae.conv2(z))
-        w = foreground_weights(x, cfg.vae_fg_weight) * frame_w
+        w = foreground_weights(x, cfg.vae_fg_weight, dilate=ph.fg_dilate) * frame_w
         loss = ((y - x).abs() * w).mean() + ((y - x).pow(2) * w).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

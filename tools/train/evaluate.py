@@ -23,11 +23,13 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @torch.no_grad()
 def eval_vae(cfg, vae, n: int = 16) -> float:
+    """Mean over n held-out clips of each clip's PSNR (the usual data-set figure, and what
+    tools/score computes through the engine)."""
     x = clips_tensor([holdout_clip(cfg.seed, i, cfg.frames, cfg.size) for i in range(n)])
     vals = []
     for i in range(0, n, 4):
         y = vae.decode(vae.encode(x[i:i + 4], chunked=True), chunked=True)
-        vals.append(psnr(y, x[i:i + 4]))
+        vals += [psnr(y[j:j + 1], x[i + j:i + j + 1]) for j in range(y.shape[0])]
     return float(np.mean(vals))
 
 

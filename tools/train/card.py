@@ -92,7 +92,9 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
         f"| DiT + text encoder (flow matching, batch {cfg['dit_batch']}, CFG dropout {cfg['p_uncond']}, "
         f"first-frame condition {cfg['p_i2v']}) | {m.get('dit_steps', '—')} | {_dur(m.get('dit_seconds'))} |",
         f"| VAE decoder fine-tuning, encoder frozen (batch {cfg.get('vae_dec_batch', '—')} × {cfg['frames']} "
-        f"frames, lr {cfg.get('vae_dec_lr', '—')}) + evaluation | {m.get('vae_dec_phase_steps', '—')} "
+        f"frames, lr {cfg.get('vae_dec_lr', '—')}, first frame ×{cfg.get('vae_dec_first_frame_weight', '—')}, "
+        f"a {cfg.get('vae_dec_fg_dilate', 0)}-pixel ring weighted like the object) + evaluation "
+        f"| {m.get('vae_dec_phase_steps', '—')} "
         f"| {_dur((m['vae_dec_phase_seconds'] + m.get('vae_dec_eval_seconds', 0)) if 'vae_dec_phase_seconds' in m else None)} |",
         f"| evaluation (PyTorch) | | {_dur(m.get('eval_seconds'))} |",
         f"| **total** | | **{_dur(m.get('total_seconds'))}** |",

@@ -68,7 +68,7 @@ def vae_decoder_phase(cfg) -> VAEPhase:
     """Decoder fine-tuning after the DiT stage: whole clips through the frozen encoder,
     so the latents the DiT was trained on keep their meaning."""
     return VAEPhase("vae_dec", cfg.vae_dec_steps, cfg.vae_dec_extended, cfg.vae_dec_batch, cfg.frames,
-                    cfg.vae_dec_lr, 50, cfg.vae_first_frame_weight, 40_000_000, decoder_only=True,
+                    cfg.vae_dec_lr, 50, cfg.vae_dec_first_frame_weight, 40_000_000, decoder_only=True,
                     torch_seed=cfg.seed + 5, fg_dilate=cfg.vae_dec_fg_dilate)
 
 

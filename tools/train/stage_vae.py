@@ -108,7 +108,8 @@ def train_vae(cfg, vae: WanVAE, log=print) -> dict:
 
 
 def train_vae_phase(cfg, vae: WanVAE, ph: VAEPhase, log=print) -> dict:
-    """ph.steps steps of fresh clips; resumes from <out_dir>/<ph.name>_ckpt.pt when present."""
+    """ph.steps steps of fresh clips; resumes from <out_dir>/<ph.name>_ckpt.pt when present,
+    else starts from the weights `vae` holds (the phase before, which loads its own)."""
     rng = np.random.default_rng([cfg.seed, 1] if ph.name == "vae" else [cfg.seed, 1, ph.clip_base])
     if ph.decoder_only:
         params = [p for n, p in vae.named_parameters() if n.startswith(("decoder.", "conv2."))]
@@ -124,11 +125,6 @@ def train_vae_phase(cfg, vae: WanVAE, ph: VAEPhase, log=print) -> dict:
     st = ckpt.load(path)
     if st is None and ph.torch_seed is not None:
         torch.manual_seed(ph.torch_seed)
-    if st is None and ph.name == "vae_long":
-        # a later phase starts from the weights the one before ended with
-        prev = ckpt.load(os.path.join(cfg.out_dir, "vae_ckpt.pt"))
-        if prev is not None:
-            vae.load_state_dict(prev["model"])
     if st is not None:
         vae.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])

@@ -141,6 +141,11 @@ def main(argv=None) -> int:
     done = torch.load(os.path.join(a.run, "vae.pt"))
     vae.load_state_dict(done["model"])
     metrics = dict(done["metrics"])
+    pack_info = os.path.join(a.run, "pack", "moonreel_pack.json")
+    if os.path.exists(pack_info):             # the run's evaluation and stage times
+        with open(pack_info) as f:
+            metrics.update(json.load(f)["metrics"])
+    # The checkpoints' own figures last: a run's pack may predate its decoder phase.
     if os.path.exists(os.path.join(a.run, "vae_dec.pt")):      # the fine-tuned decoder
         dec = torch.load(os.path.join(a.run, "vae_dec.pt"))
         vae.load_state_dict(dec["model"])
@@ -149,10 +154,6 @@ def main(argv=None) -> int:
     dit, t5 = build_dit(cfg), build_t5(cfg)
     dit.load_state_dict(st_dit["ema"][0])
     t5.load_state_dict(st_dit["ema"][1])
-    pack_info = os.path.join(a.run, "pack", "moonreel_pack.json")
-    if os.path.exists(pack_info):             # the finished run's evaluation and stage times
-        with open(pack_info) as f:
-            metrics.update(json.load(f)["metrics"])
     metrics.update({"dit_steps": st_dit["step"], "dit_seconds": st_dit["seconds"]})
     info = export_pack(cfg, a.out, dit.eval(), vae.eval(), t5.eval(), os.path.join(a.run, "spiece.model"), metrics,
                        scores=scores)

@@ -160,8 +160,6 @@ def main(argv=None) -> int:
         latents = encode_latents(cfg, vae, cfg.n_latent_clips, log)
         cached = {"latents": latents, "seconds": time.time() - t0}
         ckpt.save(cached, lat_path)
-    if not isinstance(cached, dict):      # written before the cache carried its time
-        cached = {"latents": cached, "seconds": None}
     latents = cached["latents"]
     metrics["latent_seconds"] = cached["seconds"]
     specs = [train_clip(cfg.seed, i, 1, 16).spec for i in range(cfg.n_latent_clips)]  # spec only

@@ -52,19 +52,27 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default="f32")
     ap.add_argument("--gate", action="store_true", help="exit 1 below the issue's figures")
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--reference", action="store_true",
+                    help="exit 1 where a per-item figure that does not depend on sampling noise (VAE PSNR per "
+                         "clip, TI2V first-frame PSNR per pair) differs from the pack's PyTorch reference")
+    ap.add_argument("--reference-tol", type=float, default=0.05, help="dB (default 0.05)")
     a = ap.parse_args(argv)
 
     with open(os.path.join(a.pack, "moonreel_pack.json")) as f:
-        d = json.load(f)["defaults"]
+        info = json.load(f)
+    d = info["defaults"]
     frames, size = int(d["frames"]), int(d["width"])
+    if a.reference and "reference" not in info:
+        print(f"{a.pack}/moonreel_pack.json: no \"reference\" figures (re-export the pack)", file=sys.stderr)
+        return 2
     tmp = tempfile.mkdtemp(prefix="moonreel-score-")
     try:
-        return _score(a, frames, size, tmp)
+        return _score(a, frames, size, tmp, info.get("reference", {}))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _score(a, frames: int, size: int, tmp: str) -> int:
+def _score(a, frames: int, size: int, tmp: str, reference: dict) -> int:
     jobs, checks = [], []
 
     for i in range(a.vae):
@@ -99,6 +107,7 @@ def _score(a, frames: int, size: int, tmp: str) -> int:
     print(r.stdout.strip())
 
     vae, t2v_ok, ti2v_psnr, ti2v_ok = [], 0, [], 0
+    attrs = {k: 0 for k in ("colour", "shape", "motion")}     # T2V matches per attribute
     for job, (kind, ref, extra) in zip(jobs, checks):
         shape = (3, frames, size, size)
         out = np.fromfile(job["out"], dtype=np.float32).reshape(shape)
@@ -107,6 +116,8 @@ def _score(a, frames: int, size: int, tmp: str) -> int:
         elif kind == "t2v":
             res = check(out, ref)
             t2v_ok += res.ok
+            for k in attrs:
+                attrs[k] += res.match[k]
             if not res.ok:
                 f = res.found
                 print(f"  t2v miss: {ref!r} seed {extra}: found {f.colour}/{f.shape}/{f.motion}")
@@ -128,7 +139,14 @@ def _score(a, frames: int, size: int, tmp: str) -> int:
     if m["ti2v_psnr"] is not None:
         print(f"TI2V first-frame PSNR: {m['ti2v_psnr']:.2f} dB (gate {GATES['ti2v_psnr']}); "
               f"checker {ti2v_ok}/{a.ti2v} = {100 * m['ti2v_pass']:.0f}% (gate {100 * GATES['ti2v_pass']:.0f}%)")
-    m.update(n_vae=a.vae, n_t2v=a.n, n_ti2v=a.ti2v, t2v_ok=t2v_ok, ti2v_ok=ti2v_ok, seconds=time.time() - t0)
+    if a.n:
+        print("T2V checker by attribute: " + ", ".join(f"{k} {v}/{a.n}" for k, v in attrs.items()))
+    m.update(n_vae=a.vae, n_t2v=a.n, n_ti2v=a.ti2v, t2v_ok=t2v_ok, ti2v_ok=ti2v_ok, seconds=time.time() - t0,
+             t2v_attr={k: v / a.n for k, v in attrs.items()} if a.n else None)
+    worst = _reference_diff(reference, {"vae_psnr": vae, "ti2v_first_frame_psnr": ti2v_psnr})
+    if worst is not None:
+        print(f"largest difference from the pack's PyTorch reference: {worst:.4f} dB (tolerance {a.reference_tol})")
+        m["reference_max_diff_db"] = worst
     per_job = re.search(r"seconds per job: ([\d.]+) on (.+)", r.stdout)
     if per_job:
         m.update(seconds_per_job=float(per_job.group(1)), device=per_job.group(2).strip())
@@ -136,11 +154,21 @@ def _score(a, frames: int, size: int, tmp: str) -> int:
         with open(a.json + ".tmp", "w") as f:
             json.dump(m, f, indent=1)
         os.replace(a.json + ".tmp", a.json)
+    if a.reference and (worst is None or worst > a.reference_tol):
+        print("the engine does not reproduce the pack's reference figures" if worst is not None else
+              "no per-item figure to hold to the reference (--vae 0 and --ti2v 0)")
+        return 1
     failed = [k for k, g in GATES.items() if m[k] is not None and m[k] < g]
     if a.gate and failed:
         print("below the gates: " + ", ".join(failed))
         return 1
     return 0
+
+
+def _reference_diff(reference: dict, engine: dict):
+    """Largest |engine - reference| over the items both have, in dB; None when none."""
+    diffs = [abs(e - r) for k, vals in engine.items() for e, r in zip(vals, reference.get(k, []))]
+    return max(diffs) if diffs else None
 
 
 if __name__ == "__main__":

@@ -126,6 +126,24 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
         f"| TI2V: motion follows the prompt (checker) | ≥ {_pct(GATES['ti2v'])} | — | {_pct(s.get('ti2v_pass'))}"
         f"{' (%d/%d)' % (s['ti2v_ok'], s['n_ti2v']) if s.get('n_ti2v') else ''} |",
         "",
+    ]
+    attr = s.get("t2v_attr")
+    if attr:
+        lines += ["T2V checker through the engine, by attribute: " +
+                  ", ".join(f"{k} {_pct(attr[k])}" for k in ("colour", "shape", "motion")) + ".", ""]
+    if s.get("reference_max_diff_db") is not None:
+        lines += ["The figures that do not depend on sampling noise (VAE PSNR per clip, TI2V first-frame PSNR",
+                  "per pair) agree between the engine and PyTorch to within "
+                  f"{s['reference_max_diff_db']:.3f} dB (`tools.score --reference`).", ""]
+    unmet = [name for name, val, gate in (
+        ("VAE PSNR", s.get("vae_psnr", m.get("vae_psnr_holdout")), GATES["vae"]),
+        ("T2V checker", s.get("t2v_pass", m.get("t2v_checker_pass")), GATES["t2v"]),
+        ("TI2V first frame", s.get("ti2v_psnr", m.get("ti2v_first_frame_psnr")), GATES["ti2v_psnr"]),
+        ("TI2V checker", s.get("ti2v_pass"), GATES["ti2v"])) if val is not None and val < gate]
+    if unmet:
+        lines += ["**Below the required figures: " + ", ".join(unmet) + ".** See docs/default-model.md for",
+                  "what was measured about why.", ""]
+    lines += [
         "Engine figures: `python3 -m tools.score --pack models/default` (the pack's own defaults, through",
         "the `moonreel` CLI)" + (f", {s['seconds_per_job']:.1f} s per job on {s['device']}" if s.get("seconds_per_job")
                                  and s.get("device") else "") + ".",

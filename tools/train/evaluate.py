@@ -22,15 +22,40 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def eval_vae(cfg, vae, n: int = 16) -> float:
-    """Mean over n held-out clips of each clip's PSNR (the usual data-set figure, and what
-    tools/score computes through the engine)."""
+def vae_psnr_per_clip(cfg, vae, n: int = 16) -> list:
+    """Each of n held-out clips' PSNR after encode -> decode (chunked, as the engine runs it)."""
     x = clips_tensor([holdout_clip(cfg.seed, i, cfg.frames, cfg.size) for i in range(n)])
     vals = []
     for i in range(0, n, 4):
         y = vae.decode(vae.encode(x[i:i + 4], chunked=True), chunked=True)
         vals += [psnr(y[j:j + 1], x[i + j:i + j + 1]) for j in range(y.shape[0])]
-    return float(np.mean(vals))
+    return vals
+
+
+def eval_vae(cfg, vae, n: int = 16) -> float:
+    """Mean over n held-out clips of each clip's PSNR (the usual data-set figure, and what
+    tools/score computes through the engine)."""
+    return float(np.mean(vae_psnr_per_clip(cfg, vae, n)))
+
+
+@torch.no_grad()
+def ti2v_first_frame_per_pair(cfg, vae, n: int = 8) -> list:
+    """The TI2V first-frame PSNR of eval_ti2v's pairs without sampling: frame 0 is the
+    given image's latent, held fixed, and the causal decoder makes frame 0 from latent
+    frame 0 alone. So it is a figure of the weights, the same in any engine, and
+    tools/score --reference holds the engine to it."""
+    vals = []
+    for spec, sd in prompt_seed_pairs(cfg.seed + 1, n):
+        img = clips_tensor([sample_clip(np.random.default_rng(sd), spec, cfg.frames, cfg.size)])[:, :, :1]
+        vals.append(psnr(vae.decode(vae.encode(img, chunked=True), chunked=True), img))
+    return vals
+
+
+def reference_figures(cfg, vae, n_vae: int = 16, n_ti2v: int = 8) -> dict:
+    """Per-item figures that do not depend on sampling noise, for the pack: the engine
+    must reproduce them (tools/score --reference)."""
+    return {"vae_psnr": vae_psnr_per_clip(cfg, vae, n_vae),
+            "ti2v_first_frame_psnr": ti2v_first_frame_per_pair(cfg, vae, n_ti2v)}
 
 
 @torch.no_grad()

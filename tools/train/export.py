@@ -25,6 +25,7 @@ import torch
 
 from ..wan_torch import st
 from .card import read_scores, write_card
+from .evaluate import reference_figures
 
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
@@ -55,7 +56,8 @@ def pack_defaults(cfg) -> dict:
 
 
 def export_pack(cfg, out: str, dit, vae, t5, spiece_path: str, metrics: dict,
-                dit_dtype: str = "f16", t5_dtype: str = "bf16", scores: Optional[dict] = None) -> dict:
+                dit_dtype: str = "f16", t5_dtype: str = "bf16", scores: Optional[dict] = None,
+                reference_counts=(16, 8)) -> dict:
     """Write the pack into a temporary folder beside `out`, then put it in place: a
     failed export leaves the earlier pack (or nothing) there, never half a pack."""
     final = out.rstrip("/")
@@ -84,6 +86,8 @@ def export_pack(cfg, out: str, dit, vae, t5, spiece_path: str, metrics: dict,
                           "dim_ffn": cfg.t5.dim_ffn, "num_heads": cfg.t5.num_heads,
                           "num_layers": cfg.t5.num_layers, "num_buckets": cfg.t5.num_buckets},
             "frames": cfg.frames, "size": cfg.size,
+            # per-item PyTorch figures the engine must reproduce (tools/score --reference)
+            "reference": reference_figures(cfg, vae, *reference_counts),
             "params": {name: sum(p.numel() for p in m.parameters()) for name, m in
                        (("dit", dit), ("vae", vae), ("t5", t5))}}
     with open(os.path.join(out, "moonreel_pack.json"), "w") as f:

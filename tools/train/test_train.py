@@ -2,6 +2,7 @@
 
     /usr/bin/python3 -m unittest tools.train.test_train
 """
+import json
 import os
 import tempfile
 import unittest
@@ -66,7 +67,8 @@ class TestTrainSkeleton(unittest.TestCase):
         train_sentencepiece(sp, self.cfg.t5.vocab)
         dit, vae, t5 = build_dit(self.cfg).eval(), build_vae(self.cfg).eval(), build_t5(self.cfg).eval()
         pack = os.path.join(self.tmp.name, "pack")
-        info = export_pack(self.cfg, pack, dit, vae, t5, sp, {"x": 1.0}, dit_dtype="f32", t5_dtype="f32")
+        info = export_pack(self.cfg, pack, dit, vae, t5, sp, {"x": 1.0}, dit_dtype="f32", t5_dtype="f32",
+                           reference_counts=(2, 1))
         self.assertGreater(info["pack_bytes"], 0)
         for name in ("config.json", "diffusion_pytorch_model.safetensors", "Wan2.1_VAE.pth",
                      "models_t5_umt5-xxl-enc-bf16.pth", "google/umt5-xxl/spiece.model"):
@@ -80,10 +82,14 @@ class TestTrainSkeleton(unittest.TestCase):
             torch.testing.assert_close(c1, c2)
             torch.testing.assert_close(dit(x, torch.tensor([500.0]), c1), dit2(x, torch.tensor([500.0]), c2))
             torch.testing.assert_close(vae.decode(x, chunked=True), vae2.decode(x, chunked=True))
-
-
-if __name__ == "__main__":
-    unittest.main()
+        # the per-item reference the engine is held to: TI2V frame 0 without sampling is
+        # the frame 0 that sampling gives (the latent is held, the decoder is causal)
+        from tools.train.evaluate import eval_ti2v
+        with open(os.path.join(pack, "moonreel_pack.json")) as f:
+            ref = json.load(f)["reference"]
+        self.assertEqual((len(ref["vae_psnr"]), len(ref["ti2v_first_frame_psnr"])), (2, 1))
+        self.cfg.eval_steps = 2
+        self.assertAlmostEqual(ref["ti2v_first_frame_psnr"][0], eval_ti2v(self.cfg, vae, dit, t5, tok, 1), places=3)
 
 
 class TestSchedule(unittest.TestCase):
@@ -103,3 +109,7 @@ class TestSchedule(unittest.TestCase):
         back = TrainConfig.from_json(cfg.to_json())
         self.assertEqual(back.to_json(), cfg.to_json())
         self.assertEqual(back.vae_extended, cfg.vae_extended)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -61,13 +61,13 @@ def main(argv=None) -> int:
         cfg.dit_steps, cfg.dit_extended = a.dit_steps, ()
     if a.vae_dec_steps is not None:
         cfg.vae_dec_steps, cfg.vae_dec_extended = a.vae_dec_steps, ()
-    n_eval, n_ti2v = 40, 8
+    n_eval, n_ti2v, n_vae = 40, 8, 16
     if a.smoke:
         cfg.vae_steps, cfg.vae_extended = a.vae_steps or 2, ()
         cfg.vae_long_steps, cfg.vae_long_extended = a.vae_long_steps or 2, ()
         cfg.dit_steps, cfg.dit_extended = a.dit_steps or 2, ()
         cfg.vae_dec_steps, cfg.vae_dec_extended = a.vae_dec_steps or 2, ()
-        cfg.n_latent_clips, cfg.eval_steps, n_eval, n_ti2v = 16, 2, 8, 1
+        cfg.n_latent_clips, cfg.eval_steps, n_eval, n_ti2v, n_vae = 16, 2, 8, 1, 2
     torch.set_num_threads(cfg.threads)
     seed_all(cfg.seed)
     os.makedirs(cfg.out_dir, exist_ok=True)
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         vae.eval()
         metrics.update(renormalize_latents(cfg, vae))
-        metrics["vae_psnr_holdout"] = eval_vae(cfg, vae, 16 if not a.smoke else 2)
+        metrics["vae_psnr_holdout"] = eval_vae(cfg, vae, n_vae)
         metrics["vae_eval_seconds"] = time.time() - t0
         ckpt.save({"model": vae.state_dict(), "metrics": metrics}, os.path.join(cfg.out_dir, "vae.pt"))
     else:
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
         vae.eval()
         t0 = time.time()
         m["vae_psnr_holdout_before_dec"] = metrics["vae_psnr_holdout"]
-        m["vae_psnr_holdout"] = eval_vae(cfg, vae, 16 if not a.smoke else 2)
+        m["vae_psnr_holdout"] = eval_vae(cfg, vae, n_vae)
         m["vae_dec_eval_seconds"] = time.time() - t0
         dec = {"model": vae.state_dict(), "metrics": m}
         ckpt.save(dec, dec_path)
@@ -207,7 +207,8 @@ def main(argv=None) -> int:
                                       "eval_seconds")]
     parts += [metrics.get(k, 0.0) for k in ("vae_dec_phase_seconds", "vae_dec_eval_seconds")]
     metrics["total_seconds"] = sum(parts) if None not in parts else None
-    metrics.update(export_pack(cfg, os.path.join(cfg.out_dir, "pack"), dit_e, vae, t5_e, spiece, metrics))
+    metrics.update(export_pack(cfg, os.path.join(cfg.out_dir, "pack"), dit_e, vae, t5_e, spiece, metrics,
+                               reference_counts=(n_vae, n_ti2v)))
     log("metrics " + json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}))
     return 0
 

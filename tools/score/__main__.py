@@ -9,7 +9,11 @@
 Generation runs in the moonreel CLI (tools/score/jobs.lua) with the pack's own
 defaults, so this measures what a user gets. --gate exits non-zero below the
 figures of issue 5 (VAE >= 30 dB, checker >= 90 %, TI2V first frame >= 25 dB and
-checker >= 90 %).
+checker >= 90 %). --reference holds the engine to the pack's own PyTorch figures
+where they do not depend on sampling noise (VAE PSNR per clip, TI2V first frame
+per pair: frame 0 is the image's latent, held, through a causal decoder); --hold
+colour=0.6,motion=0.6 requires those checker attributes of that fraction of the
+generated clips (1 when no fraction is given).
 """
 from __future__ import annotations
 
@@ -56,6 +60,9 @@ def main(argv=None) -> int:
                     help="exit 1 where a per-item figure that does not depend on sampling noise (VAE PSNR per "
                          "clip, TI2V first-frame PSNR per pair) differs from the pack's PyTorch reference")
     ap.add_argument("--reference-tol", type=float, default=0.05, help="dB (default 0.05)")
+    ap.add_argument("--hold", default="", metavar="ATTR[=FRAC],...",
+                    help="exit 1 unless at least FRAC (default 1) of the T2V and TI2V clips match their "
+                         "prompt in each of these checker attributes (colour, shape, motion)")
     a = ap.parse_args(argv)
 
     with open(os.path.join(a.pack, "moonreel_pack.json")) as f:
@@ -65,6 +72,15 @@ def main(argv=None) -> int:
     if a.reference and "reference" not in info:
         print(f"{a.pack}/moonreel_pack.json: no \"reference\" figures (re-export the pack)", file=sys.stderr)
         return 2
+    try:
+        hold = {k: float(v or 1.0) for k, _, v in (h.partition("=") for h in a.hold.split(",") if h)}
+    except ValueError:
+        hold = {"": 0.0}
+    if any(k not in ("colour", "shape", "motion") or not 0 <= f <= 1 for k, f in hold.items()):
+        print(f"--hold {a.hold}: give colour, shape or motion, each with an optional =FRACTION in [0, 1]",
+              file=sys.stderr)
+        return 2
+    a.hold = hold
     tmp = tempfile.mkdtemp(prefix="moonreel-score-")
     try:
         return _score(a, frames, size, tmp, info.get("reference", {}))
@@ -108,6 +124,7 @@ def _score(a, frames: int, size: int, tmp: str, reference: dict) -> int:
 
     vae, t2v_ok, ti2v_psnr, ti2v_ok = [], 0, [], 0
     attrs = {k: 0 for k in ("colour", "shape", "motion")}     # T2V matches per attribute
+    held = {k: 0 for k in a.hold}                              # generated clips matching a --hold attribute
     for job, (kind, ref, extra) in zip(jobs, checks):
         shape = (3, frames, size, size)
         out = np.fromfile(job["out"], dtype=np.float32).reshape(shape)
@@ -118,6 +135,8 @@ def _score(a, frames: int, size: int, tmp: str, reference: dict) -> int:
             t2v_ok += res.ok
             for k in attrs:
                 attrs[k] += res.match[k]
+            for k in held:
+                held[k] += res.match[k]
             if not res.ok:
                 f = res.found
                 print(f"  t2v miss: {ref!r} seed {extra}: found {f.colour}/{f.shape}/{f.motion}")
@@ -125,6 +144,8 @@ def _score(a, frames: int, size: int, tmp: str, reference: dict) -> int:
             ti2v_psnr.append(psnr(out[:, 0], extra))
             res = check(out, ref)
             ti2v_ok += res.ok
+            for k in held:
+                held[k] += res.match[k]
             if not res.ok:
                 f = res.found
                 print(f"  ti2v miss: {ref!r}: found {f.colour}/{f.shape}/{f.motion}")
@@ -145,7 +166,7 @@ def _score(a, frames: int, size: int, tmp: str, reference: dict) -> int:
              t2v_attr={k: v / a.n for k, v in attrs.items()} if a.n else None)
     worst = _reference_diff(reference, {"vae_psnr": vae, "ti2v_first_frame_psnr": ti2v_psnr})
     if worst is not None:
-        print(f"largest difference from the pack's PyTorch reference: {worst:.4f} dB (tolerance {a.reference_tol})")
+        print(f"largest difference from the pack's PyTorch reference: {worst:.1e} dB (tolerance {a.reference_tol:g})")
         m["reference_max_diff_db"] = worst
     per_job = re.search(r"seconds per job: ([\d.]+) on (.+)", r.stdout)
     if per_job:
@@ -157,6 +178,13 @@ def _score(a, frames: int, size: int, tmp: str, reference: dict) -> int:
     if a.reference and (worst is None or worst > a.reference_tol):
         print("the engine does not reproduce the pack's reference figures" if worst is not None else
               "no per-item figure to hold to the reference (--vae 0 and --ti2v 0)")
+        return 1
+    n_gen = a.n + a.ti2v
+    short = [f"{k} {v}/{n_gen} (needs {a.hold[k]:g})" for k, v in held.items() if v < a.hold[k] * n_gen]
+    if held:
+        print("held attributes (--hold), T2V and TI2V clips: " + ", ".join(f"{k} {v}/{n_gen}" for k, v in held.items()))
+    if short:
+        print("below --hold: " + ", ".join(short))
         return 1
     failed = [k for k, g in GATES.items() if m[k] is not None and m[k] < g]
     if a.gate and failed:

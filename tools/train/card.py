@@ -21,6 +21,8 @@ GATES = {"vae": 30.0, "t2v": 0.90, "ti2v_psnr": 25.0, "ti2v": 0.90}
 def _dur(seconds) -> str:
     if seconds is None:
         return "not recorded"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
     m = int(round(seconds / 60))
     return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
 
@@ -83,18 +85,18 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
         "| stage | steps | time |",
         "| --- | --- | --- |",
         f"| VAE, windows (batch {cfg['vae_batch']} × {cfg['vae_frames']} frames, lr {cfg['vae_lr']}, "
-        f"object-weighted loss) | {m.get('vae_phase_steps', '—')} | {_dur(m.get('vae_phase_seconds'))} |",
+        f"object-weighted loss) | {_n(m.get('vae_phase_steps'))} | {_dur(m.get('vae_phase_seconds'))} |",
         f"| VAE, whole clips (batch {cfg.get('vae_long_batch', '—')} × {cfg['frames']} frames, lr "
         f"{cfg.get('vae_long_lr', '—')}, first frame ×{cfg.get('vae_first_frame_weight', '—')}) "
-        f"| {m.get('vae_long_phase_steps', '—')} | {_dur(m.get('vae_long_phase_seconds'))} |",
+        f"| {_n(m.get('vae_long_phase_steps'))} | {_dur(m.get('vae_long_phase_seconds'))} |",
         f"| latent renormalisation + held-out evaluation | | {_dur(m.get('vae_eval_seconds'))} |",
         f"| latent cache ({cfg['n_latent_clips']} clips) | | {_dur(m.get('latent_seconds'))} |",
         f"| DiT + text encoder (flow matching, batch {cfg['dit_batch']}, CFG dropout {cfg['p_uncond']}, "
-        f"first-frame condition {cfg['p_i2v']}) | {m.get('dit_steps', '—')} | {_dur(m.get('dit_seconds'))} |",
+        f"first-frame condition {cfg['p_i2v']}) | {_n(m.get('dit_steps'))} | {_dur(m.get('dit_seconds'))} |",
         f"| VAE decoder fine-tuning, encoder frozen (batch {cfg.get('vae_dec_batch', '—')} × {cfg['frames']} "
         f"frames, lr {cfg.get('vae_dec_lr', '—')}, first frame ×{cfg.get('vae_dec_first_frame_weight', '—')}, "
         f"a {cfg.get('vae_dec_fg_dilate', 0)}-pixel ring weighted like the object) + evaluation "
-        f"| {m.get('vae_dec_phase_steps', '—')} "
+        f"| {_n(m.get('vae_dec_phase_steps'))} "
         f"| {_dur((m['vae_dec_phase_seconds'] + m.get('vae_dec_eval_seconds', 0)) if 'vae_dec_phase_seconds' in m else None)} |",
         f"| evaluation (PyTorch) | | {_dur(m.get('eval_seconds'))} |",
         f"| **total** | | **{_dur(m.get('total_seconds'))}** |",
@@ -134,7 +136,11 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
     if s.get("reference_max_diff_db") is not None:
         lines += ["The figures that do not depend on sampling noise (VAE PSNR per clip, TI2V first-frame PSNR",
                   "per pair) agree between the engine and PyTorch to within "
-                  f"{s['reference_max_diff_db']:.3f} dB (`tools.score --reference`).", ""]
+                  f"{s['reference_max_diff_db']:.1e} dB (`tools.score --reference`).", ""]
+    ref = info.get("reference", {}).get("ti2v_first_frame_psnr")
+    if ref:
+        lines += [f"TI2V first-frame PSNR per pair (PyTorch reference, {len(ref)} pairs): "
+                  + ", ".join(f"{x:.1f}" for x in ref) + " dB.", ""]
     unmet = [name for name, val, gate in (
         ("VAE PSNR", s.get("vae_psnr", m.get("vae_psnr_holdout")), GATES["vae"]),
         ("T2V checker", s.get("t2v_pass", m.get("t2v_checker_pass")), GATES["t2v"]),

@@ -133,6 +133,10 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
     if attr:
         lines += ["T2V checker through the engine, by attribute: " +
                   ", ".join(f"{k} {_pct(attr[k])}" for k in ("colour", "shape", "motion")) + ".", ""]
+    if m.get("vae_checker_roundtrip") is not None:
+        lines += ["The true clips of the 40 T2V pairs, through the VAE alone (encode, decode), pass the checker "
+                  f"{_pct(m['vae_checker_roundtrip'])} of the time: that is the most "
+                  "the T2V score can reach through this VAE.", ""]
     if s.get("reference_max_diff_db") is not None:
         lines += ["The figures that do not depend on sampling noise (VAE PSNR per clip, TI2V first-frame PSNR",
                   "per pair) agree between the engine and PyTorch to within "

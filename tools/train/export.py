@@ -25,7 +25,7 @@ import torch
 
 from ..wan_torch import st
 from .card import read_scores, write_card
-from .evaluate import reference_figures
+from .evaluate import reference_figures, vae_checker_roundtrip
 
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
@@ -57,7 +57,7 @@ def pack_defaults(cfg) -> dict:
 
 def export_pack(cfg, out: str, dit, vae, t5, spiece_path: str, metrics: dict,
                 dit_dtype: str = "f16", t5_dtype: str = "bf16", scores: Optional[dict] = None,
-                reference_counts=(16, 8)) -> dict:
+                reference_counts=(16, 8, 40)) -> dict:
     """Write the pack into a temporary folder beside `out`, then put it in place: a
     failed export leaves the earlier pack (or nothing) there, never half a pack."""
     final = out.rstrip("/")
@@ -81,13 +81,14 @@ def export_pack(cfg, out: str, dit, vae, t5, spiece_path: str, metrics: dict,
                os.path.join(out, "models_t5_umt5-xxl-enc-bf16.pth"))
     shutil.copyfile(spiece_path, os.path.join(out, "google", "umt5-xxl", "spiece.model"))
     info = {"name": "moonreel-tinyworld", "defaults": pack_defaults(cfg),
-            "config": json.loads(cfg.to_json()), "metrics": metrics,
+            "config": json.loads(cfg.to_json()),
+            "metrics": {**metrics, "vae_checker_roundtrip": vae_checker_roundtrip(cfg, vae, reference_counts[2])},
             "t5_config": {"vocab": cfg.t5.vocab, "dim": cfg.t5.dim, "dim_attn": cfg.t5.dim_attn,
                           "dim_ffn": cfg.t5.dim_ffn, "num_heads": cfg.t5.num_heads,
                           "num_layers": cfg.t5.num_layers, "num_buckets": cfg.t5.num_buckets},
             "frames": cfg.frames, "size": cfg.size,
             # per-item PyTorch figures the engine must reproduce (tools/score --reference)
-            "reference": reference_figures(cfg, vae, *reference_counts),
+            "reference": reference_figures(cfg, vae, *reference_counts[:2]),
             "params": {name: sum(p.numel() for p in m.parameters()) for name, m in
                        (("dit", dit), ("vae", vae), ("t5", t5))}}
     with open(os.path.join(out, "moonreel_pack.json"), "w") as f:

@@ -68,7 +68,7 @@ class TestTrainSkeleton(unittest.TestCase):
         dit, vae, t5 = build_dit(self.cfg).eval(), build_vae(self.cfg).eval(), build_t5(self.cfg).eval()
         pack = os.path.join(self.tmp.name, "pack")
         info = export_pack(self.cfg, pack, dit, vae, t5, sp, {"x": 1.0}, dit_dtype="f32", t5_dtype="f32",
-                           reference_counts=(2, 1))
+                           reference_counts=(2, 1, 2))
         self.assertGreater(info["pack_bytes"], 0)
         for name in ("config.json", "diffusion_pytorch_model.safetensors", "Wan2.1_VAE.pth",
                      "models_t5_umt5-xxl-enc-bf16.pth", "google/umt5-xxl/spiece.model"):

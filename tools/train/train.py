@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     parts += [metrics.get(k, 0.0) for k in ("vae_dec_phase_seconds", "vae_dec_eval_seconds")]
     metrics["total_seconds"] = sum(parts) if None not in parts else None
     metrics.update(export_pack(cfg, os.path.join(cfg.out_dir, "pack"), dit_e, vae, t5_e, spiece, metrics,
-                               reference_counts=(n_vae, n_ti2v)))
+                               reference_counts=(n_vae, n_ti2v, n_eval)))
     log("metrics " + json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}))
     return 0
 

@@ -84,6 +84,11 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
         "",
         "| stage | steps | time |",
         "| --- | --- | --- |",
+    ]
+    if cfg.get("vae_img_steps"):
+        lines += [f"| VAE, images (batch {cfg['vae_img_batch']} single frames, lr {cfg['vae_img_lr']}) "
+                  f"| {_n(m.get('vae_img_phase_steps'))} | {_dur(m.get('vae_img_phase_seconds'))} |"]
+    lines += [
         f"| VAE, windows (batch {cfg['vae_batch']} × {cfg['vae_frames']} frames, lr {cfg['vae_lr']}, "
         f"object-weighted loss) | {_n(m.get('vae_phase_steps'))} | {_dur(m.get('vae_phase_seconds'))} |",
         f"| VAE, whole clips (batch {cfg.get('vae_long_batch', '—')} × {cfg['frames']} frames, lr "
@@ -102,7 +107,7 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
         f"| **total** | | **{_dur(m.get('total_seconds'))}** |",
         "",
     ]
-    for key, what in (("vae_extended", "VAE window phase"), ("vae_long_extended", "VAE whole-clip phase"),
+    for key, what in (("vae_img_extended", "VAE image phase"), ("vae_extended", "VAE window phase"), ("vae_long_extended", "VAE whole-clip phase"),
                       ("dit_extended", "DiT stage")):
         for before, count in cfg.get(key, []):
             lines += [f"The {what}'s cosine learning-rate schedule ran towards {count:,} steps until step "

@@ -75,6 +75,15 @@ class TrainConfig:
     # were found to reconstruct at 13.8 dB); each (before_step, count) pair records the
     # count the cosine ran towards before that step, so one command reproduces the run.
     # Long: whole clips of `frames` frames, from the short phase's weights.
+    # Image phase, first: one-frame clips (single frames from anywhere in fresh clips).
+    # Every causal convolution sees zero padding before frame 0, so frame 0 is made by
+    # the last time tap alone; trained only on clips, that path lost the difference of
+    # black and dark blue (docs/default-model.md). 150 steps of this phase on the shipped
+    # VAE restored it. 0 skips it (the shipped run).
+    vae_img_steps: int = 0
+    vae_img_extended: Tuple[Tuple[int, int], ...] = ()
+    vae_img_batch: int = 8
+    vae_img_lr: float = 3e-4
     vae_steps: int = 4079
     vae_extended: Tuple[Tuple[int, int], ...] = ((1703, 2900), (4079, 6000))
     vae_batch: int = 4
@@ -126,7 +135,7 @@ class TrainConfig:
         d["vae"] = VAEConfig(**d["vae"])
         d["t5"] = T5Config(**d["t5"])
         d["dit"] = DiTConfig(**d["dit"])
-        for key in ("vae_extended", "vae_long_extended", "vae_dec_extended", "dit_extended"):
+        for key in ("vae_img_extended", "vae_extended", "vae_long_extended", "vae_dec_extended", "dit_extended"):
             d[key] = tuple(tuple(e) for e in d.get(key, ()))
         return TrainConfig(**d)
 

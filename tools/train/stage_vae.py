@@ -58,7 +58,9 @@ class VAEPhase:
 
 
 def vae_phases(cfg) -> List[VAEPhase]:
-    return [VAEPhase("vae", cfg.vae_steps, cfg.vae_extended, cfg.vae_batch, cfg.vae_frames, cfg.vae_lr, 200,
+    img = [VAEPhase("vae_img", cfg.vae_img_steps, cfg.vae_img_extended, cfg.vae_img_batch, 1, cfg.vae_img_lr, 100,
+                    1.0, 60_000_000)] if cfg.vae_img_steps > 0 else []
+    return img + [VAEPhase("vae", cfg.vae_steps, cfg.vae_extended, cfg.vae_batch, cfg.vae_frames, cfg.vae_lr, 200,
                      1.0, 10_000_000),
             VAEPhase("vae_long", cfg.vae_long_steps, cfg.vae_long_extended, cfg.vae_long_batch, cfg.frames,
                      cfg.vae_long_lr, 50, cfg.vae_first_frame_weight, 30_000_000)]

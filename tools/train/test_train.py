@@ -92,6 +92,21 @@ class TestTrainSkeleton(unittest.TestCase):
         self.assertAlmostEqual(ref["ti2v_first_frame_psnr"][0], eval_ti2v(self.cfg, vae, dit, t5, tok, 1), places=3)
 
 
+@unittest.skipIf(torch is None, "python3-torch missing (tools/setup_training.sh)")
+class TestVAEPhases(unittest.TestCase):
+    def test_image_phase_comes_first_and_gives_single_frames(self):
+        import numpy as np
+        from tools.train.config import TrainConfig
+        from tools.train.stage_vae import vae_batch, vae_phases
+        cfg = TrainConfig(seed=3, frames=9, size=32)
+        self.assertEqual([p.name for p in vae_phases(cfg)], ["vae", "vae_long"])   # the shipped run: off
+        cfg.vae_img_steps = 10
+        ph = vae_phases(cfg)
+        self.assertEqual([p.name for p in ph], ["vae_img", "vae", "vae_long"])
+        x = vae_batch(cfg, ph[0], np.random.default_rng(0), 0)
+        self.assertEqual(tuple(x.shape), (cfg.vae_img_batch, 3, 1, 32, 32))
+
+
 class TestSchedule(unittest.TestCase):
     def test_extended_stage_keeps_its_schedule(self):
         from tools.train.config import TrainConfig, cosine_horizon

@@ -3,7 +3,8 @@
     /usr/bin/python3 -m tools.train.train --seed 0 --out runs/default
     /usr/bin/python3 -m tools.train.train --smoke --out /tmp/smoke      # a few steps of everything
 
-Stages: SentencePiece on the captions -> VAE (5-frame windows, then whole clips) -> latent renormalisation -> latent cache ->
+Stages: SentencePiece on the captions -> VAE (single frames when asked, 5-frame windows, then whole clips) ->
+latent renormalisation -> latent cache ->
 DiT + text encoder (flow matching) -> evaluation (issue 5 gates) -> pack export.
 Everything is seeded and counted in steps, so the run is the same on every machine. Run the
 same command again after a kill and it resumes: each stage checkpoints into --out
@@ -42,6 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/default")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--vae-img-steps", type=int, default=None, help="image phase (one-frame clips), before the others")
     ap.add_argument("--vae-steps", type=int, default=None)
     ap.add_argument("--vae-long-steps", type=int, default=None)
     ap.add_argument("--dit-steps", type=int, default=None)
@@ -53,6 +55,8 @@ def main(argv=None) -> int:
         cfg.threads = a.threads
     # A step count given on a fresh run is a plain cosine to that count: the recorded
     # extensions of the shipped run (config.py) belong to its own counts.
+    if a.vae_img_steps is not None:
+        cfg.vae_img_steps, cfg.vae_img_extended = a.vae_img_steps, ()
     if a.vae_steps is not None:
         cfg.vae_steps, cfg.vae_extended = a.vae_steps, ()
     if a.vae_long_steps is not None:
@@ -63,6 +67,7 @@ def main(argv=None) -> int:
         cfg.vae_dec_steps, cfg.vae_dec_extended = a.vae_dec_steps, ()
     n_eval, n_ti2v, n_vae = 40, 8, 16
     if a.smoke:
+        cfg.vae_img_steps, cfg.vae_img_extended = a.vae_img_steps or 2, ()
         cfg.vae_steps, cfg.vae_extended = a.vae_steps or 2, ()
         cfg.vae_long_steps, cfg.vae_long_extended = a.vae_long_steps or 2, ()
         cfg.dit_steps, cfg.dit_extended = a.dit_steps or 2, ()
@@ -88,9 +93,11 @@ def main(argv=None) -> int:
         # weights; everything else must match.
         with open(cfg_path) as f:
             old = json.load(f)
-        stages = {"vae": "vae_ckpt.pt", "vae_long": "vae_long_ckpt.pt", "dit": "dit_ckpt.pt",
+        # a setting added after the run started is its default there
+        old = {**{k: v for k, v in json.loads(TrainConfig().to_json()).items() if k not in old}, **old}
+        stages = {"vae_img": "vae_img_ckpt.pt", "vae": "vae_ckpt.pt", "vae_long": "vae_long_ckpt.pt", "dit": "dit_ckpt.pt",
                   "vae_dec": "vae_dec_ckpt.pt"}
-        for st, flag in (("vae", a.vae_steps), ("vae_long", a.vae_long_steps), ("dit", a.dit_steps),
+        for st, flag in (("vae_img", a.vae_img_steps), ("vae", a.vae_steps), ("vae_long", a.vae_long_steps), ("dit", a.dit_steps),
                          ("vae_dec", a.vae_dec_steps)):
             setattr(cfg, f"{st}_extended", tuple(tuple(e) for e in old.get(f"{st}_extended", ())))
             if flag is None:
@@ -100,7 +107,8 @@ def main(argv=None) -> int:
         if {k: v for k, v in old.items() if k not in free} != {k: v for k, v in new.items() if k not in free}:
             raise SystemExit(f"{cfg_path}: an earlier run with other settings is in {cfg.out_dir}; "
                              "resume it with the same flags or choose another --out")
-        done = {"vae": os.path.exists(os.path.join(cfg.out_dir, "vae.pt")),
+        done = {"vae_img": os.path.exists(os.path.join(cfg.out_dir, "vae.pt")),
+                "vae": os.path.exists(os.path.join(cfg.out_dir, "vae.pt")),
                 "vae_long": os.path.exists(os.path.join(cfg.out_dir, "vae.pt")),
                 "dit": os.path.exists(os.path.join(cfg.out_dir, "pack")),
                 "vae_dec": os.path.exists(os.path.join(cfg.out_dir, "vae_dec.pt"))}

@@ -72,15 +72,9 @@ def main(argv=None) -> int:
     if a.reference and "reference" not in info:
         print(f"{a.pack}/moonreel_pack.json: no \"reference\" figures (re-export the pack)", file=sys.stderr)
         return 2
-    try:
-        hold = {k: float(v or 1.0) for k, _, v in (h.partition("=") for h in a.hold.split(",") if h)}
-    except ValueError:
-        hold = {"": 0.0}
-    if any(k not in ("colour", "shape", "motion") or not 0 <= f <= 1 for k, f in hold.items()):
-        print(f"--hold {a.hold}: give colour, shape or motion, each with an optional =FRACTION in [0, 1]",
-              file=sys.stderr)
+    a.hold = _parse_hold(a.hold)
+    if a.hold is None:
         return 2
-    a.hold = hold
     tmp = tempfile.mkdtemp(prefix="moonreel-score-")
     try:
         return _score(a, frames, size, tmp, info.get("reference", {}))
@@ -191,6 +185,23 @@ def _score(a, frames: int, size: int, tmp: str, reference: dict) -> int:
         print("below the gates: " + ", ".join(failed))
         return 1
     return 0
+
+
+def _parse_hold(text: str):
+    """"colour=0.55,motion" -> {"colour": 0.55, "motion": 1.0}; None (after a message) when malformed."""
+    hold = {}
+    for item in filter(None, text.split(",")):
+        k, _, v = item.partition("=")
+        try:
+            frac = float(v) if v else 1.0
+        except ValueError:
+            frac = -1.0
+        if k not in ("colour", "shape", "motion") or not 0 <= frac <= 1:
+            print(f"--hold {text}: give colour, shape or motion, each with an optional =FRACTION in [0, 1]",
+                  file=sys.stderr)
+            return None
+        hold[k] = frac
+    return hold
 
 
 def _reference_diff(reference: dict, engine: dict):

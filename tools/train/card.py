@@ -108,7 +108,7 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
         "",
     ]
     for key, what in (("vae_img_extended", "VAE image phase"), ("vae_extended", "VAE window phase"), ("vae_long_extended", "VAE whole-clip phase"),
-                      ("dit_extended", "DiT stage")):
+                      ("dit_extended", "DiT stage"), ("vae_dec_extended", "VAE decoder phase")):
         for before, count in cfg.get(key, []):
             lines += [f"The {what}'s cosine learning-rate schedule ran towards {count:,} steps until step "
                       f"{before:,}, where its length was changed (recorded in the configuration, so the "

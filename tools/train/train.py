@@ -13,7 +13,6 @@ same command again after a kill and it resumes: each stage checkpoints into --ou
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import random
@@ -30,6 +29,11 @@ from .export import export_pack
 from .stage_dit import build_dit, build_t5, train_dit
 from .stage_vae import (build_vae, encode_latents, renormalize_latents, train_vae, train_vae_phase,
                         vae_decoder_phase)
+
+
+# The stages a --<stage>-steps flag sizes, each with the file that marks it finished; a
+# stage checkpoints into <stage>_ckpt.pt.
+STAGES = {"vae_img": "vae.pt", "vae": "vae.pt", "vae_long": "vae.pt", "dit": "pack", "vae_dec": "vae_dec.pt"}
 
 
 def seed_all(seed: int) -> None:
@@ -55,23 +59,15 @@ def main(argv=None) -> int:
         cfg.threads = a.threads
     # A step count given on a fresh run is a plain cosine to that count: the recorded
     # extensions of the shipped run (config.py) belong to its own counts.
-    if a.vae_img_steps is not None:
-        cfg.vae_img_steps, cfg.vae_img_extended = a.vae_img_steps, ()
-    if a.vae_steps is not None:
-        cfg.vae_steps, cfg.vae_extended = a.vae_steps, ()
-    if a.vae_long_steps is not None:
-        cfg.vae_long_steps, cfg.vae_long_extended = a.vae_long_steps, ()
-    if a.dit_steps is not None:
-        cfg.dit_steps, cfg.dit_extended = a.dit_steps, ()
-    if a.vae_dec_steps is not None:
-        cfg.vae_dec_steps, cfg.vae_dec_extended = a.vae_dec_steps, ()
+    flags = {st: getattr(a, f"{st}_steps") for st in STAGES}
+    for st, n in flags.items():
+        if a.smoke:
+            n = n or 2
+        if n is not None:
+            setattr(cfg, f"{st}_steps", n)
+            setattr(cfg, f"{st}_extended", ())
     n_eval, n_ti2v, n_vae = 40, 8, 16
     if a.smoke:
-        cfg.vae_img_steps, cfg.vae_img_extended = a.vae_img_steps or 2, ()
-        cfg.vae_steps, cfg.vae_extended = a.vae_steps or 2, ()
-        cfg.vae_long_steps, cfg.vae_long_extended = a.vae_long_steps or 2, ()
-        cfg.dit_steps, cfg.dit_extended = a.dit_steps or 2, ()
-        cfg.vae_dec_steps, cfg.vae_dec_extended = a.vae_dec_steps or 2, ()
         cfg.n_latent_clips, cfg.eval_steps, n_eval, n_ti2v, n_vae = 16, 2, 8, 1, 2
     torch.set_num_threads(cfg.threads)
     seed_all(cfg.seed)
@@ -95,32 +91,24 @@ def main(argv=None) -> int:
             old = json.load(f)
         # a setting added after the run started is its default there
         old = {**{k: v for k, v in json.loads(TrainConfig().to_json()).items() if k not in old}, **old}
-        stages = {"vae_img": "vae_img_ckpt.pt", "vae": "vae_ckpt.pt", "vae_long": "vae_long_ckpt.pt", "dit": "dit_ckpt.pt",
-                  "vae_dec": "vae_dec_ckpt.pt"}
-        for st, flag in (("vae_img", a.vae_img_steps), ("vae", a.vae_steps), ("vae_long", a.vae_long_steps), ("dit", a.dit_steps),
-                         ("vae_dec", a.vae_dec_steps)):
+        for st, flag in flags.items():
             setattr(cfg, f"{st}_extended", tuple(tuple(e) for e in old.get(f"{st}_extended", ())))
             if flag is None:
                 setattr(cfg, f"{st}_steps", old[f"{st}_steps"])
         new = json.loads(cfg.to_json())
-        free = {f"{st}_{k}" for st in stages for k in ("steps", "extended")}
+        free = {f"{st}_{k}" for st in STAGES for k in ("steps", "extended")}
         if {k: v for k, v in old.items() if k not in free} != {k: v for k, v in new.items() if k not in free}:
             raise SystemExit(f"{cfg_path}: an earlier run with other settings is in {cfg.out_dir}; "
                              "resume it with the same flags or choose another --out")
-        done = {"vae_img": os.path.exists(os.path.join(cfg.out_dir, "vae.pt")),
-                "vae": os.path.exists(os.path.join(cfg.out_dir, "vae.pt")),
-                "vae_long": os.path.exists(os.path.join(cfg.out_dir, "vae.pt")),
-                "dit": os.path.exists(os.path.join(cfg.out_dir, "pack")),
-                "vae_dec": os.path.exists(os.path.join(cfg.out_dir, "vae_dec.pt"))}
-        for st, ckpt_name in stages.items():
+        for st, finished in STAGES.items():
             key = f"{st}_steps"
             if new[key] != old[key]:
-                if done[st]:
+                if os.path.exists(os.path.join(cfg.out_dir, finished)):
                     raise SystemExit(f"{cfg_path}: the {st.upper()} stage is finished; "
                                      f"its step count stays {old[key]}")
                 # The steps already taken ran towards the old count: recorded, so that
                 # config.json alone reproduces the schedule.
-                state = ckpt.load(os.path.join(cfg.out_dir, ckpt_name))
+                state = ckpt.load(os.path.join(cfg.out_dir, f"{st}_ckpt.pt"))
                 at = state["step"] if state is not None else 0
                 if at > 0:
                     setattr(cfg, f"{st}_extended", getattr(cfg, f"{st}_extended") + ((at, old[key]),))

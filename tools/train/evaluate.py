@@ -44,11 +44,14 @@ def ti2v_first_frame_per_pair(cfg, vae, n: int = 8) -> list:
     given image's latent, held fixed, and the causal decoder makes frame 0 from latent
     frame 0 alone. So it is a figure of the weights, the same in any engine, and
     tools/score --reference holds the engine to it."""
-    vals = []
+    return [psnr(vae.decode(vae.encode(img, chunked=True), chunked=True), img) for _, _, img in ti2v_pairs(cfg, n)]
+
+
+def ti2v_pairs(cfg, n: int):
+    """The TI2V evaluation pairs: (spec, seed, first frame as a 1-frame video [1, 3, 1, H, W])."""
     for spec, sd in prompt_seed_pairs(cfg.seed + 1, n):
-        img = clips_tensor([sample_clip(np.random.default_rng(sd), spec, cfg.frames, cfg.size)])[:, :, :1]
-        vals.append(psnr(vae.decode(vae.encode(img, chunked=True), chunked=True), img))
-    return vals
+        clip = sample_clip(np.random.default_rng(sd), spec, cfg.frames, cfg.size)
+        yield spec, sd, clips_tensor([clip])[:, :, :1]
 
 
 @torch.no_grad()
@@ -92,12 +95,9 @@ def eval_t2v(cfg, vae, dit, t5, tok, n: int = 40, log=print) -> float:
 
 @torch.no_grad()
 def eval_ti2v(cfg, vae, dit, t5, tok, n: int = 8) -> float:
-    pairs = prompt_seed_pairs(cfg.seed + 1, n)
     lat = (16, 1 + (cfg.frames - 1) // 4, cfg.size // 8, cfg.size // 8)
     vals = []
-    for spec, sd in pairs:
-        clip = sample_clip(np.random.default_rng(sd), spec, cfg.frames, cfg.size)
-        img = clips_tensor([clip])[:, :, :1]                 # first frame as a 1-frame video
+    for spec, sd, img in ti2v_pairs(cfg, n):
         z0 = vae.encode(img, chunked=True)[:, :, 0]
         z = sample(dit, t5, tok, [canonical_caption(spec)], lat, [sd], cfg.eval_steps, cfg.eval_guide,
                    cfg.eval_shift, first_latent=z0)

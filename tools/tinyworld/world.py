@@ -121,9 +121,16 @@ def register_motion(motion: MotionDef) -> None:
     MOTIONS[motion.name] = motion
 
 
+# Object sizes. The VAE codes 8x8-pixel cells; measured on the first default model, a
+# square of 11-14 px (1.5 cells) came back from its VAE round trip filling 0.82-0.87 of
+# its box (rounded corners, read as a circle), one of 18-24 px 0.91-0.93. So every object
+# is about 2 cells or more for most of its clip: moving and still ones 19-27 px across,
+# grow and shrink spanning 14-33 px, travel 16-20 px.
+
+
 def _move(dx_sign: int, dy_sign: int):
     def sample(rng, size):
-        return {"dist": float(rng.uniform(0.30, 0.42)) * size}
+        return {"dist": float(rng.uniform(0.25, 0.32)) * size}
 
     def pose(u, p):
         return Pose(dx=dx_sign * p["dist"] * u, dy=dy_sign * p["dist"] * u)
@@ -133,7 +140,7 @@ def _move(dx_sign: int, dy_sign: int):
 
 def _scale(grow: bool):
     def sample(rng, size):
-        return {"factor": float(rng.uniform(1.9, 2.3))}
+        return {"factor": float(rng.uniform(1.7, 2.0))}
 
     def pose(u, p):
         k = p["factor"] ** u if grow else p["factor"] ** (-u)
@@ -153,15 +160,15 @@ for _name, _sx, _sy, _ing, _verbs in [
      ("moves down", "falls", "drifts downwards")),
 ]:
     _s, _p = _move(_sx, _sy)
-    register_motion(MotionDef(_name, _s, _p, (0.09, 0.14), _ing, _verbs))
+    register_motion(MotionDef(_name, _s, _p, (0.15, 0.19), _ing, _verbs))
 
 _s, _p = _scale(True)
-register_motion(MotionDef("grow", _s, _p, (0.075, 0.09), ("growing", "getting bigger", "expanding"),
+register_motion(MotionDef("grow", _s, _p, (0.11, 0.13), ("growing", "getting bigger", "expanding"),
                           ("grows", "gets bigger", "expands")))
 _s, _p = _scale(False)
-register_motion(MotionDef("shrink", _s, _p, (0.17, 0.20), ("shrinking", "getting smaller", "contracting"),
+register_motion(MotionDef("shrink", _s, _p, (0.22, 0.26), ("shrinking", "getting smaller", "contracting"),
                           ("shrinks", "gets smaller", "contracts")))
-register_motion(MotionDef("still", lambda rng, size: {}, lambda u, p: Pose(), (0.09, 0.16),
+register_motion(MotionDef("still", lambda rng, size: {}, lambda u, p: Pose(), (0.15, 0.21),
                           ("staying still", "standing still", "not moving"),
                           ("stays still", "does not move", "rests in place")))
 

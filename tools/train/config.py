@@ -69,36 +69,41 @@ class TrainConfig:
     ckpt_every_s: float = 300.0         # checkpoint interval (resume after a kill loses at most this)
     # VAE stage
     vae: VAEConfig = dataclasses.field(default_factory=VAEConfig)
-    # Two phases. Short: windows of vae_frames frames (the spatial code, cheap). The
-    # shipped run planned 2,900 short steps, extended them to 6,000 at step 1,703 and
-    # stopped them at 4,079 (held-out windows had levelled off at ~25 dB, and whole clips
-    # were found to reconstruct at 13.8 dB); each (before_step, count) pair records the
-    # count the cosine ran towards before that step, so one command reproduces the run.
-    # Long: whole clips of `frames` frames, from the short phase's weights.
-    # Image phase, first: one-frame clips (single frames from anywhere in fresh clips).
-    # Every causal convolution sees zero padding before frame 0, so frame 0 is made by
-    # the last time tap alone; trained only on clips, that path lost the difference of
-    # black and dark blue (docs/default-model.md). 150 steps of this phase on the shipped
-    # VAE restored it. 0 skips it (the shipped run).
-    vae_img_steps: int = 0
+    # Up to three phases; 0 steps skips one. Each (before_step, count) pair in a phase's
+    # `extended` records the count its cosine ran towards before that step, so that one
+    # command reproduces a run whose phase was lengthened while it ran.
+    # Image phase, first: one-frame clips (single frames from anywhere in fresh clips),
+    # as Wan's VAE is trained on images before video. Every causal convolution sees zero
+    # padding before frame 0, so frame 0 is made by the last time tap alone; the first
+    # default model, trained only on clips, lost the difference of black and dark blue
+    # there (docs/default-model.md), and 150 steps of this phase on it restored it.
+    vae_img_steps: int = 800
     vae_img_extended: Tuple[Tuple[int, int], ...] = ()
     vae_img_batch: int = 8
     vae_img_lr: float = 3e-4
-    vae_steps: int = 4079
-    vae_extended: Tuple[Tuple[int, int], ...] = ((1703, 2900), (4079, 6000))
+    # Window phase: windows of vae_frames frames. The first default model ran 4,079 steps
+    # of it (25 dB on windows) and then reconstructed whole clips at 13.8 dB: it taught
+    # neither the later latent frames nor frame 0 nor the shapes, so it is off.
+    vae_steps: int = 0
+    vae_extended: Tuple[Tuple[int, int], ...] = ()
     vae_batch: int = 4
     vae_frames: int = 5                 # causal: 1+4 frames train the same weights cheaper
     vae_lr: float = 3e-4                # measured: 1e-3 stalls at the background-only ~14 dB
     vae_latent_noise: float = 0.1       # latent noise while training, relative to the latent std
     vae_fg_weight: float = 9.0          # extra loss weight on object pixels (stage_vae.foreground_weights)
-    vae_long_steps: int = 1200
+    # Whole-clip phase: clips of `frames` frames, from the image phase's weights, with
+    # vae_long_mix_frames single frames added to every step so the frame-0 path keeps
+    # what the image phase taught it.
+    vae_long_steps: int = 1500
     vae_long_extended: Tuple[Tuple[int, int], ...] = ()
     vae_long_batch: int = 2
-    vae_long_lr: float = 1.5e-4
+    vae_long_lr: float = 3e-4
+    vae_long_warmup: int = 100
+    vae_long_mix_frames: int = 4
     vae_first_frame_weight: float = 4.0  # long phase: frame 0 alone is a latent frame and the TI2V image
     # Decoder fine-tuning after the DiT stage (encoder frozen, so the DiT's latents keep
     # their meaning): more reconstruction quality without training the DiT again. 0 skips.
-    vae_dec_steps: int = 1000
+    vae_dec_steps: int = 400
     vae_dec_extended: Tuple[Tuple[int, int], ...] = ()
     vae_dec_batch: int = 2
     vae_dec_lr: float = 1e-4
@@ -109,12 +114,17 @@ class TrainConfig:
     # Measured on the finished whole-clip VAE (8 held-out clips): frame 0 at 21.9 dB, frames
     # 1-16 at 28.5-29.9 dB. Frame 0 is the TI2V image's round trip (gate 25 dB).
     vae_dec_first_frame_weight: float = 8.0
+    # The VAE stage's gate: the fraction of the T2V evaluation clips the checker still
+    # accepts after a VAE round trip (evaluate.vae_checker_roundtrip) is the most the T2V
+    # score can reach, so below this the run stops before the DiT, to be resumed with a
+    # longer whole-clip phase (--vae-long-steps).
+    vae_gate_roundtrip: float = 0.9
     # latent cache for the DiT stage
     n_latent_clips: int = 4000
     # DiT + text encoder stage (flow matching)
     t5: T5Config = dataclasses.field(default_factory=T5Config)
     dit: DiTConfig = dataclasses.field(default_factory=DiTConfig)
-    dit_steps: int = 14000
+    dit_steps: int = 8000
     dit_extended: Tuple[Tuple[int, int], ...] = ()
     dit_batch: int = 16
     dit_lr: float = 5e-4
@@ -138,6 +148,11 @@ class TrainConfig:
         for key in ("vae_img_extended", "vae_extended", "vae_long_extended", "vae_dec_extended", "dit_extended"):
             d[key] = tuple(tuple(e) for e in d.get(key, ()))
         return TrainConfig(**d)
+
+
+# What a run that predates a setting did: train.py reads a missing key of an older
+# run's config.json as this, else as the default.
+LEGACY = {"vae_img_steps": 0, "vae_long_warmup": 50, "vae_long_mix_frames": 0, "vae_gate_roundtrip": 0.0}
 
 
 def cosine_horizon(step: int, steps: int, extended) -> int:

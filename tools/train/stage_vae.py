@@ -55,15 +55,19 @@ class VAEPhase:
     decoder_only: bool = False  # train decoder + conv2; the encoder (so the DiT's latents) stays
     torch_seed: Optional[int] = None   # seeds torch's global stream (the latent noise) at the start
     fg_dilate: int = 0          # foreground_weights(dilate=)
+    mix_frames: int = 0         # single frames added to every step (image_batch), so frame 0's path keeps learning
 
 
 def vae_phases(cfg) -> List[VAEPhase]:
-    img = [VAEPhase("vae_img", cfg.vae_img_steps, cfg.vae_img_extended, cfg.vae_img_batch, 1, cfg.vae_img_lr, 100,
-                    1.0, 60_000_000)] if cfg.vae_img_steps > 0 else []
-    return img + [VAEPhase("vae", cfg.vae_steps, cfg.vae_extended, cfg.vae_batch, cfg.vae_frames, cfg.vae_lr, 200,
-                     1.0, 10_000_000),
-            VAEPhase("vae_long", cfg.vae_long_steps, cfg.vae_long_extended, cfg.vae_long_batch, cfg.frames,
-                     cfg.vae_long_lr, 50, cfg.vae_first_frame_weight, 30_000_000)]
+    """The phases before the DiT, in order; a phase of 0 steps is skipped."""
+    phases = [VAEPhase("vae_img", cfg.vae_img_steps, cfg.vae_img_extended, cfg.vae_img_batch, 1, cfg.vae_img_lr, 100,
+                       1.0, 60_000_000),
+              VAEPhase("vae", cfg.vae_steps, cfg.vae_extended, cfg.vae_batch, cfg.vae_frames, cfg.vae_lr, 200,
+                       1.0, 10_000_000),
+              VAEPhase("vae_long", cfg.vae_long_steps, cfg.vae_long_extended, cfg.vae_long_batch, cfg.frames,
+                       cfg.vae_long_lr, cfg.vae_long_warmup, cfg.vae_first_frame_weight, 30_000_000,
+                       mix_frames=cfg.vae_long_mix_frames)]
+    return [ph for ph in phases if ph.steps > 0]
 
 
 def vae_decoder_phase(cfg) -> VAEPhase:
@@ -83,6 +87,24 @@ def vae_batch(cfg, ph: VAEPhase, rng: np.random.Generator, step: int) -> torch.T
         s = int(rng.integers(0, cfg.frames - ph.frames + 1))
         x = x[:, :, s:s + ph.frames]
     return x
+
+
+def image_batch(cfg, ph: VAEPhase, rng: np.random.Generator, step: int) -> torch.Tensor:
+    """ph.mix_frames one-frame clips, each a random frame of a fresh clip [B, 3, 1, H, W]."""
+    base = ph.clip_base + 5_000_000 + step * ph.mix_frames
+    x = clips_tensor([train_clip(cfg.seed, base + i, cfg.frames, cfg.size) for i in range(ph.mix_frames)])
+    t = torch.from_numpy(rng.integers(0, cfg.frames, ph.mix_frames))
+    return x[torch.arange(ph.mix_frames), :, t].unsqueeze(2)
+
+
+def reconstruction_loss(cfg, vae: WanVAE, x: torch.Tensor, ph: VAEPhase, frame_w: torch.Tensor):
+    """(loss, reconstruction) of x through the latent mean plus a little noise."""
+    with torch.set_grad_enabled(not ph.decoder_only):
+        mu, _ = vae.encode_moments(x, chunked=False)
+    z = mu + torch.randn_like(mu) * (cfg.vae_latent_noise * mu.detach().std())
+    y = vae.decoder(vae.conv2(z))
+    w = foreground_weights(x, cfg.vae_fg_weight, dilate=ph.fg_dilate) * frame_w
+    return ((y - x).abs() * w).mean() + ((y - x).pow(2) * w).mean(), y
 
 
 def foreground_weights(x: torch.Tensor, weight: float, threshold: float = 0.3, dilate: int = 0) -> torch.Tensor:
@@ -156,12 +178,9 @@ def train_vae_phase(cfg, vae: WanVAE, ph: VAEPhase, log=print) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr
         x = vae_batch(cfg, ph, rng, step)
-        with torch.set_grad_enabled(not ph.decoder_only):
-            mu, _ = vae.encode_moments(x, chunked=False)
-        z = mu + torch.randn_like(mu) * (cfg.vae_latent_noise * mu.detach().std())
-        y = vae.decoder(vae.conv2(z))
-        w = foreground_weights(x, cfg.vae_fg_weight, dilate=ph.fg_dilate) * frame_w
-        loss = ((y - x).abs() * w).mean() + ((y - x).pow(2) * w).mean()
+        loss, y = reconstruction_loss(cfg, vae, x, ph, frame_w)
+        if ph.mix_frames:
+            loss = loss + reconstruction_loss(cfg, vae, image_batch(cfg, ph, rng, step), ph, torch.ones(1))[0]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

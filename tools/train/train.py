@@ -3,8 +3,8 @@
     /usr/bin/python3 -m tools.train.train --seed 0 --out runs/default
     /usr/bin/python3 -m tools.train.train --smoke --out /tmp/smoke      # a few steps of everything
 
-Stages: SentencePiece on the captions -> VAE (single frames when asked, 5-frame windows, then whole clips) ->
-latent renormalisation -> latent cache ->
+Stages: SentencePiece on the captions -> VAE (single frames, then whole clips; 5-frame windows
+when asked) -> latent renormalisation -> the VAE gate (checker round trip) -> latent cache ->
 DiT + text encoder (flow matching) -> evaluation (issue 5 gates) -> pack export.
 Everything is seeded and counted in steps, so the run is the same on every machine. Run the
 same command again after a kill and it resumes: each stage checkpoints into --out
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from . import ckpt
-from .config import TrainConfig
+from .config import LEGACY, TrainConfig
 from .data import Tokenizer, train_clip, train_sentencepiece
-from .evaluate import eval_t2v, eval_ti2v, eval_vae
+from .evaluate import eval_t2v, eval_ti2v, eval_vae, ti2v_first_frame_per_pair, vae_checker_roundtrip
 from .export import export_pack
 from .stage_dit import build_dit, build_t5, train_dit
 from .stage_vae import (build_vae, encode_latents, renormalize_latents, train_vae, train_vae_phase,
@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     n_eval, n_ti2v, n_vae = 40, 8, 16
     if a.smoke:
         cfg.n_latent_clips, cfg.eval_steps, n_eval, n_ti2v, n_vae = 16, 2, 8, 1, 2
+        cfg.vae_gate_roundtrip = 0.0
     torch.set_num_threads(cfg.threads)
     seed_all(cfg.seed)
     os.makedirs(cfg.out_dir, exist_ok=True)
@@ -89,8 +90,9 @@ def main(argv=None) -> int:
         # weights; everything else must match.
         with open(cfg_path) as f:
             old = json.load(f)
-        # a setting added after the run started is its default there
-        old = {**{k: v for k, v in json.loads(TrainConfig().to_json()).items() if k not in old}, **old}
+        # a setting added after the run started is what the run did without it
+        old = {**{k: LEGACY.get(k, v) for k, v in json.loads(TrainConfig().to_json()).items() if k not in old},
+               **old}
         for st, flag in flags.items():
             setattr(cfg, f"{st}_extended", tuple(tuple(e) for e in old.get(f"{st}_extended", ())))
             if flag is None:
@@ -138,7 +140,18 @@ def main(argv=None) -> int:
         vae.eval()
         metrics.update(renormalize_latents(cfg, vae))
         metrics["vae_psnr_holdout"] = eval_vae(cfg, vae, n_vae)
+        metrics["vae_checker_roundtrip"] = vae_checker_roundtrip(cfg, vae, n_eval)
+        metrics["vae_ti2v_first_frame"] = ti2v_first_frame_per_pair(cfg, vae, n_ti2v)
         metrics["vae_eval_seconds"] = time.time() - t0
+        log(f"VAE gate: checker round trip {metrics['vae_checker_roundtrip']:.3f} "
+            f"(needs {cfg.vae_gate_roundtrip}), TI2V first frame per pair "
+            + " ".join(f"{v:.1f}" for v in metrics["vae_ti2v_first_frame"]) + " dB")
+        if metrics["vae_checker_roundtrip"] < cfg.vae_gate_roundtrip:
+            # vae.pt is not written: the same command with a larger --vae-long-steps goes on
+            # from the whole-clip checkpoint.
+            raise SystemExit(f"{cfg.out_dir}: the VAE's checker round trip "
+                             f"{metrics['vae_checker_roundtrip']:.3f} is below the gate "
+                             f"{cfg.vae_gate_roundtrip}; train the whole-clip phase longer (--vae-long-steps)")
         ckpt.save({"model": vae.state_dict(), "metrics": metrics}, os.path.join(cfg.out_dir, "vae.pt"))
     else:
         vae.load_state_dict(done["model"])

@@ -52,6 +52,18 @@ class TestWorld(unittest.TestCase):
                 diff = np.abs(clip.frames[t].astype(int) - bg).sum(-1)
                 self.assertGreater(int((diff > 60).sum()), 20)
 
+    def test_objects_span_two_vae_cells(self):
+        # The VAE codes 8x8-pixel cells and rounds the corners of objects under ~2 cells
+        # (world.py); so in every motion the object is 2 cells or more across in at least
+        # half of its frames, at any frame size.
+        rng = np.random.default_rng(2)
+        for size in (64, 96):
+            for m in MOTIONS:
+                for _ in range(20):
+                    clip = sample_clip(rng, ClipSpec.single("square", "white", m, "black"), size=size)
+                    across = 2 * np.maximum(clip.tracks[0].hx, clip.tracks[0].hy)
+                    self.assertGreaterEqual(float(np.median(across)), 2 * size / 8, (m, size))
+
     def test_every_combination_renders(self):
         rng = np.random.default_rng(1)
         for s in SHAPES:

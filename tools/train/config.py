@@ -150,9 +150,14 @@ class TrainConfig:
         return TrainConfig(**d)
 
 
-# What a run that predates a setting did: train.py reads a missing key of an older
-# run's config.json as this, else as the default.
+# What a run that predates a setting did without it (else the setting's default).
 LEGACY = {"vae_img_steps": 0, "vae_long_warmup": 50, "vae_long_mix_frames": 0, "vae_gate_roundtrip": 0.0}
+
+
+def with_missing_settings(run: dict) -> dict:
+    """An older run's config.json as a dict with the settings added since it started:
+    each is what that run did without it."""
+    return {**{k: LEGACY.get(k, v) for k, v in json.loads(TrainConfig().to_json()).items() if k not in run}, **run}
 
 
 def cosine_horizon(step: int, steps: int, extended) -> int:

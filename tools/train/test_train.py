@@ -94,17 +94,59 @@ class TestTrainSkeleton(unittest.TestCase):
 
 @unittest.skipIf(torch is None, "python3-torch missing (tools/setup_training.sh)")
 class TestVAEPhases(unittest.TestCase):
-    def test_image_phase_comes_first_and_gives_single_frames(self):
+    def test_phases_in_order_and_skipped_at_zero_steps(self):
         import numpy as np
         from tools.train.config import TrainConfig
         from tools.train.stage_vae import vae_batch, vae_phases
         cfg = TrainConfig(seed=3, frames=9, size=32)
-        self.assertEqual([p.name for p in vae_phases(cfg)], ["vae", "vae_long"])   # the shipped run: off
-        cfg.vae_img_steps = 10
+        self.assertEqual([p.name for p in vae_phases(cfg)], ["vae_img", "vae_long"])   # no window phase
+        cfg.vae_steps = 10
         ph = vae_phases(cfg)
         self.assertEqual([p.name for p in ph], ["vae_img", "vae", "vae_long"])
         x = vae_batch(cfg, ph[0], np.random.default_rng(0), 0)
         self.assertEqual(tuple(x.shape), (cfg.vae_img_batch, 3, 1, 32, 32))
+        cfg.vae_img_steps = 0
+        self.assertEqual([p.name for p in vae_phases(cfg)], ["vae", "vae_long"])
+
+    def test_mixed_single_frames_are_frames_of_fresh_clips(self):
+        import numpy as np
+        from tools.train.config import TrainConfig
+        from tools.train.data import clips_tensor, train_clip
+        from tools.train.stage_vae import image_batch, vae_phases
+        cfg = TrainConfig(seed=3, frames=9, size=32)
+        long = vae_phases(cfg)[-1]
+        self.assertGreater(long.mix_frames, 0)
+        x = image_batch(cfg, long, np.random.default_rng(1), 7)
+        self.assertEqual(tuple(x.shape), (long.mix_frames, 3, 1, 32, 32))
+        t = np.random.default_rng(1).integers(0, cfg.frames, long.mix_frames)
+        base = long.clip_base + 5_000_000 + 7 * long.mix_frames
+        for i in range(long.mix_frames):
+            clip = clips_tensor([train_clip(cfg.seed, base + i, cfg.frames, cfg.size)])
+            torch.testing.assert_close(x[i, :, 0], clip[0, :, t[i]])
+
+
+class TestRunSettings(unittest.TestCase):
+    def test_vae_gate_stops_below_and_passes_at(self):
+        from tools.train.config import TrainConfig
+        from tools.train.train import check_vae_gate
+        cfg = TrainConfig(out_dir="runs/x")
+        with self.assertRaises(SystemExit) as e:
+            check_vae_gate(cfg, {"vae_checker_roundtrip": cfg.vae_gate_roundtrip - 0.025})
+        self.assertIn("--vae-long-steps", str(e.exception))
+        check_vae_gate(cfg, {"vae_checker_roundtrip": cfg.vae_gate_roundtrip})
+
+    def test_older_run_reads_missing_settings_as_it_ran(self):
+        # a run from before the image phase and the mixed frames resumes as it ran, not
+        # with today's defaults
+        from tools.train.config import LEGACY, TrainConfig, with_missing_settings
+        old = json.loads(TrainConfig().to_json())
+        for k in LEGACY:
+            del old[k]
+        old["vae_long_lr"] = 1.5e-4
+        back = with_missing_settings(old)
+        self.assertEqual({k: back[k] for k in LEGACY}, LEGACY)
+        self.assertEqual(back["vae_long_lr"], 1.5e-4)
+        self.assertEqual(set(back), set(json.loads(TrainConfig().to_json())))
 
 
 class TestSchedule(unittest.TestCase):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import ckpt
-from .config import LEGACY, TrainConfig
+from .config import TrainConfig, with_missing_settings
 from .data import Tokenizer, train_clip, train_sentencepiece
 from .evaluate import eval_t2v, eval_ti2v, eval_vae, ti2v_first_frame_per_pair, vae_checker_roundtrip
 from .export import export_pack
@@ -34,6 +34,14 @@ from .stage_vae import (build_vae, encode_latents, renormalize_latents, train_va
 # The stages a --<stage>-steps flag sizes, each with the file that marks it finished; a
 # stage checkpoints into <stage>_ckpt.pt.
 STAGES = {"vae_img": "vae.pt", "vae": "vae.pt", "vae_long": "vae.pt", "dit": "pack", "vae_dec": "vae_dec.pt"}
+
+
+def check_vae_gate(cfg, metrics: dict) -> None:
+    """Stop the run when the VAE's checker round trip is below cfg.vae_gate_roundtrip."""
+    if metrics["vae_checker_roundtrip"] < cfg.vae_gate_roundtrip:
+        raise SystemExit(f"{cfg.out_dir}: the VAE's checker round trip {metrics['vae_checker_roundtrip']:.3f} "
+                         f"is below the gate {cfg.vae_gate_roundtrip}; train the whole-clip phase longer "
+                         "(--vae-long-steps)")
 
 
 def seed_all(seed: int) -> None:
@@ -90,9 +98,7 @@ def main(argv=None) -> int:
         # weights; everything else must match.
         with open(cfg_path) as f:
             old = json.load(f)
-        # a setting added after the run started is what the run did without it
-        old = {**{k: LEGACY.get(k, v) for k, v in json.loads(TrainConfig().to_json()).items() if k not in old},
-               **old}
+        old = with_missing_settings(old)
         for st, flag in flags.items():
             setattr(cfg, f"{st}_extended", tuple(tuple(e) for e in old.get(f"{st}_extended", ())))
             if flag is None:
@@ -146,12 +152,9 @@ def main(argv=None) -> int:
         log(f"VAE gate: checker round trip {metrics['vae_checker_roundtrip']:.3f} "
             f"(needs {cfg.vae_gate_roundtrip}), TI2V first frame per pair "
             + " ".join(f"{v:.1f}" for v in metrics["vae_ti2v_first_frame"]) + " dB")
-        if metrics["vae_checker_roundtrip"] < cfg.vae_gate_roundtrip:
-            # vae.pt is not written: the same command with a larger --vae-long-steps goes on
-            # from the whole-clip checkpoint.
-            raise SystemExit(f"{cfg.out_dir}: the VAE's checker round trip "
-                             f"{metrics['vae_checker_roundtrip']:.3f} is below the gate "
-                             f"{cfg.vae_gate_roundtrip}; train the whole-clip phase longer (--vae-long-steps)")
+        # vae.pt is not written below the gate: the same command with a larger
+        # --vae-long-steps goes on from the whole-clip checkpoint.
+        check_vae_gate(cfg, metrics)
         ckpt.save({"model": vae.state_dict(), "metrics": metrics}, os.path.join(cfg.out_dir, "vae.pt"))
     else:
         vae.load_state_dict(done["model"])

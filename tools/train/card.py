@@ -88,13 +88,19 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
     if cfg.get("vae_img_steps"):
         lines += [f"| VAE, images (batch {cfg['vae_img_batch']} single frames, lr {cfg['vae_img_lr']}) "
                   f"| {_n(m.get('vae_img_phase_steps'))} | {_dur(m.get('vae_img_phase_seconds'))} |"]
+    if cfg.get("vae_steps"):
+        lines += [f"| VAE, windows (batch {cfg['vae_batch']} × {cfg['vae_frames']} frames, lr {cfg['vae_lr']}, "
+                  f"object-weighted loss) | {_n(m.get('vae_phase_steps'))} | {_dur(m.get('vae_phase_seconds'))} |"]
+    mix = cfg.get("vae_long_mix_frames")
+    gate = cfg.get("vae_gate_roundtrip")
     lines += [
-        f"| VAE, windows (batch {cfg['vae_batch']} × {cfg['vae_frames']} frames, lr {cfg['vae_lr']}, "
-        f"object-weighted loss) | {_n(m.get('vae_phase_steps'))} | {_dur(m.get('vae_phase_seconds'))} |",
-        f"| VAE, whole clips (batch {cfg.get('vae_long_batch', '—')} × {cfg['frames']} frames, lr "
+        f"| VAE, whole clips (batch {cfg.get('vae_long_batch', '—')} × {cfg['frames']} frames"
+        f"{f' + {mix} single frames' if mix else ''}, lr "
         f"{cfg.get('vae_long_lr', '—')}, first frame ×{cfg.get('vae_first_frame_weight', '—')}) "
         f"| {_n(m.get('vae_long_phase_steps'))} | {_dur(m.get('vae_long_phase_seconds'))} |",
-        f"| latent renormalisation + held-out evaluation | | {_dur(m.get('vae_eval_seconds'))} |",
+        "| latent renormalisation + held-out evaluation"
+        f"{f' + the gate (checker round trip ≥ {_pct(gate)})' if gate else ''} "
+        f"| | {_dur(m.get('vae_eval_seconds'))} |",
         f"| latent cache ({cfg['n_latent_clips']} clips) | | {_dur(m.get('latent_seconds'))} |",
         f"| DiT + text encoder (flow matching, batch {cfg['dit_batch']}, CFG dropout {cfg['p_uncond']}, "
         f"first-frame condition {cfg['p_i2v']}) | {_n(m.get('dit_steps'))} | {_dur(m.get('dit_seconds'))} |",

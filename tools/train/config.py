@@ -77,7 +77,7 @@ class TrainConfig:
     # padding before frame 0, so frame 0 is made by the last time tap alone; the first
     # default model, trained only on clips, lost the difference of black and dark blue
     # there (docs/default-model.md), and 150 steps of this phase on it restored it.
-    vae_img_steps: int = 800
+    vae_img_steps: int = 3000
     vae_img_extended: Tuple[Tuple[int, int], ...] = ()
     vae_img_batch: int = 8
     vae_img_lr: float = 3e-4
@@ -94,16 +94,16 @@ class TrainConfig:
     # Whole-clip phase: clips of `frames` frames, from the image phase's weights, with
     # vae_long_mix_frames single frames added to every step so the frame-0 path keeps
     # what the image phase taught it.
-    vae_long_steps: int = 1500
+    vae_long_steps: int = 1200
     vae_long_extended: Tuple[Tuple[int, int], ...] = ()
     vae_long_batch: int = 2
-    vae_long_lr: float = 3e-4
+    vae_long_lr: float = 1.5e-4
     vae_long_warmup: int = 100
-    vae_long_mix_frames: int = 4
+    vae_long_mix_frames: int = 8
     vae_first_frame_weight: float = 4.0  # long phase: frame 0 alone is a latent frame and the TI2V image
     # Decoder fine-tuning after the DiT stage (encoder frozen, so the DiT's latents keep
     # their meaning): more reconstruction quality without training the DiT again. 0 skips.
-    vae_dec_steps: int = 400
+    vae_dec_steps: int = 300
     vae_dec_extended: Tuple[Tuple[int, int], ...] = ()
     vae_dec_batch: int = 2
     vae_dec_lr: float = 1e-4

@@ -22,7 +22,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..wan_torch.vae import WanVAE
+from ..wan_torch.vae import CausalConv3d, Resample, WanVAE
 from . import ckpt
 from .config import cosine_horizon
 from ..tinyworld.evalset import holdout_clip
@@ -56,6 +56,7 @@ class VAEPhase:
     torch_seed: Optional[int] = None   # seeds torch's global stream (the latent noise) at the start
     fg_dilate: int = 0          # foreground_weights(dilate=)
     mix_frames: int = 0         # single frames added to every step (image_batch), so frame 0's path keeps learning
+    inflate: bool = False       # on a fresh start, first inflate_image_vae (after the image phase)
 
 
 def vae_phases(cfg) -> List[VAEPhase]:
@@ -67,7 +68,10 @@ def vae_phases(cfg) -> List[VAEPhase]:
               VAEPhase("vae_long", cfg.vae_long_steps, cfg.vae_long_extended, cfg.vae_long_batch, cfg.frames,
                        cfg.vae_long_lr, cfg.vae_long_warmup, cfg.vae_first_frame_weight, 30_000_000,
                        mix_frames=cfg.vae_long_mix_frames)]
-    return [ph for ph in phases if ph.steps > 0]
+    phases = [ph for ph in phases if ph.steps > 0]
+    if cfg.vae_inflate and len(phases) > 1 and phases[0].name == "vae_img":
+        phases[1].inflate = True
+    return phases
 
 
 def vae_decoder_phase(cfg) -> VAEPhase:
@@ -87,6 +91,30 @@ def vae_batch(cfg, ph: VAEPhase, rng: np.random.Generator, step: int) -> torch.T
         s = int(rng.integers(0, cfg.frames - ph.frames + 1))
         x = x[:, :, s:s + ph.frames]
     return x
+
+
+@torch.no_grad()
+def inflate_image_vae(vae: WanVAE) -> None:
+    """Make a VAE trained on single frames act on a clip as its image code, frame by frame
+    (as Wan inflates its 2-D image VAE to 3-D). Single frames train only the last time tap
+    of every causal convolution, and never the temporal resampling convolutions
+    (`time_conv`); their untrained taps would mix noise into every later frame. So: the
+    earlier taps of the causal convolutions are zeroed, the encoder's temporal down-sampling
+    keeps the newest of its frames, and the decoder's temporal up-sampling repeats each frame.
+    Latent frame k is then the image code of frame 4k, and decodes to it four times."""
+    for m in vae.modules():
+        if isinstance(m, Resample) and hasattr(m, "time_conv"):
+            w, b = m.time_conv.weight, m.time_conv.bias
+            w.zero_()
+            b.zero_()
+            c = w.shape[1]
+            eye = torch.eye(c, dtype=w.dtype)
+            for half in range(w.shape[0] // c):         # up-sampling: both output frames
+                w[half * c:(half + 1) * c, :, -1, 0, 0] = eye
+    for m in vae.modules():
+        if isinstance(m, CausalConv3d) and m.kernel_size[0] > 1 and not any(
+                m is r.time_conv for r in vae.modules() if isinstance(r, Resample) and hasattr(r, "time_conv")):
+            m.weight[:, :, :-1] = 0.0
 
 
 def image_batch(cfg, ph: VAEPhase, rng: np.random.Generator, step: int) -> torch.Tensor:
@@ -149,6 +177,9 @@ def train_vae_phase(cfg, vae: WanVAE, ph: VAEPhase, log=print) -> dict:
     st = ckpt.load(path)
     if st is None and ph.torch_seed is not None:
         torch.manual_seed(ph.torch_seed)
+    if st is None and ph.inflate:
+        inflate_image_vae(vae)
+        log(f"{ph.name}: inflated the image VAE (earlier time taps zeroed, temporal resampling as identity)")
     if st is not None:
         vae.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])

@@ -125,6 +125,35 @@ class TestVAEPhases(unittest.TestCase):
             torch.testing.assert_close(x[i, :, 0], clip[0, :, t[i]])
 
 
+    def test_inflated_image_vae_codes_a_clip_frame_by_frame(self):
+        from tools.train.config import TrainConfig
+        from tools.train.data import clips_tensor, train_clip
+        from tools.train.stage_vae import build_vae, inflate_image_vae, vae_phases
+        cfg = TrainConfig(seed=3, frames=9, size=32)
+        cfg.vae.dim = 4
+        self.assertEqual([p.inflate for p in vae_phases(cfg)], [False, True])
+        torch.manual_seed(0)
+        vae = build_vae(cfg).eval()
+        for p in vae.parameters():      # an image phase leaves every tap trained: make them all non-zero
+            torch.nn.init.normal_(p, std=0.05)
+        x = clips_tensor([train_clip(cfg.seed, 0, cfg.frames, cfg.size)])
+        with torch.no_grad():
+            before = vae.encode_moments(x, chunked=False)[0]
+            frames = [vae.encode_moments(x[:, :, 4 * k:4 * k + 1], chunked=False)[0] for k in range(3)]
+            self.assertGreater(float((before[:, :, 1] - frames[1][:, :, 0]).abs().max()), 1e-3)
+            inflate_image_vae(vae)
+            z = vae.encode_moments(x, chunked=False)[0]
+            for k in range(3):      # latent frame k is the image code of frame 4k
+                torch.testing.assert_close(z[:, :, k], frames[k][:, :, 0])
+            y = vae.decoder(vae.conv2(z))
+            for k in range(1, 3):   # and decodes to the image's decoding, four times
+                img = vae.decoder(vae.conv2(z[:, :, k:k + 1]))[:, :, 0]
+                for t in range(4 * k - 3, 4 * k + 1):
+                    torch.testing.assert_close(y[:, :, t], img, rtol=1e-4, atol=1e-5)
+        cfg.vae_img_steps = 0
+        self.assertEqual([p.inflate for p in vae_phases(cfg)], [False])
+
+
 class TestRunSettings(unittest.TestCase):
     def test_vae_gate_stops_below_and_passes_at(self):
         from tools.train.config import TrainConfig

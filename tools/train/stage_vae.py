@@ -102,18 +102,16 @@ def inflate_image_vae(vae: WanVAE) -> None:
     earlier taps of the causal convolutions are zeroed, the encoder's temporal down-sampling
     keeps the newest of its frames, and the decoder's temporal up-sampling repeats each frame.
     Latent frame k is then the image code of frame 4k, and decodes to it four times."""
+    time_convs = [m.time_conv for m in vae.modules() if isinstance(m, Resample) and hasattr(m, "time_conv")]
+    for tc in time_convs:
+        tc.weight.zero_()
+        tc.bias.zero_()
+        c = tc.weight.shape[1]
+        for half in range(tc.weight.shape[0] // c):     # up-sampling: both output frames
+            tc.weight[half * c:(half + 1) * c, :, -1, 0, 0] = torch.eye(c, dtype=tc.weight.dtype)
+    skip = {id(tc) for tc in time_convs}
     for m in vae.modules():
-        if isinstance(m, Resample) and hasattr(m, "time_conv"):
-            w, b = m.time_conv.weight, m.time_conv.bias
-            w.zero_()
-            b.zero_()
-            c = w.shape[1]
-            eye = torch.eye(c, dtype=w.dtype)
-            for half in range(w.shape[0] // c):         # up-sampling: both output frames
-                w[half * c:(half + 1) * c, :, -1, 0, 0] = eye
-    for m in vae.modules():
-        if isinstance(m, CausalConv3d) and m.kernel_size[0] > 1 and not any(
-                m is r.time_conv for r in vae.modules() if isinstance(r, Resample) and hasattr(r, "time_conv")):
+        if isinstance(m, CausalConv3d) and m.kernel_size[0] > 1 and id(m) not in skip:
             m.weight[:, :, :-1] = 0.0
 
 

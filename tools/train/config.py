@@ -95,9 +95,11 @@ class TrainConfig:
     vae_lr: float = 3e-4                # measured: 1e-3 stalls at the background-only ~14 dB
     vae_latent_noise: float = 0.1       # latent noise while training, relative to the latent std
     vae_fg_weight: float = 9.0          # extra loss weight on object pixels (stage_vae.foreground_weights)
-    # Whole-clip phase: clips of `frames` frames, from the image phase's weights, with
+    # Whole-clip phase: clips of `frames` frames, from the inflated image VAE, with
     # vae_long_mix_frames single frames added to every step so the frame-0 path keeps
-    # what the image phase taught it.
+    # what the image phase taught it. Measured in runs/v4: the warm-up to lr 1.5e-4 over
+    # 100 steps raised the loss from 0.22 to 0.60 before it fell (23.4 dB held-out at step
+    # 0, 23.2 at 250, 28.2 at 500); a gentler start was not tried.
     vae_long_steps: int = 1200
     vae_long_extended: Tuple[Tuple[int, int], ...] = ()
     vae_long_batch: int = 2

@@ -1,8 +1,10 @@
 """Training of the default model: docs/default-model.md."""
 import os
 
-# torch's OpenMP workers spin-wait after every parallel region while OpenBLAS (Debian's
-# pthread build) runs each matmul on threads of its own. On 2 cores the two fight: a DiT
-# step took 1.15 s instead of 0.46 s. Waiting passively changes no result. The variable
-# is read when torch loads libgomp, so it is set here, before any stage imports torch.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# torch parallelises over its own OpenMP threads, whose workers spin-wait between
+# parallel regions, while Debian's OpenBLAS (pthread build) runs each matmul on threads
+# of its own. On 2 cores the two fought: a DiT step took 1.15 s instead of 0.47 s. One
+# BLAS thread ends it without slowing the VAE's convolutions, which passive OpenMP
+# waiting did (docs/default-model.md has the measurements). OpenBLAS reads the variable
+# when it loads, so it is set here, before any stage imports torch.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -124,7 +124,6 @@ class TestVAEPhases(unittest.TestCase):
             clip = clips_tensor([train_clip(cfg.seed, base + i, cfg.frames, cfg.size)])
             torch.testing.assert_close(x[i, :, 0], clip[0, :, t[i]])
 
-
     def test_inflated_image_vae_codes_a_clip_frame_by_frame(self):
         from tools.train.config import TrainConfig
         from tools.train.data import clips_tensor, train_clip

@@ -113,8 +113,9 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
         i2v = torch.rand(b, generator=gen) < cfg.p_i2v
         xt[i2v, :, 0] = x0[i2v, :, 0]
         t_tok = token_timesteps(sigma * 1000.0, i2v, grid)
-        ctx = encode_text(t5, tok, texts)
-        v = dit(xt, t_tok, ctx)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dit_bf16):
+            ctx = encode_text(t5, tok, texts)
+            v = dit(xt, t_tok, ctx).float()
         err = (v - (eps - x0)).pow(2)
         wmask = torch.ones_like(err)
         wmask[i2v, :, 0] = 0.0
@@ -133,22 +134,26 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
     return {"dit_steps": step, "dit_seconds": seconds + time.time() - t0, "ema": ema}
 
 
+def sigmas(steps: int, shift: float) -> torch.Tensor:
+    """The sampler's noise levels: shifted linspace(1, 0), steps + 1 of them (as Wan's)."""
+    return shift_sigma(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift)
+
+
 @torch.no_grad()
-def sample(dit: WanModel, t5: T5Encoder, tok: Tokenizer, prompts: Sequence[str], shape, seeds: Sequence[int],
-           steps: int = 20, guide: float = 5.0, shift: float = 3.0, negative: str = "",
-           first_latent: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Euler flow-matching sampler with CFG (sigmas as Wan's dpm++: shifted linspace(1, 0)).
-    first_latent [B, C, h, w]: TI2V, frame 0 fixed and its tokens at t = 0."""
+def denoise(dit: WanModel, t5: T5Encoder, tok: Tokenizer, prompts: Sequence[str], x: torch.Tensor,
+            sig: torch.Tensor, guide: float = 5.0, negative: str = "",
+            first_latent: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Euler flow-matching steps with CFG from x [B, C, F, H, W] at noise level sig[0]
+    down to sig[-1]. first_latent [B, C, H, W]: TI2V, frame 0 fixed and its tokens at t = 0."""
     b = len(prompts)
-    c, F, H, W = shape
-    x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    _, _, F, H, W = x.shape
     ctx_c = encode_text(t5, tok, list(prompts))
     ctx_u = encode_text(t5, tok, [negative] * b)
     pt, ph, pw = dit.patch_size
     grid = (F // pt, H // ph, W // pw)
     i2v = torch.full((b,), first_latent is not None)
-    sig = shift_sigma(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift)
-    for i in range(steps):
+    x = x.clone()
+    for i in range(len(sig) - 1):
         if first_latent is not None:
             x[:, :, 0] = first_latent
         s, s_next = float(sig[i]), float(sig[i + 1])
@@ -160,3 +165,35 @@ def sample(dit: WanModel, t5: T5Encoder, tok: Tokenizer, prompts: Sequence[str],
     if first_latent is not None:
         x[:, :, 0] = first_latent
     return x
+
+
+@torch.no_grad()
+def sample(dit: WanModel, t5: T5Encoder, tok: Tokenizer, prompts: Sequence[str], shape, seeds: Sequence[int],
+           steps: int = 20, guide: float = 5.0, shift: float = 3.0, negative: str = "",
+           first_latent: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Latents [B, *shape] from noise of each seed (Euler, CFG, sigmas())."""
+    x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    return denoise(dit, t5, tok, prompts, x, sigmas(steps, shift), guide, negative, first_latent)
+
+
+@torch.no_grad()
+def regenerate(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, z: torch.Tensor, specs: List[ClipSpec],
+               rng: np.random.Generator, gen: torch.Generator) -> torch.Tensor:
+    """What the sampler makes of clean latents z [B, C, F, H, W] (normalised): each is noised
+    to the level of a step of the evaluation schedule drawn from cfg.vae_dec_regen_steps and
+    denoised from there, with a caption of its clip and, with probability p_i2v, its frame 0
+    held as in TI2V. The object keeps its place, colour and motion, and takes the shape
+    errors the DiT makes in that range (decoder phase, docs/default-model.md)."""
+    sig = sigmas(cfg.eval_steps, cfg.eval_shift)
+    lo, hi = cfg.vae_dec_regen_steps
+    if not 0 <= lo <= hi <= cfg.eval_steps:
+        raise ValueError(f"vae_dec_regen_steps {lo}..{hi}: step indices of the {cfg.eval_steps}-step schedule")
+    out = []
+    for i in range(z.shape[0]):
+        k = int(rng.integers(lo, hi + 1))
+        s0 = float(sig[k])
+        x = (1 - s0) * z[i:i + 1] + s0 * torch.randn(z[i:i + 1].shape, generator=gen)
+        caption = random_captions(rng, [specs[i]], 0.0)
+        first = z[i:i + 1, :, 0] if rng.random() < cfg.p_i2v else None
+        out.append(denoise(dit, t5, tok, caption, x, sig[k:], cfg.eval_guide, first_latent=first))
+    return torch.cat(out)

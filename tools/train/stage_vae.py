@@ -14,14 +14,16 @@ fixed Wan 2.1 mean/std constants give latents of mean 0 and std 1 exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
 
+from ..tinyworld import ClipSpec
 from ..wan_torch.vae import CausalConv3d, Resample, WanVAE
 from . import ckpt
 from .config import cosine_horizon
@@ -57,6 +59,7 @@ class VAEPhase:
     fg_dilate: int = 0          # foreground_weights(dilate=)
     mix_frames: int = 0         # single frames added to every step (image_batch), so frame 0's path keeps learning
     inflate: bool = False       # on a fresh start, first inflate_image_vae (after the image phase)
+    generated: float = 0.0      # fraction of clips whose latent the DiT re-makes first (train_vae_phase's regen)
 
 
 def vae_phases(cfg) -> List[VAEPhase]:
@@ -79,18 +82,19 @@ def vae_decoder_phase(cfg) -> VAEPhase:
     so the latents the DiT was trained on keep their meaning."""
     return VAEPhase("vae_dec", cfg.vae_dec_steps, cfg.vae_dec_extended, cfg.vae_dec_batch, cfg.frames,
                     cfg.vae_dec_lr, 50, cfg.vae_dec_first_frame_weight, 40_000_000, decoder_only=True,
-                    torch_seed=cfg.seed + 5, fg_dilate=cfg.vae_dec_fg_dilate)
+                    torch_seed=cfg.seed + 5, fg_dilate=cfg.vae_dec_fg_dilate, generated=cfg.vae_dec_generated)
 
 
-def vae_batch(cfg, ph: VAEPhase, rng: np.random.Generator, step: int) -> torch.Tensor:
-    """A batch of fresh clips; a random window of ph.frames consecutive frames of each."""
+def vae_batch(cfg, ph: VAEPhase, rng: np.random.Generator, step: int) -> Tuple[torch.Tensor, List[ClipSpec]]:
+    """A batch of fresh clips, a random window of ph.frames consecutive frames of each,
+    and the clips' specs."""
     clips = [train_clip(cfg.seed, ph.clip_base + step * ph.batch + i, cfg.frames, cfg.size)
              for i in range(ph.batch)]
     x = clips_tensor(clips)
     if ph.frames < cfg.frames:
         s = int(rng.integers(0, cfg.frames - ph.frames + 1))
         x = x[:, :, s:s + ph.frames]
-    return x
+    return x, [c.spec for c in clips]
 
 
 @torch.no_grad()
@@ -123,10 +127,14 @@ def image_batch(cfg, ph: VAEPhase, rng: np.random.Generator, step: int) -> torch
     return x[torch.arange(ph.mix_frames), :, t].unsqueeze(2)
 
 
-def reconstruction_loss(cfg, vae: WanVAE, x: torch.Tensor, ph: VAEPhase, frame_w: torch.Tensor):
-    """(loss, reconstruction) of x through the latent mean plus a little noise."""
+def reconstruction_loss(cfg, vae: WanVAE, x: torch.Tensor, ph: VAEPhase, frame_w: torch.Tensor,
+                        remake: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+    """(loss, reconstruction) of x through the latent mean plus a little noise; `remake`
+    (decoder phase only) maps the latent means to the ones the decoder is given."""
     with torch.set_grad_enabled(not ph.decoder_only):
         mu, _ = vae.encode_moments(x, chunked=False)
+    if remake is not None:
+        mu = remake(mu)
     z = mu + torch.randn_like(mu) * (cfg.vae_latent_noise * mu.detach().std())
     y = vae.decoder(vae.conv2(z))
     w = foreground_weights(x, cfg.vae_fg_weight, dilate=ph.fg_dilate) * frame_w
@@ -157,10 +165,18 @@ def train_vae(cfg, vae: WanVAE, log=print) -> dict:
     return out
 
 
-def train_vae_phase(cfg, vae: WanVAE, ph: VAEPhase, log=print) -> dict:
+def train_vae_phase(cfg, vae: WanVAE, ph: VAEPhase, log=print, regen: Optional[Regen] = None) -> dict:
     """ph.steps steps of fresh clips; resumes from <out_dir>/<ph.name>_ckpt.pt when present,
-    else starts from the weights `vae` holds (the phase before, which loads its own)."""
+    else starts from the weights `vae` holds (the phase before, which loads its own).
+
+    With ph.generated > 0 (decoder phase), `regen` (normalised latents, their clips' specs,
+    rng, torch generator) -> latents gives what the DiT's sampler makes of a clip's latent;
+    that fraction of the clips is decoded from it, the loss still against the true clip,
+    so the decoder learns to draw what the DiT means (docs/default-model.md)."""
+    if ph.generated > 0 and (regen is None or not ph.decoder_only):
+        raise ValueError(f"{ph.name}: generated latents need the DiT (regen) and a frozen encoder")
     rng = np.random.default_rng([cfg.seed, 1] if ph.name == "vae" else [cfg.seed, 1, ph.clip_base])
+    gen = torch.Generator().manual_seed(cfg.seed + 6)
     if ph.decoder_only:
         params = [p for n, p in vae.named_parameters() if n.startswith(("decoder.", "conv2."))]
     else:
@@ -181,13 +197,13 @@ def train_vae_phase(cfg, vae: WanVAE, ph: VAEPhase, log=print) -> dict:
     if st is not None:
         vae.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
-        ckpt.rng_restore(st["rng"], rng)
+        ckpt.rng_restore(st["rng"], rng, gen)
         step, seconds = st["step"], st["seconds"]
         if step < ph.steps:
             log(f"{ph.name}: resumed at step {step}")
 
     def save():
-        ckpt.save({"model": vae.state_dict(), "opt": opt.state_dict(), "rng": ckpt.rng_state(rng),
+        ckpt.save({"model": vae.state_dict(), "opt": opt.state_dict(), "rng": ckpt.rng_state(rng, gen),
                    "step": step, "seconds": seconds + time.time() - t0}, path)
 
     timer = ckpt.Timer(cfg.ckpt_every_s)
@@ -206,8 +222,12 @@ def train_vae_phase(cfg, vae: WanVAE, ph: VAEPhase, log=print) -> dict:
         lr = ph.lr * min(1.0, (step + 1) / ph.warmup) * 0.5 * (1 + math.cos(math.pi * frac))
         for g in opt.param_groups:
             g["lr"] = lr
-        x = vae_batch(cfg, ph, rng, step)
-        loss, y = reconstruction_loss(cfg, vae, x, ph, frame_w)
+        x, specs = vae_batch(cfg, ph, rng, step)
+        remake = None
+        if ph.generated > 0:
+            pick = torch.from_numpy(rng.random(len(specs)) < ph.generated)
+            remake = functools.partial(remade_latents, vae, regen, pick, specs, rng, gen)
+        loss, y = reconstruction_loss(cfg, vae, x, ph, frame_w, remake)
         if ph.mix_frames:
             loss = loss + reconstruction_loss(cfg, vae, image_batch(cfg, ph, rng, step), ph, torch.ones(1))[0]
         opt.zero_grad(set_to_none=True)
@@ -230,6 +250,23 @@ def train_vae_phase(cfg, vae: WanVAE, ph: VAEPhase, log=print) -> dict:
     for p in vae.parameters():
         p.requires_grad_(False)
     return {f"{ph.name}_phase_steps": step, f"{ph.name}_phase_seconds": seconds + time.time() - t0}
+
+
+Regen = Callable[[torch.Tensor, List[ClipSpec], np.random.Generator, torch.Generator], torch.Tensor]
+
+
+@torch.no_grad()
+def remade_latents(vae: WanVAE, regen: Regen, pick: torch.Tensor, specs: List[ClipSpec],
+                   rng: np.random.Generator, gen: torch.Generator, mu: torch.Tensor) -> torch.Tensor:
+    """Latent means mu with the picked clips' replaced by regen's, through the VAE's
+    normalisation (the DiT works on normalised latents)."""
+    if not pick.any():
+        return mu
+    m, s = vae._norm_shape(vae.mean), vae._norm_shape(vae.std)
+    mu = mu.clone()
+    z = regen((mu[pick] - m) / s, [sp for sp, p in zip(specs, pick) if p], rng, gen)
+    mu[pick] = z * s + m
+    return mu
 
 
 @torch.no_grad()

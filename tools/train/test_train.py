@@ -91,6 +91,60 @@ class TestTrainSkeleton(unittest.TestCase):
         self.cfg.eval_steps = 2
         self.assertAlmostEqual(ref["ti2v_first_frame_psnr"][0], eval_ti2v(self.cfg, vae, dit, t5, tok, 1), places=3)
 
+    def test_regenerate_denoises_from_the_drawn_level_and_holds_ti2v_frames(self):
+        import numpy as np
+        from tools.train.data import Tokenizer, train_clip, train_sentencepiece
+        from tools.train.stage_dit import build_dit, build_t5, regenerate
+        sp = os.path.join(self.tmp.name, "sp.model")
+        train_sentencepiece(sp, self.cfg.t5.vocab)
+        tok = Tokenizer(sp, self.cfg.dit.text_len)
+        dit, t5 = build_dit(self.cfg).eval(), build_t5(self.cfg).eval()
+        specs = [train_clip(self.cfg.seed, i, 1, 16).spec for i in range(3)]
+        z = torch.randn(3, 16, 3, 4, 4)
+
+        def run(seed):
+            return regenerate(self.cfg, dit, t5, tok, z, specs, np.random.default_rng(seed),
+                              torch.Generator().manual_seed(seed))
+        self.cfg.p_i2v = 0.0
+        a = run(1)
+        self.assertEqual(a.shape, z.shape)
+        torch.testing.assert_close(a, run(1))                       # seeded
+        self.assertGreater(float((a - z).abs().min(dim=1)[0].max()), 1e-3)   # every clip re-made
+        self.cfg.p_i2v = 1.0                                        # TI2V: frame 0 is the clip's
+        b = run(2)
+        torch.testing.assert_close(b[:, :, 0], z[:, :, 0], rtol=0, atol=0)
+        self.assertGreater(float((b[:, :, 1:] - z[:, :, 1:]).abs().max()), 1e-3)
+        self.cfg.vae_dec_regen_steps = (self.cfg.eval_steps, self.cfg.eval_steps)   # sigma 0: nothing to do
+        torch.testing.assert_close(run(3), z, rtol=0, atol=0)
+
+    def test_remade_latents_go_through_the_normalisation(self):
+        from tools.train.data import clips_tensor, train_clip
+        from tools.train.stage_vae import build_vae, remade_latents
+        vae = build_vae(self.cfg).eval()
+        x = clips_tensor([train_clip(5, i, 5, 32) for i in range(2)])
+        seen = []
+
+        def regen(z, specs, rng, gen):
+            seen.append((z, specs))
+            return torch.zeros_like(z)
+        with torch.no_grad():
+            mu, _ = vae.encode_moments(x, chunked=False)
+            out = remade_latents(vae, regen, torch.tensor([False, True]), ["s0", "s1"], None, None, mu)
+            torch.testing.assert_close(seen[0][0], vae.encode(x, chunked=False)[1:])  # the DiT's latents
+        self.assertEqual(seen[0][1], ["s1"])
+        torch.testing.assert_close(out[0], mu[0], rtol=0, atol=0)
+        torch.testing.assert_close(out[1], vae._norm_shape(vae.mean)[0].expand_as(mu[1]))  # z = 0 is the mean
+        self.assertIs(remade_latents(vae, regen, torch.tensor([False, False]), [], None, None, mu), mu)
+
+    def test_generated_latents_need_the_dit(self):
+        from tools.train.stage_vae import build_vae, train_vae_phase, vae_decoder_phase
+        self.cfg.out_dir = self.tmp.name
+        ph = vae_decoder_phase(self.cfg)
+        self.assertGreater(ph.generated, 0)
+        with self.assertRaises(ValueError) as e:
+            train_vae_phase(self.cfg, build_vae(self.cfg), ph)
+        self.assertIn("vae_dec", str(e.exception))
+
 
 @unittest.skipIf(torch is None, "python3-torch missing (tools/setup_training.sh)")
 class TestVAEPhases(unittest.TestCase):
@@ -103,8 +157,9 @@ class TestVAEPhases(unittest.TestCase):
         cfg.vae_steps = 10
         ph = vae_phases(cfg)
         self.assertEqual([p.name for p in ph], ["vae_img", "vae", "vae_long"])
-        x = vae_batch(cfg, ph[0], np.random.default_rng(0), 0)
+        x, specs = vae_batch(cfg, ph[0], np.random.default_rng(0), 0)
         self.assertEqual(tuple(x.shape), (cfg.vae_img_batch, 3, 1, 32, 32))
+        self.assertEqual(len(specs), cfg.vae_img_batch)
         cfg.vae_img_steps = 0
         self.assertEqual([p.name for p in vae_phases(cfg)], ["vae", "vae_long"])
 

@@ -5,7 +5,8 @@
 
 Stages: SentencePiece on the captions -> VAE (single frames, then whole clips; 5-frame windows
 when asked) -> latent renormalisation -> the VAE gate (checker round trip) -> latent cache ->
-DiT + text encoder (flow matching) -> evaluation (issue 5 gates) -> pack export.
+DiT + text encoder (flow matching) -> decoder fine-tuning, in part on the DiT's
+re-made latents -> evaluation (issue 5 gates) -> pack export.
 Everything is seeded and counted in steps, so the run is the same on every machine. Run the
 same command again after a kill and it resumes: each stage checkpoints into --out
 (vae_ckpt.pt, vae_long_ckpt.pt, vae.pt, latents.pt, dit_ckpt.pt) and a finished stage is not repeated.
@@ -13,6 +14,7 @@ same command again after a kill and it resumes: each stage checkpoints into --ou
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -26,7 +28,7 @@ from .config import TrainConfig, with_missing_settings
 from .data import Tokenizer, train_clip, train_sentencepiece
 from .evaluate import eval_t2v, eval_ti2v, eval_vae, ti2v_first_frame_per_pair, vae_checker_roundtrip
 from .export import export_pack
-from .stage_dit import build_dit, build_t5, train_dit
+from .stage_dit import build_dit, build_t5, regenerate, train_dit
 from .stage_vae import (build_vae, encode_latents, renormalize_latents, train_vae, train_vae_phase,
                         vae_decoder_phase)
 
@@ -77,6 +79,7 @@ def main(argv=None) -> int:
     n_eval, n_ti2v, n_vae = 40, 8, 16
     if a.smoke:
         cfg.n_latent_clips, cfg.eval_steps, n_eval, n_ti2v, n_vae = 16, 2, 8, 1, 2
+        cfg.vae_dec_regen_steps = (0, 1)
         cfg.vae_gate_roundtrip = 0.0
     torch.set_num_threads(cfg.threads)
     seed_all(cfg.seed)
@@ -190,7 +193,8 @@ def main(argv=None) -> int:
     dec = ckpt.load(dec_path)
     if dec is None and cfg.vae_dec_steps > 0:
         vae.train()
-        m = train_vae_phase(cfg, vae, vae_decoder_phase(cfg), log)
+        m = train_vae_phase(cfg, vae, vae_decoder_phase(cfg), log,
+                            regen=functools.partial(regenerate, cfg, dit_e, t5_e, tok))
         vae.eval()
         t0 = time.time()
         m["vae_psnr_holdout_before_dec"] = metrics["vae_psnr_holdout"]

@@ -39,6 +39,15 @@ def _pct(x) -> str:
     return "—" if x is None else f"{100 * x:.0f} %"
 
 
+def _regen(cfg: dict) -> str:
+    """The decoder phase's generated latents, as the card's table says them."""
+    if not cfg.get("vae_dec_generated"):
+        return ""
+    lo, hi = cfg["vae_dec_regen_steps"]
+    return (f"; {_pct(cfg['vae_dec_generated'])} of its clips decoded from the latent the DiT's sampler "
+            f"makes of theirs, denoised from step {lo}–{hi} of its {cfg['eval_steps']}")
+
+
 def render(info: dict, scores: Optional[dict] = None) -> str:
     cfg, m, d = info["config"], info.get("metrics", {}), info["defaults"]
     p = info.get("params", {})
@@ -103,10 +112,12 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
         f"| | {_dur(m.get('vae_eval_seconds'))} |",
         f"| latent cache ({cfg['n_latent_clips']} clips) | | {_dur(m.get('latent_seconds'))} |",
         f"| DiT + text encoder (flow matching, batch {cfg['dit_batch']}, CFG dropout {cfg['p_uncond']}, "
-        f"first-frame condition {cfg['p_i2v']}) | {_n(m.get('dit_steps'))} | {_dur(m.get('dit_seconds'))} |",
+        f"first-frame condition {cfg['p_i2v']}{', forward pass in bfloat16 autocast' if cfg.get('dit_bf16') else ''}) "
+        f"| {_n(m.get('dit_steps'))} | {_dur(m.get('dit_seconds'))} |",
         f"| VAE decoder fine-tuning, encoder frozen (batch {cfg.get('vae_dec_batch', '—')} × {cfg['frames']} "
         f"frames, lr {cfg.get('vae_dec_lr', '—')}, first frame ×{cfg.get('vae_dec_first_frame_weight', '—')}, "
-        f"a {cfg.get('vae_dec_fg_dilate', 0)}-pixel ring weighted like the object) + evaluation "
+        f"a {cfg.get('vae_dec_fg_dilate', 0)}-pixel ring weighted like the object"
+        f"{_regen(cfg)}) + evaluation "
         f"| {_n(m.get('vae_dec_phase_steps'))} "
         f"| {_dur((m['vae_dec_phase_seconds'] + m.get('vae_dec_eval_seconds', 0)) if 'vae_dec_phase_seconds' in m else None)} |",
         f"| evaluation (PyTorch) | | {_dur(m.get('eval_seconds'))} |",

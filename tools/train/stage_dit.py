@@ -182,8 +182,8 @@ def regenerate(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, z: torch.Tenso
     """What the sampler makes of clean latents z [B, C, F, H, W] (normalised): each is noised
     to the level of a step of the evaluation schedule drawn from cfg.vae_dec_regen_steps and
     denoised from there, with a caption of its clip and, with probability p_i2v, its frame 0
-    held as in TI2V. The object keeps its place, colour and motion, and takes the shape
-    errors the DiT makes in that range (decoder phase, docs/default-model.md)."""
+    held as in TI2V. From that range the result takes the shape errors the DiT makes there
+    (decoder phase, docs/default-model.md)."""
     sig = sigmas(cfg.eval_steps, cfg.eval_shift)
     lo, hi = cfg.vae_dec_regen_steps
     if not 0 <= lo <= hi <= cfg.eval_steps:

@@ -126,7 +126,7 @@ class TrainConfig:
     # with index in vae_dec_regen_steps (20 steps, shift 3: sigma 0.79 to 0.56) and denoised
     # from there; the loss is still against the true clip. Measured (docs/default-model.md):
     # the DiT draws squares with pinched sides and circles as rounded diamonds, errors made
-    # at those levels (sampling a true square's latent from sigma 0.14 keeps its fill at
+    # from those levels down (sampling a true square's latent from sigma 0.14 keeps its fill at
     # 0.94, from 0.56 gives 0.88); a true clip's latent decodes right. The true clip is the
     # target on the premise that the object keeps its place, colour and motion from there
     # (not measured directly; the T2V score went from 32/40 to 39/40).

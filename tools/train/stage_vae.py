@@ -176,7 +176,7 @@ def train_vae_phase(cfg, vae: WanVAE, ph: VAEPhase, log=print, regen: Optional[R
     if ph.generated > 0 and (regen is None or not ph.decoder_only):
         raise ValueError(f"{ph.name}: generated latents need the DiT (regen) and a frozen encoder")
     rng = np.random.default_rng([cfg.seed, 1] if ph.name == "vae" else [cfg.seed, 1, ph.clip_base])
-    gen = torch.Generator().manual_seed(cfg.seed + 6)
+    gen = torch.Generator().manual_seed(cfg.seed + 6) if ph.generated > 0 else None   # regen's noise
     if ph.decoder_only:
         params = [p for n, p in vae.named_parameters() if n.startswith(("decoder.", "conv2."))]
     else:
@@ -262,10 +262,9 @@ def remade_latents(vae: WanVAE, regen: Regen, pick: torch.Tensor, specs: List[Cl
     normalisation (the DiT works on normalised latents)."""
     if not pick.any():
         return mu
-    m, s = vae._norm_shape(vae.mean), vae._norm_shape(vae.std)
     mu = mu.clone()
-    z = regen((mu[pick] - m) / s, [sp for sp, p in zip(specs, pick) if p], rng, gen)
-    mu[pick] = z * s + m
+    picked = [sp for sp, p in zip(specs, pick) if p]
+    mu[pick] = vae.denormalize(regen(vae.normalize(mu[pick]), picked, rng, gen))
     return mu
 
 

@@ -277,15 +277,22 @@ class WanVAE(nn.Module):
         mu, log_var = self.conv1(h).chunk(2, dim=1)
         return mu, log_var
 
+    def normalize(self, mu):
+        """Latent mean -> the normalised latent (mu - mean) / std that the DiT works on."""
+        return (mu - self._norm_shape(self.mean)) / self._norm_shape(self.std)
+
+    def denormalize(self, z):
+        """The inverse of normalize: what conv2 takes."""
+        return z * self._norm_shape(self.std) + self._norm_shape(self.mean)
+
     def encode(self, x, chunked: bool = True):
         """Normalised latent (mu - mean) / std."""
         mu, _ = self.encode_moments(x, chunked)
-        return (mu - self._norm_shape(self.mean)) / self._norm_shape(self.std)
+        return self.normalize(mu)
 
     def decode(self, z, chunked: bool = True):
         """Normalised latent [B, z, T', h, w] -> video [B, 3, 1+4(T'-1), 8h, 8w] (not clamped)."""
-        z = z * self._norm_shape(self.std) + self._norm_shape(self.mean)
-        x = self.conv2(z)
+        x = self.conv2(self.denormalize(z))
         if not chunked:
             return self.decoder(x)
         cache = Cache()

@@ -77,8 +77,7 @@ void mrl_collect(lua_State *L) {
   mrl_state *s = mrl_state_get(L);
   s->since_gc = 0;
   s->collections++;
-  lua_gc(L, LUA_GCCOLLECT);
-  if (s->ctx) mr_ctx_sync(s->ctx); /* lets the engine release storage it deferred */
+  lua_gc(L, LUA_GCCOLLECT); /* the freed bytes serve the next allocation at once */
 }
 
 /* ------------------------------------------------------- embedding API */
@@ -253,9 +252,26 @@ static int l_profile(lua_State *L) {
   return 1;
 }
 
+static void set_int(lua_State *L, const char *k, uint64_t v) {
+  lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, k);
+}
+
+/* mr.memory() -> the binding's view (tensors Lua holds, the GC stepping) and
+   the context's device memory (every tensor, Lua's or not, and the blocks). */
 static int l_memory(lua_State *L) {
   mrl_state *s = mrl_state_get(L);
-  lua_createtable(L, 0, 4);
+  mr_memory_stats m;
+  mr_ctx_memory_stats(mrl_ctx(L), &m);
+  lua_createtable(L, 0, 11);
+  set_int(L, "device_live", m.live_bytes);
+  set_int(L, "device_held", m.held_bytes);
+  set_int(L, "device_peak_live", m.peak_live_bytes);
+  set_int(L, "device_peak_held", m.peak_held_bytes);
+  set_int(L, "device_budget", m.budget_bytes);
+  lua_pushstring(L, m.budget_source);
+  lua_setfield(L, -2, "budget_source");
+  set_int(L, "device_blocks", (uint64_t)m.blocks);
   lua_pushinteger(L, (lua_Integer)s->live);
   lua_setfield(L, -2, "live_bytes");
   lua_pushinteger(L, (lua_Integer)s->since_gc);
@@ -265,6 +281,16 @@ static int l_memory(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)s->collections);
   lua_setfield(L, -2, "collections");
   return 1;
+}
+
+/* mr.trim([reset_peak]) -> gives unused device blocks back to Vulkan (after
+   the work recorded so far); with true, the peaks start over too. */
+static int l_trim(lua_State *L) {
+  mr_ctx *ctx = mrl_ctx(L);
+  bool reset = lua_toboolean(L, 1);
+  if (mr_ctx_memory_trim(ctx) != MR_OK) return mrl_raise(L, ctx);
+  if (reset) mr_ctx_memory_reset_peak(ctx);
+  return 0;
 }
 
 static int l_gc_threshold(lua_State *L) {
@@ -299,7 +325,7 @@ static int l_clock(lua_State *L) {
 
 static const luaL_Reg module_funcs[] = {
   {"device", l_device}, {"devices", l_devices}, {"sync", l_sync}, {"interrupt", l_interrupt},
-  {"profile", l_profile}, {"memory", l_memory}, {"gc_threshold", l_gc_threshold},
+  {"profile", l_profile}, {"memory", l_memory}, {"trim", l_trim}, {"gc_threshold", l_gc_threshold},
   {"is_terminal", l_is_terminal}, {"clock", l_clock},
   {NULL, NULL}};
 

@@ -9,8 +9,8 @@
 
 /* ---------------------------------------------------------------- memory */
 
-/* A VkDeviceMemory with one VkBuffer over all of it. Small allocations are
-   carved out of shared blocks; large ones get a dedicated block. */
+/* A range of a VkDeviceMemory block with one VkBuffer over all of it
+   (vk_memory.c says how blocks are carved and reused). */
 typedef struct mr_block mr_block;
 
 typedef struct mr_alloc {
@@ -22,9 +22,10 @@ typedef struct mr_alloc {
 } mr_alloc;
 
 mr_status mr_gpu_alloc(mr_ctx *ctx, VkDeviceSize size, mr_alloc *out);
-/* Safe while recorded work still uses it: the release waits for the next sync. */
+/* Safe while recorded work still uses it: the range serves later work in the
+   same stream at once, ordered after the earlier uses by the hazard barriers. */
 void mr_gpu_free(mr_ctx *ctx, mr_alloc *a);
-/* Bytes currently allocated on the device. */
+/* Bytes currently handed to tensors. */
 VkDeviceSize mr_gpu_bytes_in_use(const mr_ctx *ctx);
 
 /* ---------------------------------------------------------------- pipelines */

@@ -14,8 +14,9 @@ struct mr_block {
   VkBuffer buffer;
   VkDeviceSize size;
   void *mapped;          /* whole block mapped when host-visible */
-  bool dedicated;        /* one allocation owns the block */
-  /* Free ranges of a shared block, sorted by offset, coalesced on release. */
+  bool large;            /* serves the large size class (vk_memory.c) */
+  VkDeviceSize used;     /* bytes handed out */
+  /* Free ranges, sorted by offset, coalesced on release. */
   struct mr_range { VkDeviceSize offset, size; } *free;
   int nfree, capfree;
   struct mr_block *next;
@@ -60,14 +61,17 @@ struct mr_gpu {
   uint32_t memtype;             /* the type tensors live in */
   bool memtype_host_visible;
   uint32_t staging_type;        /* host-visible type for uploads/downloads */
-  VkDeviceSize heap_budget;
+  VkDeviceSize max_allocation;  /* maxMemoryAllocationSize */
   PFN_vkCmdPushDescriptorSetKHR push_descriptor;
 
   /* memory */
   mr_block *blocks;
-  VkDeviceSize in_use;
-  mr_alloc *deferred;           /* frees waiting for the next sync */
-  int ndeferred, capdeferred;
+  VkDeviceSize live, held;      /* bytes handed to tensors; bytes of the blocks (tensor memory type) */
+  VkDeviceSize peak_live, peak_held;
+  VkDeviceSize budget;          /* held never passes it */
+  const char *budget_source;
+  uint64_t vk_allocations;      /* vkAllocateMemory calls */
+  uint64_t fail_at, alloc_attempts; /* mr_ctx_memory_fail_at */
   mr_alloc staging;             /* grows on demand */
 
   /* pipelines */
@@ -103,7 +107,7 @@ struct mr_gpu {
 
 mr_status mr_gpu_staging(mr_gpu *g, VkDeviceSize n, mr_alloc **out);
 mr_status mr_vk_check(mr_ctx *ctx, VkResult r, const char *what);
-void mr_gpu_release_deferred(mr_gpu *g);
+mr_status mr_gpu_memory_trim(mr_gpu *g);
 mr_status mr_gpu_memory_init(mr_gpu *g);
 void mr_gpu_memory_free_all(mr_gpu *g);
 mr_status mr_gpu_pipelines_init(mr_gpu *g, const char *cache_dir);

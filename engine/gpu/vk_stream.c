@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Submit after this many dispatches so interrupts are seen and memory waiting
-   for release does not pile up inside one giant command buffer. */
+/* Submit after this many dispatches so interrupts are seen and the device
+   starts on work while more is recorded. */
 #define MAX_DISPATCHES_PER_SUBMIT 512
 #define STAGING_CHUNK ((VkDeviceSize)32 << 20)
 
@@ -85,10 +85,7 @@ static void collect_profile(mr_gpu *g) {
 
 mr_status mr_gpu_sync(mr_ctx *ctx) {
   mr_gpu *g = ctx->gpu;
-  if (!g->recording) {
-    mr_gpu_release_deferred(g);
-    return MR_OK;
-  }
+  if (!g->recording) return MR_OK;
   g->recording = false;
   mr_status st = mr_vk_check(ctx, vkEndCommandBuffer(g->cmd), "vkEndCommandBuffer");
   if (st == MR_OK) {
@@ -104,7 +101,6 @@ mr_status mr_gpu_sync(mr_ctx *ctx) {
     if (st == MR_OK) collect_profile(g);
   }
   vkResetCommandBuffer(g->cmd, 0);
-  mr_gpu_release_deferred(g);
   return st;
 }
 

@@ -105,6 +105,32 @@ size_t mr_ctx_profile_report(mr_ctx *ctx, char *buf, size_t cap);
 /* Useful FLOPs (2 per multiply-add) of the matmul, attention and conv3d work recorded so far. */
 double mr_ctx_flops(const mr_ctx *ctx);
 
+/* Device memory. A freed tensor's bytes serve later work at once (the command
+   stream orders the new owner after the old one's uses); blocks stay held for
+   reuse until an allocation would pass the budget or mr_ctx_memory_trim. The
+   budget is $MOONREEL_DEVICE_BUDGET ("6G", "512M" or bytes) if set, else the
+   host's available memory on a CPU-type device (lavapipe), else the size of
+   the device heap tensors live in. */
+typedef struct mr_memory_stats {
+  uint64_t live_bytes;          /* held by tensors now */
+  uint64_t held_bytes;          /* taken from Vulkan now: live bytes plus free ranges kept for reuse */
+  uint64_t peak_live_bytes;     /* since the context was made or mr_ctx_memory_reset_peak */
+  uint64_t peak_held_bytes;
+  uint64_t budget_bytes;        /* held bytes never pass it: past it an allocation fails with MR_EDEVMEM */
+  const char *budget_source;    /* "MOONREEL_DEVICE_BUDGET", "host memory available" or "device heap" (static) */
+  int blocks;                   /* device memory blocks held */
+  uint64_t device_allocations;  /* vkAllocateMemory calls so far */
+} mr_memory_stats;
+
+void mr_ctx_memory_stats(const mr_ctx *ctx, mr_memory_stats *out);
+/* Starts the peaks over from the current figures. */
+void mr_ctx_memory_reset_peak(mr_ctx *ctx);
+/* Waits for recorded work, then gives every block no tensor uses back to Vulkan. */
+mr_status mr_ctx_memory_trim(mr_ctx *ctx);
+/* Fault injection for tests: the n-th new device block from now (1-based)
+   fails as if the device were out of memory; 0 turns it off. */
+void mr_ctx_memory_fail_at(mr_ctx *ctx, uint64_t n);
+
 typedef enum mr_device_type {
   MR_DEVICE_OTHER, MR_DEVICE_DISCRETE, MR_DEVICE_INTEGRATED, MR_DEVICE_VIRTUAL, MR_DEVICE_CPU
 } mr_device_type;

@@ -80,6 +80,40 @@ describe("memory", function()
     assert.is_true(mr.memory().live_bytes <= mr.memory().threshold + (64 << 20))
   end)
 
+  it("reports the device's live, held and peak bytes and trims (docs/lua-api.md)", function()
+    collectgarbage()
+    mr.trim(true)
+    local m0 = mr.memory()
+    assert.are.equal(m0.device_live, m0.device_held)
+    assert.are.equal(m0.device_live, m0.device_peak_live)
+    do
+      -- the docs' example
+      local x <close> = mr.tensor({{1, 2}, {3, 4}})
+      local y <close> = mr.matmul(x, x)
+    end
+    local m = mr.memory()
+    assert.is_true(m.device_peak_live > m0.device_live)
+    assert.is_true(m.device_held >= m.device_live)
+    assert.are.equal(mr.device().type == "cpu" and "host memory available" or "device heap", m.budget_source)
+    assert.is_true(m.device_budget > 0)
+    -- a chain of 100 adds on 4 MiB tensors, each closed, holds a few of them
+    mr.trim(true)
+    local x = mr.zeros { 1 << 20 }
+    local one <close> = mr.full({ 1 << 20 }, 1)
+    for _ = 1, 100 do
+      local nx = x + one
+      x:close()
+      x = nx
+    end
+    assert.are.same({ 100, 100 }, x:slice(1, 1, 2):totable())
+    x:close()
+    m = mr.memory()
+    assert.is_true(m.device_peak_held <= m.device_peak_live + (4 << 20))
+    assert.is_true(m.device_peak_live <= m0.device_live + 3 * (4 << 20))
+    mr.trim()
+    assert.are.equal(mr.memory().device_live, mr.memory().device_held)
+  end)
+
   it("lets the threshold be tuned", function()
     local old = mr.gc_threshold(8 << 20)
     assert.are.equal(8 << 20, mr.gc_threshold(old))

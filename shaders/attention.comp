@@ -8,7 +8,8 @@
 // registers, with the running max m and sum l of an online softmax. Rows are
 // split across the workgroup, never keys, so no cross-thread reduction is
 // needed beyond the score tile. The Lq x Lk matrix is never stored.
-// q, o: [B, Lq, H, D]; k, v: [B, Lk, H, D]; contiguous.
+// q, o: [B, Lq, H, D]; k, v: [B, Lk, H, D]; heads contiguous, items and rows
+// at the strides in the push constants (a window of a larger tensor).
 // spec: 0 q dtype, 1 k dtype, 2 v dtype, 3 out dtype, 4 D, 5 BR, 6 BC, 7 T,
 //       8 KL_MODE (as attention_reg), 9 workgroup size (= BR * T)
 #extension GL_GOOGLE_include_directive : require
@@ -31,6 +32,8 @@ layout(push_constant) uniform Push {
   uint q_off, k_off, v_off, o_off;
   float scale;
   uint tiles_q;          // ceil(Lq / BR)
+  uint q_bs, q_rs;       // q and o: batch item and row strides (heads are D apart)
+  uint kv_bs, kv_rs;     // k and v: the same
   uint kl[16];
 } p;
 
@@ -47,17 +50,17 @@ void main() {
   if (b >= p.B) return; // uniform over the workgroup
   uint tid = gl_LocalInvocationID.x, r = tid / T, tr = tid % T;
   uint nk = KL_MODE == 0u ? p.Lk : (KL_MODE == 1u ? p.kl[b] : kl_buf[b]);
-  uint q0 = qt * BR, kstep = p.H * D;
+  uint q0 = qt * BR, kstep = p.kv_rs;
 
   for (uint e = tid; e < BR * D; e += gl_WorkGroupSize.x) {
     uint rr = e / D, d = e % D, row = q0 + rr;
-    Qs[rr * DP + d] = row < p.Lq ? q_load(p.q_off + ((b * p.Lq + row) * p.H + h) * D + d) * p.scale : 0.0;
+    Qs[rr * DP + d] = row < p.Lq ? q_load(p.q_off + b * p.q_bs + row * p.q_rs + h * D + d) * p.scale : 0.0;
   }
 
   float acc[DT];
   for (uint i = 0u; i < DT; i++) acc[i] = 0.0;
   float m = uintBitsToFloat(0xff800000u), l = 0.0; // m = -inf
-  uint kb = (b * p.Lk * p.H + h) * D;
+  uint kb = b * p.kv_bs + h * D;
 
   for (uint j0 = 0u; j0 < nk; j0 += BC) {
     barrier(); // the previous tile is consumed (and the Q tile written, the first time)
@@ -91,7 +94,7 @@ void main() {
   uint row = q0 + r;
   if (row < p.Lq) {
     float inv = l > 0.0 ? 1.0 / l : 0.0; // no keys: zeros
-    uint ob = p.o_off + ((b * p.Lq + row) * p.H + h) * D;
+    uint ob = p.o_off + b * p.q_bs + row * p.q_rs + h * D;
     for (uint i = 0u; i < DT; i++) o_store(ob + tr + i * T, acc[i] * inv);
   }
 }

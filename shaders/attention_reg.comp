@@ -5,7 +5,8 @@
 // keys are walked once with an online softmax (running max m and sum l; the
 // accumulator is rescaled only when the max grows). Neighbouring invocations
 // are neighbouring query rows of one head, so they read the same K/V rows.
-// q, o: [B, Lq, H, D]; k, v: [B, Lk, H, D]; contiguous.
+// q, o: [B, Lq, H, D]; k, v: [B, Lk, H, D]; heads contiguous, items and rows
+// at the strides in the push constants (a window of a larger tensor).
 // spec: 0 q dtype, 1 k dtype, 2 v dtype, 3 out dtype, 4 D, 5 workgroup size,
 //       6 ALIGNED (offsets multiples of 4: vector loads), 7 KL_MODE (0 all
 //       keys, 1 lengths in push constants, 2 lengths in the buffer at binding 4)
@@ -34,6 +35,8 @@ layout(push_constant) uniform Push {
   uint q_off, k_off, v_off, o_off;
   float scale;
   uint n;                // B * H * Lq
+  uint q_bs, q_rs;       // q and o: batch item and row strides (heads are D apart)
+  uint kv_bs, kv_rs;     // k and v: the same
   uint kl[16];           // KL_MODE 1: keys per batch item (already clamped to Lk)
 } p;
 
@@ -62,17 +65,17 @@ void main() {
   if (id >= p.n) return;
   uint row = id % p.Lq, bh = id / p.Lq, h = bh % p.H, b = bh / p.H;
   uint nk = KL_MODE == 0u ? p.Lk : (KL_MODE == 1u ? p.kl[b] : kl_buf[b]);
-  uint ob = p.o_off + ((b * p.Lq + row) * p.H + h) * D;
+  uint ob = p.o_off + b * p.q_bs + row * p.q_rs + h * D;
 
   vec4 qv[D4], acc[D4];
-  uint qb = p.q_off + ((b * p.Lq + row) * p.H + h) * D;
+  uint qb = p.q_off + b * p.q_bs + row * p.q_rs + h * D;
   for (uint d = 0u; d < D4; d++) {
     qv[d] = q4(qb + 4u * d) * p.scale;
     acc[d] = vec4(0.0);
   }
   float m = uintBitsToFloat(0xff800000u), l = 0.0; // m = -inf
-  uint kstep = p.H * D;
-  uint kb = p.k_off + (b * p.Lk * p.H + h) * D, vb = p.v_off + (b * p.Lk * p.H + h) * D;
+  uint kstep = p.kv_rs;
+  uint kb = p.k_off + b * p.kv_bs + h * D, vb = p.v_off + b * p.kv_bs + h * D;
   for (uint j = 0u; j < nk; j++, kb += kstep, vb += kstep) {
     float s = 0.0;
     for (uint d = 0u; d < D4; d++) s += dot(qv[d], k4(kb + 4u * d));

@@ -22,6 +22,7 @@ layout(push_constant) uniform Push {
   uint shape[MR_MAX_DIMS];
   uint a_strides[MR_MAX_DIMS];
   uint b_strides[MR_MAX_DIMS];
+  uint y_off;  // the output's first element (a window of a larger output)
 } p;
 
 void main() {
@@ -40,5 +41,5 @@ void main() {
   else if (OP == OP_SUB) v = x - z;
   else if (OP == OP_MUL) v = x * z;
   else v = x / z;
-  y_store(i, v);
+  y_store(p.y_off + i, v);
 }

@@ -14,11 +14,12 @@ layout(push_constant) uniform Push {
   uint n;                 // rows * D output elements
   uint D;                 // row length
   uint t_off, t_rs, t_cs; // table offset, row and column strides (elements)
+  uint i_off, y_off;      // first id and first output element (windows of larger buffers)
 } p;
 
 void main() {
   uint i = mr_group_id() * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
   if (i >= p.n) return;
   uint r = i / p.D, c = i - r * p.D;
-  dst_store(i, table_load(p.t_off + ids[r] * p.t_rs + c * p.t_cs));
+  dst_store(p.y_off + i, table_load(p.t_off + ids[p.i_off + r] * p.t_rs + c * p.t_cs));
 }

@@ -18,6 +18,7 @@ layout(push_constant) uniform Push {
   uint n;
   uint off[4];
   float c[4];
+  uint y_off;  // the output's first element (a window of a larger output)
 } p;
 
 void main() {
@@ -27,5 +28,5 @@ void main() {
   if (N > 1u) v += p.c[1] * x1_load(p.off[1] + i);
   if (N > 2u) v += p.c[2] * x2_load(p.off[2] + i);
   if (N > 3u) v += p.c[3] * x3_load(p.off[3] + i);
-  y_store(i, v);
+  y_store(p.y_off + i, v);
 }

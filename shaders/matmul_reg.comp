@@ -5,7 +5,8 @@
 // with dot products over K in steps of 4, so a loaded value is used up to
 // four times. Rows past M or N are
 // clamped to the last row, computed and not stored: the inner loop has no
-// bounds checks. x, w and out are contiguous row-major per batch item.
+// bounds checks. x and w are contiguous row-major per batch item; output rows
+// are o_rs apart (N, or more for a chunk of the columns).
 // spec: 0 x dtype, 1 w dtype, 2 bias dtype, 3 out dtype, 4 workgroup size in
 //       n (columns of 4), 5 workgroup size in m (rows of 4), 6 ALIGNED (K and
 //       the x/w offsets are multiples of 4: vector loads), 7 HAS_BIAS, 8 TM
@@ -32,6 +33,7 @@ layout(push_constant) uniform Push {
   uint x_off, w_off, b_off, o_off;
   uint x_bs, w_bs, o_bs;      // batch strides in elements (w_bs 0: w shared)
   uint tiles_n, tiles_m;      // workgroups per batch item along n and m
+  uint o_rs;                  // output row stride (N unless a chunk of the columns)
 } p;
 
 vec4 unpack4(uint dt, uvec2 h) {
@@ -87,6 +89,6 @@ void main() {
   for (uint i = 0u; i < TM; i++) {
     if (m0 + i >= p.M) break;
     for (uint j = 0u; j < 4u; j++)
-      if (n0 + j < p.N) o_store(ob + (m0 + i) * p.N + n0 + j, acc[i][j] + bv[j]);
+      if (n0 + j < p.N) o_store(ob + (m0 + i) * p.o_rs + n0 + j, acc[i][j] + bv[j]);
   }
 }

@@ -28,6 +28,7 @@ layout(push_constant) uniform Push {
   uint x_off, w_off, b_off, o_off;
   uint x_bs, w_bs, o_bs;
   uint tiles_n, tiles_m;
+  uint o_rs;                  // output row stride (N unless a chunk of the columns)
 } p;
 
 shared float As[BK * (BM + 1u)]; // As[k * (BM + 1) + m]
@@ -73,7 +74,7 @@ void main() {
     float bv = HAS_BIAS ? bias_load(p.b_off + col) : 0.0;
     for (uint i = 0u; i < TM; i++) {
       uint row = m0 + ty + i * gl_WorkGroupSize.y;
-      if (row < p.M) o_store(ob + row * p.N + col, acc[i * TN + j] + bv);
+      if (row < p.M) o_store(ob + row * p.o_rs + col, acc[i * TN + j] + bv);
     }
   }
 }

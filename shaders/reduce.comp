@@ -24,8 +24,8 @@ layout(push_constant) uniform Push {
 void main() {
   uint r = mr_row_id(per_wg);
   if (r >= p.rows) return;  // uniform across the workgroup when per_wg
-  uvec2 base = mr_row_base(r, p.ondim, p.oshape, p.x_ostr, p.o_ostr);
-  uint xb = p.x_off + base.x, n = p.len;
+  uvec2 base = mr_row_base(r, p.x_off, p.o_off, p.ondim, p.oshape, p.x_ostr, p.o_ostr);
+  uint xb = base.x, n = p.len;
   uint i0 = per_wg ? gl_LocalInvocationID.x : 0u, di = per_wg ? WG : 1u;
 
   float v;

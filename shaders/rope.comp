@@ -16,6 +16,7 @@ layout(push_constant) uniform Push {
   uint L, H, half_d, table_rows;
   uint x_off, cos_off, sin_off;
   uint xs_b, xs_l, xs_h, xs_d;   // x strides (elements)
+  uint y_off;                    // the output's first element (a window of a larger output)
 } p;
 
 void main() {
@@ -27,7 +28,7 @@ void main() {
   uint b = i / (p.half_d * p.H * p.L);
   uint src = p.x_off + b * p.xs_b + l * p.xs_l + h * p.xs_h + 2u * j * p.xs_d;
   float a = x_load(src), c = x_load(src + p.xs_d);
-  uint o = 2u * i;  // output is contiguous [B, L, H, D]
+  uint o = p.y_off + 2u * i;  // output is contiguous [B, L, H, D]
   if (l < p.table_rows) {
     float cs = tcos_load(p.cos_off + l * p.half_d + j), sn = tsin_load(p.sin_off + l * p.half_d + j);
     dst_store(o, a * cs - c * sn);

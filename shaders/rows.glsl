@@ -4,7 +4,7 @@
 // outer dim. The host merges outer dims where it can (engine/ops/op_rows.c)
 // and passes at most 4 of them. Row r starts at
 //   x_off + sum_k c_k * x_ostr[k]   in the input  and
-//           sum_k c_k * o_ostr[k]   in the output,
+//   o_off + sum_k c_k * o_ostr[k]   in the output,
 // where c is r unravelled over oshape; element i of the row is x_step * i
 // (input) and o_step * i (output) further on.
 //
@@ -20,15 +20,17 @@
   uint rows, len, x_off, x_step, o_step, ondim; \
   uint oshape[4];                    \
   uint x_ostr[4];                    \
-  uint o_ostr[4]
+  uint o_ostr[4];                    \
+  uint o_off
 
 layout(local_size_x_id = MR_WG_ID) in;
 layout(constant_id = MR_WG_ID) const uint WG = 64u;
 shared float mr_red[WG];
 
-// Start of row r in the input (x) and the output (y).
-uvec2 mr_row_base(uint r, uint ondim, uint oshape[4], uint x_ostr[4], uint o_ostr[4]) {
-  uvec2 b = uvec2(0u);
+// Start of row r in the input (x) and the output (y), from their first
+// elements x_off and o_off.
+uvec2 mr_row_base(uint r, uint x_off, uint o_off, uint ondim, uint oshape[4], uint x_ostr[4], uint o_ostr[4]) {
+  uvec2 b = uvec2(x_off, o_off);
   for (int d = int(ondim) - 1; d >= 0; d--) {
     uint c = r % oshape[d];
     r /= oshape[d];

@@ -24,6 +24,7 @@ layout(push_constant) uniform Push {
   float scale, bias;
   uint shape[MR_MAX_DIMS];
   uint strides[MR_MAX_DIMS];
+  uint y_off;  // the output's first element (a window of a larger output)
 } p;
 
 // tanh that neither overflows (exp of a large argument) nor loses relative
@@ -65,5 +66,5 @@ void main() {
     v = x >= 0.0 ? x - 0.5 * x * q : 0.5 * x * q;
   }
   else v = x * p.scale + p.bias;
-  y_store(i, v);
+  y_store(p.y_off + i, v);
 }

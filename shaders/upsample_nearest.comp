@@ -14,6 +14,7 @@ layout(push_constant) uniform Push {
   uint ndim, n, off, fh, fw;
   uint shape[MR_MAX_DIMS];    // output shape
   uint strides[MR_MAX_DIMS];  // input strides
+  uint y_off;                 // the output's first element (a window of a larger output)
 } p;
 
 void main() {
@@ -27,5 +28,5 @@ void main() {
     else if (d == int(p.ndim) - 2) c /= p.fh;
     src += c * p.strides[d];
   }
-  y_store(i, x_load(src));
+  y_store(p.y_off + i, x_load(src));
 }

@@ -81,10 +81,18 @@ typedef struct mr_gpu_caps {
   uint32_t max_groups[3];      /* maxComputeWorkGroupCount */
   uint32_t max_invocations;    /* maxComputeWorkGroupInvocations */
   VkDeviceSize align;          /* minStorageBufferOffsetAlignment */
+  VkDeviceSize max_binding;    /* bytes one binding may span: maxStorageBufferRange, or less when
+                                  MOONREEL_MAX_BINDING or mr_gpu_set_max_binding asks; ops split
+                                  larger operands into windows of at most this */
   bool is_cpu;                 /* prefer barrier-free register-tiled kernels */
 } mr_gpu_caps;
 
 const mr_gpu_caps *mr_gpu_caps_get(const mr_ctx *ctx);
+
+/* Test hook: sets the binding limit ops split at to min(bytes, the device's),
+   at least 256 bytes (4 offset alignments); 0 restores the device's. Returns
+   the previous limit. */
+VkDeviceSize mr_gpu_set_max_binding(mr_ctx *ctx, VkDeviceSize bytes);
 
 /* ---------------------------------------------------------------- context plumbing */
 

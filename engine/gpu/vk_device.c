@@ -278,6 +278,8 @@ static mr_status create_device(mr_gpu *g) {
   for (int i = 0; i < 3; i++) g->caps.max_groups[i] = props.limits.maxComputeWorkGroupCount[i];
   g->caps.max_invocations = props.limits.maxComputeWorkGroupInvocations;
   g->caps.align = props.limits.minStorageBufferOffsetAlignment;
+  const char *mb = getenv("MOONREEL_MAX_BINDING"); /* tests run the ops split this way */
+  mr_gpu_set_max_binding(ctx, mb ? strtoull(mb, NULL, 0) : 0);
   g->caps.is_cpu = g->caps.info.type == MR_DEVICE_CPU;
 
   float prio = 1.0f;
@@ -362,5 +364,12 @@ void mr_gpu_free_all(mr_gpu *g) {
 }
 
 const mr_gpu_caps *mr_gpu_caps_get(const mr_ctx *ctx) { return &ctx->gpu->caps; }
+
+VkDeviceSize mr_gpu_set_max_binding(mr_ctx *ctx, VkDeviceSize bytes) {
+  mr_gpu_caps *c = &ctx->gpu->caps;
+  VkDeviceSize prev = c->max_binding, dev = c->info.max_buffer_bytes, least = c->align > 64 ? 4 * c->align : 256;
+  c->max_binding = bytes == 0 || bytes > dev ? dev : bytes < least ? least : bytes;
+  return prev;
+}
 
 void mr_ctx_device_info(const mr_ctx *ctx, mr_device_info *out) { *out = ctx->gpu->caps.info; }

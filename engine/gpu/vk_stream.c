@@ -144,10 +144,12 @@ mr_status mr_gpu_dispatch(mr_ctx *ctx, mr_pipeline *p, const mr_binding *b, int 
   if (gx == 0 || gy == 0 || gz == 0) return MR_OK;
   if (gx > g->caps.max_groups[0] || gy > g->caps.max_groups[1] || gz > g->caps.max_groups[2])
     return mr_error(ctx, MR_EINVAL, "%s: grid %ux%ux%u exceeds the device limit", op, gx, gy, gz);
+  /* Ops split their work into binding-sized windows (ops/op_common.h): a
+     binding over the limit is a bug in the op, not the caller's mistake. */
   for (int i = 0; i < nbind; i++)
-    if (b[i].range > g->caps.info.max_buffer_bytes)
-      return mr_error(ctx, MR_EUNSUPPORTED, "%s: a %.1f MiB operand exceeds this device's %.1f MiB binding limit", op,
-                      b[i].range / 1048576.0, g->caps.info.max_buffer_bytes / 1048576.0);
+    if (b[i].range > g->caps.max_binding)
+      return mr_error(ctx, MR_EUNSUPPORTED, "%s: internal: binding %d over the limit (%llu > %llu bytes)", op, i,
+                      (unsigned long long)b[i].range, (unsigned long long)g->caps.max_binding);
   if (g->recording && (g->ndispatch >= MAX_DISPATCHES_PER_SUBMIT || g->nqueries + 2 > MR_PROFILE_QUERIES)) {
     mr_status st = mr_gpu_sync(ctx);
     if (st != MR_OK) return st;

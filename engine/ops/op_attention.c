@@ -24,6 +24,8 @@ typedef struct attn_push {
   uint32_t q_off, k_off, v_off, o_off;
   float scale;
   uint32_t u;                /* attention_reg: B * H * Lq invocations; attention: query tiles per head */
+  uint32_t q_bs, q_rs;       /* batch item and row strides of q and o (elements; heads are D apart) */
+  uint32_t kv_bs, kv_rs;     /* the same for k and v */
   uint32_t kl[KL_PUSH_MAX];
 } attn_push;
 
@@ -82,24 +84,16 @@ static double attention_flops(const attn_push *pc, uint32_t D, int kl_mode, cons
   return 4.0 * keys * pc->H * pc->Lq * D;
 }
 
+/* Records one kernel over the chunk pc describes (sizes, offsets, strides and
+   key lengths already set). */
 static mr_status dispatch(mr_ctx *ctx, int variant, const mr_tensor *q, const mr_tensor *k, const mr_tensor *v,
-                          mr_tensor *o, float scale, int kl_mode, attn_push *pc, mr_binding kl_binding,
-                          const uint32_t *kl) {
+                          const mr_tensor *o, int kl_mode, attn_push *pc, const mr_binding *b, const uint32_t *kl) {
   const mr_gpu_caps *caps = mr_gpu_caps_get(ctx);
   uint32_t D = (uint32_t)q->shape[3];
   uint64_t groups;
   const char *shader;
   uint32_t spec[10];
   int nspec;
-  pc->B = (uint32_t)q->shape[0];
-  pc->Lq = (uint32_t)q->shape[1];
-  pc->Lk = (uint32_t)k->shape[1];
-  pc->H = (uint32_t)q->shape[2];
-  pc->q_off = (uint32_t)q->offset;
-  pc->k_off = (uint32_t)k->offset;
-  pc->v_off = (uint32_t)v->offset;
-  pc->o_off = (uint32_t)o->offset;
-  pc->scale = scale;
   if (variant == MR_ATTENTION_TILED) {
     uint32_t br, bc, t = 8;
     pick_tiles(D, caps->info.shared_memory_bytes, &br, &bc);
@@ -115,7 +109,7 @@ static mr_status dispatch(mr_ctx *ctx, int variant, const mr_tensor *q, const mr
     groups = (uint64_t)pc->u * pc->H * pc->B;
   } else {
     const uint32_t wg = 64;
-    bool aligned = q->offset % 4 == 0 && k->offset % 4 == 0 && v->offset % 4 == 0;
+    bool aligned = pc->q_off % 4 == 0 && pc->k_off % 4 == 0 && pc->v_off % 4 == 0;
     shader = "attention_reg";
     uint32_t sp[8] = {q->dtype, k->dtype, v->dtype, o->dtype, D, wg, aligned, (uint32_t)kl_mode};
     memcpy(spec, sp, sizeof sp);
@@ -128,12 +122,95 @@ static mr_status dispatch(mr_ctx *ctx, int variant, const mr_tensor *q, const mr
   mr_pipeline *p;
   mr_status st = mr_gpu_pipeline(ctx, shader, 5, sizeof *pc, spec, nspec, &p);
   if (st != MR_OK) return st;
-  mr_binding b[5] = {mr_tensor_binding(q, false), mr_tensor_binding(k, false), mr_tensor_binding(v, false),
-                     mr_tensor_binding(o, true), kl_binding};
   uint32_t gx, gy;
   mr_gpu_grid(ctx, groups, &gx, &gy);
   st = mr_gpu_dispatch(ctx, p, b, 5, pc, gx, gy, 1, "attention");
   if (st == MR_OK) mr_gpu_count_flops(ctx, attention_flops(pc, D, kl_mode, kl));
+  return st;
+}
+
+/* One attention problem over B items x Lq query rows x H heads: q and o
+   from q_off / o_off with strides qs (item, row; heads D apart), k and v
+   from k_off / v_off with strides kvs, keys of item b counted by kl[b0 + b].
+   Recorded in chunks of items x rows x heads whose windows fit the binding
+   limit (ops/op_common.h); one chunk when everything fits. */
+typedef struct attn_part {
+  const mr_tensor *q, *k, *v, *o;
+  int64_t q_off, k_off, v_off, o_off, B, H, b0;
+  int64_t qs[2], kvs[2];
+} attn_part;
+
+static mr_status run_part(mr_ctx *ctx, int variant, const attn_part *a, float scale, int kl_mode, const uint32_t *kl,
+                          mr_binding kl_binding) {
+  int64_t Lq = a->q->shape[1], Lk = a->k->shape[1], D = a->q->shape[3];
+  mr_split sp = {.ndim = 3, .shape = {a->B, Lq, a->H}, .unit = "query row"};
+  const int64_t qs[3] = {a->qs[0], a->qs[1], D}, kvs[3] = {a->kvs[0], 0, D};
+  int64_t kv_extent = (Lk - 1) * a->kvs[1] + D - 1;
+  mr_split_add(&sp, a->q, false, a->q_off, qs, D - 1);
+  mr_split_add(&sp, a->k, false, a->k_off, kvs, kv_extent);
+  mr_split_add(&sp, a->v, false, a->v_off, kvs, kv_extent);
+  mr_split_add(&sp, a->o, true, a->o_off, qs, D - 1);
+  mr_status st = mr_split_plan(ctx, &sp, "attention");
+  if (st == MR_OK && kl_mode == KL_IN_BUFFER && !mr_split_single(&sp)) {
+    /* split chunks take their items' key lengths in push constants */
+    sp.max_tile[0] = KL_PUSH_MAX;
+    kl_mode = KL_IN_PUSH;
+    st = mr_split_plan(ctx, &sp, "attention");
+  }
+  while (st == MR_OK && mr_split_next(&sp)) {
+    attn_push pc = {.B = (uint32_t)sp.size[0], .Lq = (uint32_t)sp.size[1], .Lk = (uint32_t)Lk,
+                    .H = (uint32_t)sp.size[2], .q_off = (uint32_t)sp.rel[0], .k_off = (uint32_t)sp.rel[1],
+                    .v_off = (uint32_t)sp.rel[2], .o_off = (uint32_t)sp.rel[3], .scale = scale,
+                    .q_bs = (uint32_t)a->qs[0], .q_rs = (uint32_t)a->qs[1], .kv_bs = (uint32_t)a->kvs[0],
+                    .kv_rs = (uint32_t)a->kvs[1]};
+    if (kl_mode == KL_IN_PUSH)
+      for (int64_t b = 0; b < sp.size[0]; b++) pc.kl[b] = kl[a->b0 + sp.start[0] + b];
+    /* unused, the key-length binding points at q: every binding must be valid */
+    mr_binding b[5] = {sp.bind[0], sp.bind[1], sp.bind[2], sp.bind[3], kl_mode == KL_IN_BUFFER ? kl_binding : sp.bind[0]};
+    st = dispatch(ctx, variant, a->q, a->k, a->v, a->o, kl_mode, &pc, b, kl);
+  }
+  return st;
+}
+
+/* The whole attention: the tensors' own windows when one item's keys and
+   values fit the binding limit; else, per item and group of heads, the
+   group's keys and values copied into compact tensors that do, and the
+   queries split over rows. */
+static mr_status record(mr_ctx *ctx, int variant, const mr_tensor *q, const mr_tensor *k, const mr_tensor *v,
+                        mr_tensor *o, float scale, int kl_mode, const uint32_t *kl, mr_binding kl_binding) {
+  int64_t B = q->shape[0], Lq = q->shape[1], H = q->shape[2], D = q->shape[3], Lk = k->shape[1];
+  attn_part a = {.q = q, .k = k, .v = v, .o = o, .q_off = q->offset, .k_off = k->offset, .v_off = v->offset,
+                 .o_off = o->offset, .B = B, .H = H, .qs = {Lq * H * D, H * D}, .kvs = {Lk * H * D, H * D}};
+  if (Lk * H * D <= mr_op_window_budget(k) && Lk * H * D <= mr_op_window_budget(v))
+    return run_part(ctx, variant, &a, scale, kl_mode, kl, kl_binding);
+  /* heads per group: the compact [1, Lk, hg, D] copies must fit whole */
+  int64_t limit = (int64_t)mr_op_max_binding(ctx), es = (int64_t)mr_dtype_size(k->dtype);
+  int64_t hg = limit / (Lk * D * es);
+  if (hg > H) hg = H;
+  if (hg < 1)
+    return mr_error(ctx, MR_EUNSUPPORTED, "attention: the keys of one head (%lld x %lld) are over this device's binding "
+                    "limit of %lld bytes", (long long)Lk, (long long)D, (long long)limit);
+  mr_status st = MR_OK;
+  for (int64_t b = 0; b < B && st == MR_OK; b++)
+    for (int64_t h0 = 0; h0 < H && st == MR_OK; h0 += hg) {
+      int64_t n = H - h0 < hg ? H - h0 : hg;
+      mr_tensor *kb = NULL, *vb = NULL, *kh = NULL, *vh = NULL, *kt = NULL, *vt = NULL;
+      if ((st = mr_tensor_slice((mr_tensor *)k, 0, b, b + 1, 1, &kb)) == MR_OK &&
+          (st = mr_tensor_slice(kb, 2, h0, h0 + n, 1, &kh)) == MR_OK && (st = mr_tensor_cast(kh, kh->dtype, &kt)) == MR_OK &&
+          (st = mr_tensor_slice((mr_tensor *)v, 0, b, b + 1, 1, &vb)) == MR_OK &&
+          (st = mr_tensor_slice(vb, 2, h0, h0 + n, 1, &vh)) == MR_OK && (st = mr_tensor_cast(vh, vh->dtype, &vt)) == MR_OK) {
+        attn_part g = {.q = q, .k = kt, .v = vt, .o = o, .q_off = q->offset + b * Lq * H * D + h0 * D,
+                       .k_off = 0, .v_off = 0, .o_off = o->offset + b * Lq * H * D + h0 * D, .B = 1, .H = n, .b0 = b,
+                       .qs = {Lq * H * D, H * D}, .kvs = {Lk * n * D, n * D}};
+        st = run_part(ctx, variant, &g, scale, kl_mode == KL_NONE ? KL_NONE : KL_IN_PUSH, kl, kl_binding);
+      }
+      mr_tensor_free(kb);
+      mr_tensor_free(vb);
+      mr_tensor_free(kh);
+      mr_tensor_free(vh);
+      mr_tensor_free(kt); /* the allocator keeps it until the recorded work that reads it is done */
+      mr_tensor_free(vt);
+    }
   return st;
 }
 
@@ -151,7 +228,6 @@ mr_status mr_op_attention_variant(const mr_tensor *q, const mr_tensor *k, const 
   float scale = o_.scale != 0.0f ? o_.scale : 1.0f / sqrtf((float)q->shape[3]);
 
   /* Key lengths clamped to Lk; when none is short the mask is dropped. */
-  attn_push pc = {0};
   uint32_t *kl = NULL;
   int kl_mode = KL_NONE;
   if (o_.k_lens) {
@@ -160,9 +236,7 @@ mr_status mr_op_attention_variant(const mr_tensor *q, const mr_tensor *k, const 
         return mr_error(ctx, MR_EINVAL, "attention: k_lens[%lld] = %d is negative", (long long)b, (int)o_.k_lens[b]);
     for (int64_t b = 0; b < B && kl_mode == KL_NONE; b++)
       if (o_.k_lens[b] < Lk) kl_mode = B <= KL_PUSH_MAX ? KL_IN_PUSH : KL_IN_BUFFER;
-    if (kl_mode == KL_IN_PUSH)
-      for (int64_t b = 0; b < B; b++) pc.kl[b] = (uint32_t)(o_.k_lens[b] < Lk ? o_.k_lens[b] : Lk);
-    if (kl_mode == KL_IN_BUFFER) {
+    if (kl_mode != KL_NONE) {
       if (!(kl = malloc((size_t)B * sizeof *kl))) return mr_error(ctx, MR_ENOMEM, "out of host memory");
       for (int64_t b = 0; b < B; b++) kl[b] = (uint32_t)(o_.k_lens[b] < Lk ? o_.k_lens[b] : Lk);
     }
@@ -180,8 +254,7 @@ mr_status mr_op_attention_variant(const mr_tensor *q, const mr_tensor *k, const 
       (st = mr_tensor_check_index_range(o, "attention")) != MR_OK)
     goto done;
   if (mr_tensor_numel(o) == 0) goto done;
-  /* Unused, the key-length binding points at q: every binding must be valid. */
-  mr_binding klb = mr_tensor_binding(qc, false);
+  mr_binding klb = {0};
   if (kl_mode == KL_IN_BUFFER) {
     /* The upload waits for recorded work: this path (more than KL_PUSH_MAX batch items) is rare. */
     if ((st = mr_gpu_alloc(ctx, (VkDeviceSize)B * 4, &kl_alloc)) != MR_OK ||
@@ -189,7 +262,7 @@ mr_status mr_op_attention_variant(const mr_tensor *q, const mr_tensor *k, const 
       goto done;
     klb = (mr_binding){.buffer = kl_alloc.buffer, .offset = kl_alloc.offset, .range = kl_alloc.size, .write = false};
   }
-  st = dispatch(ctx, variant, qc, kc, vc, o, scale, kl_mode, &pc, klb, kl);
+  st = record(ctx, variant, qc, kc, vc, o, scale, kl_mode, kl, klb);
 done:
   if (kl_alloc.block) mr_gpu_free(ctx, &kl_alloc); /* released after the work that reads it */
   free(kl);

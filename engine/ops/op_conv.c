@@ -68,8 +68,24 @@ static mr_status conv_dispatch(mr_ctx *ctx, int variant, const mr_tensor *x, con
                   .sh = (uint32_t)stride[1], .sw = (uint32_t)stride[2], .pt = (uint32_t)pad[0],
                   .ph = (uint32_t)pad[2], .pw = (uint32_t)pad[4], .xs_c = (uint32_t)x->strides[0],
                   .xs_t = (uint32_t)x->strides[1], .xs_h = (uint32_t)x->strides[2], .xs_w = (uint32_t)x->strides[3],
-                  .x_off = (uint32_t)x->offset, .w_off = (uint32_t)w->offset,
-                  .b_off = bias ? (uint32_t)bias->offset : 0};
+                  .tiles_n = 0};
+  /* every operand fits one binding here (conv_split makes pieces that do);
+     o is a new tensor, bound from its first element */
+  mr_binding b[4];
+  int64_t lo, hi, base;
+  mr_tensor_span(x, &lo, &hi);
+  mr_tensor_window(x, lo, hi, false, &b[0], &base);
+  pc.x_off = (uint32_t)(x->offset - base);
+  mr_tensor_span(w, &lo, &hi);
+  mr_tensor_window(w, lo, hi, false, &b[1], &base);
+  pc.w_off = (uint32_t)(w->offset - base);
+  b[2] = b[0];
+  if (bias) {
+    mr_tensor_span(bias, &lo, &hi);
+    mr_tensor_window(bias, lo, hi, false, &b[2], &base);
+    pc.b_off = (uint32_t)(bias->offset - base);
+  }
+  mr_tensor_window(o, 0, mr_tensor_numel(o), true, &b[3], &base);
   uint64_t N = (uint64_t)pc.To * pc.Ho * pc.Wo;
   uint32_t spec[13] = {x->dtype, w->dtype, bias ? bias->dtype : x->dtype, o->dtype, variant == MR_CONV_SMEM,
                        bias != NULL, 1, 1, 1, 1, 1, 1, 1};
@@ -99,14 +115,118 @@ static mr_status conv_dispatch(mr_ctx *ctx, int variant, const mr_tensor *x, con
   mr_pipeline *p;
   mr_status st = mr_gpu_pipeline(ctx, "conv3d", 4, sizeof pc, spec, 13, &p);
   if (st != MR_OK) return st;
-  mr_binding b[4] = {mr_tensor_binding(x, false), mr_tensor_binding(w, false),
-                     mr_tensor_binding(bias ? bias : x, false), mr_tensor_binding(o, true)};
   uint32_t gx, gy;
   mr_gpu_grid(ctx, groups, &gx, &gy);
   st = mr_gpu_dispatch(ctx, p, b, 4, &pc, gx, gy, 1, "conv3d");
   /* every output sums C x kt x kh x kw products, padding taps included */
   if (st == MR_OK)
     mr_gpu_count_flops(ctx, 2.0 * (double)pc.O * (double)N * (double)pc.C * (double)pc.kt * (double)pc.kh * (double)pc.kw);
+  return st;
+}
+
+/* Output positions along one axis (size n, kernel k, stride s, front
+   padding p) in chunks of c: the input range a chunk [o0, o0 + c) reads and
+   the padding that makes a conv over just that range give exactly c outputs. */
+static void axis_piece(int64_t o0, int64_t c, int64_t n, int64_t k, int64_t s, int64_t p, int64_t *i0, int64_t *i1,
+                       int *pf, int *pb) {
+  int64_t s0 = o0 * s - p, need = (c - 1) * s + k;
+  *i0 = s0 > 0 ? s0 : 0;
+  *i1 = s0 + need < n ? s0 + need : n;
+  *pf = (int)(*i0 - s0);
+  int64_t back = need - *pf - (*i1 - *i0);
+  *pb = back > 0 ? (int)back : 0;
+}
+
+/* The convolution when some operand is over the binding limit: output
+   chunks of channels x frames x rows x columns (as many frames as fit, then
+   rows, then columns) computed from compact copies of the input they read,
+   each piece a conv whose operands all fit, copied into the output. */
+static mr_status conv_split(mr_ctx *ctx, int variant, const mr_tensor *x, const mr_tensor *w, const mr_tensor *bias,
+                            const int *stride, const int *pad, mr_tensor *o) {
+  int64_t C = x->shape[0], O = o->shape[0], in[3], out[3], k[3], KK = 1;
+  for (int d = 0; d < 3; d++) {
+    in[d] = x->shape[d + 1];
+    out[d] = o->shape[d + 1];
+    k[d] = w->shape[d + 2];
+    KK *= k[d];
+  }
+  int64_t limit = (int64_t)mr_op_max_binding(ctx), xes = (int64_t)mr_dtype_size(x->dtype);
+  int64_t oes = (int64_t)mr_dtype_size(o->dtype);
+  /* output channels: as many weight rows as one window holds */
+  int64_t co = O, wrows = mr_op_window_budget(w) / (C * KK);
+  if (wrows < co) co = wrows;
+  if (co > limit / oes) co = limit / oes;
+  int64_t c[3] = {out[0], out[1], out[2]};
+  bool fits = false;
+  for (int a = 0; a < 3 && !fits && co >= 1; a++) {
+    /* the most outputs along axis a (the later axes whole) whose input and output pieces fit */
+    int64_t lo = 1, hi = out[a];
+    while (lo <= hi) {
+      int64_t mid = lo + (hi - lo) / 2, inb = C * xes, outb = co * oes;
+      c[a] = mid;
+      for (int d = 0; d < 3; d++) {
+        inb *= (c[d] - 1) * stride[d] + k[d];
+        outb *= c[d];
+      }
+      if (inb <= limit && outb <= limit) {
+        fits = true;
+        lo = mid + 1;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    c[a] = hi >= 1 ? hi : 1;
+  }
+  if (!fits)
+    return mr_error(ctx, MR_EUNSUPPORTED,
+                    "conv3d: the input one output position reads (%lld channels x %lldx%lldx%lld taps) is over this "
+                    "device's binding limit of %lld bytes",
+                    (long long)C, (long long)k[0], (long long)k[1], (long long)k[2], (long long)limit);
+  mr_status st = MR_OK;
+  int64_t o0[4];
+  for (o0[0] = 0; o0[0] < O && st == MR_OK; o0[0] += co)
+    for (o0[1] = 0; o0[1] < out[0] && st == MR_OK; o0[1] += c[0])
+      for (o0[2] = 0; o0[2] < out[1] && st == MR_OK; o0[2] += c[1])
+        for (o0[3] = 0; o0[3] < out[2] && st == MR_OK; o0[3] += c[2]) {
+          int64_t n[4] = {O - o0[0] < co ? O - o0[0] : co, 0, 0, 0}, i0[3], i1[3];
+          int ppad[6];
+          bool inside = true; /* false: the chunk reads only padding along some axis */
+          for (int d = 0; d < 3; d++) {
+            n[d + 1] = out[d] - o0[d + 1] < c[d] ? out[d] - o0[d + 1] : c[d];
+            axis_piece(o0[d + 1], n[d + 1], in[d], k[d], stride[d], pad[2 * d], &i0[d], &i1[d], &ppad[2 * d],
+                       &ppad[2 * d + 1]);
+            inside &= i1[d] > i0[d];
+          }
+          mr_tensor *views[3] = {NULL}, *xt = NULL, *ot = NULL, *ws = NULL, *bs = NULL, *ov[4] = {NULL};
+          mr_tensor *cur = o;
+          for (int d = 0; d < 4 && st == MR_OK; d++)
+            if ((st = mr_tensor_slice(cur, d, o0[d], o0[d] + n[d], 1, &ov[d])) == MR_OK) cur = ov[d];
+          if (st == MR_OK && bias) st = mr_tensor_slice((mr_tensor *)bias, 0, o0[0], o0[0] + n[0], 1, &bs);
+          if (st == MR_OK && inside) {
+            cur = (mr_tensor *)x;
+            for (int d = 0; d < 3 && st == MR_OK; d++)
+              if ((st = mr_tensor_slice(cur, d + 1, i0[d], i1[d], 1, &views[d])) == MR_OK) cur = views[d];
+            if (st == MR_OK) st = mr_tensor_cast(cur, cur->dtype, &xt); /* compact: its frames of every channel */
+            if (st == MR_OK) st = mr_tensor_slice((mr_tensor *)w, 0, o0[0], o0[0] + n[0], 1, &ws);
+            if (st == MR_OK) st = mr_op_conv3d_variant(xt, ws, bs, stride, ppad, variant, &ot);
+            if (st == MR_OK) st = mr_tensor_copy(ov[3], ot);
+          } else if (st == MR_OK && bs) {
+            /* every tap in the padding: the outputs are the bias, broadcast over the positions */
+            mr_tensor bv = *bs;
+            bv.ndim = 4;
+            memcpy(bv.shape, n, sizeof n);
+            bv.strides[1] = bv.strides[2] = bv.strides[3] = 0;
+            st = mr_tensor_copy(ov[3], &bv);
+          } else if (st == MR_OK) {
+            st = mr_tensor_fill(ov[3], 0.0f);
+          }
+          for (int d = 0; d < 3; d++) mr_tensor_free(views[d]);
+          for (int d = 0; d < 4; d++) mr_tensor_free(ov[d]);
+          mr_tensor_free(xt);
+          mr_tensor_free(ot);
+          mr_tensor_free(ws);
+          mr_tensor_free(bs);
+        }
   return st;
 }
 
@@ -130,7 +250,10 @@ mr_status mr_op_conv3d_variant(const mr_tensor *x, const mr_tensor *w, const mr_
   if ((st = mr_tensor_check_index_range(x, "conv3d")) != MR_OK || (st = mr_tensor_check_index_range(wc, "conv3d")) != MR_OK ||
       (st = mr_tensor_check_index_range(o, "conv3d")) != MR_OK)
     goto done;
-  if (mr_tensor_numel(o) > 0) st = conv_dispatch(ctx, variant, x, wc, bc, stride, pad, o);
+  if (mr_tensor_numel(o) > 0) {
+    bool fits = mr_op_view_fits(x) && mr_op_view_fits(wc) && (!bc || mr_op_view_fits(bc)) && mr_op_view_fits(o);
+    st = fits ? conv_dispatch(ctx, variant, x, wc, bc, stride, pad, o) : conv_split(ctx, variant, x, wc, bc, stride, pad, o);
+  }
 done:
   mr_tensor_free(wc);
   mr_tensor_free(bc);
@@ -149,6 +272,7 @@ mr_status mr_op_conv3d(const mr_tensor *x, const mr_tensor *w, const mr_tensor *
 typedef struct upsample_push {
   uint32_t ndim, n, off, fh, fw;
   uint32_t shape[MR_MAX_DIMS], strides[MR_MAX_DIMS]; /* output shape, input strides */
+  uint32_t y_off;
 } upsample_push;
 
 mr_status mr_op_upsample_nearest(const mr_tensor *x, int fh, int fw, mr_tensor **out) {
@@ -168,14 +292,31 @@ mr_status mr_op_upsample_nearest(const mr_tensor *x, int fh, int fw, mr_tensor *
   if (n == 0) return MR_OK;
   uint32_t spec[3] = {x->dtype, x->dtype, MR_ELEMWISE_WG};
   mr_pipeline *p;
+  /* runs of input rows (every dim but the last), each fh output rows: the
+     kernel writes the output at y_off + i */
+  int nd = x->ndim;
+  int64_t W = x->shape[nd - 1], os[MR_MAX_DIMS], run = fh * W * fw;
+  mr_split sp = {.ndim = nd - 1, .runs = true, .unit = "row"};
+  for (int k = nd - 2; k >= 0; k--) {
+    sp.shape[k] = x->shape[k];
+    os[k] = k == nd - 2 ? run : os[k + 1] * x->shape[k + 1]; /* the output's strides per input row */
+  }
+  mr_split_add(&sp, x, false, x->offset, x->strides, (W - 1) * x->strides[nd - 1]);
+  mr_split_add(&sp, *out, true, 0, os, run - 1);
   if ((st = mr_tensor_check_index_range(*out, "upsample_nearest")) == MR_OK &&
-      (st = mr_gpu_pipeline(ctx, "upsample_nearest", 2, sizeof(upsample_push), spec, 3, &p)) == MR_OK) {
-    upsample_push pc = {.ndim = (uint32_t)x->ndim, .n = (uint32_t)n, .off = (uint32_t)x->offset, .fh = (uint32_t)fh,
-                        .fw = (uint32_t)fw};
-    mr_op_dims_u32(pc.shape, shape, x->ndim, 1);
-    mr_op_dims_u32(pc.strides, x->strides, x->ndim, 0);
-    mr_binding b[2] = {mr_tensor_binding(x, false), mr_tensor_binding(*out, true)};
-    st = mr_op_dispatch_1d(ctx, p, b, 2, &pc, n, "upsample_nearest");
+      (st = mr_gpu_pipeline(ctx, "upsample_nearest", 2, sizeof(upsample_push), spec, 3, &p)) == MR_OK)
+    st = mr_split_plan(ctx, &sp, "upsample_nearest");
+  while (st == MR_OK && mr_split_next(&sp)) {
+    int64_t cshape[MR_MAX_DIMS];
+    memcpy(cshape, shape, sizeof cshape);
+    for (int k = 0; k < nd - 1; k++) cshape[k] = sp.size[k];
+    cshape[nd - 2] *= fh;
+    uint64_t cn = (uint64_t)(sp.points * run);
+    upsample_push pc = {.ndim = (uint32_t)nd, .n = (uint32_t)cn, .off = (uint32_t)sp.rel[0], .fh = (uint32_t)fh,
+                        .fw = (uint32_t)fw, .y_off = (uint32_t)sp.rel[1]};
+    mr_op_dims_u32(pc.shape, cshape, nd, 1);
+    mr_op_dims_u32(pc.strides, x->strides, nd, 0);
+    st = mr_op_dispatch_1d(ctx, p, sp.bind, 2, &pc, cn, "upsample_nearest");
   }
   if (st != MR_OK) {
     mr_tensor_free(*out);
@@ -190,6 +331,36 @@ typedef struct chnorm_push {
   uint32_t C, N, x_off, g_off;
   float eps, scale;
 } chnorm_push;
+
+/* The norm when x or the output is over the binding limit: each channel
+   column is read at stride N, so every window of x spans nearly all of it.
+   Chunks of positions are copied into compact [C, n] tensors, normalised,
+   and copied into the output. */
+static mr_status chnorm_split(mr_tensor *xc, const mr_tensor *gc, float eps, mr_tensor *out) {
+  mr_ctx *ctx = xc->ctx;
+  int64_t C = xc->shape[0], N = mr_tensor_numel(xc) / C, es = (int64_t)mr_dtype_size(xc->dtype);
+  int64_t cn = (int64_t)mr_op_max_binding(ctx) / (C * es), shape[2] = {C, N};
+  if (cn < 1)
+    return mr_error(ctx, MR_EUNSUPPORTED, "channel_rms_norm: %lld channels of one position are over this device's "
+                    "binding limit of %llu bytes", (long long)C, (unsigned long long)mr_op_max_binding(ctx));
+  mr_tensor *x2 = NULL, *o2 = NULL;
+  mr_status st = mr_tensor_reshape(xc, 2, shape, &x2);
+  if (st == MR_OK) st = mr_tensor_reshape(out, 2, shape, &o2);
+  for (int64_t n0 = 0; n0 < N && st == MR_OK; n0 += cn) {
+    int64_t n1 = N - n0 < cn ? N : n0 + cn;
+    mr_tensor *xs = NULL, *xt = NULL, *yt = NULL, *os = NULL;
+    if ((st = mr_tensor_slice(x2, 1, n0, n1, 1, &xs)) == MR_OK && (st = mr_tensor_cast(xs, xs->dtype, &xt)) == MR_OK &&
+        (st = mr_op_channel_rms_norm(xt, gc, eps, &yt)) == MR_OK && (st = mr_tensor_slice(o2, 1, n0, n1, 1, &os)) == MR_OK)
+      st = mr_tensor_copy(os, yt);
+    mr_tensor_free(xs);
+    mr_tensor_free(xt);
+    mr_tensor_free(yt);
+    mr_tensor_free(os);
+  }
+  mr_tensor_free(x2);
+  mr_tensor_free(o2);
+  return st;
+}
 
 mr_status mr_op_channel_rms_norm(const mr_tensor *x, const mr_tensor *gamma, float eps, mr_tensor **out) {
   mr_ctx *ctx = x->ctx;
@@ -214,11 +385,22 @@ mr_status mr_op_channel_rms_norm(const mr_tensor *x, const mr_tensor *gamma, flo
     uint32_t spec[5] = {x->dtype, gc ? gc->dtype : x->dtype, x->dtype, gc != NULL, MR_ELEMWISE_WG};
     mr_pipeline *p;
     if ((st = mr_gpu_pipeline(ctx, "channel_rms_norm", 3, sizeof(chnorm_push), spec, 5, &p)) != MR_OK) goto done;
-    chnorm_push pc = {.C = (uint32_t)C, .N = (uint32_t)N, .x_off = (uint32_t)xc->offset,
-                      .g_off = gc ? (uint32_t)gc->offset : 0, .eps = eps, .scale = sqrtf((float)C)};
-    mr_binding bind[3] = {mr_tensor_binding(xc, false), mr_tensor_binding(gc ? gc : xc, false),
-                          mr_tensor_binding(*out, true)};
-    st = mr_op_dispatch_1d(ctx, p, bind, 3, &pc, N, "channel_rms_norm");
+    chnorm_push pc = {.C = (uint32_t)C, .N = (uint32_t)N, .eps = eps, .scale = sqrtf((float)C)};
+    mr_binding bind[3];
+    int64_t base;
+    if (mr_op_view_fits(xc) && (!gc || mr_op_view_fits(gc)) && mr_op_view_fits(*out)) {
+      mr_tensor_window(xc, xc->offset, xc->offset + (int64_t)(C * N), false, &bind[0], &base);
+      pc.x_off = (uint32_t)(xc->offset - base);
+      bind[1] = bind[0];
+      if (gc) {
+        mr_tensor_window(gc, gc->offset, gc->offset + (int64_t)C, false, &bind[1], &base);
+        pc.g_off = (uint32_t)(gc->offset - base);
+      }
+      mr_tensor_window(*out, 0, (int64_t)(C * N), true, &bind[2], &base); /* whole: the kernel writes from 0 */
+      st = mr_op_dispatch_1d(ctx, p, bind, 3, &pc, N, "channel_rms_norm");
+    } else {
+      st = chnorm_split(xc, gc, eps, *out);
+    }
   }
 done:
   mr_tensor_free(xc);

@@ -25,13 +25,21 @@ mr_status mr_tensor_copy(mr_tensor *dst, const mr_tensor *src) {
   uint32_t spec[3] = {src->dtype, dst->dtype, MR_ELEMWISE_WG};
   mr_pipeline *p;
   if ((st = mr_gpu_pipeline(ctx, "copy", 2, sizeof(copy_push), spec, 3, &p)) != MR_OK) return st;
-  copy_push pc = {.ndim = (uint32_t)dst->ndim, .n = (uint32_t)n, .src_off = (uint32_t)src->offset,
-                  .dst_off = (uint32_t)dst->offset};
-  mr_op_dims_u32(pc.shape, dst->shape, dst->ndim, 1);
-  mr_op_dims_u32(pc.src_strides, src->strides, src->ndim, 0);
-  mr_op_dims_u32(pc.dst_strides, dst->strides, dst->ndim, 0);
-  mr_binding b[2] = {mr_tensor_binding(src, false), mr_tensor_binding(dst, true)};
-  return mr_op_dispatch_1d(ctx, p, b, 2, &pc, n, "copy");
+  /* any box of the shape: both sides are addressed through their strides */
+  mr_split sp = {.ndim = dst->ndim};
+  memcpy(sp.shape, dst->shape, sizeof sp.shape);
+  mr_split_add(&sp, src, false, src->offset, src->strides, 0);
+  mr_split_add(&sp, dst, true, dst->offset, dst->strides, 0);
+  if ((st = mr_split_plan(ctx, &sp, "copy")) != MR_OK) return st;
+  while (mr_split_next(&sp)) {
+    copy_push pc = {.ndim = (uint32_t)dst->ndim, .n = (uint32_t)sp.points, .src_off = (uint32_t)sp.rel[0],
+                    .dst_off = (uint32_t)sp.rel[1]};
+    mr_op_dims_u32(pc.shape, sp.size, dst->ndim, 1);
+    mr_op_dims_u32(pc.src_strides, src->strides, src->ndim, 0);
+    mr_op_dims_u32(pc.dst_strides, dst->strides, dst->ndim, 0);
+    if ((st = mr_op_dispatch_1d(ctx, p, sp.bind, 2, &pc, (uint64_t)sp.points, "copy")) != MR_OK) return st;
+  }
+  return MR_OK;
 }
 
 typedef struct fill_push {
@@ -49,9 +57,15 @@ mr_status mr_tensor_fill(mr_tensor *t, float value) {
   uint32_t spec[2] = {t->dtype, MR_ELEMWISE_WG};
   mr_pipeline *p;
   if ((st = mr_gpu_pipeline(ctx, "fill", 1, sizeof(fill_push), spec, 2, &p)) != MR_OK) return st;
-  fill_push pc = {.ndim = (uint32_t)t->ndim, .n = (uint32_t)n, .off = (uint32_t)t->offset, .value = value};
-  mr_op_dims_u32(pc.shape, t->shape, t->ndim, 1);
-  mr_op_dims_u32(pc.strides, t->strides, t->ndim, 0);
-  mr_binding b = mr_tensor_binding(t, true);
-  return mr_op_dispatch_1d(ctx, p, &b, 1, &pc, n, "fill");
+  mr_split sp = {.ndim = t->ndim};
+  memcpy(sp.shape, t->shape, sizeof sp.shape);
+  mr_split_add(&sp, t, true, t->offset, t->strides, 0);
+  if ((st = mr_split_plan(ctx, &sp, "fill")) != MR_OK) return st;
+  while (mr_split_next(&sp)) {
+    fill_push pc = {.ndim = (uint32_t)t->ndim, .n = (uint32_t)sp.points, .off = (uint32_t)sp.rel[0], .value = value};
+    mr_op_dims_u32(pc.shape, sp.size, t->ndim, 1);
+    mr_op_dims_u32(pc.strides, t->strides, t->ndim, 0);
+    if ((st = mr_op_dispatch_1d(ctx, p, sp.bind, 1, &pc, (uint64_t)sp.points, "fill")) != MR_OK) return st;
+  }
+  return MR_OK;
 }

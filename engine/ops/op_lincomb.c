@@ -6,6 +6,7 @@
 typedef struct lincomb_push {
   uint32_t n, off[MR_LINCOMB_MAX];
   float c[MR_LINCOMB_MAX];
+  uint32_t y_off;
 } lincomb_push;
 
 static mr_status check_inputs(int n, const mr_tensor *const *xs, mr_dtype dtype) {
@@ -45,19 +46,26 @@ mr_status mr_op_lincomb_dtype(int n, const mr_tensor *const *xs, const float *co
   uint64_t count = st == MR_OK ? (uint64_t)mr_tensor_numel(*out) : 0;
   if (st == MR_OK && count > 0) {
     uint32_t spec[7] = {0, 0, 0, 0, (*out)->dtype, (uint32_t)n, MR_ELEMWISE_WG};
-    lincomb_push pc = {.n = (uint32_t)count};
-    mr_binding bind[MR_LINCOMB_MAX + 1];
+    /* one loop dim over the elements; unused slots repeat x0 and the shader skips them */
+    mr_split sp = {.ndim = 1, .shape = {(int64_t)count}};
+    const int64_t one = 1;
     for (int k = 0; k < MR_LINCOMB_MAX; k++) {
-      const mr_tensor *x = xc[k < n ? k : 0]; /* unused slots repeat x0; the shader skips them */
+      const mr_tensor *x = xc[k < n ? k : 0];
       spec[k] = x->dtype;
-      pc.off[k] = (uint32_t)x->offset;
-      pc.c[k] = k < n ? coeffs[k] : 0.0f;
-      bind[k] = mr_tensor_binding(x, false);
+      mr_split_add(&sp, x, false, x->offset, &one, 0);
     }
-    bind[MR_LINCOMB_MAX] = mr_tensor_binding(*out, true);
+    mr_split_add(&sp, *out, true, 0, &one, 0);
     mr_pipeline *p;
-    if ((st = mr_gpu_pipeline(ctx, "lincomb", MR_LINCOMB_MAX + 1, sizeof pc, spec, 7, &p)) == MR_OK)
-      st = mr_op_dispatch_1d(ctx, p, bind, MR_LINCOMB_MAX + 1, &pc, count, "lincomb");
+    if ((st = mr_gpu_pipeline(ctx, "lincomb", MR_LINCOMB_MAX + 1, sizeof(lincomb_push), spec, 7, &p)) == MR_OK)
+      st = mr_split_plan(ctx, &sp, "lincomb");
+    while (st == MR_OK && mr_split_next(&sp)) {
+      lincomb_push pc = {.n = (uint32_t)sp.points, .y_off = (uint32_t)sp.rel[MR_LINCOMB_MAX]};
+      for (int k = 0; k < MR_LINCOMB_MAX; k++) {
+        pc.off[k] = (uint32_t)sp.rel[k];
+        pc.c[k] = k < n ? coeffs[k] : 0.0f;
+      }
+      st = mr_op_dispatch_1d(ctx, p, sp.bind, MR_LINCOMB_MAX + 1, &pc, (uint64_t)sp.points, "lincomb");
+    }
   }
   for (int k = 0; k < n; k++) mr_tensor_free(xc[k]);
   if (st != MR_OK) {

@@ -17,6 +17,7 @@ typedef struct matmul_push {
   uint32_t x_off, w_off, b_off, o_off;
   uint32_t x_bs, w_bs, o_bs;   /* batch strides in elements; w_bs 0 = w shared by the batch */
   uint32_t tiles_n, tiles_m;   /* workgroups per batch item along n and m */
+  uint32_t o_rs;               /* output row stride: N, or more when a chunk has fewer columns */
 } matmul_push;
 
 /* Shared-memory tile configurations, indexed by variant. */
@@ -72,15 +73,11 @@ static mr_status check_shapes(const mr_tensor *x, const mr_tensor *w, const mr_t
   return MR_OK;
 }
 
-/* Records the dispatch of one kernel over all batch items. */
-static mr_status dispatch(mr_ctx *ctx, int variant, const mm_shape *s, const mr_tensor *x, const mr_tensor *w,
-                          const mr_tensor *bias, mr_tensor *o) {
+/* Records one kernel over the batch items, rows and columns of the chunk
+   pc describes (sizes M, N, nbatch and offsets already set). */
+static mr_status dispatch(mr_ctx *ctx, int variant, matmul_push *pc, const mr_tensor *x, const mr_tensor *w,
+                          const mr_tensor *bias, const mr_tensor *o, const mr_binding *b) {
   const mr_gpu_caps *caps = mr_gpu_caps_get(ctx);
-  matmul_push pc = {.M = (uint32_t)s->M, .N = (uint32_t)s->N, .K = (uint32_t)s->K, .nbatch = (uint32_t)s->batch,
-                    .x_off = (uint32_t)x->offset, .w_off = (uint32_t)w->offset,
-                    .b_off = bias ? (uint32_t)bias->offset : 0, .o_off = (uint32_t)o->offset,
-                    .x_bs = (uint32_t)(s->M * s->K), .w_bs = s->w_batched ? (uint32_t)(s->N * s->K) : 0,
-                    .o_bs = (uint32_t)(s->M * s->N)};
   uint32_t bias_dt = bias ? bias->dtype : x->dtype;
   const char *shader;
   uint32_t spec[12];
@@ -96,34 +93,58 @@ static mr_status dispatch(mr_ctx *ctx, int variant, const mm_shape *s, const mr_
     uint32_t sp[12] = {x->dtype, w->dtype, bias_dt, o->dtype, c->bm, c->bn, c->bk, c->tm, c->tn, bias != NULL, wx, wy};
     memcpy(spec, sp, sizeof sp);
     nspec = 12;
-    pc.tiles_n = (uint32_t)((s->N + c->bn - 1) / c->bn);
-    pc.tiles_m = (uint32_t)((s->M + c->bm - 1) / c->bm);
+    pc->tiles_n = (pc->N + c->bn - 1) / c->bn;
+    pc->tiles_m = (pc->M + c->bm - 1) / c->bm;
   } else {
     /* 64 invocations of TM x 4 outputs; with few rows (GEMV-like calls) one
        row per invocation and the workgroup spread along n. */
-    uint32_t tm = s->M < 4 ? 1 : 4, rows = (uint32_t)((s->M + tm - 1) / tm), wy = 1;
+    uint32_t tm = pc->M < 4 ? 1 : 4, rows = (pc->M + tm - 1) / tm, wy = 1;
     while (wy < 8 && wy < rows) wy *= 2;
     uint32_t wx = 64 / wy;
-    bool aligned = s->K % 4 == 0 && x->offset % 4 == 0 && w->offset % 4 == 0;
+    bool aligned = pc->K % 4 == 0 && pc->x_off % 4 == 0 && pc->w_off % 4 == 0;
     shader = "matmul_reg";
     uint32_t sp[9] = {x->dtype, w->dtype, bias_dt, o->dtype, wx, wy, aligned, bias != NULL, tm};
     memcpy(spec, sp, sizeof sp);
     nspec = 9;
-    pc.tiles_n = (uint32_t)((s->N + 4 * wx - 1) / (4 * wx));
-    pc.tiles_m = (uint32_t)((s->M + tm * wy - 1) / (tm * wy));
+    pc->tiles_n = (pc->N + 4 * wx - 1) / (4 * wx);
+    pc->tiles_m = (pc->M + tm * wy - 1) / (tm * wy);
   }
-  uint64_t groups = (uint64_t)pc.tiles_n * pc.tiles_m * (uint64_t)s->batch;
+  uint64_t groups = (uint64_t)pc->tiles_n * pc->tiles_m * (uint64_t)pc->nbatch;
   if (groups > (uint64_t)caps->max_groups[0] * caps->max_groups[1])
     return mr_error(ctx, MR_EUNSUPPORTED, "matmul: %llu workgroups exceed the device grid", (unsigned long long)groups);
   mr_pipeline *p;
-  mr_status st = mr_gpu_pipeline(ctx, shader, 4, sizeof pc, spec, nspec, &p);
+  mr_status st = mr_gpu_pipeline(ctx, shader, 4, sizeof *pc, spec, nspec, &p);
   if (st != MR_OK) return st;
-  mr_binding b[4] = {mr_tensor_binding(x, false), mr_tensor_binding(w, false),
-                     mr_tensor_binding(bias ? bias : x, false), mr_tensor_binding(o, true)};
   uint32_t gx, gy;
   mr_gpu_grid(ctx, groups, &gx, &gy);
-  st = mr_gpu_dispatch(ctx, p, b, 4, &pc, gx, gy, 1, "matmul");
-  if (st == MR_OK) mr_gpu_count_flops(ctx, 2.0 * (double)s->batch * (double)s->M * (double)s->N * (double)s->K);
+  st = mr_gpu_dispatch(ctx, p, b, 4, pc, gx, gy, 1, "matmul");
+  if (st == MR_OK) mr_gpu_count_flops(ctx, 2.0 * (double)pc->nbatch * (double)pc->M * (double)pc->N * (double)pc->K);
+  return st;
+}
+
+/* The whole product, in chunks of batch items x rows x columns whose windows
+   fit the binding limit: rows of x and of the output when x or the output is
+   over it, rows of w (columns of the output, written with row stride N) when
+   w is. One chunk when everything fits. */
+static mr_status record(mr_ctx *ctx, int variant, const mm_shape *s, const mr_tensor *x, const mr_tensor *w,
+                        const mr_tensor *bias, const mr_tensor *o) {
+  int64_t M = s->M, N = s->N, K = s->K, w_bs = s->w_batched ? N * K : 0;
+  mr_split sp = {.ndim = 3, .shape = {s->batch, M, N}, .unit = "row of x or w"};
+  const int64_t xs[3] = {M * K, K, 0}, ws[3] = {w_bs, 0, K}, bs[3] = {0, 0, 1}, os[3] = {M * N, N, 1};
+  int ix = mr_split_add(&sp, x, false, x->offset, xs, K - 1);
+  int iw = mr_split_add(&sp, w, false, w->offset, ws, K - 1);
+  int ib = bias ? mr_split_add(&sp, bias, false, bias->offset, bs, 0) : ix;
+  int io = mr_split_add(&sp, o, true, o->offset, os, 0);
+  mr_status st = mr_split_plan(ctx, &sp, "matmul");
+  while (st == MR_OK && mr_split_next(&sp)) {
+    matmul_push pc = {.M = (uint32_t)sp.size[1], .N = (uint32_t)sp.size[2], .K = (uint32_t)K,
+                      .nbatch = (uint32_t)sp.size[0], .x_off = (uint32_t)sp.rel[ix], .w_off = (uint32_t)sp.rel[iw],
+                      .b_off = bias ? (uint32_t)sp.rel[ib] : 0, .o_off = (uint32_t)sp.rel[io],
+                      .x_bs = (uint32_t)(M * K), .w_bs = (uint32_t)w_bs, .o_bs = (uint32_t)(M * N),
+                      .o_rs = (uint32_t)N};
+    mr_binding b[4] = {sp.bind[ix], sp.bind[iw], sp.bind[ib], sp.bind[io]};
+    st = dispatch(ctx, variant, &pc, x, w, bias, o, b);
+  }
   return st;
 }
 
@@ -149,7 +170,7 @@ mr_status mr_op_matmul_variant(const mr_tensor *x, const mr_tensor *w, const mr_
       (bc && (st = mr_tensor_check_index_range(bc, "matmul")) != MR_OK) ||
       (st = mr_tensor_check_index_range(o, "matmul")) != MR_OK)
     goto done;
-  if (mr_tensor_numel(o) > 0) st = dispatch(ctx, variant, &s, xc, wc, bc, o);
+  if (mr_tensor_numel(o) > 0) st = record(ctx, variant, &s, xc, wc, bc, o);
 done:
   mr_tensor_free(xc);
   mr_tensor_free(wc);

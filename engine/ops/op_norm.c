@@ -41,20 +41,36 @@ static mr_status norm_run(bool rms, const mr_tensor *x, const mr_tensor *w, cons
   if (b) pc.b_off = (uint32_t)b->offset, pc.b_step = (uint32_t)b->strides[0];
   uint32_t wg;
   bool per_wg = mr_rows_per_wg(ctx, variant, &pc.g, &wg);
+  bool strided = pc.g.x_step != 1 || (w && w->strides[0] != 1) || (b && b->strides[0] != 1);
+  if (strided && (!mr_rows_fit(&pc.g, x, *out, true) || (w && (w->shape[0] - 1) * w->strides[0] + 1 > mr_op_window_budget(w)) ||
+                  (b && (b->shape[0] - 1) * b->strides[0] + 1 > mr_op_window_budget(b)))) {
+    /* a row (x strided along its last dim) too wide for one window: norm of contiguous copies */
+    mr_tensor *xc = NULL, *wc = NULL, *bc = NULL;
+    mr_tensor_free(*out);
+    *out = NULL;
+    if ((st = mr_tensor_cast((mr_tensor *)x, x->dtype, &xc)) == MR_OK &&
+        (!w || (st = mr_tensor_cast((mr_tensor *)w, w->dtype, &wc)) == MR_OK) &&
+        (!b || (st = mr_tensor_cast((mr_tensor *)b, b->dtype, &bc)) == MR_OK))
+      st = norm_run(rms, xc, wc, bc, eps, mr_rows_resolved(per_wg), out);
+    mr_tensor_free(xc);
+    mr_tensor_free(wc);
+    mr_tensor_free(bc);
+    return st;
+  }
   /* absent parameters bind x in their place; the shader never reads them */
-  mr_binding bind[4] = {mr_tensor_binding(x, false), mr_tensor_binding(w ? w : x, false),
-                        mr_tensor_binding(b ? b : x, false), mr_tensor_binding(*out, true)};
+  const mr_tensor *params[2] = {w, b};
+  uint32_t steps[2] = {pc.w_step, pc.b_step}, *offs[2] = {&pc.w_off, &pc.b_off};
   mr_pipeline *p;
   if (rms) {
     uint32_t spec[6] = {x->dtype, w ? w->dtype : MR_F32, (*out)->dtype, w != NULL, per_wg, wg};
     st = mr_gpu_pipeline(ctx, "rms_norm", 3, sizeof pc, spec, 6, &p);
-    bind[2] = bind[3];
   } else {
     uint32_t spec[8] = {x->dtype, w ? w->dtype : MR_F32, b ? b->dtype : MR_F32, (*out)->dtype,
                         w != NULL, b != NULL, per_wg, wg};
     st = mr_gpu_pipeline(ctx, "layer_norm", 4, sizeof pc, spec, 8, &p);
   }
-  if (st == MR_OK) st = mr_rows_dispatch(ctx, p, bind, rms ? 3 : 4, &pc, &pc.g, per_wg, wg, op);
+  if (st == MR_OK)
+    st = mr_rows_record(ctx, p, &pc, &pc.g, x, rms ? 1 : 2, params, steps, offs, *out, true, per_wg, wg, op);
   if (st != MR_OK) {
     mr_tensor_free(*out);
     *out = NULL;

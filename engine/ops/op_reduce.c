@@ -37,11 +37,22 @@ mr_status mr_op_reduce_variant(mr_reduce_op op, const mr_tensor *x, int dim, boo
   mr_rows_geom(x, d, kstrides, &pc);
   uint32_t wg;
   bool per_wg = mr_rows_per_wg(ctx, variant, &pc, &wg);
+  if (pc.x_step != 1 && !mr_rows_fit(&pc, x, *out, false)) {
+    /* rows too far apart for one window: reduce a copy with dim d last */
+    mr_tensor *xp = NULL, *r = NULL;
+    mr_tensor_free(*out);
+    *out = NULL;
+    if ((st = mr_rows_dim_last(x, d, &xp)) == MR_OK &&
+        (st = mr_op_reduce_variant(op, xp, -1, keepdim, mr_rows_resolved(per_wg), &r)) == MR_OK)
+      st = mr_tensor_reshape(r, ondim, oshape, out); /* keepdim: the 1 back in place of dim d */
+    mr_tensor_free(xp);
+    mr_tensor_free(r);
+    return st;
+  }
   uint32_t spec[5] = {x->dtype, (*out)->dtype, (uint32_t)op, per_wg, wg};
-  mr_binding bind[2] = {mr_tensor_binding(x, false), mr_tensor_binding(*out, true)};
   mr_pipeline *p;
   if ((st = mr_gpu_pipeline(ctx, "reduce", 2, sizeof pc, spec, 5, &p)) == MR_OK)
-    st = mr_rows_dispatch(ctx, p, bind, 2, &pc, &pc, per_wg, wg, reduce_names[op]);
+    st = mr_rows_record(ctx, p, &pc, &pc, x, 0, NULL, NULL, NULL, *out, false, per_wg, wg, reduce_names[op]);
   if (st != MR_OK) {
     mr_tensor_free(*out);
     *out = NULL;

@@ -6,6 +6,7 @@ typedef struct rope_push {
   uint32_t n, L, H, half_d, table_rows;
   uint32_t x_off, cos_off, sin_off;
   uint32_t xs[4];
+  uint32_t y_off;
 } rope_push;
 
 mr_status mr_op_rope(const mr_tensor *x, const mr_tensor *cos, const mr_tensor *sin, mr_tensor **out) {
@@ -35,13 +36,33 @@ mr_status mr_op_rope(const mr_tensor *x, const mr_tensor *cos, const mr_tensor *
     *out = NULL;
     return st;
   }
-  rope_push pc = {.n = (uint32_t)n, .L = (uint32_t)x->shape[1], .H = (uint32_t)x->shape[2], .half_d = (uint32_t)half,
-                  .table_rows = (uint32_t)cos->shape[0], .x_off = (uint32_t)x->offset,
-                  .cos_off = (uint32_t)cos->offset, .sin_off = (uint32_t)sin->offset};
-  for (int i = 0; i < 4; i++) pc.xs[i] = (uint32_t)x->strides[i];
-  mr_binding b[4] = {mr_tensor_binding(x, false), mr_tensor_binding(cos, false), mr_tensor_binding(sin, false),
-                     mr_tensor_binding(*out, true)};
-  st = mr_op_dispatch_1d(ctx, p, b, 4, &pc, n, "rope");
+  /* runs of (batch item, position) rows: the kernel writes the output at y_off + 2i */
+  int64_t B = x->shape[0], L = x->shape[1], H = x->shape[2], D = x->shape[3];
+  if (!mr_tensor_is_contiguous(x) && (H - 1) * x->strides[2] + (D - 1) * x->strides[3] + 1 > mr_op_window_budget(x)) {
+    /* the heads of one position lie too far apart for a window (a permuted view): rope of a contiguous copy */
+    mr_tensor *xc = NULL;
+    mr_tensor_free(*out);
+    *out = NULL;
+    if ((st = mr_tensor_cast((mr_tensor *)x, x->dtype, &xc)) == MR_OK) st = mr_op_rope(xc, cos, sin, out);
+    mr_tensor_free(xc);
+    return st;
+  }
+  mr_split sp = {.ndim = 2, .shape = {B, L}, .runs = true, .unit = "position"};
+  const int64_t table_strides[2] = {0, half}, out_strides[2] = {L * H * D, H * D};
+  mr_split_add(&sp, x, false, x->offset, x->strides, (H - 1) * x->strides[2] + (D - 1) * x->strides[3]);
+  mr_split_add(&sp, cos, false, cos->offset, table_strides, half - 1);
+  mr_split_add(&sp, sin, false, sin->offset, table_strides, half - 1);
+  mr_split_add(&sp, *out, true, 0, out_strides, H * D - 1);
+  st = mr_split_plan(ctx, &sp, "rope");
+  while (st == MR_OK && mr_split_next(&sp)) {
+    int64_t l0 = sp.start[1], rows = cos->shape[0] - l0;
+    rope_push pc = {.n = (uint32_t)(sp.points * H * half), .L = (uint32_t)sp.size[1], .H = (uint32_t)H,
+                    .half_d = (uint32_t)half, .table_rows = (uint32_t)(rows < 0 ? 0 : rows),
+                    .x_off = (uint32_t)sp.rel[0], .cos_off = (uint32_t)sp.rel[1], .sin_off = (uint32_t)sp.rel[2],
+                    .y_off = (uint32_t)sp.rel[3]};
+    for (int i = 0; i < 4; i++) pc.xs[i] = (uint32_t)x->strides[i];
+    st = mr_op_dispatch_1d(ctx, p, sp.bind, 4, &pc, (uint64_t)(sp.points * H * half), "rope");
+  }
   if (st != MR_OK) {
     mr_tensor_free(*out);
     *out = NULL;

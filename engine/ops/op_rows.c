@@ -49,13 +49,62 @@ bool mr_rows_per_wg(const mr_ctx *ctx, int variant, const mr_rows_push *g, uint3
   return true;
 }
 
-mr_status mr_rows_dispatch(mr_ctx *ctx, mr_pipeline *p, const mr_binding *b, int nbind, const void *push,
-                           const mr_rows_push *g, bool per_wg, uint32_t wg, const char *op) {
-  uint64_t groups = per_wg ? g->rows : ((uint64_t)g->rows + wg - 1) / wg;
-  uint32_t gx, gy;
-  mr_gpu_grid(ctx, groups, &gx, &gy);
-  return mr_gpu_dispatch(ctx, p, b, nbind, push, gx, gy, 1, op);
+mr_status mr_rows_record(mr_ctx *ctx, mr_pipeline *p, void *push, mr_rows_push *g, const mr_tensor *x,
+                         int nparams, const mr_tensor *const *params, const uint32_t *steps, uint32_t *const *offs,
+                         const mr_tensor *y, bool y_row, bool per_wg, uint32_t wg, const char *op) {
+  /* the loop space: the (merged) outer dims, one point per row */
+  mr_split sp = {.ndim = (int)g->ondim, .unit = "row"};
+  int64_t last = g->len > 0 ? (int64_t)g->len - 1 : 0;
+  int64_t xs[MR_MAX_DIMS], ys[MR_MAX_DIMS];
+  for (int k = 0; k < sp.ndim; k++) {
+    sp.shape[k] = g->oshape[k];
+    xs[k] = g->x_ostr[k];
+    ys[k] = g->o_ostr[k];
+  }
+  int ix = mr_split_add(&sp, x, false, g->x_off, xs, last * g->x_step);
+  int ip[MR_SPLIT_MAX_OPS];
+  for (int i = 0; i < nparams; i++)
+    ip[i] = params[i] ? mr_split_add(&sp, params[i], false, *offs[i], NULL, last * steps[i]) : ix;
+  int iy = mr_split_add(&sp, y, true, g->o_off, ys, y_row ? last * g->o_step : 0);
+  mr_status st = mr_split_plan(ctx, &sp, op);
+  while (st == MR_OK && mr_split_next(&sp)) {
+    g->rows = (uint32_t)sp.points;
+    for (int k = 0; k < sp.ndim; k++) g->oshape[k] = (uint32_t)sp.size[k];
+    g->x_off = (uint32_t)sp.rel[ix];
+    g->o_off = (uint32_t)sp.rel[iy];
+    mr_binding b[MR_SPLIT_MAX_OPS];
+    b[0] = sp.bind[ix];
+    for (int i = 0; i < nparams; i++) {
+      b[1 + i] = sp.bind[ip[i]];
+      if (params[i]) *offs[i] = (uint32_t)sp.rel[ip[i]];
+    }
+    b[1 + nparams] = sp.bind[iy];
+    uint64_t groups = per_wg ? g->rows : ((uint64_t)g->rows + wg - 1) / wg;
+    uint32_t gx, gy;
+    mr_gpu_grid(ctx, groups, &gx, &gy);
+    st = mr_gpu_dispatch(ctx, p, b, 2 + nparams, push, gx, gy, 1, op);
+  }
+  return st;
 }
+
+bool mr_rows_fit(const mr_rows_push *g, const mr_tensor *x, const mr_tensor *y, bool y_row) {
+  int64_t last = g->len > 0 ? (int64_t)g->len - 1 : 0;
+  return last * g->x_step + 1 <= mr_op_window_budget(x) && (!y_row || last * g->o_step + 1 <= mr_op_window_budget(y));
+}
+
+mr_status mr_rows_dim_last(const mr_tensor *x, int d, mr_tensor **out) {
+  int perm[MR_MAX_DIMS], n = 0;
+  for (int k = 0; k < x->ndim; k++)
+    if (k != d) perm[n++] = k;
+  perm[n] = d;
+  mr_tensor *v = NULL;
+  mr_status st = mr_tensor_permute((mr_tensor *)x, perm, &v);
+  if (st == MR_OK) st = mr_tensor_cast(v, v->dtype, out);
+  mr_tensor_free(v);
+  return st;
+}
+
+int mr_rows_resolved(bool per_wg) { return per_wg ? MR_ROWS_PER_WORKGROUP : MR_ROWS_PER_INVOCATION; }
 
 mr_status mr_rows_check_variant(mr_ctx *ctx, int variant, const char *op) {
   if (variant < 0 || variant >= MR_ROWS_VARIANTS) return mr_error(ctx, MR_EINVAL, "%s: unknown kernel variant %d", op, variant);

@@ -3,6 +3,20 @@
    or contiguous copy: the output is contiguous in x's shape and dtype. */
 #include "ops/op_rows.h"
 
+static mr_status softmax_compact(const mr_tensor *x, int d, int variant, mr_tensor **out) {
+  mr_tensor *xp = NULL, *yp = NULL, *back = NULL;
+  int inv[MR_MAX_DIMS];
+  for (int k = 0; k < x->ndim; k++) inv[k] = k < d ? k : k == d ? x->ndim - 1 : k - 1;
+  mr_status st = mr_rows_dim_last(x, d, &xp);
+  if (st == MR_OK) st = mr_op_softmax_variant(xp, -1, variant, &yp);
+  if (st == MR_OK) st = mr_tensor_permute(yp, inv, &back);
+  if (st == MR_OK) st = mr_tensor_contiguous(back, out);
+  mr_tensor_free(xp);
+  mr_tensor_free(yp);
+  mr_tensor_free(back);
+  return st;
+}
+
 mr_status mr_op_softmax_variant(const mr_tensor *x, int dim, int variant, mr_tensor **out) {
   mr_ctx *ctx = x->ctx;
   *out = NULL;
@@ -17,11 +31,16 @@ mr_status mr_op_softmax_variant(const mr_tensor *x, int dim, int variant, mr_ten
   mr_rows_geom(x, d, (*out)->strides, &pc);
   uint32_t wg;
   bool per_wg = mr_rows_per_wg(ctx, variant, &pc, &wg);
+  if ((pc.x_step != 1 || pc.o_step != 1) && !mr_rows_fit(&pc, x, *out, true)) {
+    /* rows too far apart for one window: softmax of a copy with dim d last, permuted back */
+    mr_tensor_free(*out);
+    *out = NULL;
+    return softmax_compact(x, d, mr_rows_resolved(per_wg), out);
+  }
   uint32_t spec[4] = {x->dtype, (*out)->dtype, per_wg, wg};
-  mr_binding bind[2] = {mr_tensor_binding(x, false), mr_tensor_binding(*out, true)};
   mr_pipeline *p;
   if ((st = mr_gpu_pipeline(ctx, "softmax", 2, sizeof pc, spec, 4, &p)) == MR_OK)
-    st = mr_rows_dispatch(ctx, p, bind, 2, &pc, &pc, per_wg, wg, "softmax");
+    st = mr_rows_record(ctx, p, &pc, &pc, x, 0, NULL, NULL, NULL, *out, true, per_wg, wg, "softmax");
   if (st != MR_OK) {
     mr_tensor_free(*out);
     *out = NULL;

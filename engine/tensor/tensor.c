@@ -122,15 +122,45 @@ bool mr_tensor_is_contiguous(const mr_tensor *t) {
   return true;
 }
 
-mr_binding mr_tensor_binding(const mr_tensor *t, bool write) {
+bool mr_tensor_window(const mr_tensor *t, int64_t lo, int64_t hi, bool write, mr_binding *b, int64_t *base) {
   const mr_alloc *a = &t->storage->alloc;
-  return (mr_binding){.buffer = a->buffer, .offset = a->offset, .range = a->size, .write = write};
+  const mr_gpu_caps *caps = mr_gpu_caps_get(t->ctx);
+  VkDeviceSize es = mr_dtype_size(t->dtype), limit = caps->max_binding;
+  *b = (mr_binding){.buffer = a->buffer, .offset = a->offset, .range = a->size, .write = write};
+  *base = 0;
+  if (a->size <= limit) return true;
+  /* clamped into the storage; an empty range (nothing read) binds one element */
+  int64_t n = (int64_t)(a->size / es);
+  lo = lo < 0 ? 0 : lo >= n ? n - 1 : lo;
+  hi = hi > n ? n : hi <= lo ? lo + 1 : hi;
+  VkDeviceSize gran = caps->align > 16 ? caps->align : 16; /* both powers of two: the larger is a multiple */
+  VkDeviceSize start = (VkDeviceSize)lo * es / gran * gran, end = (VkDeviceSize)hi * es;
+  b->offset = a->offset + start;
+  b->range = end - start;
+  *base = (int64_t)(start / es);
+  return b->range <= limit;
+}
+
+void mr_tensor_span(const mr_tensor *t, int64_t *lo, int64_t *hi) {
+  int64_t last = t->offset;
+  for (int i = 0; i < t->ndim; i++) {
+    if (t->shape[i] == 0) {
+      *lo = *hi = t->offset;
+      return;
+    }
+    last += (t->shape[i] - 1) * t->strides[i];
+  }
+  *lo = t->offset;
+  *hi = last + 1;
 }
 
 mr_status mr_tensor_check_index_range(const mr_tensor *t, const char *op) {
   uint64_t elems = t->storage->alloc.size / mr_dtype_size(t->dtype);
   if (elems > UINT32_MAX)
-    return mr_error(t->ctx, MR_EUNSUPPORTED, "%s: tensors over 2^32 elements are not supported yet", op);
+    return mr_error(t->ctx, MR_EUNSUPPORTED,
+                    "%s: a tensor storage of %llu elements is over the limit of 2^32 - 1 elements (the shaders "
+                    "index with 32 bits)",
+                    op, (unsigned long long)elems);
   return MR_OK;
 }
 

@@ -22,9 +22,18 @@ struct mr_tensor {
 
 /* A contiguous tensor with uninitialised contents (op outputs). */
 mr_status mr_tensor_empty(mr_ctx *ctx, mr_dtype dtype, int ndim, const int64_t *shape, mr_tensor **out);
-/* The whole storage of t as a binding; views add t->offset in push constants. */
-mr_binding mr_tensor_binding(const mr_tensor *t, bool write);
-/* Checks that indices into t fit the 32-bit arithmetic of the shaders. */
+/* The binding of the bytes of t's storage holding elements [lo, hi) (element
+   indices from the storage start). A storage within the binding limit is
+   bound whole, with *base = 0, as before ops split their work; a larger one
+   gets the window from lo rounded down to the offset alignment (and to 16
+   bytes, so vector loads stay aligned) up to hi, with *base the element it
+   starts at: shaders address element e as e - *base. False when that window
+   is over the limit (mr_gpu_caps.max_binding). */
+bool mr_tensor_window(const mr_tensor *t, int64_t lo, int64_t hi, bool write, mr_binding *b, int64_t *base);
+/* The storage elements [*lo, *hi) the view t spans (strides are never negative). */
+void mr_tensor_span(const mr_tensor *t, int64_t *lo, int64_t *hi);
+/* Checks that t's storage has fewer than 2^32 elements, the reach of the
+   shaders' 32-bit indices (else MR_EUNSUPPORTED naming op and the limit). */
 mr_status mr_tensor_check_index_range(const mr_tensor *t, const char *op);
 /* "2x3x4" into buf. */
 const char *mr_shape_str(int ndim, const int64_t *shape, char *buf, size_t cap);

@@ -7,7 +7,7 @@
    [T, 1, dim] views with T = 1 (one timestep) or T = L (per-token, Wan 2.2),
    so the same broadcasting ops serve both. Every op records into the
    context's command stream; temporaries are freed as soon as they are
-   consumed (the allocator defers the release until the GPU is done). */
+   consumed (their bytes serve the next op at once, in stream order). */
 #include "models/wan_dit_impl.h"
 
 #include <math.h>

@@ -423,6 +423,26 @@ int mr_wan_vae_version(const mr_wan_vae *vae);          /* 21 or 22 */
    This sets z_dim values of each, or clears them with mean = NULL. */
 mr_status mr_wan_vae_set_latent_stats(mr_wan_vae *vae, const float *mean, const float *std, int z_dim);
 
+/* Every model component keeps its parameters in one table under the
+   official names (as the released checkpoints spell them, without a
+   "model.diffusion_model." style prefix): listing, lookup and LoRA read it. */
+typedef struct mr_params mr_params;
+
+typedef struct mr_param_info {
+  const char *name;             /* borrowed from the table */
+  mr_tensor *tensor;            /* borrowed: the component owns it */
+  mr_dtype dtype;
+  int ndim;
+  int64_t shape[MR_MAX_DIMS];
+  bool is_weight;               /* a matmul/conv weight (stored in the model's weight dtype; a LoRA target) */
+} mr_param_info;
+
+int mr_params_count(const mr_params *params);
+/* Fills out for entry i (0-based); MR_ENOTFOUND past the end. */
+mr_status mr_params_get(const mr_params *params, int i, mr_param_info *out);
+/* The index of the parameter called name, or -1. */
+int mr_params_find(const mr_params *params, const char *name);
+
 /* Wan DiT (WanModel): t2v, i2v (Wan 2.1 with CLIP tokens; Wan 2.2 without),
    ti2v (per-token timesteps), vace (hint blocks). */
 typedef struct mr_wan_dit mr_wan_dit;
@@ -453,6 +473,8 @@ mr_status mr_wan_dit_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts 
 void mr_wan_dit_free(mr_wan_dit *dit);
 /* Borrowed from dit. */
 const mr_wan_dit_config *mr_wan_dit_config_get(const mr_wan_dit *dit);
+/* The DiT's parameters (borrowed from dit). */
+const mr_params *mr_wan_dit_params(const mr_wan_dit *dit);
 
 typedef struct mr_wan_dit_input {
   const mr_tensor *x;             /* [C, F, H, W] noisy latent */

@@ -1,7 +1,9 @@
 /* Shared weight lookup and upload for the model loaders. */
 #include "models/model_util.h"
 
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 mr_model_opts mr_model_opts_default(void) {
@@ -96,4 +98,103 @@ const char *mr_loader_name(char *buf, size_t cap, const char *fmt, ...) {
   vsnprintf(buf, cap, fmt, ap);
   va_end(ap);
   return buf;
+}
+
+/* ------------------------------------------------------------ parameter tables */
+
+void mr_params_init(mr_params *P, mr_ctx *ctx) { *P = (mr_params){.ctx = ctx, .st = MR_OK}; }
+
+static void params_vadd(mr_params *P, mr_tensor **slot, mr_param_kind kind, int ndim, const int64_t *shape,
+                        const char *fmt, va_list ap) {
+  if (P->st != MR_OK) return;
+  MR_ASSERT(ndim >= 1 && ndim <= MR_MAX_DIMS);
+  if (P->n == P->cap) {
+    int cap = P->cap ? 2 * P->cap : 64;
+    mr_param *np = realloc(P->p, (size_t)cap * sizeof *np);
+    if (!np) {
+      P->st = mr_error(P->ctx, MR_ENOMEM, "out of host memory");
+      return;
+    }
+    P->p = np;
+    P->cap = cap;
+  }
+  char name[256];
+  vsnprintf(name, sizeof name, fmt, ap);
+  mr_param *e = &P->p[P->n];
+  *e = (mr_param){.ndim = ndim, .kind = kind, .slot = slot, .name = malloc(strlen(name) + 1)};
+  if (!e->name) {
+    P->st = mr_error(P->ctx, MR_ENOMEM, "out of host memory");
+    return;
+  }
+  strcpy(e->name, name);
+  memcpy(e->shape, shape, (size_t)ndim * sizeof *shape);
+  *slot = NULL;
+  P->n++;
+}
+
+void mr_params_add(mr_params *P, mr_tensor **slot, mr_param_kind kind, int ndim, const int64_t *shape,
+                   const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  params_vadd(P, slot, kind, ndim, shape, fmt, ap);
+  va_end(ap);
+}
+
+void mr_params_add_if_present(mr_params *P, const mr_loader *L, mr_tensor **slot, mr_param_kind kind, int ndim,
+                              const int64_t *shape, const char *fmt, ...) {
+  char name[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(name, sizeof name, fmt, ap);
+  va_end(ap);
+  if (mr_loader_has(L, name)) mr_params_add(P, slot, kind, ndim, shape, "%s", name);
+}
+
+mr_status mr_params_load(mr_params *P, mr_loader *L) {
+  mr_status st = P->st;
+  for (int i = 0; st == MR_OK && i < P->n; i++) {
+    mr_param *e = &P->p[i];
+    st = mr_loader_take(L, e->name, e->kind == MR_PARAM_WEIGHT ? L->opts.weights : MR_F32, e->ndim, e->shape, e->slot);
+  }
+  if (st != MR_OK)
+    for (int i = 0; i < P->n; i++) {
+      mr_tensor_free(*P->p[i].slot);
+      *P->p[i].slot = NULL;
+    }
+  return st;
+}
+
+void mr_params_release(mr_params *P) {
+  for (int i = 0; i < P->n; i++) {
+    mr_tensor_free(*P->p[i].slot);
+    *P->p[i].slot = NULL;
+    free(P->p[i].name);
+  }
+  free(P->p);
+  *P = (mr_params){.ctx = P->ctx};
+}
+
+/* The public view (moonreel.h). */
+int mr_params_count(const mr_params *P) { return P ? P->n : 0; }
+
+mr_status mr_params_get(const mr_params *P, int i, mr_param_info *out) {
+  memset(out, 0, sizeof *out);
+  if (!P || i < 0 || i >= P->n) return MR_ENOTFOUND;
+  const mr_param *e = &P->p[i];
+  mr_tensor *t = *e->slot;
+  out->name = e->name;
+  out->tensor = t;
+  out->is_weight = e->kind == MR_PARAM_WEIGHT;
+  if (t) {
+    out->dtype = mr_tensor_dtype(t);
+    out->ndim = mr_tensor_ndim(t);
+    memcpy(out->shape, mr_tensor_shape(t), (size_t)out->ndim * sizeof *out->shape);
+  }
+  return MR_OK;
+}
+
+int mr_params_find(const mr_params *P, const char *name) {
+  for (int i = 0; P && i < P->n; i++)
+    if (strcmp(P->p[i].name, name) == 0) return i;
+  return -1;
 }

@@ -336,11 +336,15 @@ static int push_param(lua_State *L, const mr_params *p, const char *name) {
   return 1;
 }
 
-static int dit_weights(lua_State *L) { return push_params(L, mr_wan_dit_params(check_box(L, 1, MRL_DIT)->p)); }
-static int dit_weight(lua_State *L) {
-  mr_wan_dit *dit = check_box(L, 1, MRL_DIT)->p;
-  return push_param(L, mr_wan_dit_params(dit), luaL_checkstring(L, 2));
-}
+/* weights() and weight(name) of one component type, from its params getter. */
+#define PARAMS_METHODS(prefix, tname, getter)                                                              \
+  static int prefix##_weights(lua_State *L) { return push_params(L, getter(check_box(L, 1, tname)->p)); } \
+  static int prefix##_weight(lua_State *L) {                                                              \
+    const mr_params *p = getter(check_box(L, 1, tname)->p);                                               \
+    return push_param(L, p, luaL_checkstring(L, 2));                                                      \
+  }
+PARAMS_METHODS(dit, MRL_DIT, mr_wan_dit_params)
+PARAMS_METHODS(t5, MRL_T5, mr_t5_params)
 
 static const mr_tensor *field_tensor(lua_State *L, int tbl, const char *name) {
   lua_getfield(L, tbl, name);
@@ -601,7 +605,8 @@ static void register_type(lua_State *L, const char *tname, const luaL_Reg *metho
 void mrl_open_models(lua_State *L, int module) {
   static const luaL_Reg tok_m[] = {{"encode", tok_encode}, {"encode_wan", tok_encode_wan}, {"piece", tok_piece},
                                    {"vocab_size", tok_vocab_size}, {NULL, NULL}};
-  static const luaL_Reg t5_m[] = {{"encode", t5_encode}, {"dim", t5_dim}, {NULL, NULL}};
+  static const luaL_Reg t5_m[] = {{"encode", t5_encode}, {"dim", t5_dim},       {"weights", t5_weights},
+                                  {"weight", t5_weight}, {NULL, NULL}};
   static const luaL_Reg dit_m[] = {{"forward", dit_forward}, {"config", dit_config}, {"weights", dit_weights},
                                    {"weight", dit_weight}, {NULL, NULL}};
   static const luaL_Reg vae_m[] = {{"encode", vae_encode}, {"decode", vae_decode}, {"info", vae_info},

@@ -396,33 +396,6 @@ typedef struct mr_model_opts {
 
 mr_model_opts mr_model_opts_default(void);
 
-/* umT5 encoder (Wan's text encoder). */
-typedef struct mr_t5 mr_t5;
-mr_status mr_t5_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts *opts, mr_t5 **out);
-void mr_t5_free(mr_t5 *t5);
-/* Encodes n token ids; only the first n_valid are real (the rest padding, masked as
-   keys). Returns new [n, dim] f32 states. */
-mr_status mr_t5_encode(mr_t5 *t5, const int32_t *ids, int n, int n_valid, mr_tensor **out);
-int mr_t5_dim(const mr_t5 *t5);
-
-/* Wan VAE, 2.1 (z 16, x8 space) or 2.2 (z 48, x16 space, patchified). */
-typedef struct mr_wan_vae mr_wan_vae;
-mr_status mr_wan_vae_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts *opts, mr_wan_vae **out);
-void mr_wan_vae_free(mr_wan_vae *vae);
-/* video [3, T, H, W] in [-1, 1] (T = 4k+1) -> new normalised latent [z, 1+(T-1)/4, H/s, W/s]. */
-mr_status mr_wan_vae_encode(mr_wan_vae *vae, const mr_tensor *video, mr_progress_fn progress, void *user,
-                            mr_tensor **out);
-/* latent [z, T', h, w] -> new video [3, 1+4(T'-1), h*s, w*s], not clamped. */
-mr_status mr_wan_vae_decode(mr_wan_vae *vae, const mr_tensor *latent, mr_progress_fn progress, void *user,
-                            mr_tensor **out);
-int mr_wan_vae_z_dim(const mr_wan_vae *vae);
-int mr_wan_vae_spatial_stride(const mr_wan_vae *vae);   /* 8 or 16 */
-int mr_wan_vae_version(const mr_wan_vae *vae);          /* 21 or 22 */
-/* Latents are (mu - mean) / std per channel. The released VAEs' statistics
-   (2.1: z 16, 2.2: z 48) are built in; other z_dims start with none (raw mu).
-   This sets z_dim values of each, or clears them with mean = NULL. */
-mr_status mr_wan_vae_set_latent_stats(mr_wan_vae *vae, const float *mean, const float *std, int z_dim);
-
 /* Every model component keeps its parameters in one table under the
    official names (as the released checkpoints spell them, without a
    "model.diffusion_model." style prefix): listing, lookup and LoRA read it. */
@@ -442,6 +415,35 @@ int mr_params_count(const mr_params *params);
 mr_status mr_params_get(const mr_params *params, int i, mr_param_info *out);
 /* The index of the parameter called name, or -1. */
 int mr_params_find(const mr_params *params, const char *name);
+
+/* umT5 encoder (Wan's text encoder). */
+typedef struct mr_t5 mr_t5;
+mr_status mr_t5_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts *opts, mr_t5 **out);
+void mr_t5_free(mr_t5 *t5);
+/* Encodes n token ids; only the first n_valid are real (the rest padding, masked as
+   keys). Returns new [n, dim] f32 states. */
+mr_status mr_t5_encode(mr_t5 *t5, const int32_t *ids, int n, int n_valid, mr_tensor **out);
+int mr_t5_dim(const mr_t5 *t5);
+/* The encoder's parameters under the official names (borrowed from t5). */
+const mr_params *mr_t5_params(const mr_t5 *t5);
+
+/* Wan VAE, 2.1 (z 16, x8 space) or 2.2 (z 48, x16 space, patchified). */
+typedef struct mr_wan_vae mr_wan_vae;
+mr_status mr_wan_vae_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts *opts, mr_wan_vae **out);
+void mr_wan_vae_free(mr_wan_vae *vae);
+/* video [3, T, H, W] in [-1, 1] (T = 4k+1) -> new normalised latent [z, 1+(T-1)/4, H/s, W/s]. */
+mr_status mr_wan_vae_encode(mr_wan_vae *vae, const mr_tensor *video, mr_progress_fn progress, void *user,
+                            mr_tensor **out);
+/* latent [z, T', h, w] -> new video [3, 1+4(T'-1), h*s, w*s], not clamped. */
+mr_status mr_wan_vae_decode(mr_wan_vae *vae, const mr_tensor *latent, mr_progress_fn progress, void *user,
+                            mr_tensor **out);
+int mr_wan_vae_z_dim(const mr_wan_vae *vae);
+int mr_wan_vae_spatial_stride(const mr_wan_vae *vae);   /* 8 or 16 */
+int mr_wan_vae_version(const mr_wan_vae *vae);          /* 21 or 22 */
+/* Latents are (mu - mean) / std per channel. The released VAEs' statistics
+   (2.1: z 16, 2.2: z 48) are built in; other z_dims start with none (raw mu).
+   This sets z_dim values of each, or clears them with mean = NULL. */
+mr_status mr_wan_vae_set_latent_stats(mr_wan_vae *vae, const float *mean, const float *std, int z_dim);
 
 /* Wan DiT (WanModel): t2v, i2v (Wan 2.1 with CLIP tokens; Wan 2.2 without),
    ti2v (per-token timesteps), vace (hint blocks). */

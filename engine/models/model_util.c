@@ -140,6 +140,19 @@ void mr_params_add(mr_params *P, mr_tensor **slot, mr_param_kind kind, int ndim,
   va_end(ap);
 }
 
+void mr_params_add_from(mr_params *P, mr_tensor **slot, mr_param_kind kind, int ndim, const int64_t *shape,
+                        const char *name, const char *src, bool absolute) {
+  mr_params_add(P, slot, kind, ndim, shape, "%s", name);
+  if (P->st != MR_OK || !src || (strcmp(src, name) == 0 && !absolute)) return;
+  mr_param *e = &P->p[P->n - 1];
+  if (!(e->src = malloc(strlen(src) + 1))) {
+    P->st = mr_error(P->ctx, MR_ENOMEM, "out of host memory");
+    return;
+  }
+  strcpy(e->src, src);
+  e->src_absolute = absolute;
+}
+
 void mr_params_add_if_present(mr_params *P, const mr_loader *L, mr_tensor **slot, mr_param_kind kind, int ndim,
                               const int64_t *shape, const char *fmt, ...) {
   char name[256];
@@ -154,7 +167,11 @@ mr_status mr_params_load(mr_params *P, mr_loader *L) {
   mr_status st = P->st;
   for (int i = 0; st == MR_OK && i < P->n; i++) {
     mr_param *e = &P->p[i];
-    st = mr_loader_take(L, e->name, e->kind == MR_PARAM_WEIGHT ? L->opts.weights : MR_F32, e->ndim, e->shape, e->slot);
+    const char *prefix = L->prefix;
+    if (e->src_absolute) L->prefix = "";
+    st = mr_loader_take(L, e->src ? e->src : e->name, e->kind == MR_PARAM_WEIGHT ? L->opts.weights : MR_F32, e->ndim,
+                        e->shape, e->slot);
+    L->prefix = prefix;
   }
   if (st != MR_OK)
     for (int i = 0; i < P->n; i++) {
@@ -169,6 +186,7 @@ void mr_params_release(mr_params *P) {
     mr_tensor_free(*P->p[i].slot);
     *P->p[i].slot = NULL;
     free(P->p[i].name);
+    free(P->p[i].src);
   }
   free(P->p);
   *P = (mr_params){.ctx = P->ctx};

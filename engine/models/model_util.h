@@ -50,6 +50,8 @@ typedef enum mr_param_kind { MR_PARAM_WEIGHT, MR_PARAM_F32 } mr_param_kind;
    slot of the model struct that model code reads it from. */
 typedef struct mr_param {
   char *name;
+  char *src;            /* the checkpoint's name when its naming differs (NULL: name) */
+  bool src_absolute;    /* src is not under the loader's prefix */
   int ndim;
   int64_t shape[MR_MAX_DIMS];
   mr_param_kind kind;
@@ -73,6 +75,11 @@ void mr_params_add(mr_params *P, mr_tensor **slot, mr_param_kind kind, int ndim,
    variant-dependent tensors the loader cannot tell from the config). */
 void mr_params_add_if_present(mr_params *P, const mr_loader *L, mr_tensor **slot, mr_param_kind kind, int ndim,
                               const int64_t *shape, const char *fmt, ...) MR_PRINTF(7, 8);
+/* Declares a parameter by its official name that this checkpoint spells src
+   (another naming: Hugging Face's for umT5); absolute: src is not under the
+   loader's prefix. */
+void mr_params_add_from(mr_params *P, mr_tensor **slot, mr_param_kind kind, int ndim, const int64_t *shape,
+                        const char *name, const char *src, bool absolute);
 /* Loads every declared parameter from L's checkpoint into its slot, in order.
    On failure the ones loaded are freed again and the error names the tensor. */
 mr_status mr_params_load(mr_params *P, mr_loader *L);

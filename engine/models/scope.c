@@ -118,6 +118,13 @@ mr_tensor *sc_attention(mr_scope *s, const mr_tensor *q, const mr_tensor *k, con
 mr_tensor *sc_rope(mr_scope *s, const mr_tensor *x, const mr_tensor *cos, const mr_tensor *sin) {
   SCOPED(s, x && cos && sin, mr_op_rope(x, cos, sin, &out_));
 }
+mr_tensor *sc_softmax(mr_scope *s, const mr_tensor *x, int dim) { SCOPED(s, x, mr_op_softmax(x, dim, &out_)); }
+mr_tensor *sc_gather_rows(mr_scope *s, const mr_tensor *table, const int32_t *ids, int n) {
+  SCOPED(s, table && ids, mr_op_gather_rows(table, ids, n, &out_));
+}
+mr_tensor *sc_cast(mr_scope *s, const mr_tensor *t, mr_dtype dtype) {
+  SCOPED(s, t, mr_tensor_cast((mr_tensor *)t, dtype, &out_));
+}
 mr_tensor *sc_pad(mr_scope *s, const mr_tensor *x, const int64_t *pads, float value) {
   SCOPED(s, x, mr_op_pad(x, pads, value, &out_));
 }

@@ -57,6 +57,9 @@ mr_tensor *sc_rms_norm(mr_scope *s, const mr_tensor *x, const mr_tensor *w, floa
 mr_tensor *sc_attention(mr_scope *s, const mr_tensor *q, const mr_tensor *k, const mr_tensor *v);
 mr_tensor *sc_rope(mr_scope *s, const mr_tensor *x, const mr_tensor *cos, const mr_tensor *sin);
 mr_tensor *sc_concat(mr_scope *s, const mr_tensor *const *parts, int n, int dim);
+mr_tensor *sc_softmax(mr_scope *s, const mr_tensor *x, int dim);
+mr_tensor *sc_gather_rows(mr_scope *s, const mr_tensor *table, const int32_t *ids, int n);
+mr_tensor *sc_cast(mr_scope *s, const mr_tensor *t, mr_dtype dtype);
 mr_tensor *sc_pad(mr_scope *s, const mr_tensor *x, const int64_t *pads, float value);
 
 /* views (sharing storage) and copies */

@@ -26,34 +26,6 @@ static float *io_floats(const mr_weights *io, const char *name, size_t *n) {
   return x;
 }
 
-/* The parameter table holds every tensor of the checkpoint under its own
-   name and shape (each declared once: no tensor missed, none twice), weights
-   in the policy's dtype, and finds them by name. */
-static void check_params(mr_ctx *ctx, const mr_weights *w, const mr_wan_dit *dit) {
-  const mr_params *p = mr_wan_dit_params(dit);
-  int n = mr_params_count(p);
-  CHECK(n == mr_weights_count(w));
-  for (int i = 0; i < n; i++) {
-    mr_param_info pi;
-    CHECK_OK(ctx, mr_params_get(p, i, &pi));
-    CHECK(mr_params_find(p, pi.name) == i);
-    int k = mr_weights_find(w, pi.name);
-    mr_weight_info wi;
-    if (k < 0 || mr_weights_get(w, k, &wi) != MR_OK) {
-      fprintf(stderr, "parameter '%s' is not in the checkpoint\n", pi.name);
-      mr_test_failures++;
-      continue;
-    }
-    CHECK(wi.ndim == pi.ndim && memcmp(wi.shape, pi.shape, (size_t)pi.ndim * sizeof *pi.shape) == 0);
-    CHECK(pi.tensor != NULL && mr_tensor_numel(pi.tensor) > 0);
-    CHECK(pi.is_weight == (pi.ndim >= 2 && strstr(pi.name, "modulation") == NULL && strstr(pi.name, "emb_pos") == NULL));
-  }
-  CHECK(mr_params_find(p, "blocks.0.self_attn.q.weight") >= 0);
-  CHECK(mr_params_find(p, "no.such.weight") == -1);
-  mr_param_info none;
-  CHECK(mr_params_get(p, n, &none) == MR_ENOTFOUND);
-}
-
 static void run_set(mr_ctx *ctx, const char *dir, const char *name, mr_dtype policy, double tol) {
   char path[1024];
   snprintf(path, sizeof path, "%s/wan/%s.json", dir, name);
@@ -72,7 +44,7 @@ static void run_set(mr_ctx *ctx, const char *dir, const char *name, mr_dtype pol
   CHECK_OK(ctx, mr_wan_dit_load(ctx, w, &o, &dit));
   if (!dit) goto done;
 
-  check_params(ctx, w, dit);
+  mr_test_check_params(ctx, mr_wan_dit_params(dit), w, "blocks.0.self_attn.q.weight");
 
   mr_wan_dit_input in = {0};
   in.x = io_tensor(ctx, io, "x");

@@ -500,6 +500,9 @@ mr_status mr_clip_vision_load(mr_ctx *ctx, const mr_weights *w, const mr_model_o
 void mr_clip_vision_free(mr_clip_vision *clip);
 int mr_clip_vision_image_size(const mr_clip_vision *clip);  /* 224 for ViT-H/14 */
 int mr_clip_vision_dim(const mr_clip_vision *clip);         /* 1280 for ViT-H/14 */
+/* The tower's parameters under the official names ("visual.transformer.0.norm1.weight"); the
+   checkpoint's last block and its text tower are not loaded (Wan never uses them). Borrowed. */
+const mr_params *mr_clip_vision_params(const mr_clip_vision *clip);
 /* Wan's preprocessing: image [3, H, W] (or [3, 1, H, W]) in [-1, 1] -> bicubic
    resize to the tower's size (align_corners false, no antialias, no crop) ->
    (x + 1) / 2 -> CLIP mean/std. Returns new pixels [3, S, S] (f32). */

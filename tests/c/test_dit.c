@@ -44,7 +44,7 @@ static void run_set(mr_ctx *ctx, const char *dir, const char *name, mr_dtype pol
   CHECK_OK(ctx, mr_wan_dit_load(ctx, w, &o, &dit));
   if (!dit) goto done;
 
-  mr_test_check_params(ctx, mr_wan_dit_params(dit), w, "blocks.0.self_attn.q.weight");
+  mr_test_check_params(ctx, mr_wan_dit_params(dit), w, -1, "blocks.0.self_attn.q.weight");
 
   mr_wan_dit_input in = {0};
   in.x = io_tensor(ctx, io, "x");

@@ -265,7 +265,7 @@ static void test_namings_and_errors(mr_ctx *ctx, const char *dir, const io_case 
     CHECK(again && want && memcmp(again, want, (size_t)io->n * io->dim * sizeof *want) == 0);
     free(again);
   }
-  if (t5) mr_test_check_params(ctx, mr_t5_params(t5), w, "blocks.0.attn.q.weight");
+  if (t5) mr_test_check_params(ctx, mr_t5_params(t5), w, -1, "blocks.0.attn.q.weight");
   mr_t5_free(t5);
 
   /* Hugging Face / ComfyUI naming, both places the embedding is found: same output */
@@ -279,7 +279,7 @@ static void test_namings_and_errors(mr_ctx *ctx, const char *dir, const io_case 
     if (wh) CHECK_OK(ctx, mr_t5_load(ctx, wh, NULL, &th));
     if (th) {
       /* the table keeps the official names whatever the file's naming */
-      mr_test_check_params(ctx, mr_t5_params(th), w, "token_embedding.weight");
+      mr_test_check_params(ctx, mr_t5_params(th), w, -1, "token_embedding.weight");
       float *y = encode(ctx, th, io);
       if (y) {
         double e = mr_rel_l2(y, want, (size_t)io->n * io->dim);

@@ -64,6 +64,13 @@ static mr_model_opts check_model_opts(lua_State *L, int arg, char **config_text)
   lua_getfield(L, arg, "weights");
   if (!lua_isnil(L, -1)) o.weights = mrl_check_dtype(L, lua_gettop(L), MR_F32, true);
   lua_pop(L, 1);
+  lua_getfield(L, arg, "resident_blocks");
+  if (!lua_isnil(L, -1)) {
+    lua_Integer n = luaL_checkinteger(L, -1);
+    luaL_argcheck(L, n >= 0 && n <= 100000, arg, "resident_blocks must be a block count >= 0");
+    o.resident_blocks = (int)n;
+  }
+  lua_pop(L, 1);
   lua_getfield(L, arg, "config");
   if (lua_type(L, -1) == LUA_TSTRING) {
     const char *c = lua_tostring(L, -1);

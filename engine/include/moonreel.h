@@ -392,6 +392,10 @@ typedef struct mr_model_opts {
   mr_dtype weights;          /* storage of matmul/conv weights: MR_F32 (default; conformance),
                                 MR_F16 or MR_BF16. Norms, biases and modulation stay f32. */
   const char *config_json;   /* optional config.json text; NULL = detect from the tensors */
+  int resident_blocks;       /* DiT: blocks kept on the device; the rest stay in host memory and are put
+                                on the device while they run. -1 (default) = as many as fit the budget
+                                (mr_memory_stats) less a reserve for activations of a fifth of it, at
+                                least 512 MiB; the plan is logged at load (a warning when it streams). */
 } mr_model_opts;
 
 mr_model_opts mr_model_opts_default(void);
@@ -403,11 +407,12 @@ typedef struct mr_params mr_params;
 
 typedef struct mr_param_info {
   const char *name;             /* borrowed from the table */
-  mr_tensor *tensor;            /* borrowed: the component owns it */
+  mr_tensor *tensor;            /* borrowed: the component owns it; NULL for a streamed weight off the device */
   mr_dtype dtype;
   int ndim;
   int64_t shape[MR_MAX_DIMS];
   bool is_weight;               /* a matmul/conv weight (stored in the model's weight dtype; a LoRA target) */
+  bool streamed;                /* kept in host memory, put on the device only while its block runs */
 } mr_param_info;
 
 int mr_params_count(const mr_params *params);

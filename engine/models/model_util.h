@@ -55,7 +55,10 @@ typedef struct mr_param {
   int ndim;
   int64_t shape[MR_MAX_DIMS];
   mr_param_kind kind;
+  mr_dtype dtype;       /* storage, set at load */
   mr_tensor **slot;
+  bool streamed;        /* kept in host memory (host) and put on the device around its use */
+  void *host;
 } mr_param;
 
 /* A component's parameters: one declaration per weight gives loading with
@@ -83,6 +86,16 @@ void mr_params_add_from(mr_params *P, mr_tensor **slot, mr_param_kind kind, int 
 /* Loads every declared parameter from L's checkpoint into its slot, in order.
    On failure the ones loaded are freed again and the error names the tensor. */
 mr_status mr_params_load(mr_params *P, mr_loader *L);
+/* Streaming, for weights past the device budget: entries [first, last) are
+   loaded into host memory instead (mark them before mr_params_load), put on
+   the device by fetch and taken off again by evict. Between the two their
+   slots hold device tensors; otherwise NULL. */
+void mr_params_stream(mr_params *P, int first, int last);
+mr_status mr_params_fetch(mr_params *P, int first, int last);
+void mr_params_evict(mr_params *P, int first, int last);
+/* Device bytes of entries [first, last) with matmul weights stored as `weights`. */
+size_t mr_params_bytes(const mr_params *P, int first, int last, mr_dtype weights);
+
 /* Frees every loaded tensor (the slots become NULL) and the table. */
 void mr_params_release(mr_params *P);
 

@@ -335,11 +335,16 @@ mr_status mr_wan_dit_forward(mr_wan_dit *d, const mr_wan_dit_input *in, mr_tenso
   }
 
   for (int i = 0; i < c->num_layers && mr_scope_ok(s); i++) {
+    dit_block *b = &d->blocks[i];
+    /* a streamed block's weights come onto the device for it and leave after it;
+       their bytes serve the next streamed block at once */
+    if (b->streamed) mr_scope_own(s, mr_params_fetch(&d->params, b->first_param, b->end_param), NULL);
     size_t mark = mr_scope_mark(s);
-    mr_tensor *y = block_forward(s, &run, &d->blocks[i], x);
+    mr_tensor *y = block_forward(s, &run, b, x);
     for (int n = 0; hints && n < c->n_vace_layers; n++)
       if (c->vace_layers[n] == i) y = sc_add(s, y, hints[n]);
     x = mr_scope_collect(s, mark, y, x);
+    if (b->streamed) mr_params_evict(&d->params, b->first_param, b->end_param);
   }
 
   /* head: shift, scale = head.modulation + e */

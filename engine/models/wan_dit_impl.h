@@ -23,6 +23,8 @@ typedef struct dit_block {
   mr_tensor *norm3_w, *norm3_b;   /* affine LayerNorm before cross-attention */
   dit_linear ffn0, ffn2;
   dit_linear before_proj, after_proj; /* VACE blocks only (before_proj on block 0) */
+  int first_param, end_param;     /* its entries in the parameter table */
+  bool streamed;                  /* its weights live in host memory until it runs */
 } dit_block;
 
 struct mr_wan_dit {

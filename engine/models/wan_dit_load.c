@@ -145,6 +145,7 @@ static void attention(mr_params *P, dit_attn *a, int64_t dim, bool img, const ch
 static void block(mr_params *P, const mr_wan_dit_config *c, dit_block *b, bool vace, int index) {
   char base[64], n[160];
   mr_loader_name(base, sizeof base, vace ? "vace_blocks.%d" : "blocks.%d", index);
+  b->first_param = P->n;
   mr_params_add(P, &b->modulation, MR_PARAM_F32, 3, (int64_t[]){1, 6, c->dim}, "%s.modulation", base);
   attention(P, &b->self_attn, c->dim, false, mr_loader_name(n, sizeof n, "%s.self_attn", base));
   attention(P, &b->cross_attn, c->dim, c->img_dim > 0 && !vace, mr_loader_name(n, sizeof n, "%s.cross_attn", base));
@@ -154,6 +155,7 @@ static void block(mr_params *P, const mr_wan_dit_config *c, dit_block *b, bool v
   linear(P, &b->ffn2, c->dim, c->ffn_dim, mr_loader_name(n, sizeof n, "%s.ffn.2", base));
   if (vace && index == 0) linear(P, &b->before_proj, c->dim, c->dim, mr_loader_name(n, sizeof n, "%s.before_proj", base));
   if (vace) linear(P, &b->after_proj, c->dim, c->dim, mr_loader_name(n, sizeof n, "%s.after_proj", base));
+  b->end_param = P->n;
 }
 
 /* The patch embeddings are Conv3d with kernel = stride, kept in the official
@@ -193,6 +195,51 @@ static void declare(mr_params *P, mr_wan_dit *d) {
 
 /* ------------------------------------------------------------------ loading */
 
+/* Which blocks stay on the device. Everything else is loaded first; the
+   main blocks then fill what the budget leaves after a reserve for the
+   forward's activations, in order; the rest are streamed (kept in host
+   memory, put on the device while they run). VACE blocks stay resident. */
+static mr_status plan_residency(mr_wan_dit *d, const mr_loader *L) {
+  const mr_wan_dit_config *c = &d->cfg;
+  const mr_params *P = &d->params;
+  mr_dtype wt = L->opts.weights;
+  size_t total = mr_params_bytes(P, 0, P->n, wt), blocks = 0;
+  for (int i = 0; i < c->num_layers; i++) blocks += mr_params_bytes(P, d->blocks[i].first_param, d->blocks[i].end_param, wt);
+  mr_memory_stats m;
+  mr_ctx_memory_stats(d->ctx, &m);
+  uint64_t reserve = m.budget_bytes / 5 > (512u << 20) ? m.budget_bytes / 5 : (512u << 20);
+  uint64_t room = m.budget_bytes > m.held_bytes + reserve ? m.budget_bytes - m.held_bytes - reserve : 0;
+  int resident = L->opts.resident_blocks;
+  if (resident < 0 || resident > c->num_layers) {
+    resident = c->num_layers;
+    uint64_t need = total - blocks;
+    for (int i = 0; i < c->num_layers; i++) {
+      need += mr_params_bytes(P, d->blocks[i].first_param, d->blocks[i].end_param, wt);
+      if (need > room) {
+        resident = i;
+        break;
+      }
+    }
+    if (L->opts.resident_blocks < 0 && resident == 0 && c->num_layers > 0)
+      return mr_error(d->ctx, MR_EDEVMEM, "Wan DiT: %.0f MiB of weights outside the blocks leave no room for one block "
+                      "in the %.0f MiB budget (%s) with a %.0f MiB reserve for activations",
+                      (total - blocks) / 1048576.0, m.budget_bytes / 1048576.0, m.budget_source, reserve / 1048576.0);
+  }
+  size_t streamed = 0;
+  for (int i = resident; i < c->num_layers; i++) {
+    dit_block *b = &d->blocks[i];
+    b->streamed = true;
+    mr_params_stream(&d->params, b->first_param, b->end_param);
+    streamed += mr_params_bytes(P, b->first_param, b->end_param, wt);
+  }
+  mr_log(d->ctx, resident < c->num_layers ? MR_LOG_WARN : MR_LOG_INFO,
+         "Wan DiT: %.1f MiB of %s weights; %d of %d blocks on the device, %d streamed from host memory (%.1f MiB); "
+         "budget %.0f MiB (%s), %.0f MiB held",
+         total / 1048576.0, mr_dtype_name(wt), resident, c->num_layers, c->num_layers - resident, streamed / 1048576.0,
+         m.budget_bytes / 1048576.0, m.budget_source, m.held_bytes / 1048576.0);
+  return MR_OK;
+}
+
 mr_status mr_wan_dit_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts *opts, mr_wan_dit **out) {
   *out = NULL;
   mr_wan_dit *d = calloc(1, sizeof *d);
@@ -211,8 +258,9 @@ mr_status mr_wan_dit_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts 
     st = mr_error(ctx, MR_ENOMEM, "out of host memory");
   if (st == MR_OK) {
     declare(&d->params, d);
-    st = mr_params_load(&d->params, &L);
+    st = plan_residency(d, &L);
   }
+  if (st == MR_OK) st = mr_params_load(&d->params, &L);
   if (st != MR_OK) {
     mr_wan_dit_free(d);
     return st;

@@ -133,6 +133,12 @@ local function run_dit(path, base, label)
                               vace_context = io_t.vace_context, vace_scale = scale}
       report(name, rel_l2(out, io_t.out), pol[2])
       dit:close()
+      if pol[1] == "f32" then -- every block streamed from host memory: the same bits
+        local sdit <close> = assert(mr.wan_dit(path, {weights = "f32", config = cfg_text, resident_blocks = 0}))
+        local sout = sdit:forward{x = io_t.x, t = t, context = io_t.context, y = io_t.y, clip_fea = io_t.clip_fea,
+                                  vace_context = io_t.vace_context, vace_scale = scale}
+        report(name .. " streamed", rel_l2(sout, out), 0)
+      end
     end)
   end
 end

@@ -64,6 +64,13 @@ static mr_model_opts check_model_opts(lua_State *L, int arg, char **config_text)
   lua_getfield(L, arg, "weights");
   if (!lua_isnil(L, -1)) o.weights = mrl_check_dtype(L, lua_gettop(L), MR_F32, true);
   lua_pop(L, 1);
+  lua_getfield(L, arg, "resident_blocks");
+  if (!lua_isnil(L, -1)) {
+    lua_Integer n = luaL_checkinteger(L, -1);
+    luaL_argcheck(L, n >= 0 && n <= 100000, arg, "resident_blocks must be a block count >= 0");
+    o.resident_blocks = (int)n;
+  }
+  lua_pop(L, 1);
   lua_getfield(L, arg, "config");
   if (lua_type(L, -1) == LUA_TSTRING) {
     const char *c = lua_tostring(L, -1);
@@ -289,6 +296,63 @@ static int dit_config(lua_State *L) {
   push_dit_config(L, mr_wan_dit_config_get(check_box(L, 1, MRL_DIT)->p));
   return 1;
 }
+
+/* component:weights() -> the parameter table as a list of {name=, shape=,
+   dtype=, weight=} in declaration order, under the official names. */
+static int push_params(lua_State *L, const mr_params *p) {
+  int n = mr_params_count(p);
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    mr_param_info pi;
+    mr_params_get(p, i, &pi);
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, pi.name);
+    lua_setfield(L, -2, "name");
+    lua_createtable(L, pi.ndim, 0);
+    for (int d = 0; d < pi.ndim; d++) {
+      lua_pushinteger(L, (lua_Integer)pi.shape[d]);
+      lua_rawseti(L, -2, d + 1);
+    }
+    lua_setfield(L, -2, "shape");
+    lua_pushstring(L, mr_dtype_name(pi.dtype));
+    lua_setfield(L, -2, "dtype");
+    lua_pushboolean(L, pi.is_weight);
+    lua_setfield(L, -2, "weight");
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
+/* component:weight(name) -> a tensor sharing the parameter's storage (valid
+   after the component is freed), or nil, message, "MR_ENOTFOUND". */
+static int push_param(lua_State *L, const mr_params *p, const char *name) {
+  mr_ctx *ctx = mrl_ctx(L);
+  int i = mr_params_find(p, name);
+  if (i < 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "no parameter named '%s'", name);
+    lua_pushstring(L, mr_status_name(MR_ENOTFOUND));
+    return 3;
+  }
+  mr_param_info pi;
+  mr_params_get(p, i, &pi);
+  mrl_tensor_box *b = mrl_push_box(L);
+  mr_tensor *t = NULL;
+  if (mr_tensor_reshape(pi.tensor, pi.ndim, pi.shape, &t) != MR_OK) return mrl_raise(L, ctx);
+  mrl_box_set(L, b, t, false);
+  return 1;
+}
+
+/* weights() and weight(name) of one component type, from its params getter. */
+#define PARAMS_METHODS(prefix, tname, getter)                                                              \
+  static int prefix##_weights(lua_State *L) { return push_params(L, getter(check_box(L, 1, tname)->p)); } \
+  static int prefix##_weight(lua_State *L) {                                                              \
+    const mr_params *p = getter(check_box(L, 1, tname)->p);                                               \
+    return push_param(L, p, luaL_checkstring(L, 2));                                                      \
+  }
+PARAMS_METHODS(dit, MRL_DIT, mr_wan_dit_params)
+PARAMS_METHODS(t5, MRL_T5, mr_t5_params)
+PARAMS_METHODS(clip, MRL_CLIP, mr_clip_vision_params)
 
 static const mr_tensor *field_tensor(lua_State *L, int tbl, const char *name) {
   lua_getfield(L, tbl, name);
@@ -549,12 +613,15 @@ static void register_type(lua_State *L, const char *tname, const luaL_Reg *metho
 void mrl_open_models(lua_State *L, int module) {
   static const luaL_Reg tok_m[] = {{"encode", tok_encode}, {"encode_wan", tok_encode_wan}, {"piece", tok_piece},
                                    {"vocab_size", tok_vocab_size}, {NULL, NULL}};
-  static const luaL_Reg t5_m[] = {{"encode", t5_encode}, {"dim", t5_dim}, {NULL, NULL}};
-  static const luaL_Reg dit_m[] = {{"forward", dit_forward}, {"config", dit_config}, {NULL, NULL}};
+  static const luaL_Reg t5_m[] = {{"encode", t5_encode}, {"dim", t5_dim},       {"weights", t5_weights},
+                                  {"weight", t5_weight}, {NULL, NULL}};
+  static const luaL_Reg dit_m[] = {{"forward", dit_forward}, {"config", dit_config}, {"weights", dit_weights},
+                                   {"weight", dit_weight}, {NULL, NULL}};
   static const luaL_Reg vae_m[] = {{"encode", vae_encode}, {"decode", vae_decode}, {"info", vae_info},
                                    {"set_latent_stats", vae_set_latent_stats}, {NULL, NULL}};
   static const luaL_Reg clip_m[] = {{"encode", clip_encode}, {"preprocess", clip_preprocess},
-                                    {"forward", clip_forward}, {NULL, NULL}};
+                                    {"forward", clip_forward}, {"weights", clip_weights},
+                                    {"weight", clip_weight},   {NULL, NULL}};
   register_type(L, MRL_TOKENIZER, tok_m);
   register_type(L, MRL_T5, t5_m);
   register_type(L, MRL_DIT, dit_m);

@@ -392,9 +392,34 @@ typedef struct mr_model_opts {
   mr_dtype weights;          /* storage of matmul/conv weights: MR_F32 (default; conformance),
                                 MR_F16 or MR_BF16. Norms, biases and modulation stay f32. */
   const char *config_json;   /* optional config.json text; NULL = detect from the tensors */
+  int resident_blocks;       /* DiT: blocks kept on the device; the rest stay in host memory and are put
+                                on the device while they run. -1 (default) = as many as fit the budget
+                                (mr_memory_stats) less a reserve for activations of a fifth of it, at
+                                least 512 MiB; the plan is logged at load (a warning when it streams). */
 } mr_model_opts;
 
 mr_model_opts mr_model_opts_default(void);
+
+/* Every model component keeps its parameters in one table under the
+   official names (as the released checkpoints spell them, without a
+   "model.diffusion_model." style prefix): listing, lookup and LoRA read it. */
+typedef struct mr_params mr_params;
+
+typedef struct mr_param_info {
+  const char *name;             /* borrowed from the table */
+  mr_tensor *tensor;            /* borrowed: the component owns it; NULL for a streamed weight off the device */
+  mr_dtype dtype;
+  int ndim;
+  int64_t shape[MR_MAX_DIMS];
+  bool is_weight;               /* a matmul/conv weight (stored in the model's weight dtype; a LoRA target) */
+  bool streamed;                /* kept in host memory, put on the device only while its block runs */
+} mr_param_info;
+
+int mr_params_count(const mr_params *params);
+/* Fills out for entry i (0-based); MR_ENOTFOUND past the end. */
+mr_status mr_params_get(const mr_params *params, int i, mr_param_info *out);
+/* The index of the parameter called name, or -1. */
+int mr_params_find(const mr_params *params, const char *name);
 
 /* umT5 encoder (Wan's text encoder). */
 typedef struct mr_t5 mr_t5;
@@ -404,6 +429,8 @@ void mr_t5_free(mr_t5 *t5);
    keys). Returns new [n, dim] f32 states. */
 mr_status mr_t5_encode(mr_t5 *t5, const int32_t *ids, int n, int n_valid, mr_tensor **out);
 int mr_t5_dim(const mr_t5 *t5);
+/* The encoder's parameters under the official names (borrowed from t5). */
+const mr_params *mr_t5_params(const mr_t5 *t5);
 
 /* Wan VAE, 2.1 (z 16, x8 space) or 2.2 (z 48, x16 space, patchified). */
 typedef struct mr_wan_vae mr_wan_vae;
@@ -453,6 +480,8 @@ mr_status mr_wan_dit_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts 
 void mr_wan_dit_free(mr_wan_dit *dit);
 /* Borrowed from dit. */
 const mr_wan_dit_config *mr_wan_dit_config_get(const mr_wan_dit *dit);
+/* The DiT's parameters (borrowed from dit). */
+const mr_params *mr_wan_dit_params(const mr_wan_dit *dit);
 
 typedef struct mr_wan_dit_input {
   const mr_tensor *x;             /* [C, F, H, W] noisy latent */
@@ -476,6 +505,9 @@ mr_status mr_clip_vision_load(mr_ctx *ctx, const mr_weights *w, const mr_model_o
 void mr_clip_vision_free(mr_clip_vision *clip);
 int mr_clip_vision_image_size(const mr_clip_vision *clip);  /* 224 for ViT-H/14 */
 int mr_clip_vision_dim(const mr_clip_vision *clip);         /* 1280 for ViT-H/14 */
+/* The tower's parameters under the official names ("visual.transformer.0.norm1.weight"); the
+   checkpoint's last block and its text tower are not loaded (Wan never uses them). Borrowed. */
+const mr_params *mr_clip_vision_params(const mr_clip_vision *clip);
 /* Wan's preprocessing: image [3, H, W] (or [3, 1, H, W]) in [-1, 1] -> bicubic
    resize to the tower's size (align_corners false, no antialias, no crop) ->
    (x + 1) / 2 -> CLIP mean/std. Returns new pixels [3, S, S] (f32). */

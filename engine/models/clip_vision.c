@@ -4,6 +4,7 @@
    GELU). Widths, heads and depth come from the checkpoint's shapes; the head
    count from the 80-wide heads of ViT-H/14 unless config_json says otherwise. */
 #include "models/model_util.h"
+#include "models/scope.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -18,11 +19,12 @@ typedef struct clip_block {
 
 struct mr_clip_vision {
   mr_ctx *ctx;
-  int dim, patch, image_size, heads, layers, tokens;
-  mr_tensor *patch_w;      /* [dim, 3*p*p] */
-  mr_tensor *cls, *pos;    /* [1, dim], [tokens, dim] */
+  int dim, patch, image_size, heads, layers, tokens, mlp;
+  mr_tensor *patch_w;      /* [dim, 3, p, p] */
+  mr_tensor *cls, *pos;    /* [1, 1, dim], [1, tokens, dim] */
   mr_tensor *pre_w, *pre_b;
-  clip_block *blocks;
+  clip_block *blocks;      /* the blocks run: all but the checkpoint's last */
+  mr_params params;        /* every tensor above, under the official names */
 };
 
 static const double clip_mean[3] = {0.48145466, 0.4578275, 0.40821073};
@@ -30,16 +32,39 @@ static const double clip_std[3] = {0.26862954, 0.26130258, 0.27577711};
 
 void mr_clip_vision_free(mr_clip_vision *c) {
   if (!c) return;
-  mr_tensor *ts[] = {c->patch_w, c->cls, c->pos, c->pre_w, c->pre_b};
-  for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) mr_tensor_free(ts[i]);
-  for (int i = 0; c->blocks && i < c->layers; i++) {
-    clip_block *b = &c->blocks[i];
-    mr_tensor *bs[] = {b->norm1_w, b->norm1_b, b->norm2_w, b->norm2_b, b->qkv_w, b->qkv_b,
-                       b->proj_w,  b->proj_b,  b->mlp0_w,  b->mlp0_b,  b->mlp2_w, b->mlp2_b};
-    for (size_t k = 0; k < sizeof bs / sizeof *bs; k++) mr_tensor_free(bs[k]);
-  }
+  mr_params_release(&c->params);
   free(c->blocks);
   free(c);
+}
+
+/* Every parameter the tower runs with, once. The last block's output is
+   never used (Wan takes the states before it), so it is not declared. */
+static void declare(mr_params *P, mr_clip_vision *c) {
+  int64_t D = c->dim;
+  mr_params_add(P, &c->patch_w, MR_PARAM_WEIGHT, 4, (int64_t[]){D, 3, c->patch, c->patch}, "visual.patch_embedding.weight");
+  mr_params_add(P, &c->cls, MR_PARAM_F32, 3, (int64_t[]){1, 1, D}, "visual.cls_embedding");
+  mr_params_add(P, &c->pos, MR_PARAM_F32, 3, (int64_t[]){1, c->tokens, D}, "visual.pos_embedding");
+  mr_params_add(P, &c->pre_w, MR_PARAM_F32, 1, (int64_t[]){D}, "visual.pre_norm.weight");
+  mr_params_add(P, &c->pre_b, MR_PARAM_F32, 1, (int64_t[]){D}, "visual.pre_norm.bias");
+  for (int i = 0; i < c->layers; i++) {
+    clip_block *b = &c->blocks[i];
+#define W(slot, kind, name, ...) \
+  mr_params_add(P, &b->slot, kind, (int)(sizeof((int64_t[]){__VA_ARGS__}) / 8), (int64_t[]){__VA_ARGS__}, \
+                "visual.transformer.%d." name, i)
+    W(norm1_w, MR_PARAM_F32, "norm1.weight", D);
+    W(norm1_b, MR_PARAM_F32, "norm1.bias", D);
+    W(qkv_w, MR_PARAM_WEIGHT, "attn.to_qkv.weight", 3 * D, D);
+    W(qkv_b, MR_PARAM_F32, "attn.to_qkv.bias", 3 * D);
+    W(proj_w, MR_PARAM_WEIGHT, "attn.proj.weight", D, D);
+    W(proj_b, MR_PARAM_F32, "attn.proj.bias", D);
+    W(norm2_w, MR_PARAM_F32, "norm2.weight", D);
+    W(norm2_b, MR_PARAM_F32, "norm2.bias", D);
+    W(mlp0_w, MR_PARAM_WEIGHT, "mlp.0.weight", c->mlp, D);
+    W(mlp0_b, MR_PARAM_F32, "mlp.0.bias", c->mlp);
+    W(mlp2_w, MR_PARAM_WEIGHT, "mlp.2.weight", D, c->mlp);
+    W(mlp2_b, MR_PARAM_F32, "mlp.2.bias", D);
+#undef W
+  }
 }
 
 int mr_clip_vision_image_size(const mr_clip_vision *c) { return c->image_size; }
@@ -54,6 +79,7 @@ mr_status mr_clip_vision_load(mr_ctx *ctx, const mr_weights *w, const mr_model_o
   mr_clip_vision *c = calloc(1, sizeof *c);
   if (!c) return mr_error(ctx, MR_ENOMEM, "out of host memory");
   c->ctx = ctx;
+  mr_params_init(&c->params, ctx);
   int64_t s[8];
   if (mr_loader_shape(&L, "visual.patch_embedding.weight", s) != 4 || s[1] != 3 || s[2] != s[3]) {
     mr_clip_vision_free(c);
@@ -88,59 +114,28 @@ mr_status mr_clip_vision_load(mr_ctx *ctx, const mr_weights *w, const mr_model_o
                     "(need 2 or more blocks; give config.json vision_heads for non-ViT-H widths)", c->layers, c->dim, c->heads);
   }
 
-  int64_t D = c->dim, pw[4] = {D, 3, c->patch, c->patch}, one[1] = {D}, cls[3] = {1, 1, D}, pos[3] = {1, c->tokens, D};
-  mr_tensor *p4 = NULL, *cls3 = NULL, *pos3 = NULL;
-  st = mr_loader_weight(&L, "visual.patch_embedding.weight", 4, pw, &p4);
-  if (st == MR_OK) {
-    int64_t flat[2] = {D, 3LL * c->patch * c->patch};
-    st = mr_tensor_reshape(p4, 2, flat, &c->patch_w);
+  int64_t mlp[8];
+  if (mr_loader_shape(&L, "visual.transformer.0.mlp.0.weight", mlp) != 2) {
+    mr_clip_vision_free(c);
+    return mr_error(ctx, MR_EFORMAT, "CLIP vision: 'visual.transformer.0.mlp.0.weight' is missing or not 2-D");
   }
-  if (st == MR_OK) st = mr_loader_f32(&L, "visual.cls_embedding", 3, cls, &cls3);
-  if (st == MR_OK) {
-    int64_t f[2] = {1, D};
-    st = mr_tensor_reshape(cls3, 2, f, &c->cls);
-  }
-  if (st == MR_OK) st = mr_loader_f32(&L, "visual.pos_embedding", 3, pos, &pos3);
-  if (st == MR_OK) {
-    int64_t f[2] = {c->tokens, D};
-    st = mr_tensor_reshape(pos3, 2, f, &c->pos);
-  }
-  mr_tensor_free(p4);
-  mr_tensor_free(cls3);
-  mr_tensor_free(pos3);
-  if (st == MR_OK) st = mr_loader_f32(&L, "visual.pre_norm.weight", 1, one, &c->pre_w);
-  if (st == MR_OK) st = mr_loader_f32(&L, "visual.pre_norm.bias", 1, one, &c->pre_b);
-  if (st == MR_OK && !(c->blocks = calloc((size_t)c->layers, sizeof *c->blocks)))
-    st = mr_error(ctx, MR_ENOMEM, "out of host memory");
-  /* The last block's output is never used (Wan takes the states before it), so it is not loaded. */
-  for (int i = 0; st == MR_OK && i < c->layers - 1; i++) {
-    clip_block *b = &c->blocks[i];
-    int64_t qkv[2] = {3 * D, D}, qb[1] = {3 * D}, sq[2] = {D, D}, m0[2] = {-1, D}, m2[2] = {D, -1};
-#define T(field, fmt, nd, shape, fn) \
-  if (st == MR_OK) st = fn(&L, mr_loader_name(n, sizeof n, "visual.transformer.%d." fmt, i), nd, shape, &b->field)
-    T(norm1_w, "norm1.weight", 1, one, mr_loader_f32);
-    T(norm1_b, "norm1.bias", 1, one, mr_loader_f32);
-    T(norm2_w, "norm2.weight", 1, one, mr_loader_f32);
-    T(norm2_b, "norm2.bias", 1, one, mr_loader_f32);
-    T(qkv_w, "attn.to_qkv.weight", 2, qkv, mr_loader_weight);
-    T(qkv_b, "attn.to_qkv.bias", 1, qb, mr_loader_f32);
-    T(proj_w, "attn.proj.weight", 2, sq, mr_loader_weight);
-    T(proj_b, "attn.proj.bias", 1, one, mr_loader_f32);
-    T(mlp0_w, "mlp.0.weight", 2, m0, mr_loader_weight);
-    T(mlp0_b, "mlp.0.bias", 1, NULL, mr_loader_f32);
-    T(mlp2_w, "mlp.2.weight", 2, m2, mr_loader_weight);
-    T(mlp2_b, "mlp.2.bias", 1, one, mr_loader_f32);
-#undef T
-  }
+  c->mlp = (int)mlp[0];
   c->layers -= 1; /* blocks actually run */
+  if (!(c->blocks = calloc((size_t)c->layers, sizeof *c->blocks))) {
+    mr_clip_vision_free(c);
+    return mr_error(ctx, MR_ENOMEM, "out of host memory");
+  }
+  declare(&c->params, c);
+  st = mr_params_load(&c->params, &L);
   if (st != MR_OK) {
-    c->layers += 1;
     mr_clip_vision_free(c);
     return st;
   }
   *out = c;
   return MR_OK;
 }
+
+const mr_params *mr_clip_vision_params(const mr_clip_vision *c) { return &c->params; }
 
 /* PyTorch's bicubic kernel (A = -0.75) weights for fractional offset t. */
 static void cubic_weights(double t, double w[4]) {
@@ -212,83 +207,45 @@ mr_status mr_clip_vision_preprocess(mr_clip_vision *c, const mr_tensor *image, m
   return st;
 }
 
-static mr_status run_block(const mr_clip_vision *c, const clip_block *b, mr_tensor **x) {
+/* One pre-norm block: x + proj(attn(LN1 x)), then + mlp(LN2 x) with exact GELU. */
+static mr_tensor *run_block(mr_scope *s, const mr_clip_vision *c, const clip_block *b, mr_tensor *x) {
   int64_t L = c->tokens, D = c->dim, hd = D / c->heads;
-  mr_tensor *h = NULL, *qkv = NULL, *q = NULL, *k = NULL, *v = NULL, *a = NULL, *a2 = NULL, *y = NULL, *s = NULL;
-  mr_tensor *qkv4 = NULL;
-  mr_status st = mr_op_layer_norm(*x, b->norm1_w, b->norm1_b, 1e-5f, &h);
-  if (st == MR_OK) st = mr_op_matmul(h, b->qkv_w, b->qkv_b, &qkv); /* [L, 3D]: q | k | v */
-  int64_t s5[4] = {L, 3, c->heads, hd};
-  if (st == MR_OK) st = mr_tensor_reshape(qkv, 4, s5, &qkv4);
-  mr_tensor *parts[3] = {NULL, NULL, NULL};
-  for (int i = 0; st == MR_OK && i < 3; i++) {
-    mr_tensor *sl = NULL;
-    st = mr_tensor_slice(qkv4, 1, i, i + 1, 1, &sl); /* [L, 1, H, hd] -> [1, L, H, hd] */
-    int perm[4] = {1, 0, 2, 3};
-    if (st == MR_OK) st = mr_tensor_permute(sl, perm, &parts[i]);
-    mr_tensor_free(sl);
-  }
-  q = parts[0], k = parts[1], v = parts[2];
-  if (st == MR_OK) st = mr_op_attention(q, k, v, NULL, &a);
-  int64_t flat[2] = {L, D};
-  if (st == MR_OK) st = mr_tensor_reshape(a, 2, flat, &a2);
-  if (st == MR_OK) st = mr_op_matmul(a2, b->proj_w, b->proj_b, &y);
-  if (st == MR_OK) st = mr_op_binary(MR_BINARY_ADD, *x, y, &s);
-  if (st == MR_OK) {
-    mr_tensor_free(*x);
-    *x = s, s = NULL;
-  }
-  mr_tensor *ts[] = {h, qkv, qkv4, q, k, v, a, a2, y};
-  for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) mr_tensor_free(ts[i]);
-  h = y = NULL;
-  mr_tensor *m = NULL, *g = NULL;
-  if (st == MR_OK) st = mr_op_layer_norm(*x, b->norm2_w, b->norm2_b, 1e-5f, &h);
-  if (st == MR_OK) st = mr_op_matmul(h, b->mlp0_w, b->mlp0_b, &m);
-  if (st == MR_OK) st = mr_op_unary(MR_UNARY_GELU, m, &g);
-  if (st == MR_OK) st = mr_op_matmul(g, b->mlp2_w, b->mlp2_b, &y);
-  if (st == MR_OK) st = mr_op_binary(MR_BINARY_ADD, *x, y, &s);
-  if (st == MR_OK) {
-    mr_tensor_free(*x);
-    *x = s;
-  }
-  mr_tensor_free(h);
-  mr_tensor_free(m);
-  mr_tensor_free(g);
-  mr_tensor_free(y);
-  return st;
+  int64_t s4[4] = {L, 3, c->heads, hd}, flat[2] = {L, D};
+  int to_batch[4] = {1, 0, 2, 3}; /* [L, 1, H, hd] -> [1, L, H, hd] */
+  mr_tensor *qkv = sc_reshape(s, sc_linear(s, sc_layer_norm(s, x, b->norm1_w, b->norm1_b, 1e-5f), b->qkv_w, b->qkv_b),
+                              4, s4); /* [L, 3, H, hd]: q | k | v */
+  mr_tensor *q = sc_permute(s, sc_slice(s, qkv, 1, 0, 1), to_batch);
+  mr_tensor *k = sc_permute(s, sc_slice(s, qkv, 1, 1, 2), to_batch);
+  mr_tensor *v = sc_permute(s, sc_slice(s, qkv, 1, 2, 3), to_batch);
+  x = sc_add(s, x, sc_linear(s, sc_reshape(s, sc_attention(s, q, k, v), 2, flat), b->proj_w, b->proj_b));
+  mr_tensor *h = sc_linear(s, sc_layer_norm(s, x, b->norm2_w, b->norm2_b, 1e-5f), b->mlp0_w, b->mlp0_b);
+  return sc_add(s, x, sc_linear(s, sc_unary(s, MR_UNARY_GELU, h), b->mlp2_w, b->mlp2_b));
 }
 
 mr_status mr_clip_vision_forward(mr_clip_vision *c, const mr_tensor *pixels, mr_tensor **out) {
   *out = NULL;
   mr_ctx *ctx = c->ctx;
-  const int64_t *s = mr_tensor_shape(pixels);
+  const int64_t *ps = mr_tensor_shape(pixels);
   int S = c->image_size, p = c->patch, G = S / p;
-  if (mr_tensor_ndim(pixels) != 3 || s[0] != 3 || s[1] != S || s[2] != S)
+  if (mr_tensor_ndim(pixels) != 3 || ps[0] != 3 || ps[1] != S || ps[2] != S)
     return mr_error(ctx, MR_EINVAL, "CLIP vision: pixels must be [3, %d, %d]", S, S);
+  mr_scope scope, *s = &scope;
+  mr_scope_begin(s, ctx);
   /* patches [G*G, 3*p*p] in (c, py, px) order, as the conv weight flattens */
-  int64_t v5[5] = {3, G, p, G, p}, tok[2] = {(int64_t)G * G, 3LL * p * p};
+  int64_t v5[5] = {3, G, p, G, p}, tok[2] = {(int64_t)G * G, 3LL * p * p}, D = c->dim;
   int perm[5] = {1, 3, 0, 2, 4};
-  mr_tensor *cont = NULL, *v = NULL, *pm = NULL, *pc = NULL, *pt = NULL, *emb = NULL, *seq = NULL, *x = NULL;
-  mr_status st = mr_tensor_contiguous((mr_tensor *)pixels, &cont);
-  if (st == MR_OK) st = mr_tensor_reshape(cont, 5, v5, &v);
-  if (st == MR_OK) st = mr_tensor_permute(v, perm, &pm);
-  if (st == MR_OK) st = mr_tensor_contiguous(pm, &pc);
-  if (st == MR_OK) st = mr_tensor_reshape(pc, 2, tok, &pt);
-  if (st == MR_OK) st = mr_op_matmul(pt, c->patch_w, NULL, &emb);
-  mr_tensor *parts[2] = {c->cls, emb};
-  if (st == MR_OK) st = mr_op_concat(parts, 2, 0, &seq);
-  mr_tensor *tmp = NULL;
-  if (st == MR_OK) st = mr_op_binary(MR_BINARY_ADD, seq, c->pos, &tmp);
-  if (st == MR_OK) st = mr_op_layer_norm(tmp, c->pre_w, c->pre_b, 1e-5f, &x);
-  mr_tensor *ts[] = {cont, v, pm, pc, pt, emb, seq, tmp};
-  for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) mr_tensor_free(ts[i]);
-  for (int i = 0; st == MR_OK && i < c->layers; i++) st = run_block(c, &c->blocks[i], &x);
-  if (st != MR_OK) {
-    mr_tensor_free(x);
-    return st;
+  mr_tensor *patches = sc_reshape(s, sc_contiguous(s, sc_permute(s, sc_reshape(s, sc_contiguous(s, pixels), 5, v5), perm)), 2, tok);
+  mr_tensor *emb = sc_linear(s, patches, sc_reshape(s, c->patch_w, 2, (int64_t[]){D, 3LL * p * p}), NULL);
+  mr_tensor *seq = sc_concat(s, (const mr_tensor *[]){sc_reshape(s, c->cls, 2, (int64_t[]){1, D}), emb}, 2, 0);
+  mr_tensor *x = sc_add(s, seq, sc_reshape(s, c->pos, 2, (int64_t[]){c->tokens, D}));
+  x = sc_layer_norm(s, x, c->pre_w, c->pre_b, 1e-5f);
+  for (int i = 0; i < c->layers && mr_scope_ok(s); i++) {
+    size_t mark = mr_scope_mark(s);
+    x = mr_scope_collect(s, mark, run_block(s, c, &c->blocks[i], x), x);
   }
+  mr_status st = mr_scope_end(s, &x);
   *out = x;
-  return MR_OK;
+  return st;
 }
 
 mr_status mr_clip_vision_encode(mr_clip_vision *c, const mr_tensor *image, mr_tensor **out) {

@@ -1,11 +1,13 @@
-/* The Wan DiT's weights, shared by its loader and its forward pass. */
+/* The Wan DiT's weights, shared by its loader and its forward pass. The
+   tensors are owned by the parameter table (params); the fields are where
+   the forward reads them. */
 #ifndef MR_WAN_DIT_IMPL_H
 #define MR_WAN_DIT_IMPL_H
 
 #include "models/model_util.h"
 
 typedef struct dit_linear {
-  mr_tensor *w, *b; /* w [out, in]; b [out] or NULL */
+  mr_tensor *w, *b; /* w [out, in] (patch embeddings: the Conv3d's 5-D weight); b [out] */
 } dit_linear;
 
 typedef struct dit_attn {
@@ -21,6 +23,8 @@ typedef struct dit_block {
   mr_tensor *norm3_w, *norm3_b;   /* affine LayerNorm before cross-attention */
   dit_linear ffn0, ffn2;
   dit_linear before_proj, after_proj; /* VACE blocks only (before_proj on block 0) */
+  int first_param, end_param;     /* its entries in the parameter table */
+  bool streamed;                  /* its weights live in host memory until it runs */
 } dit_block;
 
 struct mr_wan_dit {
@@ -34,6 +38,9 @@ struct mr_wan_dit {
   dit_block *blocks;
   dit_linear vace_patch;
   dit_block *vace_blocks;
+  mr_params params;               /* every tensor above, under its official name */
+  /* RoPE angles depend on the token grid alone: kept for the last grid */
+  struct { int64_t f, h, w; mr_tensor *cos, *sin; } rope;
 };
 
 #endif

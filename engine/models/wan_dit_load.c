@@ -112,103 +112,132 @@ mr_status mr_wan_dit_detect(mr_ctx *ctx, const mr_weights *w, const char *config
   return MR_OK;
 }
 
+/* ------------------------------------------------------------------ the parameter table */
+
+/* Every parameter of the DiT, declared once under its official name: the
+   table loads them (with the shape check), frees them and lists them. */
+
+static void linear(mr_params *P, dit_linear *l, int64_t out_f, int64_t in_f, const char *base) {
+  mr_params_add(P, &l->w, MR_PARAM_WEIGHT, 2, (int64_t[]){out_f, in_f}, "%s.weight", base);
+  mr_params_add(P, &l->b, MR_PARAM_F32, 1, (int64_t[]){out_f}, "%s.bias", base);
+}
+
+static void vec(mr_params *P, mr_tensor **slot, int64_t n, const char *name) {
+  mr_params_add(P, slot, MR_PARAM_F32, 1, (int64_t[]){n}, "%s", name);
+}
+
+static void attention(mr_params *P, dit_attn *a, int64_t dim, bool img, const char *base) {
+  char n[160];
+  linear(P, &a->q, dim, dim, mr_loader_name(n, sizeof n, "%s.q", base));
+  linear(P, &a->k, dim, dim, mr_loader_name(n, sizeof n, "%s.k", base));
+  linear(P, &a->v, dim, dim, mr_loader_name(n, sizeof n, "%s.v", base));
+  linear(P, &a->o, dim, dim, mr_loader_name(n, sizeof n, "%s.o", base));
+  vec(P, &a->norm_q, dim, mr_loader_name(n, sizeof n, "%s.norm_q.weight", base));
+  vec(P, &a->norm_k, dim, mr_loader_name(n, sizeof n, "%s.norm_k.weight", base));
+  if (img) { /* Wan 2.1 i2v: the CLIP tokens' own keys and values */
+    linear(P, &a->k_img, dim, dim, mr_loader_name(n, sizeof n, "%s.k_img", base));
+    linear(P, &a->v_img, dim, dim, mr_loader_name(n, sizeof n, "%s.v_img", base));
+    vec(P, &a->norm_k_img, dim, mr_loader_name(n, sizeof n, "%s.norm_k_img.weight", base));
+  }
+}
+
+/* WanAttentionBlock, or a VACE block (before_proj on the first, after_proj on each). */
+static void block(mr_params *P, const mr_wan_dit_config *c, dit_block *b, bool vace, int index) {
+  char base[64], n[160];
+  mr_loader_name(base, sizeof base, vace ? "vace_blocks.%d" : "blocks.%d", index);
+  b->first_param = P->n;
+  mr_params_add(P, &b->modulation, MR_PARAM_F32, 3, (int64_t[]){1, 6, c->dim}, "%s.modulation", base);
+  attention(P, &b->self_attn, c->dim, false, mr_loader_name(n, sizeof n, "%s.self_attn", base));
+  attention(P, &b->cross_attn, c->dim, c->img_dim > 0 && !vace, mr_loader_name(n, sizeof n, "%s.cross_attn", base));
+  vec(P, &b->norm3_w, c->dim, mr_loader_name(n, sizeof n, "%s.norm3.weight", base));
+  vec(P, &b->norm3_b, c->dim, mr_loader_name(n, sizeof n, "%s.norm3.bias", base));
+  linear(P, &b->ffn0, c->ffn_dim, c->dim, mr_loader_name(n, sizeof n, "%s.ffn.0", base));
+  linear(P, &b->ffn2, c->dim, c->ffn_dim, mr_loader_name(n, sizeof n, "%s.ffn.2", base));
+  if (vace && index == 0) linear(P, &b->before_proj, c->dim, c->dim, mr_loader_name(n, sizeof n, "%s.before_proj", base));
+  if (vace) linear(P, &b->after_proj, c->dim, c->dim, mr_loader_name(n, sizeof n, "%s.after_proj", base));
+  b->end_param = P->n;
+}
+
+/* The patch embeddings are Conv3d with kernel = stride, kept in the official
+   5-D shape; the forward reads them as a Linear over (c, pt, ph, pw). */
+static void patch_embedding(mr_params *P, dit_linear *l, const mr_wan_dit_config *c, int64_t in_dim, const char *base) {
+  mr_params_add(P, &l->w, MR_PARAM_WEIGHT, 5, (int64_t[]){c->dim, in_dim, c->patch[0], c->patch[1], c->patch[2]},
+                "%s.weight", base);
+  mr_params_add(P, &l->b, MR_PARAM_F32, 1, (int64_t[]){c->dim}, "%s.bias", base);
+}
+
+static void declare(mr_params *P, mr_wan_dit *d) {
+  const mr_wan_dit_config *c = &d->cfg;
+  patch_embedding(P, &d->patch, c, c->in_dim, "patch_embedding");
+  linear(P, &d->text0, c->dim, c->text_dim, "text_embedding.0");
+  linear(P, &d->text2, c->dim, c->dim, "text_embedding.2");
+  linear(P, &d->time0, c->dim, c->freq_dim, "time_embedding.0");
+  linear(P, &d->time2, c->dim, c->dim, "time_embedding.2");
+  linear(P, &d->time_proj, 6 * c->dim, c->dim, "time_projection.1");
+  linear(P, &d->head, (int64_t)c->patch[0] * c->patch[1] * c->patch[2] * c->out_dim, c->dim, "head.head");
+  mr_params_add(P, &d->head_modulation, MR_PARAM_F32, 3, (int64_t[]){1, 2, c->dim}, "head.modulation");
+  if (c->img_dim) { /* img_emb: LayerNorm, Linear, GELU, Linear, LayerNorm */
+    vec(P, &d->img_norm0_w, c->img_dim, "img_emb.proj.0.weight");
+    vec(P, &d->img_norm0_b, c->img_dim, "img_emb.proj.0.bias");
+    linear(P, &d->img1, c->img_dim, c->img_dim, "img_emb.proj.1");
+    linear(P, &d->img3, c->dim, c->img_dim, "img_emb.proj.3");
+    vec(P, &d->img_norm4_w, c->dim, "img_emb.proj.4.weight");
+    vec(P, &d->img_norm4_b, c->dim, "img_emb.proj.4.bias");
+    if (c->img_tokens == 514) /* FLF2V: learned positions of the two frames' tokens */
+      mr_params_add(P, &d->img_emb_pos, MR_PARAM_F32, 3, (int64_t[]){1, c->img_tokens, c->img_dim}, "img_emb.emb_pos");
+  }
+  for (int i = 0; i < c->num_layers; i++) block(P, c, &d->blocks[i], false, i);
+  if (c->n_vace_layers) {
+    patch_embedding(P, &d->vace_patch, c, c->vace_in_dim, "vace_patch_embedding");
+    for (int i = 0; i < c->n_vace_layers; i++) block(P, c, &d->vace_blocks[i], true, i);
+  }
+}
+
 /* ------------------------------------------------------------------ loading */
 
-static mr_status take_linear(mr_loader *L, const char *name, int out_f, int in_f, bool bias, dit_linear *lin) {
-  char n[160];
-  int64_t ws[2] = {out_f, in_f}, bs[1] = {out_f};
-  mr_status st = mr_loader_weight(L, mr_loader_name(n, sizeof n, "%s.weight", name), 2, ws, &lin->w);
-  if (st == MR_OK && bias) st = mr_loader_f32(L, mr_loader_name(n, sizeof n, "%s.bias", name), 1, bs, &lin->b);
-  return st;
-}
-
-static void free_linear(dit_linear *l) {
-  mr_tensor_free(l->w);
-  mr_tensor_free(l->b);
-}
-
-static mr_status take_vec(mr_loader *L, const char *fmt, const char *base, int n, mr_tensor **out) {
-  char name[160];
-  int64_t s[1] = {n};
-  return mr_loader_f32(L, mr_loader_name(name, sizeof name, fmt, base), 1, s, out);
-}
-
-static mr_status take_attn(mr_loader *L, const char *base, int dim, int kv_in, bool img, dit_attn *a) {
-  char n[160];
-  mr_status st = MR_OK;
-  if (st == MR_OK) st = take_linear(L, mr_loader_name(n, sizeof n, "%s.q", base), dim, dim, true, &a->q);
-  if (st == MR_OK) st = take_linear(L, mr_loader_name(n, sizeof n, "%s.k", base), dim, kv_in, true, &a->k);
-  if (st == MR_OK) st = take_linear(L, mr_loader_name(n, sizeof n, "%s.v", base), dim, kv_in, true, &a->v);
-  if (st == MR_OK) st = take_linear(L, mr_loader_name(n, sizeof n, "%s.o", base), dim, dim, true, &a->o);
-  if (st == MR_OK) st = take_vec(L, "%s.norm_q.weight", base, dim, &a->norm_q);
-  if (st == MR_OK) st = take_vec(L, "%s.norm_k.weight", base, dim, &a->norm_k);
-  if (img) {
-    if (st == MR_OK) st = take_linear(L, mr_loader_name(n, sizeof n, "%s.k_img", base), dim, dim, true, &a->k_img);
-    if (st == MR_OK) st = take_linear(L, mr_loader_name(n, sizeof n, "%s.v_img", base), dim, dim, true, &a->v_img);
-    if (st == MR_OK) st = take_vec(L, "%s.norm_k_img.weight", base, dim, &a->norm_k_img);
+/* Which blocks stay on the device. Everything else is loaded first; the
+   main blocks then fill what the budget leaves after a reserve for the
+   forward's activations, in order; the rest are streamed (kept in host
+   memory, put on the device while they run). VACE blocks stay resident. */
+static mr_status plan_residency(mr_wan_dit *d, const mr_loader *L) {
+  const mr_wan_dit_config *c = &d->cfg;
+  const mr_params *P = &d->params;
+  mr_dtype wt = L->opts.weights;
+  size_t total = mr_params_bytes(P, 0, P->n, wt), blocks = 0;
+  for (int i = 0; i < c->num_layers; i++) blocks += mr_params_bytes(P, d->blocks[i].first_param, d->blocks[i].end_param, wt);
+  mr_memory_stats m;
+  mr_ctx_memory_stats(d->ctx, &m);
+  uint64_t reserve = m.budget_bytes / 5 > (512u << 20) ? m.budget_bytes / 5 : (512u << 20);
+  uint64_t room = m.budget_bytes > m.held_bytes + reserve ? m.budget_bytes - m.held_bytes - reserve : 0;
+  int resident = L->opts.resident_blocks;
+  if (resident < 0 || resident > c->num_layers) {
+    resident = c->num_layers;
+    uint64_t need = total - blocks;
+    for (int i = 0; i < c->num_layers; i++) {
+      need += mr_params_bytes(P, d->blocks[i].first_param, d->blocks[i].end_param, wt);
+      if (need > room) {
+        resident = i;
+        break;
+      }
+    }
+    if (L->opts.resident_blocks < 0 && resident == 0 && c->num_layers > 0)
+      return mr_error(d->ctx, MR_EDEVMEM, "Wan DiT: %.0f MiB of weights outside the blocks leave no room for one block "
+                      "in the %.0f MiB budget (%s) with a %.0f MiB reserve for activations",
+                      (total - blocks) / 1048576.0, m.budget_bytes / 1048576.0, m.budget_source, reserve / 1048576.0);
   }
-  return st;
-}
-
-static void free_attn(dit_attn *a) {
-  free_linear(&a->q);
-  free_linear(&a->k);
-  free_linear(&a->v);
-  free_linear(&a->o);
-  free_linear(&a->k_img);
-  free_linear(&a->v_img);
-  mr_tensor_free(a->norm_q);
-  mr_tensor_free(a->norm_k);
-  mr_tensor_free(a->norm_k_img);
-}
-
-static mr_status take_block(mr_loader *L, const mr_wan_dit_config *c, const char *base, bool vace, int index,
-                            dit_block *b) {
-  char n[160];
-  int64_t ms[3] = {1, 6, c->dim};
-  bool img = c->img_dim > 0 && !vace;
-  mr_status st = mr_loader_f32(L, mr_loader_name(n, sizeof n, "%s.modulation", base), 3, ms, &b->modulation);
-  if (st == MR_OK) st = take_attn(L, mr_loader_name(n, sizeof n, "%s.self_attn", base), c->dim, c->dim, false, &b->self_attn);
-  if (st == MR_OK) st = take_attn(L, mr_loader_name(n, sizeof n, "%s.cross_attn", base), c->dim, c->dim, img, &b->cross_attn);
-  if (st == MR_OK) st = take_vec(L, "%s.norm3.weight", base, c->dim, &b->norm3_w);
-  if (st == MR_OK) st = take_vec(L, "%s.norm3.bias", base, c->dim, &b->norm3_b);
-  if (st == MR_OK) st = take_linear(L, mr_loader_name(n, sizeof n, "%s.ffn.0", base), c->ffn_dim, c->dim, true, &b->ffn0);
-  if (st == MR_OK) st = take_linear(L, mr_loader_name(n, sizeof n, "%s.ffn.2", base), c->dim, c->ffn_dim, true, &b->ffn2);
-  if (vace && st == MR_OK) {
-    if (index == 0)
-      st = take_linear(L, mr_loader_name(n, sizeof n, "%s.before_proj", base), c->dim, c->dim, true, &b->before_proj);
-    if (st == MR_OK)
-      st = take_linear(L, mr_loader_name(n, sizeof n, "%s.after_proj", base), c->dim, c->dim, true, &b->after_proj);
+  size_t streamed = 0;
+  for (int i = resident; i < c->num_layers; i++) {
+    dit_block *b = &d->blocks[i];
+    b->streamed = true;
+    mr_params_stream(&d->params, b->first_param, b->end_param);
+    streamed += mr_params_bytes(P, b->first_param, b->end_param, wt);
   }
-  return st;
-}
-
-static void free_block(dit_block *b) {
-  mr_tensor_free(b->modulation);
-  free_attn(&b->self_attn);
-  free_attn(&b->cross_attn);
-  mr_tensor_free(b->norm3_w);
-  mr_tensor_free(b->norm3_b);
-  free_linear(&b->ffn0);
-  free_linear(&b->ffn2);
-  free_linear(&b->before_proj);
-  free_linear(&b->after_proj);
-}
-
-/* The patch embedding is a Conv3d with kernel = stride; as a Linear it is the
-   weight flattened to [dim, C*pt*ph*pw] in (c, pt, ph, pw) order. */
-static mr_status take_patch(mr_loader *L, const char *name, int dim, int in_dim, const int *patch, dit_linear *lin) {
-  char n[160];
-  int64_t ws[5] = {dim, in_dim, patch[0], patch[1], patch[2]}, bs[1] = {dim};
-  mr_tensor *w5 = NULL;
-  mr_status st = mr_loader_weight(L, mr_loader_name(n, sizeof n, "%s.weight", name), 5, ws, &w5);
-  if (st == MR_OK) {
-    int64_t flat[2] = {dim, (int64_t)in_dim * patch[0] * patch[1] * patch[2]};
-    st = mr_tensor_reshape(w5, 2, flat, &lin->w);
-  }
-  mr_tensor_free(w5);
-  if (st == MR_OK) st = mr_loader_f32(L, mr_loader_name(n, sizeof n, "%s.bias", name), 1, bs, &lin->b);
-  return st;
+  mr_log(d->ctx, resident < c->num_layers ? MR_LOG_WARN : MR_LOG_INFO,
+         "Wan DiT: %.1f MiB of %s weights; %d of %d blocks on the device, %d streamed from host memory (%.1f MiB); "
+         "budget %.0f MiB (%s), %.0f MiB held",
+         total / 1048576.0, mr_dtype_name(wt), resident, c->num_layers, c->num_layers - resident, streamed / 1048576.0,
+         m.budget_bytes / 1048576.0, m.budget_source, m.held_bytes / 1048576.0);
+  return MR_OK;
 }
 
 mr_status mr_wan_dit_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts *opts, mr_wan_dit **out) {
@@ -216,47 +245,22 @@ mr_status mr_wan_dit_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts 
   mr_wan_dit *d = calloc(1, sizeof *d);
   if (!d) return mr_error(ctx, MR_ENOMEM, "out of host memory");
   d->ctx = ctx;
+  mr_params_init(&d->params, ctx);
   mr_loader L;
   mr_status st = mr_wan_dit_detect(ctx, w, opts ? opts->config_json : NULL, &d->cfg);
-  if (st == MR_OK && d->cfg.num_heads == 0)
-    st = mr_error(ctx, MR_EINVAL, "Wan DiT: width %d is not a multiple of 128, so the head count is unknown: "
-                  "give config.json (num_heads)", d->cfg.dim);
-  if (st == MR_OK) st = mr_loader_init(&L, ctx, w, opts, "Wan DiT", "patch_embedding.weight");
   const mr_wan_dit_config *c = &d->cfg;
-  if (st == MR_OK) st = take_patch(&L, "patch_embedding", c->dim, c->in_dim, c->patch, &d->patch);
-  if (st == MR_OK) st = take_linear(&L, "text_embedding.0", c->dim, c->text_dim, true, &d->text0);
-  if (st == MR_OK) st = take_linear(&L, "text_embedding.2", c->dim, c->dim, true, &d->text2);
-  if (st == MR_OK) st = take_linear(&L, "time_embedding.0", c->dim, c->freq_dim, true, &d->time0);
-  if (st == MR_OK) st = take_linear(&L, "time_embedding.2", c->dim, c->dim, true, &d->time2);
-  if (st == MR_OK) st = take_linear(&L, "time_projection.1", 6 * c->dim, c->dim, true, &d->time_proj);
-  int patch_volume = c->patch[0] * c->patch[1] * c->patch[2];
-  if (st == MR_OK) st = take_linear(&L, "head.head", patch_volume * c->out_dim, c->dim, true, &d->head);
-  int64_t hm[3] = {1, 2, c->dim};
-  if (st == MR_OK) st = mr_loader_f32(&L, "head.modulation", 3, hm, &d->head_modulation);
-  if (st == MR_OK && c->img_dim) {
-    st = take_vec(&L, "%s.0.weight", "img_emb.proj", c->img_dim, &d->img_norm0_w);
-    if (st == MR_OK) st = take_vec(&L, "%s.0.bias", "img_emb.proj", c->img_dim, &d->img_norm0_b);
-    if (st == MR_OK) st = take_linear(&L, "img_emb.proj.1", c->img_dim, c->img_dim, true, &d->img1);
-    if (st == MR_OK) st = take_linear(&L, "img_emb.proj.3", c->dim, c->img_dim, true, &d->img3);
-    if (st == MR_OK) st = take_vec(&L, "%s.4.weight", "img_emb.proj", c->dim, &d->img_norm4_w);
-    if (st == MR_OK) st = take_vec(&L, "%s.4.bias", "img_emb.proj", c->dim, &d->img_norm4_b);
-    int64_t ep[3] = {1, c->img_tokens, c->img_dim};
-    if (st == MR_OK && c->img_tokens == 514) st = mr_loader_f32(&L, "img_emb.emb_pos", 3, ep, &d->img_emb_pos);
-  }
-  if (st == MR_OK && !(d->blocks = calloc((size_t)c->num_layers, sizeof *d->blocks)))
+  if (st == MR_OK && c->num_heads == 0)
+    st = mr_error(ctx, MR_EINVAL, "Wan DiT: width %d is not a multiple of 128, so the head count is unknown: "
+                  "give config.json (num_heads)", c->dim);
+  if (st == MR_OK) st = mr_loader_init(&L, ctx, w, opts, "Wan DiT", "patch_embedding.weight");
+  if (st == MR_OK && (!(d->blocks = calloc((size_t)c->num_layers, sizeof *d->blocks)) ||
+                      (c->n_vace_layers && !(d->vace_blocks = calloc((size_t)c->n_vace_layers, sizeof *d->vace_blocks)))))
     st = mr_error(ctx, MR_ENOMEM, "out of host memory");
-  char name[64];
-  for (int i = 0; st == MR_OK && i < c->num_layers; i++)
-    st = take_block(&L, c, mr_loader_name(name, sizeof name, "blocks.%d", i), false, i, &d->blocks[i]);
-  if (st == MR_OK && c->n_vace_layers) {
-    int vp[3] = {1, 2, 2};
-    memcpy(vp, c->patch, sizeof vp);
-    st = take_patch(&L, "vace_patch_embedding", c->dim, c->vace_in_dim, vp, &d->vace_patch);
-    if (st == MR_OK && !(d->vace_blocks = calloc((size_t)c->n_vace_layers, sizeof *d->vace_blocks)))
-      st = mr_error(ctx, MR_ENOMEM, "out of host memory");
-    for (int i = 0; st == MR_OK && i < c->n_vace_layers; i++)
-      st = take_block(&L, c, mr_loader_name(name, sizeof name, "vace_blocks.%d", i), true, i, &d->vace_blocks[i]);
+  if (st == MR_OK) {
+    declare(&d->params, d);
+    st = plan_residency(d, &L);
   }
+  if (st == MR_OK) st = mr_params_load(&d->params, &L);
   if (st != MR_OK) {
     mr_wan_dit_free(d);
     return st;
@@ -267,18 +271,14 @@ mr_status mr_wan_dit_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts 
 
 void mr_wan_dit_free(mr_wan_dit *d) {
   if (!d) return;
-  dit_linear *lins[] = {&d->patch, &d->text0, &d->text2, &d->time0, &d->time2, &d->time_proj,
-                        &d->head, &d->img1, &d->img3, &d->vace_patch};
-  for (size_t i = 0; i < sizeof lins / sizeof *lins; i++) free_linear(lins[i]);
-  mr_tensor *ts[] = {d->head_modulation, d->img_norm0_w, d->img_norm0_b, d->img_norm4_w, d->img_norm4_b, d->img_emb_pos};
-  for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) mr_tensor_free(ts[i]);
-  if (d->blocks)
-    for (int i = 0; i < d->cfg.num_layers; i++) free_block(&d->blocks[i]);
-  if (d->vace_blocks)
-    for (int i = 0; i < d->cfg.n_vace_layers; i++) free_block(&d->vace_blocks[i]);
+  mr_params_release(&d->params);
+  mr_tensor_free(d->rope.cos);
+  mr_tensor_free(d->rope.sin);
   free(d->blocks);
   free(d->vace_blocks);
   free(d);
 }
 
 const mr_wan_dit_config *mr_wan_dit_config_get(const mr_wan_dit *d) { return &d->cfg; }
+
+const mr_params *mr_wan_dit_params(const mr_wan_dit *d) { return &d->params; }

@@ -37,6 +37,15 @@ static void run(mr_ctx *ctx, const char *dir, mr_dtype policy, double tol) {
   o.config_json = json;
   mr_clip_vision *clip = NULL;
   CHECK_OK(ctx, mr_clip_vision_load(ctx, w, &o, &clip));
+  if (clip) { /* the table: the tower's five leading tensors and 12 per block run (all but the last) */
+    int blocks = 0;
+    char name[96];
+    while (snprintf(name, sizeof name, "visual.transformer.%d.norm1.weight", blocks), mr_weights_find(w, name) >= 0)
+      blocks++;
+    mr_test_check_params(ctx, mr_clip_vision_params(clip), w, 5 + 12 * (blocks - 1), "visual.transformer.0.attn.to_qkv.weight");
+    snprintf(name, sizeof name, "visual.transformer.%d.norm1.weight", blocks - 1);
+    CHECK(mr_params_find(mr_clip_vision_params(clip), name) == -1);
+  }
   if (clip && io) {
     size_t nf, np, no;
     float *frame = io_floats(io, "frame", &nf), *pixels = io_floats(io, "pixels", &np), *ref = io_floats(io, "out", &no);

@@ -121,7 +121,7 @@ static void test_ordering(mr_ctx *ctx) {
   CHECK(y[0] == 19.0f && y[4098] == 19.0f);
   CHECK_OK(ctx, mr_tensor_read(v, MR_F32, y, 4099));
   CHECK(y[0] == 19.5f && y[4098] == 19.5f);
-  /* freeing a tensor that recorded work still reads is deferred, not a use-after-free */
+  /* freeing a tensor that recorded work still reads is safe: its bytes go to the next owner in stream order */
   mr_tensor *w;
   CHECK_OK(ctx, mr_tensor_new(ctx, MR_F32, 1, shape, &w));
   CHECK_OK(ctx, mr_tensor_fill(w, 3.0f));

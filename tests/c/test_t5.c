@@ -5,7 +5,7 @@
    argv[1] is the conformance data folder. */
 #include "testutil.h"
 
-#include "text/t5_internal.h"
+#include "models/t5_internal.h"
 
 #include <string.h>
 #include <sys/stat.h>
@@ -265,6 +265,7 @@ static void test_namings_and_errors(mr_ctx *ctx, const char *dir, const io_case 
     CHECK(again && want && memcmp(again, want, (size_t)io->n * io->dim * sizeof *want) == 0);
     free(again);
   }
+  if (t5) mr_test_check_params(ctx, mr_t5_params(t5), w, -1, "blocks.0.attn.q.weight");
   mr_t5_free(t5);
 
   /* Hugging Face / ComfyUI naming, both places the embedding is found: same output */
@@ -277,6 +278,8 @@ static void test_namings_and_errors(mr_ctx *ctx, const char *dir, const io_case 
     CHECK_OK(ctx, mr_weights_open(ctx, tmp, &wh));
     if (wh) CHECK_OK(ctx, mr_t5_load(ctx, wh, NULL, &th));
     if (th) {
+      /* the table keeps the official names whatever the file's naming */
+      mr_test_check_params(ctx, mr_t5_params(th), w, -1, "token_embedding.weight");
       float *y = encode(ctx, th, io);
       if (y) {
         double e = mr_rel_l2(y, want, (size_t)io->n * io->dim);

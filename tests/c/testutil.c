@@ -126,3 +126,30 @@ uint64_t mr_test_write_sparse(const char *path, const cJSON *tensors, const char
   if (params) *params = count;
   return off;
 }
+
+void mr_test_check_params(mr_ctx *ctx, const mr_params *p, const mr_weights *w, int expect, const char *probe) {
+  int n = mr_params_count(p);
+  if (expect < 0) expect = mr_weights_count(w);
+  if (n != expect) {
+    fprintf(stderr, "parameter table lists %d tensors, expected %d\n", n, expect);
+    mr_test_failures++;
+  }
+  for (int i = 0; i < n; i++) {
+    mr_param_info pi;
+    CHECK_OK(ctx, mr_params_get(p, i, &pi));
+    CHECK(mr_params_find(p, pi.name) == i);
+    int k = mr_weights_find(w, pi.name);
+    mr_weight_info wi;
+    if (k < 0 || mr_weights_get(w, k, &wi) != MR_OK) {
+      fprintf(stderr, "parameter '%s' is not in the checkpoint\n", pi.name);
+      mr_test_failures++;
+      continue;
+    }
+    CHECK(wi.ndim == pi.ndim && memcmp(wi.shape, pi.shape, (size_t)pi.ndim * sizeof *pi.shape) == 0);
+    CHECK(pi.tensor != NULL && mr_tensor_numel(pi.tensor) > 0);
+  }
+  CHECK(mr_params_find(p, probe) >= 0);
+  CHECK(mr_params_find(p, "no.such.weight") == -1);
+  mr_param_info none;
+  CHECK(mr_params_get(p, n, &none) == MR_ENOTFOUND);
+}

@@ -74,6 +74,14 @@ struct cJSON;
 uint64_t mr_test_write_sparse(const char *path, const struct cJSON *tensors, const char *dtype, int elem_size,
                               int64_t *params);
 
+/* A component's parameter table against the checkpoint it was loaded from
+   (official names): every entry is a tensor of the checkpoint with its
+   shape, loaded and found by name, and there are n of them (-1: every tensor
+   of the checkpoint, so none is missed and none listed twice); `probe` is
+   one name the table must have. */
+struct mr_params;
+void mr_test_check_params(mr_ctx *ctx, const struct mr_params *p, const mr_weights *w, int n, const char *probe);
+
 /* Reads a whole tensor as f32 into a new malloc'd buffer. */
 float *mr_test_read(mr_ctx *ctx, mr_tensor *t);
 

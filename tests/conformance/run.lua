@@ -81,6 +81,26 @@ end
 -- The precision policies each model set runs under: f32 (tight), f16 and bf16 weights.
 local POLICIES = {{"f32", TOL_F32}, {"f16", TOL_16}, {"bf16", TOL_16}}
 
+------------------------------------------------------------------------ parameter tables
+-- A component's parameter table lists every tensor of the checkpoint once,
+-- with its shape, and :weight(name) gives the loaded values (docs/models.md).
+local function check_weights(name, comp, path, probe)
+  local file = assert(mr.load(path))
+  local listed, n = {}, 0
+  for k in pairs(file) do n = n + 1 end
+  for _, w in ipairs(comp:weights()) do
+    local t = file[w.name]
+    assert(t, w.name .. " is not in the checkpoint")
+    assert(not listed[w.name], w.name .. " is listed twice")
+    assert(table.concat(w.shape, "x") == table.concat(t:shape(), "x"), w.name .. ": shape differs")
+    listed[w.name] = true
+  end
+  assert(#comp:weights() == n, string.format("%d weights listed, %d in the checkpoint", #comp:weights(), n))
+  report(name .. " weight()", rel_l2(comp:weight(probe), file[probe]), 0)
+  local none, msg, code = comp:weight("no.such.weight")
+  assert(none == nil and msg:find("no.such.weight") and code == "MR_ENOTFOUND")
+end
+
 ------------------------------------------------------------------------ T5
 -- policies: the weight dtypes to run with their tolerances (default POLICIES).
 local function run_t5(path, base, label, policies)
@@ -92,6 +112,7 @@ local function run_t5(path, base, label, policies)
   for _, pol in ipairs(policies or POLICIES) do
     case(string.format("%s [%s weights]", label, pol[1]), function(name)
       local te = assert(mr.t5(path, {weights = pol[1]}))
+      if pol[1] == "f32" and path:find("%.safetensors$") then check_weights(name, te, path, "blocks.0.attn.q.weight") end
       report(name, rel_l2(te:encode(ids, math.tointeger(n_valid)), io_t.out), pol[2])
       te:close()
     end)
@@ -107,10 +128,17 @@ local function run_dit(path, base, label)
   for _, pol in ipairs(POLICIES) do
     case(string.format("%s [%s weights]", label, pol[1]), function(name)
       local dit = assert(mr.wan_dit(path, {weights = pol[1], config = cfg_text}))
+      if pol[1] == "f32" then check_weights(name, dit, path, "blocks.0.self_attn.q.weight") end
       local out = dit:forward{x = io_t.x, t = t, context = io_t.context, y = io_t.y, clip_fea = io_t.clip_fea,
                               vace_context = io_t.vace_context, vace_scale = scale}
       report(name, rel_l2(out, io_t.out), pol[2])
       dit:close()
+      if pol[1] == "f32" then -- every block streamed from host memory: the same bits
+        local sdit <close> = assert(mr.wan_dit(path, {weights = "f32", config = cfg_text, resident_blocks = 0}))
+        local sout = sdit:forward{x = io_t.x, t = t, context = io_t.context, y = io_t.y, clip_fea = io_t.clip_fea,
+                                  vace_context = io_t.vace_context, vace_scale = scale}
+        report(name .. " streamed", rel_l2(sout, out), 0)
+      end
     end)
   end
 end

@@ -7,9 +7,10 @@
    relative position bias gathered from the layer's [buckets, heads] table and
    a key mask, softmax, ·v. Activations are f32 whatever the weight dtype:
    T5's activations overflow f16. */
-#include "text/t5_internal.h"
+#include "models/t5_internal.h"
 
 #include "models/model_util.h"
+#include "models/scope.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -59,6 +60,7 @@ struct mr_t5 {
   int vocab, dim, dim_attn, heads, head_dim, ffn, layers, buckets;
   mr_tensor *embed, *norm; /* embed [vocab, dim] in the weight dtype; norm [dim] f32 */
   t5_block *blocks;
+  mr_params params;        /* every tensor above, under the official names */
   int32_t *table;          /* bucket table of the last length encoded, [table_n, table_n] */
   int table_n;
 };
@@ -120,42 +122,47 @@ static mr_status shape_2d(mr_loader *L, const char *name, int64_t *s) {
 
 void mr_t5_free(mr_t5 *t5) {
   if (!t5) return;
-  mr_tensor_free(t5->embed);
-  mr_tensor_free(t5->norm);
-  for (int i = 0; t5->blocks && i < t5->layers; i++) {
-    t5_block *b = &t5->blocks[i];
-    mr_tensor *ts[] = {b->norm1, b->q, b->k, b->v, b->o, b->pos, b->norm2, b->gate, b->fc1, b->fc2};
-    for (size_t j = 0; j < sizeof ts / sizeof *ts; j++) mr_tensor_free(ts[j]);
-  }
+  mr_params_release(&t5->params);
   free(t5->blocks);
   free(t5->table);
   free(t5);
 }
 
-static mr_status load_block(mr_loader *L, const t5_names *nm, mr_t5 *t5, int i) {
-  t5_block *b = &t5->blocks[i];
+/* Declares every parameter under the official name, read from the
+   checkpoint's naming nm. */
+static void declare(mr_t5 *t5, const t5_names *nm, const char *embed_src, bool embed_outside) {
+  mr_params *P = &t5->params;
   int64_t D = t5->dim, A = t5->dim_attn, F = t5->ffn;
-  struct {
-    mr_tensor **dst;
-    const char *fmt;
-    bool weight; /* matmul weight (policy dtype) or f32 */
-    int ndim;
-    int64_t shape[2];
-  } items[] = {
-      {&b->norm1, nm->norm1, false, 1, {D}},     {&b->q, nm->q, true, 2, {A, D}},
-      {&b->k, nm->k, true, 2, {A, D}},           {&b->v, nm->v, true, 2, {A, D}},
-      {&b->o, nm->o, true, 2, {D, A}},           {&b->pos, nm->pos, false, 2, {t5->buckets, t5->heads}},
-      {&b->norm2, nm->norm2, false, 1, {D}},     {&b->gate, nm->gate, true, 2, {F, D}},
-      {&b->fc1, nm->fc1, true, 2, {F, D}},       {&b->fc2, nm->fc2, true, 2, {D, F}},
-  };
-  for (size_t j = 0; j < sizeof items / sizeof *items; j++) {
-    char name[256];
-    mr_loader_name(name, sizeof name, items[j].fmt, i);
-    mr_status st = items[j].weight ? mr_loader_weight(L, name, items[j].ndim, items[j].shape, items[j].dst)
-                                   : mr_loader_f32(L, name, items[j].ndim, items[j].shape, items[j].dst);
-    if (st != MR_OK) return st;
+  mr_params_add_from(P, &t5->embed, MR_PARAM_WEIGHT, 2, (int64_t[]){t5->vocab, D}, NAMES_OFFICIAL.embed, embed_src,
+                     embed_outside);
+  for (int i = 0; i < t5->layers; i++) {
+    t5_block *b = &t5->blocks[i];
+    struct {
+      mr_tensor **slot;
+      const char *official, *src; /* formats of the block index */
+      mr_param_kind kind;
+      int ndim;
+      int64_t shape[2];
+    } items[] = {
+        {&b->norm1, NAMES_OFFICIAL.norm1, nm->norm1, MR_PARAM_F32, 1, {D}},
+        {&b->q, NAMES_OFFICIAL.q, nm->q, MR_PARAM_WEIGHT, 2, {A, D}},
+        {&b->k, NAMES_OFFICIAL.k, nm->k, MR_PARAM_WEIGHT, 2, {A, D}},
+        {&b->v, NAMES_OFFICIAL.v, nm->v, MR_PARAM_WEIGHT, 2, {A, D}},
+        {&b->o, NAMES_OFFICIAL.o, nm->o, MR_PARAM_WEIGHT, 2, {D, A}},
+        {&b->pos, NAMES_OFFICIAL.pos, nm->pos, MR_PARAM_F32, 2, {t5->buckets, t5->heads}},
+        {&b->norm2, NAMES_OFFICIAL.norm2, nm->norm2, MR_PARAM_F32, 1, {D}},
+        {&b->gate, NAMES_OFFICIAL.gate, nm->gate, MR_PARAM_WEIGHT, 2, {F, D}},
+        {&b->fc1, NAMES_OFFICIAL.fc1, nm->fc1, MR_PARAM_WEIGHT, 2, {F, D}},
+        {&b->fc2, NAMES_OFFICIAL.fc2, nm->fc2, MR_PARAM_WEIGHT, 2, {D, F}},
+    };
+    for (size_t j = 0; j < sizeof items / sizeof *items; j++) {
+      char name[256], src[256];
+      mr_loader_name(name, sizeof name, items[j].official, i);
+      mr_loader_name(src, sizeof src, items[j].src, i);
+      mr_params_add_from(P, items[j].slot, items[j].kind, items[j].ndim, items[j].shape, name, src, false);
+    }
   }
-  return MR_OK;
+  mr_params_add_from(P, &t5->norm, MR_PARAM_F32, 1, (int64_t[]){D}, NAMES_OFFICIAL.norm, nm->norm, false);
 }
 
 mr_status mr_t5_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts *opts, mr_t5 **out) {
@@ -187,6 +194,7 @@ mr_status mr_t5_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts *opts
   mr_t5 *t5 = calloc(1, sizeof *t5);
   if (!t5) return mr_error(ctx, MR_ENOMEM, "out of host memory");
   t5->ctx = ctx;
+  mr_params_init(&t5->params, ctx);
   int64_t es[2], qs[2], ps[2], gs[2];
   if (embed_name != nm->embed) L.prefix = outer;
   st = shape_2d(&L, embed_name, es);
@@ -220,12 +228,12 @@ mr_status mr_t5_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts *opts
     goto fail;
   }
 
-  int64_t e_shape[2] = {t5->vocab, t5->dim}, n_shape[1] = {t5->dim};
-  if (embed_name != nm->embed) L.prefix = outer;
-  st = mr_loader_weight(&L, embed_name, 2, e_shape, &t5->embed);
-  L.prefix = inner_prefix;
-  for (int i = 0; st == MR_OK && i < t5->layers; i++) st = load_block(&L, nm, t5, i);
-  if (st == MR_OK) st = mr_loader_f32(&L, nm->norm, 1, n_shape, &t5->norm);
+  /* Hugging Face's shared table sits one level above "encoder.": named in full */
+  bool outside = embed_name != nm->embed;
+  char embed_src[512];
+  snprintf(embed_src, sizeof embed_src, "%s%s", outside ? outer : "", embed_name);
+  declare(t5, nm, embed_src, outside);
+  st = mr_params_load(&t5->params, &L);
   if (st != MR_OK) goto fail;
   mr_log(ctx, MR_LOG_DEBUG,
          "%s (%s naming): vocab %d, dim %d, attention %d (%d heads x %d), ffn %d, %d layers, %d buckets, "
@@ -239,68 +247,37 @@ fail:
   return st;
 }
 
-int mr_t5_dim(const mr_t5 *t5) { return t5 ? t5->dim : 0; }
-
 /* ------------------------------------------------------------------ forward */
 
 /* Self-attention of one block on the normalised states h [n, dim]:
    o( softmax(q kᵀ + bias + mask) v ), heads split from the projections. */
-static mr_status attention(const mr_t5 *t5, const t5_block *b, const mr_tensor *h, const int32_t *buckets,
-                           const mr_tensor *mask, mr_tensor **out) {
+static mr_tensor *attention(mr_scope *s, const mr_t5 *t5, const t5_block *b, const mr_tensor *h,
+                            const int32_t *buckets, const mr_tensor *mask) {
   int64_t n = mr_tensor_shape(h)[0];
   int64_t split[3] = {n, t5->heads, t5->head_dim}, rows[3] = {n, n, t5->heads}, joined[2] = {n, t5->dim_attn};
   int to_heads[3] = {1, 0, 2}; /* [n, H, Dh] <-> [H, n, Dh] */
   int to_vt[3] = {1, 2, 0};    /* [n, H, Dh] -> [H, Dh, n] */
   int to_bias[3] = {2, 0, 1};  /* [q, k, H] -> [H, q, k] */
-  mr_tensor *q = NULL, *k = NULL, *v = NULL, *q3 = NULL, *k3 = NULL, *v3 = NULL, *qh = NULL, *kh = NULL, *vt = NULL;
-  mr_tensor *logits = NULL, *brows = NULL, *b3 = NULL, *bh = NULL, *bias = NULL, *scores = NULL, *p = NULL;
-  mr_tensor *oh = NULL, *ol = NULL, *oc = NULL, *o2 = NULL;
-  mr_status st = mr_op_matmul(h, b->q, NULL, &q);
-  if (st == MR_OK) st = mr_op_matmul(h, b->k, NULL, &k);
-  if (st == MR_OK) st = mr_op_matmul(h, b->v, NULL, &v);
-  if (st == MR_OK) st = mr_tensor_reshape(q, 3, split, &q3);
-  if (st == MR_OK) st = mr_tensor_reshape(k, 3, split, &k3);
-  if (st == MR_OK) st = mr_tensor_reshape(v, 3, split, &v3);
-  if (st == MR_OK) st = mr_tensor_permute(q3, to_heads, &qh);
-  if (st == MR_OK) st = mr_tensor_permute(k3, to_heads, &kh);
-  if (st == MR_OK) st = mr_tensor_permute(v3, to_vt, &vt);
+  mr_tensor *q = sc_permute(s, sc_reshape(s, sc_linear(s, h, b->q, NULL), 3, split), to_heads);
+  mr_tensor *k = sc_permute(s, sc_reshape(s, sc_linear(s, h, b->k, NULL), 3, split), to_heads);
+  mr_tensor *vt = sc_permute(s, sc_reshape(s, sc_linear(s, h, b->v, NULL), 3, split), to_vt);
   /* batched over heads: [H, n, Dh] · [H, n, Dh]ᵀ -> [H, n, n]; no 1/sqrt(Dh) in T5 */
-  if (st == MR_OK) st = mr_op_matmul(qh, kh, NULL, &logits);
+  mr_tensor *logits = sc_linear(s, q, k, NULL);
   /* the layer's bias: rows of its [buckets, H] table per (query, key), as [H, n, n], plus the key mask */
-  if (st == MR_OK) st = mr_op_gather_rows(b->pos, buckets, (int)(n * n), &brows);
-  if (st == MR_OK) st = mr_tensor_reshape(brows, 3, rows, &b3);
-  if (st == MR_OK) st = mr_tensor_permute(b3, to_bias, &bh);
-  if (st == MR_OK) st = mr_op_binary(MR_BINARY_ADD, bh, mask, &bias);
-  if (st == MR_OK) st = mr_op_binary(MR_BINARY_ADD, logits, bias, &scores);
-  if (st == MR_OK) st = mr_op_softmax(scores, -1, &p);
+  mr_tensor *bias = sc_permute(s, sc_reshape(s, sc_gather_rows(s, b->pos, buckets, (int)(n * n)), 3, rows), to_bias);
+  mr_tensor *p = sc_softmax(s, sc_add(s, logits, sc_add(s, bias, mask)), -1);
   /* [H, n, n] · ([H, Dh, n])ᵀ -> [H, n, Dh] */
-  if (st == MR_OK) st = mr_op_matmul(p, vt, NULL, &oh);
-  if (st == MR_OK) st = mr_tensor_permute(oh, to_heads, &ol);
-  if (st == MR_OK) st = mr_tensor_contiguous(ol, &oc);
-  if (st == MR_OK) st = mr_tensor_reshape(oc, 2, joined, &o2);
-  if (st == MR_OK) st = mr_op_matmul(o2, b->o, NULL, out);
-  mr_tensor *tmp[] = {q, k, v, q3, k3, v3, qh, kh, vt, logits, brows, b3, bh, bias, scores, p, oh, ol, oc, o2};
-  for (size_t i = 0; i < sizeof tmp / sizeof *tmp; i++) mr_tensor_free(tmp[i]);
-  return st;
+  mr_tensor *o = sc_contiguous(s, sc_permute(s, sc_linear(s, p, vt, NULL), to_heads));
+  return sc_linear(s, sc_reshape(s, o, 2, joined), b->o, NULL);
 }
 
 /* One block: x + attn(norm1(x)), then + fc2(fc1(h) * gelu_tanh(gate(h))) with h = norm2(x). */
-static mr_status block_forward(const mr_t5 *t5, const t5_block *b, const mr_tensor *x, const int32_t *buckets,
-                               const mr_tensor *mask, mr_tensor **out) {
-  mr_tensor *h = NULL, *a = NULL, *x1 = NULL, *h2 = NULL, *g = NULL, *ga = NULL, *f = NULL, *fg = NULL, *y = NULL;
-  mr_status st = mr_op_rms_norm(x, b->norm1, T5_EPS, &h);
-  if (st == MR_OK) st = attention(t5, b, h, buckets, mask, &a);
-  if (st == MR_OK) st = mr_op_binary(MR_BINARY_ADD, x, a, &x1);
-  if (st == MR_OK) st = mr_op_rms_norm(x1, b->norm2, T5_EPS, &h2);
-  if (st == MR_OK) st = mr_op_matmul(h2, b->gate, NULL, &g);
-  if (st == MR_OK) st = mr_op_unary(MR_UNARY_GELU_TANH, g, &ga);
-  if (st == MR_OK) st = mr_op_matmul(h2, b->fc1, NULL, &f);
-  if (st == MR_OK) st = mr_op_binary(MR_BINARY_MUL, f, ga, &fg);
-  if (st == MR_OK) st = mr_op_matmul(fg, b->fc2, NULL, &y);
-  if (st == MR_OK) st = mr_op_binary(MR_BINARY_ADD, x1, y, out);
-  mr_tensor *tmp[] = {h, a, x1, h2, g, ga, f, fg, y};
-  for (size_t i = 0; i < sizeof tmp / sizeof *tmp; i++) mr_tensor_free(tmp[i]);
-  return st;
+static mr_tensor *block_forward(mr_scope *s, const mr_t5 *t5, const t5_block *b, mr_tensor *x, const int32_t *buckets,
+                                const mr_tensor *mask) {
+  x = sc_add(s, x, attention(s, t5, b, sc_rms_norm(s, x, b->norm1, T5_EPS), buckets, mask));
+  mr_tensor *h = sc_rms_norm(s, x, b->norm2, T5_EPS);
+  mr_tensor *g = sc_unary(s, MR_UNARY_GELU_TANH, sc_linear(s, h, b->gate, NULL));
+  return sc_add(s, x, sc_linear(s, sc_mul(s, sc_linear(s, h, b->fc1, NULL), g), b->fc2, NULL));
 }
 
 mr_status mr_t5_encode(mr_t5 *t5, const int32_t *ids, int n, int n_valid, mr_tensor **out) {
@@ -330,33 +307,24 @@ mr_status mr_t5_encode(mr_t5 *t5, const int32_t *ids, int n, int n_valid, mr_ten
   }
   const int32_t *buckets = t5->table;
   float *maskv = malloc((size_t)n * sizeof *maskv);
-  mr_tensor *mask = NULL, *e = NULL, *x = NULL;
-  mr_status st = MR_OK;
-  if (!maskv) {
-    st = mr_error(ctx, MR_ENOMEM, "out of host memory");
-    goto done;
-  }
+  if (!maskv) return mr_error(ctx, MR_ENOMEM, "out of host memory");
   for (int i = 0; i < n; i++) maskv[i] = i < n_valid ? 0.0f : T5_MASKED;
-  int64_t mshape[1] = {n};
-  st = mr_tensor_from_host(ctx, MR_F32, 1, mshape, MR_F32, maskv, &mask);
-  /* embedding lookup, no scaling; widened to f32 when stored 16-bit */
-  if (st == MR_OK) st = mr_op_gather_rows(t5->embed, ids, n, &e);
-  if (st == MR_OK) st = mr_tensor_dtype(e) == MR_F32 ? mr_tensor_contiguous(e, &x) : mr_tensor_cast(e, MR_F32, &x);
-  for (int l = 0; st == MR_OK && l < t5->layers; l++) {
-    mr_tensor *next = NULL;
-    st = block_forward(t5, &t5->blocks[l], x, buckets, mask, &next);
-    mr_tensor_free(x);
-    x = next;
-    /* Submit each block: its temporaries are released before the next one
-       allocates (an XXL block at 512 tokens holds several [64, 512, 512] f32
-       tensors), and an interrupt is seen within one block. */
-    if (st == MR_OK) st = mr_ctx_sync(ctx);
-  }
-  if (st == MR_OK) st = mr_op_rms_norm(x, t5->norm, T5_EPS, out);
-done:
-  mr_tensor_free(x);
-  mr_tensor_free(e);
-  mr_tensor_free(mask);
+  mr_scope scope, *s = &scope;
+  mr_scope_begin(s, ctx);
+  mr_tensor *mask = sc_from_host(s, 1, (int64_t[]){n}, maskv);
   free(maskv);
+  /* embedding lookup, no scaling; widened to f32 when stored 16-bit */
+  mr_tensor *x = sc_cast(s, sc_gather_rows(s, t5->embed, ids, n), MR_F32);
+  for (int l = 0; l < t5->layers && mr_scope_ok(s); l++) {
+    size_t mark = mr_scope_mark(s);
+    x = mr_scope_collect(s, mark, block_forward(s, t5, &t5->blocks[l], x, buckets, mask), x);
+  }
+  mr_tensor *y = sc_rms_norm(s, x, t5->norm, T5_EPS);
+  mr_status st = mr_scope_end(s, &y);
+  *out = y;
   return st;
 }
+
+int mr_t5_dim(const mr_t5 *t5) { return t5 ? t5->dim : 0; }
+
+const mr_params *mr_t5_params(const mr_t5 *t5) { return &t5->params; }

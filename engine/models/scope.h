@@ -1,0 +1,72 @@
+/* A per-call scope for model code: it owns every temporary a forward makes
+   and keeps the first error (sticky, like ferror), so a block reads like the
+   reference's Python:
+
+     h = modulate(s, x, shift, scale);
+     x = sc_add(s, x, sc_mul(s, self_attention(s, b, h), gate));
+
+   Every sc_* op returns a tensor the scope owns, or NULL once any call in the
+   scope has failed (then it does no work). Inputs are borrowed and may be NULL
+   after an error. mr_scope_collect frees a step's temporaries as soon as the
+   step is done (a DiT block, a VAE chunk), so memory holds one step's worth;
+   mr_scope_end frees the rest and returns the first error. Engine-internal. */
+#ifndef MR_SCOPE_H
+#define MR_SCOPE_H
+
+#include "core/core.h"
+
+typedef struct mr_scope {
+  mr_ctx *ctx;
+  mr_status st;        /* the first error, MR_OK until one */
+  mr_tensor **owned;   /* in order of creation */
+  size_t n, cap;
+} mr_scope;
+
+void mr_scope_begin(mr_scope *s, mr_ctx *ctx);
+/* Frees every owned tensor except *keep (when keep is not NULL), which is
+   handed to the caller; on an error *keep is freed too and set to NULL.
+   Returns the first error. */
+mr_status mr_scope_end(mr_scope *s, mr_tensor **keep);
+
+/* Takes ownership of t as the result of a call that returned st. Returns t,
+   or NULL when st (or an earlier call) failed. */
+mr_tensor *mr_scope_own(mr_scope *s, mr_status st, mr_tensor *t);
+/* Records an error found by model code itself (a bad shape): a message in
+   the context, then every later op is skipped. Returns NULL. */
+mr_tensor *mr_scope_fail(mr_scope *s, mr_status st, const char *fmt, ...) MR_PRINTF(3, 4);
+/* True until a call in the scope fails. */
+static inline bool mr_scope_ok(const mr_scope *s) { return s->st == MR_OK; }
+
+/* The position to collect back to: temporaries made after it. */
+static inline size_t mr_scope_mark(const mr_scope *s) { return s->n; }
+/* Frees every tensor owned since mark except keep, and also prev (an older
+   owned tensor that keep replaces, e.g. the residual stream before a block;
+   may be NULL or unowned, then it is left alone). Returns keep. */
+mr_tensor *mr_scope_collect(mr_scope *s, size_t mark, mr_tensor *keep, mr_tensor *prev);
+
+/* ------------------------------------------------------------ ops, scoped */
+
+mr_tensor *sc_linear(mr_scope *s, const mr_tensor *x, const mr_tensor *w, const mr_tensor *b);
+mr_tensor *sc_add(mr_scope *s, const mr_tensor *a, const mr_tensor *b);
+mr_tensor *sc_sub(mr_scope *s, const mr_tensor *a, const mr_tensor *b);
+mr_tensor *sc_mul(mr_scope *s, const mr_tensor *a, const mr_tensor *b);
+mr_tensor *sc_scale(mr_scope *s, const mr_tensor *a, float scale, float bias);
+mr_tensor *sc_unary(mr_scope *s, mr_unary_op op, const mr_tensor *a);
+mr_tensor *sc_layer_norm(mr_scope *s, const mr_tensor *x, const mr_tensor *w, const mr_tensor *b, float eps);
+mr_tensor *sc_rms_norm(mr_scope *s, const mr_tensor *x, const mr_tensor *w, float eps);
+mr_tensor *sc_attention(mr_scope *s, const mr_tensor *q, const mr_tensor *k, const mr_tensor *v);
+mr_tensor *sc_rope(mr_scope *s, const mr_tensor *x, const mr_tensor *cos, const mr_tensor *sin);
+mr_tensor *sc_concat(mr_scope *s, const mr_tensor *const *parts, int n, int dim);
+mr_tensor *sc_softmax(mr_scope *s, const mr_tensor *x, int dim);
+mr_tensor *sc_gather_rows(mr_scope *s, const mr_tensor *table, const int32_t *ids, int n);
+mr_tensor *sc_cast(mr_scope *s, const mr_tensor *t, mr_dtype dtype);
+mr_tensor *sc_pad(mr_scope *s, const mr_tensor *x, const int64_t *pads, float value);
+
+/* views (sharing storage) and copies */
+mr_tensor *sc_reshape(mr_scope *s, const mr_tensor *t, int ndim, const int64_t *shape);
+mr_tensor *sc_slice(mr_scope *s, const mr_tensor *t, int dim, int64_t start, int64_t stop);
+mr_tensor *sc_permute(mr_scope *s, const mr_tensor *t, const int *perm);
+mr_tensor *sc_contiguous(mr_scope *s, const mr_tensor *t);
+mr_tensor *sc_from_host(mr_scope *s, int ndim, const int64_t *shape, const float *data);
+
+#endif

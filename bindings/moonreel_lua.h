@@ -25,6 +25,10 @@
 extern "C" {
 #endif
 
+#if defined(__GNUC__)
+#pragma GCC visibility push(default) /* the module's interface; the rest is hidden */
+#endif
+
 /* The module entry point: pushes the module table. */
 int luaopen_moonreel(lua_State *L);
 
@@ -42,6 +46,10 @@ mr_ctx *moonreel_lua_ctx(lua_State *L);
    before it frees it (a CLI keeps the pointer for its SIGINT handler). */
 typedef void (*moonreel_lua_ctx_fn)(mr_ctx *ctx, void *user);
 void moonreel_lua_on_ctx(lua_State *L, moonreel_lua_ctx_fn fn, void *user);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }

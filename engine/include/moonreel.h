@@ -39,6 +39,13 @@
 extern "C" {
 #endif
 
+/* Everything declared here is the library's interface; everything else in
+   it is built hidden (CMakeLists.txt), so a shared object linking the
+   engine (the Lua module) exports only these names. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 #define MR_VERSION_MAJOR 0
 #define MR_VERSION_MINOR 1
 #define MR_VERSION_PATCH 0
@@ -810,6 +817,10 @@ mr_status mr_video_read(mr_ctx *ctx, const char *path, const mr_video_read_opts 
    from packets when the container does not say). ctx receives the message
    and may be NULL. */
 mr_status mr_video_probe(mr_ctx *ctx, const char *path, mr_video_info *info);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }

@@ -46,27 +46,78 @@ mr_tensor *mr_scope_collect(mr_scope *s, size_t mark, mr_tensor *keep, mr_tensor
 
 /* ------------------------------------------------------------ ops, scoped */
 
-mr_tensor *sc_linear(mr_scope *s, const mr_tensor *x, const mr_tensor *w, const mr_tensor *b);
-mr_tensor *sc_add(mr_scope *s, const mr_tensor *a, const mr_tensor *b);
-mr_tensor *sc_sub(mr_scope *s, const mr_tensor *a, const mr_tensor *b);
-mr_tensor *sc_mul(mr_scope *s, const mr_tensor *a, const mr_tensor *b);
-mr_tensor *sc_scale(mr_scope *s, const mr_tensor *a, float scale, float bias);
-mr_tensor *sc_unary(mr_scope *s, mr_unary_op op, const mr_tensor *a);
-mr_tensor *sc_layer_norm(mr_scope *s, const mr_tensor *x, const mr_tensor *w, const mr_tensor *b, float eps);
-mr_tensor *sc_rms_norm(mr_scope *s, const mr_tensor *x, const mr_tensor *w, float eps);
-mr_tensor *sc_attention(mr_scope *s, const mr_tensor *q, const mr_tensor *k, const mr_tensor *v);
-mr_tensor *sc_rope(mr_scope *s, const mr_tensor *x, const mr_tensor *cos, const mr_tensor *sin);
-mr_tensor *sc_concat(mr_scope *s, const mr_tensor *const *parts, int n, int dim);
-mr_tensor *sc_softmax(mr_scope *s, const mr_tensor *x, int dim);
-mr_tensor *sc_gather_rows(mr_scope *s, const mr_tensor *table, const int32_t *ids, int n);
-mr_tensor *sc_cast(mr_scope *s, const mr_tensor *t, mr_dtype dtype);
-mr_tensor *sc_pad(mr_scope *s, const mr_tensor *x, const int64_t *pads, float value);
+/* Inline so the scope adds no exported names; each wrapper skips the call
+   when the scope has failed or an input is missing (only possible after a
+   failure), else calls the op and takes its result. */
+#define MR_SCOPED(s, cond, call)                  \
+  do {                                            \
+    if ((s)->st != MR_OK || !(cond)) return NULL; \
+    mr_tensor *out_ = NULL;                       \
+    mr_status st_ = (call);                       \
+    return mr_scope_own((s), st_, out_);          \
+  } while (0)
 
-/* views (sharing storage) and copies */
-mr_tensor *sc_reshape(mr_scope *s, const mr_tensor *t, int ndim, const int64_t *shape);
-mr_tensor *sc_slice(mr_scope *s, const mr_tensor *t, int dim, int64_t start, int64_t stop);
-mr_tensor *sc_permute(mr_scope *s, const mr_tensor *t, const int *perm);
-mr_tensor *sc_contiguous(mr_scope *s, const mr_tensor *t);
-mr_tensor *sc_from_host(mr_scope *s, int ndim, const int64_t *shape, const float *data);
+static inline mr_tensor *sc_linear(mr_scope *s, const mr_tensor *x, const mr_tensor *w, const mr_tensor *b) {
+  MR_SCOPED(s, x && w, mr_op_matmul(x, w, b, &out_));
+}
+static inline mr_tensor *sc_add(mr_scope *s, const mr_tensor *a, const mr_tensor *b) {
+  MR_SCOPED(s, a && b, mr_op_binary(MR_BINARY_ADD, a, b, &out_));
+}
+static inline mr_tensor *sc_sub(mr_scope *s, const mr_tensor *a, const mr_tensor *b) {
+  MR_SCOPED(s, a && b, mr_op_binary(MR_BINARY_SUB, a, b, &out_));
+}
+static inline mr_tensor *sc_mul(mr_scope *s, const mr_tensor *a, const mr_tensor *b) {
+  MR_SCOPED(s, a && b, mr_op_binary(MR_BINARY_MUL, a, b, &out_));
+}
+static inline mr_tensor *sc_scale(mr_scope *s, const mr_tensor *a, float scale, float bias) {
+  MR_SCOPED(s, a, mr_op_scale(a, scale, bias, &out_));
+}
+static inline mr_tensor *sc_unary(mr_scope *s, mr_unary_op op, const mr_tensor *a) { MR_SCOPED(s, a, mr_op_unary(op, a, &out_)); }
+static inline mr_tensor *sc_layer_norm(mr_scope *s, const mr_tensor *x, const mr_tensor *w, const mr_tensor *b, float eps) {
+  MR_SCOPED(s, x, mr_op_layer_norm(x, w, b, eps, &out_));
+}
+static inline mr_tensor *sc_rms_norm(mr_scope *s, const mr_tensor *x, const mr_tensor *w, float eps) {
+  MR_SCOPED(s, x, mr_op_rms_norm(x, w, eps, &out_));
+}
+static inline mr_tensor *sc_attention(mr_scope *s, const mr_tensor *q, const mr_tensor *k, const mr_tensor *v) {
+  MR_SCOPED(s, q && k && v, mr_op_attention(q, k, v, NULL, &out_));
+}
+static inline mr_tensor *sc_rope(mr_scope *s, const mr_tensor *x, const mr_tensor *cos, const mr_tensor *sin) {
+  MR_SCOPED(s, x && cos && sin, mr_op_rope(x, cos, sin, &out_));
+}
+static inline mr_tensor *sc_softmax(mr_scope *s, const mr_tensor *x, int dim) { MR_SCOPED(s, x, mr_op_softmax(x, dim, &out_)); }
+static inline mr_tensor *sc_gather_rows(mr_scope *s, const mr_tensor *table, const int32_t *ids, int n) {
+  MR_SCOPED(s, table && ids, mr_op_gather_rows(table, ids, n, &out_));
+}
+static inline mr_tensor *sc_cast(mr_scope *s, const mr_tensor *t, mr_dtype dtype) {
+  MR_SCOPED(s, t, mr_tensor_cast((mr_tensor *)t, dtype, &out_));
+}
+static inline mr_tensor *sc_pad(mr_scope *s, const mr_tensor *x, const int64_t *pads, float value) {
+  MR_SCOPED(s, x, mr_op_pad(x, pads, value, &out_));
+}
+
+static inline mr_tensor *sc_concat(mr_scope *s, const mr_tensor *const *parts, int n, int dim) {
+  bool all = true;
+  for (int i = 0; i < n; i++) all = all && parts[i];
+  MR_SCOPED(s, all, mr_op_concat((mr_tensor *const *)parts, n, dim, &out_));
+}
+
+/* Views take a non-const tensor in the public API (they share its storage);
+   the scope never writes through them. */
+static inline mr_tensor *sc_reshape(mr_scope *s, const mr_tensor *t, int ndim, const int64_t *shape) {
+  MR_SCOPED(s, t, mr_tensor_reshape((mr_tensor *)t, ndim, shape, &out_));
+}
+static inline mr_tensor *sc_slice(mr_scope *s, const mr_tensor *t, int dim, int64_t start, int64_t stop) {
+  MR_SCOPED(s, t, mr_tensor_slice((mr_tensor *)t, dim, start, stop, 1, &out_));
+}
+static inline mr_tensor *sc_permute(mr_scope *s, const mr_tensor *t, const int *perm) {
+  MR_SCOPED(s, t, mr_tensor_permute((mr_tensor *)t, perm, &out_));
+}
+static inline mr_tensor *sc_contiguous(mr_scope *s, const mr_tensor *t) {
+  MR_SCOPED(s, t, mr_tensor_contiguous((mr_tensor *)t, &out_));
+}
+static inline mr_tensor *sc_from_host(mr_scope *s, int ndim, const int64_t *shape, const float *data) {
+  MR_SCOPED(s, data, mr_tensor_from_host(s->ctx, MR_F32, ndim, shape, MR_F32, data, &out_));
+}
 
 #endif

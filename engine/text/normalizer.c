@@ -27,7 +27,7 @@ static uint32_t unit_label(uint32_t u) { return u & (0x80000000u | 0xffu); }
 
 /* Longest trie key that prefixes s[0..n): returns its length, 0 if none.
    Every index is checked, since the array comes from a file. */
-static size_t charsmap_longest(const spm_normalizer *nz, const char *s, size_t n, uint32_t *value) {
+static size_t charsmap_longest(const mr_spm_normalizer *nz, const char *s, size_t n, uint32_t *value) {
   size_t best = 0;
   uint32_t id = unit_offset(nz->units[0]);
   for (size_t i = 0; i < n; i++) {
@@ -46,8 +46,8 @@ static size_t charsmap_longest(const spm_normalizer *nz, const char *s, size_t n
   return best;
 }
 
-mr_status spm_normalizer_init(mr_ctx *ctx, const char *what, const spm_model *m, const spm_trie *user_defined,
-                              spm_normalizer *nz) {
+mr_status mr_spm_normalizer_init(mr_ctx *ctx, const char *what, const mr_spm_model *m, const mr_spm_trie *user_defined,
+                              mr_spm_normalizer *nz) {
   memset(nz, 0, sizeof *nz);
   nz->model = m;
   nz->user_defined = user_defined;
@@ -76,22 +76,22 @@ mr_status spm_normalizer_init(mr_ctx *ctx, const char *what, const spm_model *m,
   nz->pool = (const char *)b + 4 + trie_size;
   nz->pool_len = m->charsmap_len - 4 - trie_size;
   if (nz->pool[nz->pool_len - 1] != '\0') {
-    spm_normalizer_release(nz);
+    mr_spm_normalizer_release(nz);
     return mr_error(ctx, MR_EFORMAT, "%s: precompiled_charsmap strings are not NUL-terminated", what);
   }
   return MR_OK;
 }
 
-void spm_normalizer_release(spm_normalizer *nz) {
+void mr_spm_normalizer_release(mr_spm_normalizer *nz) {
   free(nz->units_owned);
   memset(nz, 0, sizeof *nz);
 }
 
 /* The normalized text of the longest rule at s, and how many input bytes it
    consumes (SentencePiece's NormalizePrefix). */
-static size_t normalize_prefix(const spm_normalizer *nz, const char *s, size_t n, const char **out, size_t *out_len) {
+static size_t normalize_prefix(const mr_spm_normalizer *nz, const char *s, size_t n, const char **out, size_t *out_len) {
   if (nz->user_defined) {
-    size_t k = spm_trie_longest_prefix(nz->user_defined, s, n);
+    size_t k = mr_spm_trie_longest_prefix(nz->user_defined, s, n);
     if (k) {
       *out = s;
       *out_len = k;
@@ -108,7 +108,7 @@ static size_t normalize_prefix(const spm_normalizer *nz, const char *s, size_t n
     }
   }
   uint32_t cp;
-  int k = spm_utf8_decode(s, n, &cp);
+  int k = mr_spm_utf8_decode(s, n, &cp);
   if (k == 0) {
     /* a malformed byte becomes U+FFFD and only that byte is consumed */
     *out = kReplacement;
@@ -120,11 +120,11 @@ static size_t normalize_prefix(const spm_normalizer *nz, const char *s, size_t n
   return (size_t)k;
 }
 
-static bool add_ws(const spm_normalizer *nz, spm_bytes *out) {
-  return nz->escape_whitespaces ? spm_bytes_append(out, kSpaceSymbol, 3) : spm_bytes_append(out, " ", 1);
+static bool add_ws(const mr_spm_normalizer *nz, mr_spm_bytes *out) {
+  return nz->escape_whitespaces ? mr_spm_bytes_append(out, kSpaceSymbol, 3) : mr_spm_bytes_append(out, " ", 1);
 }
 
-bool spm_normalize(const spm_normalizer *nz, const char *text, size_t len, spm_bytes *out) {
+bool mr_spm_normalize(const mr_spm_normalizer *nz, const char *text, size_t len, mr_spm_bytes *out) {
   size_t base = out->len;
   const char *s = text, *end = text + len;
   const char *piece;
@@ -136,7 +136,7 @@ bool spm_normalize(const spm_normalizer *nz, const char *text, size_t len, spm_b
       s += k;
     }
   }
-  if (s == end) return spm_bytes_append(out, "", 0);
+  if (s == end) return mr_spm_bytes_append(out, "", 0);
 
   if (!nz->ws_as_suffix && nz->add_dummy_prefix && !add_ws(nz, out)) return false;
   bool prev_space = nz->remove_extra_whitespaces;
@@ -151,11 +151,11 @@ bool spm_normalize(const spm_normalizer *nz, const char *text, size_t len, spm_b
       size_t run = 0; /* copy runs without spaces in one append */
       for (size_t i = 0; i < piece_len; i++) {
         if (nz->escape_whitespaces && piece[i] == ' ') {
-          if (!spm_bytes_append(out, piece + run, i - run) || !spm_bytes_append(out, kSpaceSymbol, 3)) return false;
+          if (!mr_spm_bytes_append(out, piece + run, i - run) || !mr_spm_bytes_append(out, kSpaceSymbol, 3)) return false;
           run = i + 1;
         }
       }
-      if (!spm_bytes_append(out, piece + run, piece_len - run)) return false;
+      if (!mr_spm_bytes_append(out, piece + run, piece_len - run)) return false;
       prev_space = piece[piece_len - 1] == ' ';
     }
     s += k;

@@ -74,14 +74,14 @@ static int64_t entity_lookup(const char *name, size_t n, bool with_semicolon) {
   return -1;
 }
 
-static bool put_cp(spm_bytes *out, uint32_t cp) {
+static bool put_cp(mr_spm_bytes *out, uint32_t cp) {
   char u[4];
-  return spm_bytes_append(out, u, (size_t)spm_utf8_encode(cp, u));
+  return mr_spm_bytes_append(out, u, (size_t)mr_spm_utf8_encode(cp, u));
 }
 
 /* What Python's html.unescape gives for numeric reference num (which may be
    saturated at a huge value); appends it. */
-static bool put_numeric(spm_bytes *out, uint64_t num) {
+static bool put_numeric(mr_spm_bytes *out, uint64_t num) {
   if (num == 0) return put_cp(out, 0xFFFD);
   if (num == 0x0D) return put_cp(out, '\r');
   if (num >= 0x80 && num <= 0x9F) return put_cp(out, cp1252_c1[num - 0x80] ? cp1252_c1[num - 0x80] : (uint32_t)num);
@@ -105,7 +105,7 @@ static bool is_alnum(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <
 /* One html.unescape pass over s[0..n), appended to out. ftfy_mode applies
    ftfy's narrower rule instead: only "&name;" / "&#...;" with 1..24 ASCII
    letters or digits, the ';' required. Returns false on out of memory. */
-static bool unescape(const char *s, size_t n, bool ftfy_mode, spm_bytes *out) {
+static bool unescape(const char *s, size_t n, bool ftfy_mode, mr_spm_bytes *out) {
   size_t i = 0, lit = 0; /* s[lit..i) is pending literal text */
   while (i < n) {
     if (s[i] != '&') {
@@ -126,7 +126,7 @@ static bool unescape(const char *s, size_t n, bool ftfy_mode, spm_bytes *out) {
       bool semi = k < n && s[k] == ';';
       /* ftfy keeps a reference whose result holds a ';' (only &#59; can) */
       if (k > d && (!ftfy_mode || (semi && k - (j + 1) <= 24 && num != ';'))) {
-        if (!spm_bytes_append(out, s + lit, amp - lit) || !put_numeric(out, num)) return false;
+        if (!mr_spm_bytes_append(out, s + lit, amp - lit) || !put_numeric(out, num)) return false;
         i = lit = k + semi;
         done = true;
       }
@@ -135,7 +135,7 @@ static bool unescape(const char *s, size_t n, bool ftfy_mode, spm_bytes *out) {
       while (k < n && k - j < 25 && is_alnum(s[k])) k++;
       int64_t cp = k > j && k - j <= 24 && k < n && s[k] == ';' ? entity_lookup(s + j, k - j, true) : -1;
       if (cp >= 0) {
-        if (!spm_bytes_append(out, s + lit, amp - lit) || !put_cp(out, (uint32_t)cp)) return false;
+        if (!mr_spm_bytes_append(out, s + lit, amp - lit) || !put_cp(out, (uint32_t)cp)) return false;
         i = lit = k + 1;
         done = true;
       }
@@ -146,7 +146,7 @@ static bool unescape(const char *s, size_t n, bool ftfy_mode, spm_bytes *out) {
       while (k < n && chars < 32) {
         char c = s[k];
         if (c == '\t' || c == '\n' || c == '\f' || c == ' ' || c == '<' || c == '&' || c == '#' || c == ';') break;
-        size_t cl = (size_t)spm_utf8_char_len((unsigned char)c);
+        size_t cl = (size_t)mr_spm_utf8_char_len((unsigned char)c);
         k += cl <= n - k ? cl : n - k;
         chars++;
       }
@@ -162,7 +162,7 @@ static bool unescape(const char *s, size_t n, bool ftfy_mode, spm_bytes *out) {
             if ((cp = entity_lookup(s + j, x, false)) >= 0) end = j + x;
         }
         if (cp >= 0) {
-          if (!spm_bytes_append(out, s + lit, amp - lit) || !put_cp(out, (uint32_t)cp)) return false;
+          if (!mr_spm_bytes_append(out, s + lit, amp - lit) || !put_cp(out, (uint32_t)cp)) return false;
           i = lit = end;
           done = true;
         } else {
@@ -173,7 +173,7 @@ static bool unescape(const char *s, size_t n, bool ftfy_mode, spm_bytes *out) {
     }
     if (!done) i = amp + 1;
   }
-  return spm_bytes_append(out, s + lit, n - lit);
+  return mr_spm_bytes_append(out, s + lit, n - lit);
 }
 
 /* ---- the ftfy subset */
@@ -186,12 +186,12 @@ static bool ftfy_drops(uint32_t c) {
 /* Per character: C1 controls as Windows-1252, curly quotes straightened,
    control characters removed (ftfy's fix_c1_controls, uncurl_quotes,
    remove_control_chars, in that order). */
-static bool ftfy_chars(const char *s, size_t n, spm_bytes *out) {
+static bool ftfy_chars(const char *s, size_t n, mr_spm_bytes *out) {
   for (size_t i = 0; i < n;) {
     uint32_t c;
-    int k = spm_utf8_decode(s + i, n - i, &c);
+    int k = mr_spm_utf8_decode(s + i, n - i, &c);
     if (k == 0) { /* malformed: pass the byte through */
-      if (!spm_bytes_append(out, s + i, 1)) return false;
+      if (!mr_spm_bytes_append(out, s + i, 1)) return false;
       i++;
       continue;
     }
@@ -205,24 +205,24 @@ static bool ftfy_chars(const char *s, size_t n, spm_bytes *out) {
   return true;
 }
 
-static bool ftfy_fix(const char *s, size_t n, spm_bytes *out) {
+static bool ftfy_fix(const char *s, size_t n, mr_spm_bytes *out) {
   /* ftfy works line by line and stops decoding entities for good at the
      first line that contains '<' (it looks like HTML then). */
   bool entities = true;
-  spm_bytes a = {0}, b = {0};
+  mr_spm_bytes a = {0}, b = {0};
   bool ok = true;
   for (size_t pos = 0; pos < n && ok;) {
     const char *nl = memchr(s + pos, '\n', n - pos);
     size_t end = nl ? (size_t)(nl - s) + 1 : n;
     if (entities && memchr(s + pos, '<', end - pos)) entities = false;
     a.len = 0;
-    ok = spm_bytes_append(&a, s + pos, end - pos);
+    ok = mr_spm_bytes_append(&a, s + pos, end - pos);
     /* ftfy repeats its fixes until the text stops changing */
     while (ok && entities) {
       b.len = 0;
       ok = unescape(a.p, a.len, true, &b);
       if (!ok || (b.len == a.len && memcmp(a.p, b.p, a.len) == 0)) break;
-      spm_bytes t = a;
+      mr_spm_bytes t = a;
       a = b;
       b = t;
     }
@@ -231,7 +231,7 @@ static bool ftfy_fix(const char *s, size_t n, spm_bytes *out) {
   }
   free(a.p);
   free(b.p);
-  return ok && spm_bytes_append(out, "", 0);
+  return ok && mr_spm_bytes_append(out, "", 0);
 }
 
 /* ---- whitespace */
@@ -242,27 +242,27 @@ static bool py_isspace(uint32_t c) {
          (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
-static bool collapse_whitespace(const char *s, size_t n, spm_bytes *out) {
+static bool collapse_whitespace(const char *s, size_t n, mr_spm_bytes *out) {
   bool pending_space = false, any = false;
   for (size_t i = 0; i < n;) {
     uint32_t c;
-    int k = spm_utf8_decode(s + i, n - i, &c);
+    int k = mr_spm_utf8_decode(s + i, n - i, &c);
     size_t len = k ? (size_t)k : 1;
     if (k && py_isspace(c)) {
       pending_space = any; /* leading whitespace is stripped */
     } else {
-      if (pending_space && !spm_bytes_append(out, " ", 1)) return false;
-      if (!spm_bytes_append(out, s + i, len)) return false;
+      if (pending_space && !mr_spm_bytes_append(out, " ", 1)) return false;
+      if (!mr_spm_bytes_append(out, s + i, len)) return false;
       pending_space = false;
       any = true;
     }
     i += len;
   }
-  return spm_bytes_append(out, "", 0); /* trailing whitespace is dropped */
+  return mr_spm_bytes_append(out, "", 0); /* trailing whitespace is dropped */
 }
 
-bool mr_wan_prompt_clean(const char *prompt, spm_bytes *out) {
-  spm_bytes a = {0}, b = {0};
+bool mr_wan_prompt_clean(const char *prompt, mr_spm_bytes *out) {
+  mr_spm_bytes a = {0}, b = {0};
   size_t n = strlen(prompt);
   bool ok = ftfy_fix(prompt, n, &a);
   ok = ok && unescape(a.p, a.len, false, &b);

@@ -136,7 +136,7 @@ static bool arena_add(arena *a, const uint8_t *s, size_t n, size_t *off) {
 }
 
 typedef struct parse_state {
-  spm_model *m;
+  mr_spm_model *m;
   arena strings;
   size_t *text_off;  /* per piece */
   int cap_pieces;
@@ -144,10 +144,10 @@ typedef struct parse_state {
 } parse_state;
 
 static bool parse_piece(pb *r, parse_state *st) {
-  spm_model *m = st->m;
+  mr_spm_model *m = st->m;
   if (m->n_pieces == st->cap_pieces) {
     int cap = st->cap_pieces ? st->cap_pieces * 2 : 1024;
-    spm_piece *p = realloc(m->pieces, (size_t)cap * sizeof *p);
+    mr_spm_piece *p = realloc(m->pieces, (size_t)cap * sizeof *p);
     if (!p) return false;
     m->pieces = p;
     size_t *o = realloc(st->text_off, (size_t)cap * sizeof *o);
@@ -155,7 +155,7 @@ static bool parse_piece(pb *r, parse_state *st) {
     st->text_off = o;
     st->cap_pieces = cap;
   }
-  spm_piece *pc = &m->pieces[m->n_pieces];
+  mr_spm_piece *pc = &m->pieces[m->n_pieces];
   pc->score = 0.0f;
   pc->type = SPM_NORMAL;
   pc->len = 0;
@@ -183,7 +183,7 @@ static bool parse_piece(pb *r, parse_state *st) {
         r->err = "piece has an unknown type";
         return false;
       }
-      pc->type = (spm_piece_type)t;
+      pc->type = (mr_spm_piece_type)t;
     } else if (!pb_skip(r, wt)) {
       return false;
     }
@@ -198,7 +198,7 @@ static bool parse_piece(pb *r, parse_state *st) {
 }
 
 static bool parse_trainer(pb *r, parse_state *st) {
-  spm_model *m = st->m;
+  mr_spm_model *m = st->m;
   uint32_t field;
   int wt;
   while (pb_tag(r, &field, &wt)) {
@@ -225,7 +225,7 @@ static bool parse_trainer(pb *r, parse_state *st) {
   return r->err == NULL;
 }
 
-static bool parse_normalizer(pb *r, spm_model *m) {
+static bool parse_normalizer(pb *r, mr_spm_model *m) {
   uint32_t field;
   int wt;
   while (pb_tag(r, &field, &wt)) {
@@ -265,7 +265,7 @@ static bool parse_normalizer(pb *r, spm_model *m) {
 
 static const char *const special_default[4] = {"<unk>", "<s>", "</s>", "<pad>"};
 
-mr_status spm_model_parse(mr_ctx *ctx, const char *what, const uint8_t *buf, size_t len, spm_model *m) {
+mr_status mr_spm_model_parse(mr_ctx *ctx, const char *what, const uint8_t *buf, size_t len, mr_spm_model *m) {
   memset(m, 0, sizeof *m);
   /* proto2 defaults */
   m->model_type = SPM_MODEL_UNIGRAM;
@@ -311,7 +311,7 @@ mr_status spm_model_parse(mr_ctx *ctx, const char *what, const uint8_t *buf, siz
     free(st.text_off);
     free(st.strings.p);
     m->strings = NULL;
-    spm_model_release(m);
+    mr_spm_model_release(m);
     return st_out;
   }
   m->strings = st.strings.p;
@@ -324,7 +324,7 @@ mr_status spm_model_parse(mr_ctx *ctx, const char *what, const uint8_t *buf, siz
   return MR_OK;
 }
 
-void spm_model_release(spm_model *m) {
+void mr_spm_model_release(mr_spm_model *m) {
   free(m->pieces);
   free(m->strings);
   free(m->charsmap);

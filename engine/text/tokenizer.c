@@ -9,14 +9,14 @@
 
 struct mr_tokenizer {
   mr_ctx *ctx;
-  spm_model model;
-  spm_unigram unigram;
-  spm_trie *user_defined; /* NULL when the model has no user-defined pieces */
-  spm_normalizer normalizer;
+  mr_spm_model model;
+  mr_spm_unigram unigram;
+  mr_spm_trie *user_defined; /* NULL when the model has no user-defined pieces */
+  mr_spm_normalizer normalizer;
   int32_t eos_id, pad_id;
 };
 
-static bool is_user_defined(spm_piece_type t) { return t == SPM_USER_DEFINED; }
+static bool is_user_defined(mr_spm_piece_type t) { return t == SPM_USER_DEFINED; }
 
 static const char *model_type_name(int t) {
   switch (t) {
@@ -60,7 +60,7 @@ static mr_status read_file(mr_ctx *ctx, const char *path, uint8_t **buf, size_t 
 /* The id sentencepiece reports for a special piece: its id if it is a
    control piece, else -1. */
 static int32_t control_id(const mr_tokenizer *tok, const char *name) {
-  int32_t id = spm_unigram_find(&tok->unigram, name, strlen(name));
+  int32_t id = mr_spm_unigram_find(&tok->unigram, name, strlen(name));
   return id >= 0 && tok->model.pieces[id].type == SPM_CONTROL ? id : -1;
 }
 
@@ -78,7 +78,7 @@ mr_status mr_tokenizer_load(mr_ctx *ctx, const char *path, mr_tokenizer **out) {
     return mr_error(ctx, MR_ENOMEM, "%s: out of memory", path);
   }
   tok->ctx = ctx;
-  st = spm_model_parse(ctx, path, buf, len, &tok->model);
+  st = mr_spm_model_parse(ctx, path, buf, len, &tok->model);
   free(buf); /* the model keeps copies of what it needs */
   if (st != MR_OK) {
     free(tok);
@@ -89,11 +89,11 @@ mr_status mr_tokenizer_load(mr_ctx *ctx, const char *path, mr_tokenizer **out) {
                   path, model_type_name(tok->model.model_type), tok->model.model_type);
     goto fail;
   }
-  if ((st = spm_unigram_init(ctx, path, &tok->model, &tok->unigram)) != MR_OK) goto fail;
+  if ((st = mr_spm_unigram_init(ctx, path, &tok->model, &tok->unigram)) != MR_OK) goto fail;
   bool any_user = false;
   for (int i = 0; i < tok->model.n_pieces && !any_user; i++) any_user = tok->model.pieces[i].type == SPM_USER_DEFINED;
-  if (any_user && (st = spm_trie_build(ctx, path, &tok->model, is_user_defined, &tok->user_defined)) != MR_OK) goto fail;
-  if ((st = spm_normalizer_init(ctx, path, &tok->model, tok->user_defined, &tok->normalizer)) != MR_OK) goto fail;
+  if (any_user && (st = mr_spm_trie_build(ctx, path, &tok->model, is_user_defined, &tok->user_defined)) != MR_OK) goto fail;
+  if ((st = mr_spm_normalizer_init(ctx, path, &tok->model, tok->user_defined, &tok->normalizer)) != MR_OK) goto fail;
   tok->eos_id = control_id(tok, tok->model.eos_piece);
   tok->pad_id = control_id(tok, tok->model.pad_piece);
   *out = tok;
@@ -105,10 +105,10 @@ fail:
 
 void mr_tokenizer_free(mr_tokenizer *tok) {
   if (!tok) return;
-  spm_normalizer_release(&tok->normalizer);
-  spm_trie_free(tok->user_defined);
-  spm_unigram_release(&tok->unigram);
-  spm_model_release(&tok->model);
+  mr_spm_normalizer_release(&tok->normalizer);
+  mr_spm_trie_free(tok->user_defined);
+  mr_spm_unigram_release(&tok->unigram);
+  mr_spm_model_release(&tok->model);
   free(tok);
 }
 
@@ -124,9 +124,9 @@ int32_t mr_tokenizer_pad_id(const mr_tokenizer *tok) { return tok ? tok->pad_id 
 int32_t mr_tokenizer_unk_id(const mr_tokenizer *tok) { return tok ? tok->unigram.unk_id : -1; }
 
 /* Normalizes and segments; ids->p is the caller's to free. */
-static mr_status encode_ids(mr_tokenizer *tok, const char *text, size_t len, spm_ids *ids) {
-  spm_bytes norm = {0};
-  bool ok = spm_normalize(&tok->normalizer, text, len, &norm) && spm_unigram_encode(&tok->unigram, norm.p, norm.len, ids);
+static mr_status encode_ids(mr_tokenizer *tok, const char *text, size_t len, mr_spm_ids *ids) {
+  mr_spm_bytes norm = {0};
+  bool ok = mr_spm_normalize(&tok->normalizer, text, len, &norm) && mr_spm_unigram_encode(&tok->unigram, norm.p, norm.len, ids);
   free(norm.p);
   if (!ok) return mr_error(tok->ctx, MR_ENOMEM, "tokenizer: out of memory encoding %zu bytes of text", len);
   if (ids->len > INT32_MAX) return mr_error(tok->ctx, MR_EINVAL, "tokenizer: text too long (%zu ids)", ids->len);
@@ -138,7 +138,7 @@ mr_status mr_tokenizer_encode(mr_tokenizer *tok, const char *text, int32_t *ids,
   if (!tok || !text || !n || cap < 0 || (cap > 0 && !ids))
     return mr_error(tok ? tok->ctx : NULL, MR_EINVAL, "mr_tokenizer_encode: %s",
                     !tok ? "tok is NULL" : !text ? "text is NULL" : !n ? "n is NULL" : "ids is NULL or cap < 0");
-  spm_ids v = {0};
+  mr_spm_ids v = {0};
   mr_status st = encode_ids(tok, text, strlen(text), &v);
   if (st == MR_OK) {
     size_t w = v.len < (size_t)cap ? v.len : (size_t)cap;
@@ -159,12 +159,12 @@ mr_status mr_tokenizer_encode_wan(mr_tokenizer *tok, const char *prompt, int tex
   if (tok->eos_id < 0 || tok->pad_id < 0)
     return mr_error(tok->ctx, MR_EUNSUPPORTED, "tokenizer: the model has no %s control piece",
                     tok->eos_id < 0 ? tok->model.eos_piece : tok->model.pad_piece);
-  spm_bytes clean = {0};
+  mr_spm_bytes clean = {0};
   if (!mr_wan_prompt_clean(prompt, &clean)) {
     free(clean.p);
     return mr_error(tok->ctx, MR_ENOMEM, "tokenizer: out of memory cleaning the prompt");
   }
-  spm_ids v = {0};
+  mr_spm_ids v = {0};
   mr_status st = encode_ids(tok, clean.p ? clean.p : "", clean.len, &v);
   free(clean.p);
   if (st == MR_OK) {

@@ -21,7 +21,7 @@
 #define NODE_BITS 28
 #define MAX_NODES ((1u << NODE_BITS) - 2)
 
-struct spm_trie {
+struct mr_spm_trie {
   int32_t *value;   /* per node: piece id ending here, or -1 */
   uint32_t n_nodes, cap_nodes;
   uint64_t *slots;
@@ -36,7 +36,7 @@ static size_t edge_hash(uint64_t key, size_t mask) {
   return (size_t)(key >> 24) & mask;
 }
 
-static int32_t trie_child(const spm_trie *t, uint32_t node, unsigned char b) {
+static int32_t trie_child(const mr_spm_trie *t, uint32_t node, unsigned char b) {
   uint64_t key = edge_key(node, b);
   for (size_t i = edge_hash(key, t->mask);; i = (i + 1) & t->mask) {
     uint64_t s = t->slots[i];
@@ -45,7 +45,7 @@ static int32_t trie_child(const spm_trie *t, uint32_t node, unsigned char b) {
   }
 }
 
-static bool trie_grow_slots(spm_trie *t) {
+static bool trie_grow_slots(mr_spm_trie *t) {
   size_t n = (t->mask + 1) * 2;
   uint64_t *slots = calloc(n, sizeof *slots);
   if (!slots) return false;
@@ -64,7 +64,7 @@ static bool trie_grow_slots(spm_trie *t) {
 
 /* The child of node along b, created if missing; -1 on out of memory or
    when the trie would pass MAX_NODES. */
-static int32_t trie_insert_edge(spm_trie *t, uint32_t node, unsigned char b) {
+static int32_t trie_insert_edge(mr_spm_trie *t, uint32_t node, unsigned char b) {
   int32_t c = trie_child(t, node, b);
   if (c >= 0) return c;
   if (t->n_nodes >= MAX_NODES) return -1;
@@ -86,10 +86,10 @@ static int32_t trie_insert_edge(spm_trie *t, uint32_t node, unsigned char b) {
   return c;
 }
 
-mr_status spm_trie_build(mr_ctx *ctx, const char *what, const spm_model *m, bool (*keep)(spm_piece_type),
-                         spm_trie **out) {
+mr_status mr_spm_trie_build(mr_ctx *ctx, const char *what, const mr_spm_model *m, bool (*keep)(mr_spm_piece_type),
+                         mr_spm_trie **out) {
   *out = NULL;
-  spm_trie *t = calloc(1, sizeof *t);
+  mr_spm_trie *t = calloc(1, sizeof *t);
   if (t) {
     t->cap_nodes = 1024;
     t->mask = 4096 - 1;
@@ -97,24 +97,24 @@ mr_status spm_trie_build(mr_ctx *ctx, const char *what, const spm_model *m, bool
     t->slots = calloc(t->mask + 1, sizeof *t->slots);
   }
   if (!t || !t->value || !t->slots) {
-    spm_trie_free(t);
+    mr_spm_trie_free(t);
     return mr_error(ctx, MR_ENOMEM, "%s: out of memory for the piece trie", what);
   }
   t->n_nodes = 1;
   t->value[0] = -1;
   for (int i = 0; i < m->n_pieces; i++) {
-    const spm_piece *p = &m->pieces[i];
+    const mr_spm_piece *p = &m->pieces[i];
     if (!keep(p->type)) continue;
     int32_t node = 0;
     for (uint32_t k = 0; k < p->len && node >= 0; k++) node = trie_insert_edge(t, (uint32_t)node, (unsigned char)p->text[k]);
     if (node < 0) {
       uint32_t nodes = t->n_nodes;
-      spm_trie_free(t);
+      mr_spm_trie_free(t);
       return mr_error(ctx, MR_ENOMEM, "%s: out of memory for the piece trie (%u nodes)", what, nodes);
     }
     if (t->value[node] >= 0) { /* the library refuses such a model too */
       int32_t first = t->value[node];
-      spm_trie_free(t);
+      mr_spm_trie_free(t);
       return mr_error(ctx, MR_EFORMAT, "%s: piece \"%s\" is defined twice (ids %d and %d)", what, p->text, first, i);
     }
     t->value[node] = i;
@@ -123,14 +123,14 @@ mr_status spm_trie_build(mr_ctx *ctx, const char *what, const spm_model *m, bool
   return MR_OK;
 }
 
-void spm_trie_free(spm_trie *t) {
+void mr_spm_trie_free(mr_spm_trie *t) {
   if (!t) return;
   free(t->value);
   free(t->slots);
   free(t);
 }
 
-size_t spm_trie_longest_prefix(const spm_trie *t, const char *s, size_t n) {
+size_t mr_spm_trie_longest_prefix(const mr_spm_trie *t, const char *s, size_t n) {
   size_t best = 0;
   int32_t node = 0;
   for (size_t i = 0; i < n; i++) {
@@ -141,7 +141,7 @@ size_t spm_trie_longest_prefix(const spm_trie *t, const char *s, size_t n) {
   return best;
 }
 
-static int32_t trie_find(const spm_trie *t, const char *s, size_t n) {
+static int32_t trie_find(const mr_spm_trie *t, const char *s, size_t n) {
   int32_t node = 0;
   for (size_t i = 0; i < n && node >= 0; i++) node = trie_child(t, (uint32_t)node, (unsigned char)s[i]);
   return node < 0 ? -1 : t->value[node];
@@ -149,11 +149,11 @@ static int32_t trie_find(const spm_trie *t, const char *s, size_t n) {
 
 /* The library's vocabulary trie holds these; CONTROL, UNKNOWN and BYTE
    pieces never match text. */
-static bool in_vocab_trie(spm_piece_type ty) {
+static bool in_vocab_trie(mr_spm_piece_type ty) {
   return ty == SPM_NORMAL || ty == SPM_USER_DEFINED || ty == SPM_UNUSED;
 }
 
-mr_status spm_unigram_init(mr_ctx *ctx, const char *what, const spm_model *m, spm_unigram *u) {
+mr_status mr_spm_unigram_init(mr_ctx *ctx, const char *what, const mr_spm_model *m, mr_spm_unigram *u) {
   memset(u, 0, sizeof *u);
   u->model = m;
   u->unk_id = -1;
@@ -162,7 +162,7 @@ mr_status spm_unigram_init(mr_ctx *ctx, const char *what, const spm_model *m, sp
      negative scores leaves it there. User-defined pieces score from it. */
   float mn = FLT_MAX, mx = FLT_MIN;
   for (int i = 0; i < m->n_pieces; i++) {
-    const spm_piece *p = &m->pieces[i];
+    const mr_spm_piece *p = &m->pieces[i];
     if (p->type == SPM_UNKNOWN) {
       if (u->unk_id >= 0) return mr_error(ctx, MR_EFORMAT, "%s: more than one <unk> piece (ids %d and %d)", what, u->unk_id, i);
       u->unk_id = i;
@@ -178,14 +178,14 @@ mr_status spm_unigram_init(mr_ctx *ctx, const char *what, const spm_model *m, sp
   u->min_score = mn == FLT_MAX ? 0.0f : mn;
   u->max_score = mx == FLT_MIN ? 0.0f : mx;
   u->unk_score = u->min_score - UNK_PENALTY;
-  mr_status st = spm_trie_build(ctx, what, m, in_vocab_trie, &u->trie);
+  mr_status st = mr_spm_trie_build(ctx, what, m, in_vocab_trie, &u->trie);
   if (st != MR_OK) return st;
   /* byte fallback pieces "<0x00>".."<0xFF>"; a missing one falls back to <unk>
      as the library's PieceToId does */
   for (int b = 0; b < 256; b++) u->byte_id[b] = u->unk_id;
   if (m->byte_fallback) {
     for (int i = 0; i < m->n_pieces; i++) {
-      const spm_piece *p = &m->pieces[i];
+      const mr_spm_piece *p = &m->pieces[i];
       unsigned v;
       char canon[8];
       if (p->type != SPM_BYTE || p->len != 6 || sscanf(p->text, "<0x%2X", &v) != 1) continue;
@@ -196,17 +196,17 @@ mr_status spm_unigram_init(mr_ctx *ctx, const char *what, const spm_model *m, sp
   return MR_OK;
 }
 
-void spm_unigram_release(spm_unigram *u) {
-  spm_trie_free(u->trie);
+void mr_spm_unigram_release(mr_spm_unigram *u) {
+  mr_spm_trie_free(u->trie);
   memset(u, 0, sizeof *u);
 }
 
-int32_t spm_unigram_find(const spm_unigram *u, const char *text, size_t len) {
+int32_t mr_spm_unigram_find(const mr_spm_unigram *u, const char *text, size_t len) {
   int32_t id = trie_find(u->trie, text, len);
   if (id >= 0) return id;
   /* control, unknown and byte pieces are not in the trie */
   for (int i = 0; i < u->model->n_pieces; i++) {
-    const spm_piece *p = &u->model->pieces[i];
+    const mr_spm_piece *p = &u->model->pieces[i];
     if (!in_vocab_trie(p->type) && p->len == len && memcmp(p->text, text, len) == 0) return i;
   }
   return -1;
@@ -218,10 +218,10 @@ typedef struct best_node {
   int32_t id;
 } best_node;
 
-bool spm_unigram_encode(const spm_unigram *u, const char *s, size_t n, spm_ids *out) {
+bool mr_spm_unigram_encode(const mr_spm_unigram *u, const char *s, size_t n, mr_spm_ids *out) {
   if (n == 0) return true;
   if (n > INT32_MAX - 1) return false;
-  const spm_model *m = u->model;
+  const mr_spm_model *m = u->model;
   best_node *best = malloc((n + 1) * sizeof *best);
   if (!best) return false;
   for (size_t i = 0; i <= n; i++) best[i] = (best_node){0.0f, -1, -1};
@@ -231,7 +231,7 @@ bool spm_unigram_encode(const spm_unigram *u, const char *s, size_t n, spm_ids *
      order of visits is the library's, so equal-score splits agree. */
   for (size_t start = 0; start < n;) {
     const float here = best[start].score;
-    size_t mblen = (size_t)spm_utf8_char_len((unsigned char)s[start]);
+    size_t mblen = (size_t)mr_spm_utf8_char_len((unsigned char)s[start]);
     if (mblen > n - start) mblen = n - start;
     bool has_single = false;
     int32_t node = 0;
@@ -241,7 +241,7 @@ bool spm_unigram_encode(const spm_unigram *u, const char *s, size_t n, spm_ids *
       if (node < 0) break;
       int32_t id = u->trie->value[node];
       if (id < 0) continue;
-      const spm_piece *p = &m->pieces[id];
+      const mr_spm_piece *p = &m->pieces[id];
       if (p->type == SPM_UNUSED) continue;
       size_t length = end - start;
       /* User pieces get a bonus so they always win. The library's score
@@ -288,11 +288,11 @@ bool spm_unigram_encode(const spm_unigram *u, const char *s, size_t n, spm_ids *
     if (is_unk && m->byte_fallback) {
       /* each byte of the unknown text becomes its <0xNN> piece */
       for (int32_t j = b->start; j < path_end[i] && ok; j++) {
-        ok = spm_ids_push(out, u->byte_id[(unsigned char)s[j]]);
+        ok = mr_spm_ids_push(out, u->byte_id[(unsigned char)s[j]]);
       }
     } else if (!(is_unk && prev_unk)) {
       /* a run of unknowns is one <unk>: the library merges them */
-      ok = spm_ids_push(out, b->id);
+      ok = mr_spm_ids_push(out, b->id);
     }
     prev_unk = is_unk;
   }

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int spm_utf8_char_len(unsigned char lead) {
+int mr_spm_utf8_char_len(unsigned char lead) {
   /* SentencePiece's table, indexed by the high nibble: it steps over a
      stray continuation byte as one character rather than failing. */
   static const unsigned char len_of_nibble[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
@@ -15,7 +15,7 @@ static bool is_trail(unsigned char c) { return (c & 0xC0) == 0x80; }
 
 static bool is_valid_codepoint(uint32_t c) { return c < 0xD800 || (c >= 0xE000 && c <= 0x10FFFF); }
 
-int spm_utf8_decode(const char *str, size_t n, uint32_t *cp) {
+int mr_spm_utf8_decode(const char *str, size_t n, uint32_t *cp) {
   const unsigned char *s = (const unsigned char *)str;
   if (n == 0) return 0;
   if (s[0] < 0x80) {
@@ -46,7 +46,7 @@ int spm_utf8_decode(const char *str, size_t n, uint32_t *cp) {
   return 0;
 }
 
-int spm_utf8_encode(uint32_t cp, char *out) {
+int mr_spm_utf8_encode(uint32_t cp, char *out) {
   unsigned char *o = (unsigned char *)out;
   if (cp < 0x80) {
     o[0] = (unsigned char)cp;
@@ -70,7 +70,7 @@ int spm_utf8_encode(uint32_t cp, char *out) {
   return 4;
 }
 
-bool spm_bytes_append(spm_bytes *b, const char *s, size_t n) {
+bool mr_spm_bytes_append(mr_spm_bytes *b, const char *s, size_t n) {
   if (b->len + n + 1 > b->cap) {
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + n + 1) cap *= 2;
@@ -85,7 +85,7 @@ bool spm_bytes_append(spm_bytes *b, const char *s, size_t n) {
   return true;
 }
 
-bool spm_ids_push(spm_ids *v, int32_t id) {
+bool mr_spm_ids_push(mr_spm_ids *v, int32_t id) {
   if (v->len == v->cap) {
     size_t cap = v->cap ? v->cap * 2 : 64;
     int32_t *p = realloc(v->p, cap * sizeof *p);

@@ -84,8 +84,9 @@ describe("memory", function()
     collectgarbage()
     mr.trim(true)
     local m0 = mr.memory()
-    assert.are.equal(m0.device_live, m0.device_held)
+    assert.is_true(m0.device_held >= m0.device_live)
     assert.are.equal(m0.device_live, m0.device_peak_live)
+    assert.are.equal(m0.device_held, m0.device_peak_held)
     do
       -- the docs' example
       local x <close> = mr.tensor({{1, 2}, {3, 4}})
@@ -110,8 +111,11 @@ describe("memory", function()
     m = mr.memory()
     assert.is_true(m.device_peak_held <= m.device_peak_live + (4 << 20))
     assert.is_true(m.device_peak_live <= m0.device_live + 3 * (4 << 20))
+    local before = mr.memory().device_held
     mr.trim()
-    assert.are.equal(mr.memory().device_live, mr.memory().device_held)
+    -- the chain's blocks (4 MiB tensors, a block each) go back; blocks with live tensors stay
+    assert.is_true(mr.memory().device_held <= before - (4 << 20))
+    assert.is_true(mr.memory().device_held >= mr.memory().device_live)
   end)
 
   it("lets the threshold be tuned", function()

@@ -548,7 +548,7 @@ mr_status mr_model_detect(mr_ctx *ctx, const mr_weights *w, const char *config_j
 
 /* ---------------------------------------------------------------- sampling */
 /* Flow matching as Wan samples: x_σ = (1 − σ)·x0 + σ·ε, the DiT predicts
-   v = ε − x0 at the integer timestep t, x0 = x − σ·v. A scheduler holds N
+   v = ε − x0 at the integer timestep t, x0 = x − σ·v. A sampler holds N
    timesteps (what the DiT sees, descending) and N+1 sigmas (the solver's,
    stored as f32 like the reference, the last exactly 0). Sigma rules, with
    linspace as numpy computes it (a + i·(b − a)/N) and the shift
@@ -559,60 +559,60 @@ mr_status mr_model_detect(mr_ctx *ctx, const mr_weights *w, const char *config_j
    Coefficients are computed in double on the host from the f32 sigmas; the
    tensor updates are mr_op_lincomb calls (f32 accumulation). */
 
-typedef enum mr_scheduler_kind {
-  MR_SCHEDULER_UNIPC, /* FlowUniPCMultistepScheduler (Wan's default): bh2, order 2, predictor +
+typedef enum mr_sampler_kind {
+  MR_SAMPLER_UNIPC, /* FlowUniPCMultistepScheduler (Wan's default): bh2, order 2, predictor +
                          corrector, lower order on the first and last steps */
-  MR_SCHEDULER_DPMPP, /* FlowDPMSolverMultistepScheduler: dpmsolver++, order 2 midpoint, first and last
+  MR_SAMPLER_DPMPP, /* FlowDPMSolverMultistepScheduler: dpmsolver++, order 2 midpoint, first and last
                          steps first order, no noise */
-  MR_SCHEDULER_EULER, /* x_next = x + (σ_next − σ)·v on the DPM++ sigmas (the rule the default model's
+  MR_SAMPLER_EULER, /* x_next = x + (σ_next − σ)·v on the DPM++ sigmas (the rule the default model's
                          trainer samples with) */
-} mr_scheduler_kind;
+} mr_sampler_kind;
 
-typedef struct mr_scheduler_opts {
-  mr_scheduler_kind kind; /* default MR_SCHEDULER_UNIPC */
+typedef struct mr_sampler_opts {
+  mr_sampler_kind kind; /* default MR_SAMPLER_UNIPC */
   int steps;              /* N >= 1; default 50 */
   double shift;           /* s > 0, finite; default 5.0 (1 = no shift) */
-} mr_scheduler_opts;
+} mr_sampler_opts;
 
-mr_scheduler_opts mr_scheduler_opts_default(void);
+mr_sampler_opts mr_sampler_opts_default(void);
 /* "unipc", "dpmpp", "euler"; "" for an unknown value. */
-const char *mr_scheduler_kind_name(mr_scheduler_kind kind);
+const char *mr_sampler_kind_name(mr_sampler_kind kind);
 /* Parses "unipc", "dpmpp" (also "dpm++") or "euler"; false if unknown. */
-bool mr_scheduler_kind_parse(const char *name, mr_scheduler_kind *out);
+bool mr_sampler_kind_parse(const char *name, mr_sampler_kind *out);
 
-typedef struct mr_scheduler mr_scheduler;
+typedef struct mr_sampler mr_sampler;
 
-/* A scheduler on ctx (its tensors live there). opts may be NULL (defaults).
+/* A sampler on ctx (its tensors live there). opts may be NULL (defaults).
    MR_EINVAL for steps < 1 or a shift that is not a positive finite number. */
-mr_status mr_scheduler_create(mr_ctx *ctx, const mr_scheduler_opts *opts, mr_scheduler **out);
-/* Frees the scheduler and the history tensors it holds. */
-void mr_scheduler_free(mr_scheduler *s);
-mr_scheduler_kind mr_scheduler_get_kind(const mr_scheduler *s);
-double mr_scheduler_shift(const mr_scheduler *s);
+mr_status mr_sampler_new(mr_ctx *ctx, const mr_sampler_opts *opts, mr_sampler **out);
+/* Frees the sampler and the history tensors it holds. */
+void mr_sampler_free(mr_sampler *s);
+mr_sampler_kind mr_sampler_get_kind(const mr_sampler *s);
+double mr_sampler_shift(const mr_sampler *s);
 /* N, the number of steps of a full run. */
-int mr_scheduler_steps(const mr_scheduler *s);
+int mr_sampler_steps(const mr_sampler *s);
 /* Copies the N timesteps to out. */
-void mr_scheduler_timesteps(const mr_scheduler *s, int64_t *out);
+void mr_sampler_timesteps(const mr_sampler *s, int64_t *out);
 /* Copies the N+1 sigmas (f32 values widened; out[N] = 0) to out. */
-void mr_scheduler_sigmas(const mr_scheduler *s, double *out);
+void mr_sampler_sigmas(const mr_sampler *s, double *out);
 
 /* One solver step: from sample at `timestep` and the model's output there
    (v, the same shape; any storage dtypes) returns the new next sample, in
    sample's dtype. After the last step it is the clean x0. The history the
    multistep solvers need (the last two x0 predictions and UniPC's last
-   sample) is kept as the scheduler's own f32 tensors.
+   sample) is kept as the sampler's own f32 tensors.
    The first step after create or reset finds its index in the table (the
    first entry equal to timestep), so a run may start part-way through the
    schedule (image-to-image); every later step must pass the table's next
-   timestep. MR_EINVAL, with the scheduler unchanged, for a timestep not in
+   timestep. MR_EINVAL, with the sampler unchanged, for a timestep not in
    the table, one out of order, a step after the last, model_output and
    sample of different shapes, or a shape that differs from the run's. */
-mr_status mr_scheduler_step(mr_scheduler *s, const mr_tensor *model_output, int64_t timestep,
+mr_status mr_sampler_step(mr_sampler *s, const mr_tensor *model_output, int64_t timestep,
                             const mr_tensor *sample, mr_tensor **out);
-/* Forgets the run (frees the history), so the scheduler can start another. */
-void mr_scheduler_reset(mr_scheduler *s);
+/* Forgets the run (frees the history), so the sampler can start another. */
+void mr_sampler_reset(mr_sampler *s);
 /* Index in the table of the next step of the current run; -1 before a run starts. */
-int mr_scheduler_next_index(const mr_scheduler *s);
+int mr_sampler_next_index(const mr_sampler *s);
 
 /* Classifier-free guidance: v_uncond + scale·(v_cond − v_uncond), as one
    mr_op_lincomb (coefficients scale and 1 − scale). A new tensor in v_cond's dtype. */

@@ -1,4 +1,4 @@
-/* Flow-matching schedulers as Wan samples with them: UniPC
+/* Flow-matching samplers as Wan samples with them: UniPC
    (FlowUniPCMultistepScheduler: bh2, order 2, predictor + corrector),
    DPM++ (FlowDPMSolverMultistepScheduler: dpmsolver++, order 2 midpoint)
    and Euler, plus classifier-free guidance. The sigma tables and the scalar
@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct mr_scheduler {
+struct mr_sampler {
   mr_ctx *ctx;
-  mr_scheduler_kind kind;
+  mr_sampler_kind kind;
   int steps;
   double shift;
   int64_t *timesteps; /* steps entries */
@@ -33,25 +33,25 @@ struct mr_scheduler {
 
 /* ---------------------------------------------------------------- tables */
 
-mr_scheduler_opts mr_scheduler_opts_default(void) {
-  mr_scheduler_opts o = {.kind = MR_SCHEDULER_UNIPC, .steps = 50, .shift = 5.0};
+mr_sampler_opts mr_sampler_opts_default(void) {
+  mr_sampler_opts o = {.kind = MR_SAMPLER_UNIPC, .steps = 50, .shift = 5.0};
   return o;
 }
 
-const char *mr_scheduler_kind_name(mr_scheduler_kind kind) {
+const char *mr_sampler_kind_name(mr_sampler_kind kind) {
   switch (kind) {
-  case MR_SCHEDULER_UNIPC: return "unipc";
-  case MR_SCHEDULER_DPMPP: return "dpmpp";
-  case MR_SCHEDULER_EULER: return "euler";
+  case MR_SAMPLER_UNIPC: return "unipc";
+  case MR_SAMPLER_DPMPP: return "dpmpp";
+  case MR_SAMPLER_EULER: return "euler";
   }
   return "";
 }
 
-bool mr_scheduler_kind_parse(const char *name, mr_scheduler_kind *out) {
+bool mr_sampler_kind_parse(const char *name, mr_sampler_kind *out) {
   if (!name) return false;
-  if (strcmp(name, "unipc") == 0) *out = MR_SCHEDULER_UNIPC;
-  else if (strcmp(name, "dpmpp") == 0 || strcmp(name, "dpm++") == 0) *out = MR_SCHEDULER_DPMPP;
-  else if (strcmp(name, "euler") == 0) *out = MR_SCHEDULER_EULER;
+  if (strcmp(name, "unipc") == 0) *out = MR_SAMPLER_UNIPC;
+  else if (strcmp(name, "dpmpp") == 0 || strcmp(name, "dpm++") == 0) *out = MR_SAMPLER_DPMPP;
+  else if (strcmp(name, "euler") == 0) *out = MR_SAMPLER_EULER;
   else return false;
   return true;
 }
@@ -76,10 +76,10 @@ static double shift_sigma(double s, double sigma) {
   return num / den;
 }
 
-static void build_tables(mr_scheduler *s) {
+static void build_tables(mr_sampler *s) {
   /* UniPC: σ_max is the float32 training sigma 1 − 1/1000 (0.99900001...),
      σ_min 0. DPM++/Euler: get_sampling_sigmas, linspace(1, 0). */
-  double top = s->kind == MR_SCHEDULER_UNIPC ? (double)(float)0.999 : 1.0;
+  double top = s->kind == MR_SAMPLER_UNIPC ? (double)(float)0.999 : 1.0;
   for (int i = 0; i < s->steps; i++) {
     double sg = shift_sigma(s->shift, linspace_at(top, 0.0, s->steps, i));
     volatile double t = sg * 1000.0;
@@ -91,22 +91,22 @@ static void build_tables(mr_scheduler *s) {
 
 /* Every update needs σ_t < σ_s (h > 0): extreme shifts with many steps can
    round neighbouring sigmas to one float. */
-static bool tables_ok(const mr_scheduler *s) {
+static bool tables_ok(const mr_sampler *s) {
   for (int i = 0; i < s->steps; i++)
     if (!(s->sigmas[i + 1] < s->sigmas[i])) return false;
   return true;
 }
 
-mr_status mr_scheduler_create(mr_ctx *ctx, const mr_scheduler_opts *opts, mr_scheduler **out) {
+mr_status mr_sampler_new(mr_ctx *ctx, const mr_sampler_opts *opts, mr_sampler **out) {
   *out = NULL;
-  mr_scheduler_opts o = opts ? *opts : mr_scheduler_opts_default();
-  if (mr_scheduler_kind_name(o.kind)[0] == '\0')
-    return mr_error(ctx, MR_EINVAL, "scheduler: unknown kind %d", (int)o.kind);
+  mr_sampler_opts o = opts ? *opts : mr_sampler_opts_default();
+  if (mr_sampler_kind_name(o.kind)[0] == '\0')
+    return mr_error(ctx, MR_EINVAL, "sampler: unknown kind %d", (int)o.kind);
   if (o.steps < 1 || o.steps > 100000)
-    return mr_error(ctx, MR_EINVAL, "scheduler: steps must be 1 to 100000, not %d", o.steps);
+    return mr_error(ctx, MR_EINVAL, "sampler: steps must be 1 to 100000, not %d", o.steps);
   if (!(o.shift > 0.0) || !isfinite(o.shift))
-    return mr_error(ctx, MR_EINVAL, "scheduler: shift must be a positive finite number, not %g", o.shift);
-  mr_scheduler *s = calloc(1, sizeof *s);
+    return mr_error(ctx, MR_EINVAL, "sampler: shift must be a positive finite number, not %g", o.shift);
+  mr_sampler *s = calloc(1, sizeof *s);
   if (s) {
     s->timesteps = malloc((size_t)o.steps * sizeof *s->timesteps);
     s->sigmas = malloc((size_t)(o.steps + 1) * sizeof *s->sigmas);
@@ -117,7 +117,7 @@ mr_status mr_scheduler_create(mr_ctx *ctx, const mr_scheduler_opts *opts, mr_sch
       free(s->sigmas);
     }
     free(s);
-    return mr_error(ctx, MR_ENOMEM, "scheduler: out of host memory");
+    return mr_error(ctx, MR_ENOMEM, "sampler: out of host memory");
   }
   s->ctx = ctx;
   s->kind = o.kind;
@@ -126,15 +126,15 @@ mr_status mr_scheduler_create(mr_ctx *ctx, const mr_scheduler_opts *opts, mr_sch
   s->next = -1;
   build_tables(s);
   if (!tables_ok(s)) {
-    mr_scheduler_free(s);
-    return mr_error(ctx, MR_EINVAL, "scheduler: %d steps with shift %g give repeated f32 sigmas; use fewer steps or a "
+    mr_sampler_free(s);
+    return mr_error(ctx, MR_EINVAL, "sampler: %d steps with shift %g give repeated f32 sigmas; use fewer steps or a "
                     "milder shift", o.steps, o.shift);
   }
   *out = s;
   return MR_OK;
 }
 
-void mr_scheduler_reset(mr_scheduler *s) {
+void mr_sampler_reset(mr_sampler *s) {
   mr_tensor_free(s->m_last);
   mr_tensor_free(s->m_prev);
   mr_tensor_free(s->last_sample);
@@ -145,24 +145,24 @@ void mr_scheduler_reset(mr_scheduler *s) {
   s->ndim = 0;
 }
 
-void mr_scheduler_free(mr_scheduler *s) {
+void mr_sampler_free(mr_sampler *s) {
   if (!s) return;
-  mr_scheduler_reset(s);
+  mr_sampler_reset(s);
   free(s->timesteps);
   free(s->sigmas);
   free(s);
 }
 
-mr_scheduler_kind mr_scheduler_get_kind(const mr_scheduler *s) { return s->kind; }
-double mr_scheduler_shift(const mr_scheduler *s) { return s->shift; }
-int mr_scheduler_steps(const mr_scheduler *s) { return s->steps; }
-int mr_scheduler_next_index(const mr_scheduler *s) { return s->next; }
+mr_sampler_kind mr_sampler_get_kind(const mr_sampler *s) { return s->kind; }
+double mr_sampler_shift(const mr_sampler *s) { return s->shift; }
+int mr_sampler_steps(const mr_sampler *s) { return s->steps; }
+int mr_sampler_next_index(const mr_sampler *s) { return s->next; }
 
-void mr_scheduler_timesteps(const mr_scheduler *s, int64_t *out) {
+void mr_sampler_timesteps(const mr_sampler *s, int64_t *out) {
   memcpy(out, s->timesteps, (size_t)s->steps * sizeof *out);
 }
 
-void mr_scheduler_sigmas(const mr_scheduler *s, double *out) {
+void mr_sampler_sigmas(const mr_sampler *s, double *out) {
   for (int i = 0; i <= s->steps; i++) out[i] = s->sigmas[i];
 }
 
@@ -228,8 +228,8 @@ static bool same_shape(int ndim, const int64_t *shape, const mr_tensor *t) {
   return true;
 }
 
-/* Which table entry this step is, or an error leaving the scheduler as it was. */
-static mr_status find_index(mr_scheduler *s, int64_t timestep, int *idx) {
+/* Which table entry this step is, or an error leaving the sampler as it was. */
+static mr_status find_index(mr_sampler *s, int64_t timestep, int *idx) {
   if (s->next < 0) {
     for (int i = 0; i < s->steps; i++)
       if (s->timesteps[i] == timestep) {
@@ -237,28 +237,28 @@ static mr_status find_index(mr_scheduler *s, int64_t timestep, int *idx) {
         return MR_OK;
       }
     return mr_error(s->ctx, MR_EINVAL, "%s: timestep %lld is not in the schedule (%d steps, %lld .. %lld)",
-                    mr_scheduler_kind_name(s->kind), (long long)timestep, s->steps, (long long)s->timesteps[0],
+                    mr_sampler_kind_name(s->kind), (long long)timestep, s->steps, (long long)s->timesteps[0],
                     (long long)s->timesteps[s->steps - 1]);
   }
   if (s->next >= s->steps)
     return mr_error(s->ctx, MR_EINVAL, "%s: the run is finished (all %d steps done); reset to start another",
-                    mr_scheduler_kind_name(s->kind), s->steps);
+                    mr_sampler_kind_name(s->kind), s->steps);
   if (s->timesteps[s->next] != timestep) {
     bool known = false;
     for (int i = 0; i < s->steps && !known; i++) known = s->timesteps[i] == timestep;
     return mr_error(s->ctx, MR_EINVAL, "%s: timestep %lld %s; step %d of the run expects %lld (reset to start over)",
-                    mr_scheduler_kind_name(s->kind), (long long)timestep,
+                    mr_sampler_kind_name(s->kind), (long long)timestep,
                     known ? "is out of order" : "is not in the schedule", s->next, (long long)s->timesteps[s->next]);
   }
   *idx = s->next;
   return MR_OK;
 }
 
-static mr_status check_tensors(mr_scheduler *s, const mr_tensor *v, const mr_tensor *x) {
-  const char *name = mr_scheduler_kind_name(s->kind);
+static mr_status check_tensors(mr_sampler *s, const mr_tensor *v, const mr_tensor *x) {
+  const char *name = mr_sampler_kind_name(s->kind);
   if (!v || !x) return mr_error(s->ctx, MR_EINVAL, "%s: model_output and sample are required", name);
   if (v->ctx != s->ctx || x->ctx != s->ctx)
-    return mr_error(s->ctx, MR_EINVAL, "%s: tensors belong to another context than the scheduler", name);
+    return mr_error(s->ctx, MR_EINVAL, "%s: tensors belong to another context than the sampler", name);
   char a[64], b[64];
   if (!same_shape(x->ndim, x->shape, v))
     return mr_error(s->ctx, MR_EINVAL, "%s: model_output has shape %s, sample %s", name,
@@ -280,7 +280,7 @@ typedef struct step_result {
 } step_result;
 
 /* Euler: x_next = x + (σ_{i+1} − σ_i)·v. */
-static mr_status euler_step(mr_scheduler *s, int i, const mr_tensor *v, const mr_tensor *x, step_result *r) {
+static mr_status euler_step(mr_sampler *s, int i, const mr_tensor *v, const mr_tensor *x, step_result *r) {
   const mr_tensor *xs[2] = {x, v};
   double c[2] = {1.0, (double)s->sigmas[i + 1] - (double)s->sigmas[i]};
   return comb(2, xs, c, x->dtype, &r->x_next);
@@ -291,7 +291,7 @@ static mr_status euler_step(mr_scheduler *s, int i, const mr_tensor *v, const mr
    second order x_t = (σ_t/σ_s0)·x − α_t(e^−h − 1)·m0 − ½α_t(e^−h − 1)·(m0 − m1)/r0,
    r0 = (λ_s0 − λ_s1)/h. First order on the first step of a run and on the
    last step (lower_order_final with final sigma 0). */
-static mr_status dpmpp_step(mr_scheduler *s, int i, const mr_tensor *v, const mr_tensor *x, step_result *r) {
+static mr_status dpmpp_step(mr_sampler *s, int i, const mr_tensor *v, const mr_tensor *x, step_result *r) {
   double sig = s->sigmas[i], sig_t = s->sigmas[i + 1];
   const mr_tensor *xm[2] = {x, v};
   double cm[2] = {1.0, -sig};
@@ -320,7 +320,7 @@ static mr_status dpmpp_step(mr_scheduler *s, int i, const mr_tensor *v, const mr
      D1 = (M[-2] − m0)/r, ρ from [[1,1],[r,1]]·ρ = b (p = 2) or ρ1 = ½ (p = 1);
    predictor (UniP) from σ_i to σ_{i+1} with order min(2, N − i, steps so far + 1):
      x_next = (σ_t/σ_s0)·x_c − α_t h_phi_1·m_t − α_t B_h·½·(m_prev − m_t)/r (order 2). */
-static mr_status unipc_step(mr_scheduler *s, int i, const mr_tensor *v, const mr_tensor *x, step_result *r) {
+static mr_status unipc_step(mr_sampler *s, int i, const mr_tensor *v, const mr_tensor *x, step_result *r) {
   double sig = s->sigmas[i];
   const mr_tensor *xm[2] = {x, v};
   double cm[2] = {1.0, -sig};
@@ -379,7 +379,7 @@ static mr_status unipc_step(mr_scheduler *s, int i, const mr_tensor *v, const mr
   return comb(3, xs, c, x->dtype, &r->x_next);
 }
 
-mr_status mr_scheduler_step(mr_scheduler *s, const mr_tensor *model_output, int64_t timestep,
+mr_status mr_sampler_step(mr_sampler *s, const mr_tensor *model_output, int64_t timestep,
                             const mr_tensor *sample, mr_tensor **out) {
   *out = NULL;
   mr_status st = check_tensors(s, model_output, sample);
@@ -388,9 +388,9 @@ mr_status mr_scheduler_step(mr_scheduler *s, const mr_tensor *model_output, int6
   if (st != MR_OK) return st;
   step_result r = {0};
   switch (s->kind) {
-  case MR_SCHEDULER_UNIPC: st = unipc_step(s, i, model_output, sample, &r); break;
-  case MR_SCHEDULER_DPMPP: st = dpmpp_step(s, i, model_output, sample, &r); break;
-  case MR_SCHEDULER_EULER: st = euler_step(s, i, model_output, sample, &r); break;
+  case MR_SAMPLER_UNIPC: st = unipc_step(s, i, model_output, sample, &r); break;
+  case MR_SAMPLER_DPMPP: st = dpmpp_step(s, i, model_output, sample, &r); break;
+  case MR_SAMPLER_EULER: st = euler_step(s, i, model_output, sample, &r); break;
   }
   if (st != MR_OK) {
     mr_tensor_free(r.x_next);

@@ -13,10 +13,10 @@
 #define MRL_SAMPLER "mr.Sampler"
 
 typedef struct sampler_box {
-  mr_scheduler *s; /* NULL once closed (or before the engine call filled it) */
+  mr_sampler *s; /* NULL once closed (or before the engine call filled it) */
 } sampler_box;
 
-static mr_scheduler *check_sampler(lua_State *L, int arg) {
+static mr_sampler *check_sampler(lua_State *L, int arg) {
   sampler_box *b = luaL_checkudata(L, arg, MRL_SAMPLER);
   if (!b->s) luaL_argerror(L, arg, "sampler is closed");
   return b->s;
@@ -125,8 +125,8 @@ static int l_lincomb(lua_State *L) {
 /* ------------------------------------------------------------------ samplers */
 
 /* {steps = N, shift = s} at arg (nil = defaults); unknown keys raise. */
-static mr_scheduler_opts check_opts(lua_State *L, int arg, mr_scheduler_kind kind) {
-  mr_scheduler_opts o = mr_scheduler_opts_default();
+static mr_sampler_opts check_opts(lua_State *L, int arg, mr_sampler_kind kind) {
+  mr_sampler_opts o = mr_sampler_opts_default();
   o.kind = kind;
   if (lua_isnoneornil(L, arg)) return o;
   luaL_checktype(L, arg, LUA_TTABLE);
@@ -151,32 +151,32 @@ static mr_scheduler_opts check_opts(lua_State *L, int arg, mr_scheduler_kind kin
   return o;
 }
 
-static int new_sampler(lua_State *L, mr_scheduler_kind kind, int opts_arg) {
-  mr_scheduler_opts o = check_opts(L, opts_arg, kind);
+static int new_sampler(lua_State *L, mr_sampler_kind kind, int opts_arg) {
+  mr_sampler_opts o = check_opts(L, opts_arg, kind);
   mr_ctx *ctx = mrl_ctx(L);
   sampler_box *b = lua_newuserdatauv(L, sizeof *b, 0); /* closed until the engine fills it */
   b->s = NULL;
   luaL_setmetatable(L, MRL_SAMPLER);
-  if (mr_scheduler_create(ctx, &o, &b->s) != MR_OK) return mrl_raise(L, ctx);
+  if (mr_sampler_new(ctx, &o, &b->s) != MR_OK) return mrl_raise(L, ctx);
   return 1;
 }
 
-static int l_unipc(lua_State *L) { return new_sampler(L, MR_SCHEDULER_UNIPC, 1); }
-static int l_dpmpp(lua_State *L) { return new_sampler(L, MR_SCHEDULER_DPMPP, 1); }
-static int l_euler(lua_State *L) { return new_sampler(L, MR_SCHEDULER_EULER, 1); }
+static int l_unipc(lua_State *L) { return new_sampler(L, MR_SAMPLER_UNIPC, 1); }
+static int l_dpmpp(lua_State *L) { return new_sampler(L, MR_SAMPLER_DPMPP, 1); }
+static int l_euler(lua_State *L) { return new_sampler(L, MR_SAMPLER_EULER, 1); }
 
 /* mr.sampler.new(name [, opts]) with name "unipc", "dpmpp" (or "dpm++"), "euler" */
 static int l_new(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
-  mr_scheduler_kind kind;
-  if (!mr_scheduler_kind_parse(name, &kind))
+  mr_sampler_kind kind;
+  if (!mr_sampler_kind_parse(name, &kind))
     return luaL_argerror(L, 1, lua_pushfstring(L, "unknown sampler '%s' (unipc, dpmpp or euler)", name));
   return new_sampler(L, kind, 2);
 }
 
 static int s_release(lua_State *L) {
   sampler_box *b = luaL_checkudata(L, 1, MRL_SAMPLER);
-  mr_scheduler_free(b->s);
+  mr_sampler_free(b->s);
   b->s = NULL;
   return 0;
 }
@@ -185,17 +185,17 @@ static int s_tostring(lua_State *L) {
   sampler_box *b = luaL_checkudata(L, 1, MRL_SAMPLER);
   if (!b->s) lua_pushliteral(L, "mr.Sampler(closed)");
   else
-    lua_pushfstring(L, "mr.Sampler(%s, %d steps, shift %f)", mr_scheduler_kind_name(mr_scheduler_get_kind(b->s)),
-                    mr_scheduler_steps(b->s), (lua_Number)mr_scheduler_shift(b->s));
+    lua_pushfstring(L, "mr.Sampler(%s, %d steps, shift %f)", mr_sampler_kind_name(mr_sampler_get_kind(b->s)),
+                    mr_sampler_steps(b->s), (lua_Number)mr_sampler_shift(b->s));
   return 1;
 }
 
 /* s:timesteps() -> {t1, ..., tN}: the integers the DiT sees, descending */
 static int s_timesteps(lua_State *L) {
-  mr_scheduler *s = check_sampler(L, 1);
-  int n = mr_scheduler_steps(s);
+  mr_sampler *s = check_sampler(L, 1);
+  int n = mr_sampler_steps(s);
   int64_t *t = lua_newuserdatauv(L, (size_t)n * sizeof *t, 0); /* scratch the GC owns */
-  mr_scheduler_timesteps(s, t);
+  mr_sampler_timesteps(s, t);
   lua_createtable(L, n, 0);
   for (int i = 0; i < n; i++) {
     lua_pushinteger(L, (lua_Integer)t[i]);
@@ -206,10 +206,10 @@ static int s_timesteps(lua_State *L) {
 
 /* s:sigmas() -> {σ1, ..., σN, 0} */
 static int s_sigmas(lua_State *L) {
-  mr_scheduler *s = check_sampler(L, 1);
-  int n = mr_scheduler_steps(s) + 1;
+  mr_sampler *s = check_sampler(L, 1);
+  int n = mr_sampler_steps(s) + 1;
   double *sg = lua_newuserdatauv(L, (size_t)n * sizeof *sg, 0);
-  mr_scheduler_sigmas(s, sg);
+  mr_sampler_sigmas(s, sg);
   lua_createtable(L, n, 0);
   for (int i = 0; i < n; i++) {
     lua_pushnumber(L, sg[i]);
@@ -220,37 +220,37 @@ static int s_sigmas(lua_State *L) {
 
 /* s:step(model_output, t, sample) -> the next sample (a new tensor) */
 static int s_step(lua_State *L) {
-  mr_scheduler *s = check_sampler(L, 1);
+  mr_sampler *s = check_sampler(L, 1);
   mr_tensor *v = mrl_check_tensor(L, 2);
   lua_Integer t = luaL_checkinteger(L, 3);
   mr_tensor *x = mrl_check_tensor(L, 4);
   mr_ctx *ctx = mr_tensor_ctx(x);
-  MRL_RUN_OP(L, ctx, mr_scheduler_step(s, v, (int64_t)t, x, &out_));
+  MRL_RUN_OP(L, ctx, mr_sampler_step(s, v, (int64_t)t, x, &out_));
 }
 
 static int s_reset(lua_State *L) {
-  mr_scheduler_reset(check_sampler(L, 1));
+  mr_sampler_reset(check_sampler(L, 1));
   return 0;
 }
 
 static int s_name(lua_State *L) {
-  lua_pushstring(L, mr_scheduler_kind_name(mr_scheduler_get_kind(check_sampler(L, 1))));
+  lua_pushstring(L, mr_sampler_kind_name(mr_sampler_get_kind(check_sampler(L, 1))));
   return 1;
 }
 
 static int s_steps(lua_State *L) {
-  lua_pushinteger(L, mr_scheduler_steps(check_sampler(L, 1)));
+  lua_pushinteger(L, mr_sampler_steps(check_sampler(L, 1)));
   return 1;
 }
 
 static int s_shift(lua_State *L) {
-  lua_pushnumber(L, mr_scheduler_shift(check_sampler(L, 1)));
+  lua_pushnumber(L, mr_sampler_shift(check_sampler(L, 1)));
   return 1;
 }
 
 /* s:next_index() -> 1-based position in :timesteps() of the next step, or nil before a run */
 static int s_next_index(lua_State *L) {
-  int i = mr_scheduler_next_index(check_sampler(L, 1));
+  int i = mr_sampler_next_index(check_sampler(L, 1));
   if (i < 0) lua_pushnil(L);
   else lua_pushinteger(L, i + 1);
   return 1;

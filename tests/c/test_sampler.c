@@ -37,17 +37,17 @@ static void toy_model(const float *x, const double *a, const double *b, int64_t 
 }
 
 /* Runs the whole schedule from x0 and returns the final sample (malloc'd). */
-static float *run_loop(mr_ctx *ctx, mr_scheduler *s, const float *x0, const double *a, const double *b, int ndim,
+static float *run_loop(mr_ctx *ctx, mr_sampler *s, const float *x0, const double *a, const double *b, int ndim,
                        const int64_t *shape, int64_t n) {
-  int steps = mr_scheduler_steps(s);
+  int steps = mr_sampler_steps(s);
   int64_t *ts = malloc((size_t)steps * sizeof *ts);
   float *x = malloc((size_t)n * sizeof *x), *v = malloc((size_t)n * sizeof *v);
-  mr_scheduler_timesteps(s, ts);
+  mr_sampler_timesteps(s, ts);
   memcpy(x, x0, (size_t)n * sizeof *x);
   for (int i = 0; i < steps; i++) {
     toy_model(x, a, b, ts[i], n, v);
     mr_tensor *tx = upload(ctx, x, ndim, shape), *tv = upload(ctx, v, ndim, shape), *next = NULL;
-    CHECK_OK(ctx, mr_scheduler_step(s, tv, ts[i], tx, &next));
+    CHECK_OK(ctx, mr_sampler_step(s, tv, ts[i], tx, &next));
     if (next) CHECK_OK(ctx, mr_tensor_read(next, MR_F32, x, (size_t)n));
     mr_tensor_free(tx);
     mr_tensor_free(tv);
@@ -99,8 +99,8 @@ static void test_vectors(mr_ctx *ctx, const char *dir) {
     snprintf(key, sizeof key, "%.*s", (int)(dot - info.name), info.name);
     int steps;
     double shift;
-    mr_scheduler_opts o = mr_scheduler_opts_default();
-    if (!parse_key(key, solver, sizeof solver, &steps, &shift) || !mr_scheduler_kind_parse(solver, &o.kind)) {
+    mr_sampler_opts o = mr_sampler_opts_default();
+    if (!parse_key(key, solver, sizeof solver, &steps, &shift) || !mr_sampler_kind_parse(solver, &o.kind)) {
       fprintf(stderr, "vector set '%s': unknown solver or key form\n", key);
       mr_test_failures++;
       continue;
@@ -108,8 +108,8 @@ static void test_vectors(mr_ctx *ctx, const char *dir) {
     sets++;
     o.steps = steps;
     o.shift = shift;
-    mr_scheduler *s = NULL;
-    CHECK_OK(ctx, mr_scheduler_create(ctx, &o, &s));
+    mr_sampler *s = NULL;
+    CHECK_OK(ctx, mr_sampler_new(ctx, &o, &s));
     if (!s) continue;
 
     int64_t nt, ns, nf;
@@ -122,13 +122,13 @@ static void test_vectors(mr_ctx *ctx, const char *dir) {
     if (!want_t || !want_s || !want_f || nt != steps || ns != steps + 1 || nf != n) {
       fprintf(stderr, "vector set '%s': sizes do not match %d steps\n", key, steps);
       mr_test_failures++;
-      mr_scheduler_free(s);
+      mr_sampler_free(s);
       continue;
     }
     int64_t *ts = malloc((size_t)steps * sizeof *ts);
     double *sg = malloc((size_t)(steps + 1) * sizeof *sg), sig_err = 0;
-    mr_scheduler_timesteps(s, ts);
-    mr_scheduler_sigmas(s, sg);
+    mr_sampler_timesteps(s, ts);
+    mr_sampler_sigmas(s, sg);
     int t_bad = 0;
     for (int i = 0; i < steps; i++) t_bad += (double)ts[i] != want_t[i];
     for (int i = 0; i <= steps; i++) sig_err = fmax(sig_err, fabs(sg[i] - want_s[i]));
@@ -144,8 +144,8 @@ static void test_vectors(mr_ctx *ctx, const char *dir) {
     CHECK(err <= TOL_FINAL);
 
     /* reset: the same run again gives the same bits */
-    mr_scheduler_reset(s);
-    CHECK(mr_scheduler_next_index(s) == -1);
+    mr_sampler_reset(s);
+    CHECK(mr_sampler_next_index(s) == -1);
     float *again = run_loop(ctx, s, x0, a, b, xi.ndim, shape, n);
     CHECK(memcmp(got, again, (size_t)n * sizeof *got) == 0);
     free(again);
@@ -153,7 +153,7 @@ static void test_vectors(mr_ctx *ctx, const char *dir) {
     free(want);
     free(ts);
     free(sg);
-    mr_scheduler_free(s);
+    mr_sampler_free(s);
   }
   CHECK(sets >= 6);
   free(x0);
@@ -169,22 +169,22 @@ static void test_euler_guidance(mr_ctx *ctx) {
   mr_rng_fill(&rng, v, N, -2, 2);
   mr_rng_fill(&rng, vu, N, -2, 2);
   int64_t shape[3] = {3, 111, 1};
-  mr_scheduler_opts o = {.kind = MR_SCHEDULER_EULER, .steps = 7, .shift = 3.0};
-  mr_scheduler *eu = NULL, *dp = NULL;
-  CHECK_OK(ctx, mr_scheduler_create(ctx, &o, &eu));
-  o.kind = MR_SCHEDULER_DPMPP;
-  CHECK_OK(ctx, mr_scheduler_create(ctx, &o, &dp));
+  mr_sampler_opts o = {.kind = MR_SAMPLER_EULER, .steps = 7, .shift = 3.0};
+  mr_sampler *eu = NULL, *dp = NULL;
+  CHECK_OK(ctx, mr_sampler_new(ctx, &o, &eu));
+  o.kind = MR_SAMPLER_DPMPP;
+  CHECK_OK(ctx, mr_sampler_new(ctx, &o, &dp));
   int64_t te[7], td[7];
   double se[8], sd[8];
-  mr_scheduler_timesteps(eu, te);
-  mr_scheduler_timesteps(dp, td);
-  mr_scheduler_sigmas(eu, se);
-  mr_scheduler_sigmas(dp, sd);
+  mr_sampler_timesteps(eu, te);
+  mr_sampler_timesteps(dp, td);
+  mr_sampler_sigmas(eu, se);
+  mr_sampler_sigmas(dp, sd);
   CHECK(memcmp(te, td, sizeof te) == 0 && memcmp(se, sd, sizeof se) == 0);
   CHECK(te[0] == 1000 && se[0] == 1.0 && se[7] == 0.0);
   mr_tensor *tx = upload(ctx, x, 3, shape), *tv = upload(ctx, v, 3, shape), *out = NULL;
   for (int i = 0; i < 7; i++) {
-    CHECK_OK(ctx, mr_scheduler_step(eu, tv, te[i], tx, &out));
+    CHECK_OK(ctx, mr_sampler_step(eu, tv, te[i], tx, &out));
     if (!out) break;
     mr_tensor_free(tx);
     tx = out;
@@ -203,40 +203,40 @@ static void test_euler_guidance(mr_ctx *ctx) {
   mr_tensor_free(tu);
   mr_tensor_free(tx);
   mr_tensor_free(tv);
-  mr_scheduler_free(eu);
-  mr_scheduler_free(dp);
+  mr_sampler_free(eu);
+  mr_sampler_free(dp);
 }
 
 /* The official examples of docs/wan-architecture.md §5.2. */
 static void test_tables(mr_ctx *ctx) {
-  mr_scheduler_opts o = {.kind = MR_SCHEDULER_UNIPC, .steps = 50, .shift = 5.0};
-  mr_scheduler *s = NULL;
+  mr_sampler_opts o = {.kind = MR_SAMPLER_UNIPC, .steps = 50, .shift = 5.0};
+  mr_sampler *s = NULL;
   int64_t t[50];
-  CHECK_OK(ctx, mr_scheduler_create(ctx, &o, &s));
-  mr_scheduler_timesteps(s, t);
+  CHECK_OK(ctx, mr_sampler_new(ctx, &o, &s));
+  mr_sampler_timesteps(s, t);
   static const int64_t head[6] = {999, 995, 991, 987, 982, 978}, tail[4] = {302, 241, 172, 92};
   CHECK(memcmp(t, head, sizeof head) == 0 && memcmp(t + 46, tail, sizeof tail) == 0);
-  mr_scheduler_free(s);
+  mr_sampler_free(s);
   o.steps = 40;
   o.shift = 3.0;
-  CHECK_OK(ctx, mr_scheduler_create(ctx, &o, &s));
-  mr_scheduler_timesteps(s, t);
+  CHECK_OK(ctx, mr_sampler_new(ctx, &o, &s));
+  mr_sampler_timesteps(s, t);
   CHECK(t[0] == 999 && t[1] == 991 && t[2] == 982 && t[38] == 136 && t[39] == 71);
-  mr_scheduler_free(s);
+  mr_sampler_free(s);
   o.shift = 12.0;
-  CHECK_OK(ctx, mr_scheduler_create(ctx, &o, &s));
-  mr_scheduler_timesteps(s, t);
+  CHECK_OK(ctx, mr_sampler_new(ctx, &o, &s));
+  mr_sampler_timesteps(s, t);
   CHECK(t[0] == 999 && t[1] == 997 && t[2] == 995 && t[38] == 386 && t[39] == 235);
-  mr_scheduler_free(s);
+  mr_sampler_free(s);
 
-  mr_scheduler_kind k;
-  CHECK(mr_scheduler_kind_parse("dpm++", &k) && k == MR_SCHEDULER_DPMPP);
-  CHECK(strcmp(mr_scheduler_kind_name(MR_SCHEDULER_EULER), "euler") == 0);
-  CHECK(!mr_scheduler_kind_parse("ddim", &k));
+  mr_sampler_kind k;
+  CHECK(mr_sampler_kind_parse("dpm++", &k) && k == MR_SAMPLER_DPMPP);
+  CHECK(strcmp(mr_sampler_kind_name(MR_SAMPLER_EULER), "euler") == 0);
+  CHECK(!mr_sampler_kind_parse("ddim", &k));
 }
 
 /* A run may start part-way; a started run takes its timesteps in order; every
-   rejected call leaves the scheduler as it was. */
+   rejected call leaves the sampler as it was. */
 static void test_run_rules(mr_ctx *ctx) {
   int64_t shape[2] = {4, 5}, other[2] = {5, 4};
   float x[20], v[20];
@@ -247,57 +247,57 @@ static void test_run_rules(mr_ctx *ctx) {
   mr_tensor *xb = NULL, *out = (mr_tensor *)1;
   CHECK_OK(ctx, mr_tensor_cast(tx, MR_BF16, &xb));
   for (int kind = 0; kind < 3; kind++) {
-    mr_scheduler_opts o = {.kind = (mr_scheduler_kind)kind, .steps = 6, .shift = 2.0};
-    mr_scheduler *s = NULL;
-    CHECK_OK(ctx, mr_scheduler_create(ctx, &o, &s));
+    mr_sampler_opts o = {.kind = (mr_sampler_kind)kind, .steps = 6, .shift = 2.0};
+    mr_sampler *s = NULL;
+    CHECK_OK(ctx, mr_sampler_new(ctx, &o, &s));
     int64_t t[6];
-    mr_scheduler_timesteps(s, t);
+    mr_sampler_timesteps(s, t);
     out = (mr_tensor *)1;
-    CHECK(mr_scheduler_step(s, tv, 12345, tx, &out) == MR_EINVAL && out == NULL);
+    CHECK(mr_sampler_step(s, tv, 12345, tx, &out) == MR_EINVAL && out == NULL);
     CHECK(strstr(mr_ctx_last_error(ctx), "not in the schedule") != NULL);
-    CHECK(mr_scheduler_step(s, ty, t[0], tx, &out) == MR_EINVAL && out == NULL);
+    CHECK(mr_sampler_step(s, ty, t[0], tx, &out) == MR_EINVAL && out == NULL);
     CHECK(strstr(mr_ctx_last_error(ctx), "model_output has shape 5x4") != NULL);
-    CHECK(mr_scheduler_next_index(s) == -1);
+    CHECK(mr_sampler_next_index(s) == -1);
     /* start at the third entry (image-to-image); the sample's dtype is kept */
-    CHECK_OK(ctx, mr_scheduler_step(s, tv, t[2], xb, &out));
+    CHECK_OK(ctx, mr_sampler_step(s, tv, t[2], xb, &out));
     CHECK(out && mr_tensor_dtype(out) == MR_BF16);
     mr_tensor_free(out);
-    CHECK(mr_scheduler_next_index(s) == 3);
+    CHECK(mr_sampler_next_index(s) == 3);
     out = (mr_tensor *)1;
-    CHECK(mr_scheduler_step(s, tv, t[2], tx, &out) == MR_EINVAL && out == NULL);
+    CHECK(mr_sampler_step(s, tv, t[2], tx, &out) == MR_EINVAL && out == NULL);
     CHECK(strstr(mr_ctx_last_error(ctx), "out of order") != NULL);
-    CHECK(mr_scheduler_step(s, ty, t[3], ty, &out) == MR_EINVAL && out == NULL);
+    CHECK(mr_sampler_step(s, ty, t[3], ty, &out) == MR_EINVAL && out == NULL);
     CHECK(strstr(mr_ctx_last_error(ctx), "the run started with 4x5") != NULL);
-    CHECK(mr_scheduler_next_index(s) == 3);
+    CHECK(mr_sampler_next_index(s) == 3);
     for (int i = 3; i < 6; i++) {
-      CHECK_OK(ctx, mr_scheduler_step(s, tv, t[i], tx, &out));
+      CHECK_OK(ctx, mr_sampler_step(s, tv, t[i], tx, &out));
       mr_tensor_free(out);
     }
     out = (mr_tensor *)1;
-    CHECK(mr_scheduler_step(s, tv, t[5], tx, &out) == MR_EINVAL && out == NULL);
+    CHECK(mr_sampler_step(s, tv, t[5], tx, &out) == MR_EINVAL && out == NULL);
     CHECK(strstr(mr_ctx_last_error(ctx), "finished") != NULL);
-    mr_scheduler_reset(s);
-    CHECK_OK(ctx, mr_scheduler_step(s, ty, t[0], ty, &out)); /* a new run may change shape */
+    mr_sampler_reset(s);
+    CHECK_OK(ctx, mr_sampler_step(s, ty, t[0], ty, &out)); /* a new run may change shape */
     mr_tensor_free(out);
-    mr_scheduler_free(s);
+    mr_sampler_free(s);
   }
-  mr_scheduler_opts bad = {.kind = MR_SCHEDULER_UNIPC, .steps = 0, .shift = 1.0};
-  mr_scheduler *s = (mr_scheduler *)1;
-  CHECK(mr_scheduler_create(ctx, &bad, &s) == MR_EINVAL && s == NULL);
+  mr_sampler_opts bad = {.kind = MR_SAMPLER_UNIPC, .steps = 0, .shift = 1.0};
+  mr_sampler *s = (mr_sampler *)1;
+  CHECK(mr_sampler_new(ctx, &bad, &s) == MR_EINVAL && s == NULL);
   bad.steps = 10;
   bad.shift = NAN;
-  CHECK(mr_scheduler_create(ctx, &bad, &s) == MR_EINVAL && s == NULL);
+  CHECK(mr_sampler_new(ctx, &bad, &s) == MR_EINVAL && s == NULL);
   bad.shift = -1;
-  CHECK(mr_scheduler_create(ctx, &bad, &s) == MR_EINVAL && s == NULL);
-  bad.kind = (mr_scheduler_kind)7;
+  CHECK(mr_sampler_new(ctx, &bad, &s) == MR_EINVAL && s == NULL);
+  bad.kind = (mr_sampler_kind)7;
   bad.shift = 1;
-  CHECK(mr_scheduler_create(ctx, &bad, &s) == MR_EINVAL && s == NULL);
-  bad.kind = MR_SCHEDULER_UNIPC;
+  CHECK(mr_sampler_new(ctx, &bad, &s) == MR_EINVAL && s == NULL);
+  bad.kind = MR_SAMPLER_UNIPC;
   bad.steps = 100000;
   bad.shift = 1000;
-  CHECK(mr_scheduler_create(ctx, &bad, &s) == MR_EINVAL && s == NULL);
+  CHECK(mr_sampler_new(ctx, &bad, &s) == MR_EINVAL && s == NULL);
   CHECK(strstr(mr_ctx_last_error(ctx), "repeated f32 sigmas") != NULL);
-  mr_scheduler_free(NULL);
+  mr_sampler_free(NULL);
   mr_tensor_free(xb);
   mr_tensor_free(tx);
   mr_tensor_free(tv);
@@ -313,5 +313,5 @@ int main(int argc, char **argv) {
   test_run_rules(ctx);
   CHECK(mr_ctx_validation_messages(ctx) == 0);
   mr_ctx_free(ctx);
-  return mr_test_finish("test_sample");
+  return mr_test_finish("test_sampler");
 }

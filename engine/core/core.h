@@ -29,13 +29,6 @@ bool mr_ctx_take_interrupt(mr_ctx *ctx);
   } while (0)
 void mr_assert_fail(const char *expr, const char *file, int line);
 
-/* Host-side dtype conversion of n contiguous elements (any mr_dtype to any).
-   Floats round to nearest even; integers convert through double. */
-void mr_convert(mr_dtype dst_type, void *dst, mr_dtype src_type, const void *src, size_t n);
-float mr_f16_to_f32(uint16_t h);
-uint16_t mr_f32_to_f16(float f);
-float mr_bf16_to_f32(uint16_t h);
-uint16_t mr_f32_to_bf16(float f);
 
 /* ------------------------------------------------------------------ files */
 /* Messages name path, the file the caller asked for (never the temporary). */

@@ -1,4 +1,4 @@
-/* CLIP ViT image tower as Wan 2.1 I2V uses it (wan-architecture.md §4):
+/* CLIP ViT image tower as Wan 2.1 I2V uses it (docs/wan-architecture.md §4):
    patch conv (no bias) -> class token -> positions -> pre_norm -> all blocks
    but the last (pre-norm: x += proj(attn(LN1 x)); x += mlp(LN2 x), exact
    GELU). Widths, heads and depth come from the checkpoint's shapes; the head

@@ -1,6 +1,8 @@
 /* Shared weight lookup and upload for the model loaders. */
 #include "models/model_util.h"
 
+#include "tensor/dtype.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* umT5 encoder, Wan's text encoder (wan-architecture.md §1).
+/* umT5 encoder, Wan's text encoder (docs/wan-architecture.md §1).
 
    Loads the official `models_t5_umt5-xxl-enc-bf16.pth` naming and the Hugging
    Face / ComfyUI `encoder.block.N.layer.M...` naming; the sizes come from

@@ -11,7 +11,7 @@
 #define MR_T5_MAX_DISTANCE 128
 
 /* The bidirectional relative-position bucket of rel = key_pos - query_pos, as
-   umT5 computes it (wan-architecture.md §1.2): half the buckets per direction
+   umT5 computes it (docs/wan-architecture.md §1.2): half the buckets per direction
    (keys after the query in the upper half), exact buckets for |rel| below a
    quarter of num_buckets, logarithmic ones up to max_distance. The log is
    taken in f32 as the reference does, so the bucket edges match. */

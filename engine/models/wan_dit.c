@@ -1,4 +1,4 @@
-/* Wan DiT forward pass (wan-architecture.md §2): patch embedding, sinusoidal
+/* Wan DiT forward pass (docs/wan-architecture.md §2): patch embedding, sinusoidal
    time embedding, six-way modulation, self-attention with q/k RMS norm and
    3-D RoPE, cross-attention (text, plus CLIP tokens for Wan 2.1 i2v), gated
    FFN, head and unpatchify; VACE hints on top.

@@ -1,5 +1,5 @@
 /* Element types and host-side conversion between them. */
-#include "core/core.h"
+#include "tensor/dtype.h"
 
 #include <math.h>
 #include <string.h>

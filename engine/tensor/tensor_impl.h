@@ -3,6 +3,7 @@
 #define MR_TENSOR_IMPL_H
 
 #include "gpu/gpu.h"
+#include "tensor/dtype.h"
 
 /* Device memory shared by a tensor and its views; freed with the last handle. */
 typedef struct mr_storage {

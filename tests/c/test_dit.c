@@ -2,7 +2,7 @@
    data (t2v, i2v, vace, ti2v), with f32 weights and the 16-bit policies. */
 #include "testutil.h"
 
-#include "core/core.h"
+#include "tensor/dtype.h"
 
 #include <string.h>
 

@@ -5,7 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "testutil.h"
 
-#include "core/core.h"
+#include "tensor/dtype.h"
 
 #include <dirent.h>
 #include <math.h>

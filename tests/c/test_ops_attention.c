@@ -4,7 +4,7 @@
 #include "testutil.h"
 
 #include "ops/op_internal.h"
-#include "ops/ref_linear.h"
+#include "ref_linear.h"
 
 #include <math.h>
 #include <string.h>

@@ -2,7 +2,7 @@
    scale, unary; every storage dtype, strided inputs, odd sizes, errors. */
 #include "op_inputs.h"
 
-#include "ops/ref_basic.h"
+#include "ref_basic.h"
 
 #include <math.h>
 #include <string.h>

@@ -10,8 +10,8 @@
 
 #include "gpu/gpu.h"
 #include "ops/op_internal.h"
-#include "ops/ref_basic.h"
-#include "ops/ref_linear.h"
+#include "ref_basic.h"
+#include "ref_linear.h"
 
 #include <math.h>
 #include <string.h>

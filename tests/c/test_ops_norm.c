@@ -5,7 +5,7 @@
 #include "op_inputs.h"
 
 #include "ops/op_internal.h"
-#include "ops/ref_basic.h"
+#include "ref_basic.h"
 
 #include <math.h>
 #include <string.h>

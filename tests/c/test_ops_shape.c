@@ -2,7 +2,7 @@
    inputs, odd sizes, 5-D, empty parts, errors. */
 #include "op_inputs.h"
 
-#include "ops/ref_basic.h"
+#include "ref_basic.h"
 
 #include <string.h>
 

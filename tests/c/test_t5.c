@@ -21,7 +21,7 @@ static const char *tmp_file(char *buf, size_t cap, const char *name) {
 /* ------------------------------------------------------------ buckets */
 
 static void test_buckets(void) {
-  /* rel -> bucket pairs from wan-architecture.md §1.2 (computed there with the official function) */
+  /* rel -> bucket pairs from docs/wan-architecture.md §1.2 (computed there with the official function) */
   static const int pairs[][2] = {{-1, 1},   {-8, 8},   {-16, 10}, {-32, 12}, {-64, 14}, {-100, 15}, {-127, 15},
                                  {-128, 15}, {-500, 15}, {0, 0},    {1, 17},   {7, 23},   {8, 24},    {16, 26},
                                  {32, 28},  {64, 30},  {100, 31}, {128, 31}, {1000, 31}};

@@ -1,7 +1,7 @@
 /* Tensors: dtypes, host round trips, views, copies, and the allocator. */
 #include "testutil.h"
 
-#include "core/core.h"
+#include "tensor/dtype.h"
 
 #include <math.h>
 #include <string.h>

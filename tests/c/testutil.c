@@ -1,6 +1,6 @@
 #include "testutil.h"
 
-#include "core/core.h"
+#include "tensor/dtype.h"
 
 #include <cjson/cJSON.h>
 #include <fcntl.h>

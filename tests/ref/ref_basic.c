@@ -1,5 +1,5 @@
 /* CPU references: see ref_basic.h. Plain loops, double accumulation. */
-#include "ops/ref_basic.h"
+#include "ref_basic.h"
 
 #include <math.h>
 

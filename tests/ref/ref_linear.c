@@ -1,5 +1,5 @@
 /* CPU references for matmul and attention: the obvious loops, in double. */
-#include "ops/ref_linear.h"
+#include "ref_linear.h"
 
 #include <math.h>
 #include <stdlib.h>

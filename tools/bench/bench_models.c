@@ -29,7 +29,7 @@
    Each case runs in its own context, so MOONREEL_PROFILE=1 without --profile
    prints one report per case covering loading, the warm-up and the timed forward. */
 #include "moonreel.h"
-#include "ops/ref_linear.h"
+#include "ref_linear.h"
 
 #include <dlfcn.h>
 #include <math.h>
@@ -567,7 +567,7 @@ static mr_weights *sparse_checkpoint(mr_ctx *ctx, const layout *l, const char *t
 }
 
 /* The whole Wan2.1-T2V-1.3B DiT (30 blocks) at the size the comparison with
-   stable-diffusion.cpp used (docs/sdcpp.md): 64x64 pixels, 17 frames, i.e. a
+   stable-diffusion.cpp used (docs/performance.md): 64x64 pixels, 17 frames, i.e. a
    16x5x8x8 latent, 80 tokens, with the released 512-row text context. */
 static void bench_dit_full(const bench_opts *o) {
   if (!wanted(o, "dit-wan2.1-1.3b-30")) return;

@@ -6,6 +6,7 @@
 #include "gpu/gpu.h"
 
 #define MR_MAX_BINDINGS 8
+#define MR_PIPELINE_BUCKETS 256
 #define MR_PROFILE_QUERIES 4096
 #define MR_MAX_PROFILE_KINDS 64
 
@@ -23,6 +24,7 @@ struct mr_block {
 };
 
 struct mr_pipeline {
+  uint32_t hash;                /* of shader, nbind and spec (vk_pipeline.c) */
   char shader[64];
   uint32_t spec[16];
   int nspec;
@@ -79,7 +81,7 @@ struct mr_gpu {
   char cache_path[1024];
   VkShaderModule *modules;      /* by index in mr_shader_blobs */
   int nmodules;
-  mr_pipeline *pipelines;
+  mr_pipeline *pipeline_table[MR_PIPELINE_BUCKETS]; /* chained by hash */
 
   /* command stream */
   VkCommandPool pool;

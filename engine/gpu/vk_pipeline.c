@@ -101,14 +101,15 @@ static void save_cache(mr_gpu *g) {
 void mr_gpu_pipelines_free_all(mr_gpu *g) {
   if (!g->device) return;
   save_cache(g);
-  while (g->pipelines) {
-    mr_pipeline *p = g->pipelines;
-    g->pipelines = p->next;
-    vkDestroyPipeline(g->device, p->pipeline, NULL);
-    vkDestroyPipelineLayout(g->device, p->layout, NULL);
-    vkDestroyDescriptorSetLayout(g->device, p->set_layout, NULL);
-    free(p);
-  }
+  for (int b = 0; b < MR_PIPELINE_BUCKETS; b++)
+    while (g->pipeline_table[b]) {
+      mr_pipeline *p = g->pipeline_table[b];
+      g->pipeline_table[b] = p->next;
+      vkDestroyPipeline(g->device, p->pipeline, NULL);
+      vkDestroyPipelineLayout(g->device, p->layout, NULL);
+      vkDestroyDescriptorSetLayout(g->device, p->set_layout, NULL);
+      free(p);
+    }
   for (int i = 0; i < g->nmodules; i++)
     if (g->modules[i]) vkDestroyShaderModule(g->device, g->modules[i], NULL);
   free(g->modules);
@@ -131,13 +132,27 @@ static mr_status shader_module(mr_gpu *g, const char *name, VkShaderModule *out)
   return mr_error(g->ctx, MR_ENOTFOUND, "no shader named '%s' is built in", name);
 }
 
+/* FNV-1a over the shader name, the binding count and the specialization
+   words: every dispatch looks its pipeline up, so the lookup is one hash
+   and, on a hit, one comparison, not a walk over every pipeline built. */
+static uint32_t pipeline_hash(const char *shader, int nbind, const uint32_t *spec, int nspec) {
+  uint32_t h = 2166136261u;
+  for (const unsigned char *c = (const unsigned char *)shader; *c; c++) h = (h ^ *c) * 16777619u;
+  h = (h ^ (uint32_t)nbind) * 16777619u;
+  for (int i = 0; i < nspec; i++)
+    for (int b = 0; b < 32; b += 8) h = (h ^ ((spec[i] >> b) & 0xffu)) * 16777619u;
+  return h;
+}
+
 mr_status mr_gpu_pipeline(mr_ctx *ctx, const char *shader, int nbind, uint32_t push_size,
                           const uint32_t *spec, int nspec, mr_pipeline **out) {
   mr_gpu *g = ctx->gpu;
   *out = NULL;
   MR_ASSERT(nbind <= MR_MAX_BINDINGS && nspec <= 16 && strlen(shader) < 64);
-  for (mr_pipeline *p = g->pipelines; p; p = p->next)
-    if (p->nspec == nspec && p->nbind == nbind && strcmp(p->shader, shader) == 0 &&
+  uint32_t h = pipeline_hash(shader, nbind, spec, nspec);
+  mr_pipeline **bucket = &g->pipeline_table[h % MR_PIPELINE_BUCKETS];
+  for (mr_pipeline *p = *bucket; p; p = p->next)
+    if (p->hash == h && p->nspec == nspec && p->nbind == nbind && strcmp(p->shader, shader) == 0 &&
         (nspec == 0 || memcmp(p->spec, spec, (size_t)nspec * sizeof *spec) == 0)) {
       *out = p;
       return MR_OK;
@@ -191,8 +206,9 @@ mr_status mr_gpu_pipeline(mr_ctx *ctx, const char *shader, int nbind, uint32_t p
     free(p);
     return st;
   }
-  p->next = g->pipelines;
-  g->pipelines = p;
+  p->hash = h;
+  p->next = *bucket;
+  *bucket = p;
   *out = p;
   return MR_OK;
 }

@@ -165,7 +165,8 @@ bool mr_spm_normalize(const mr_spm_normalizer *nz, const char *text, size_t len,
     const char *sp = nz->escape_whitespaces ? kSpaceSymbol : " ";
     size_t sl = nz->escape_whitespaces ? 3 : 1;
     while (out->len - base >= sl && memcmp(out->p + out->len - sl, sp, sl) == 0) out->len -= sl;
-    out->p[out->len] = '\0';
+    /* through append: out has no buffer yet when every piece was empty */
+    if (!mr_spm_bytes_append(out, "", 0)) return false;
   }
   if (nz->ws_as_suffix && nz->add_dummy_prefix && !add_ws(nz, out)) return false;
   return true;

@@ -114,6 +114,29 @@ static void check_bad_files(mr_ctx *ctx, const char *dir) {
   if (ctx) CHECK(strstr(mr_ctx_last_error(ctx), "BPE") != NULL);
   free(bpe);
 
+  /* normalizer_spec.add_dummy_prefix = false merged in: a text that
+     normalizes to nothing (a control character the charsmap drops) gives no
+     pieces. This wrote a NUL through a NULL buffer once (issue 15). */
+  char *nodummy = malloc(len + 4);
+  memcpy(nodummy, model, len);
+  const unsigned char ns[4] = {0x1a, 0x02, 0x18, 0x00}; /* field 3 (normalizer_spec) { field 3 = false } */
+  memcpy(nodummy + len, ns, 4);
+  mr_test_write_bytes(tmp, nodummy, len + 4);
+  tok = NULL;
+  CHECK_OK(ctx, mr_tokenizer_load(ctx, tmp, &tok));
+  if (tok) {
+    int32_t ids[8];
+    int n = -1;
+    CHECK_OK(ctx, mr_tokenizer_encode(tok, "\x01", ids, 8, &n));
+    CHECK(n == 0);
+    CHECK_OK(ctx, mr_tokenizer_encode(tok, "\x01\x01 \x7f", ids, 8, &n));
+    CHECK(n == 0);
+    CHECK_OK(ctx, mr_tokenizer_encode(tok, "a", ids, 8, &n));
+    CHECK(n >= 1 && strcmp(mr_tokenizer_piece(tok, ids[0]), "a") == 0); /* no dummy "▁" in front */
+    mr_tokenizer_free(tok);
+  }
+  free(nodummy);
+
   CHECK(mr_tokenizer_load(ctx, "no/such/dir/spiece.model", &tok) == MR_EIO && tok == NULL);
   if (ctx) CHECK(strstr(mr_ctx_last_error(ctx), "no/such/dir/spiece.model") != NULL);
   remove(tmp);

@@ -19,6 +19,7 @@ typedef struct pth {
   mr_io_zip zip;
   const char *root; /* "<root>/" prefix of data.pkl, in the mapping */
   size_t root_len;
+  size_t entries, max_entries; /* dict entries walked; the bound (pickle bytes / 2) */
 } pth;
 
 /* The archive's data.pkl: torch writes "<name>/data.pkl"; if several
@@ -94,6 +95,15 @@ static mr_status tensor_data(pth *x, const char *name, const mr_io_pval *t, cons
     if (shape[d] != 1 && stride[d] != expect) dense = false;
     expect *= shape[d];
   }
+  /* A view with more elements than its storage repeats elements (a zero or
+     overlapping stride): its copy would cost more than the file holds (a
+     4-element storage viewed as 2^30 elements is 4 GiB), and a state dict
+     never has one. */
+  if (!dense && *nbytes > storage_bytes)
+    return mr_error(src->ctx, MR_EFORMAT,
+                    "%s: tensor '%s' views %zu bytes of a %zu-byte storage (a zero or overlapping stride); "
+                    "a view may not be larger than its storage",
+                    src->path, name, *nbytes, storage_bytes);
   const uint8_t *first = base + (size_t)t->u.tensor.offset * es;
   if (dense) {
     *data = first;
@@ -137,6 +147,14 @@ static mr_status flatten(pth *x, const mr_io_pval *dict, const char *prefix, int
     const mr_io_pval *k = dict->u.dict.keys[i], *v = dict->u.dict.vals[i];
     if (k->kind != MR_PK_STR) continue; /* e.g. optimizer state keyed by int: not weights */
     if (v->kind != MR_PK_TENSOR && v->kind != MR_PK_DICT) continue; /* "epoch": 3 and the like */
+    /* Every entry of every dict costs the pickle at least two bytes (a key
+       and a value reference), so a walk past that count reaches a dict
+       twice through the memo: a few hundred bytes could fan out into 4^16
+       names. A state dict never shares a sub-dict. */
+    if (++x->entries > x->max_entries)
+      return mr_error(src->ctx, MR_EFORMAT,
+                      "%s: the state dict reaches a dict more than once (more than %zu entries from a %zu-byte "
+                      "pickle)", src->path, x->max_entries, 2 * x->max_entries);
     char *name = malloc(plen + k->u.str.len + 2);
     if (name == NULL) return mr_error(src->ctx, MR_ENOMEM, "%s: out of memory", src->path);
     memcpy(name, prefix, plen);
@@ -197,6 +215,7 @@ mr_status mr_io_pth_parse(const mr_io_source *src, mr_weights *w) {
   }
   if ((s = mr_io_zip_data(src, pe, &bytes)) != MR_OK) goto done;
   if ((s = mr_io_pickle_load(src, what, bytes, (size_t)pe->size, &pk, &root)) != MR_OK) goto done;
+  x.max_entries = (size_t)pe->size / 2;
   if (root->kind != MR_PK_DICT) {
     s = mr_error(src->ctx, MR_EFORMAT, "%s: %s does not hold a dict of tensors", src->path, what);
     goto done;

@@ -650,6 +650,40 @@ static void test_pth_handmade(mr_ctx *ctx) {
   pth_file(tmp_path("past.pth"), &b, 0, false);
   EXPECT_FAIL(ctx, "past.pth", MR_EFORMAT, "past the end");
 
+  /* a zero-stride view of 2^30 elements over 12 (issue 15: a 4 GiB copy
+     from a few hundred bytes): refused before anything is allocated */
+  b.n = 0;
+  put8(&b, 0x80); put8(&b, 2); put8(&b, '}');
+  pk_str(&b, "wide");
+  static const long long huge[1] = {1ll << 30}, zero[1] = {0};
+  pk_tensor(&b, "FloatStorage", "0", 12, 0, 1, huge, zero);
+  put8(&b, 's'); put8(&b, '.');
+  pth_file(tmp_path("stride0.pth"), &b, 0, false);
+  EXPECT_FAIL(ctx, "stride0.pth", MR_EFORMAT, "may not be larger than its storage");
+
+  /* a dict reached through the memo from 4 keys at each of 16 levels: 4^16
+     names from a few hundred bytes (issue 15), refused by the entry bound */
+  b.n = 0;
+  put8(&b, 0x80); put8(&b, 2);
+  put8(&b, '}'); put8(&b, 'q'); put8(&b, 0); /* memo 0: the innermost dict */
+  pk_str(&b, "w");
+  pk_tensor(&b, "FloatStorage", "0", 12, 0, 1, one4, one1);
+  put8(&b, 's');
+  for (int level = 1; level <= 15; level++) {
+    put8(&b, '}');
+    put8(&b, '(');
+    for (int k = 0; k < 4; k++) {
+      char key[2] = {(char)('a' + k), 0};
+      pk_str(&b, key);
+      put8(&b, 'h'); put8(&b, (unsigned)(level - 1)); /* the previous level's dict */
+    }
+    put8(&b, 'u');
+    put8(&b, 'q'); put8(&b, (unsigned)level);
+  }
+  put8(&b, '.');
+  pth_file(tmp_path("fanout.pth"), &b, 0, false);
+  EXPECT_FAIL(ctx, "fanout.pth", MR_EFORMAT, "reaches a dict more than once");
+
   /* a storage claiming more elements than its entry holds */
   b.n = 0;
   put8(&b, 0x80); put8(&b, 2); put8(&b, '}');
@@ -695,7 +729,20 @@ static void test_pth_handmade(mr_ctx *ctx) {
   pk_str(&b, "a");
   put8(&b, 'h'); put8(&b, 0); put8(&b, 's'); put8(&b, '.');
   pth_file(tmp_path("cycle.pth"), &b, 0, false);
-  EXPECT_FAIL(ctx, "cycle.pth", MR_EFORMAT, "nested");
+  EXPECT_FAIL(ctx, "cycle.pth", MR_EFORMAT, "reaches a dict more than once");
+
+  /* 18 distinct dicts nested in each other: deeper than any state dict */
+  b.n = 0;
+  put8(&b, 0x80); put8(&b, 2);
+  for (int i = 0; i < 18; i++) {
+    put8(&b, '}');
+    pk_str(&b, "a");
+  }
+  put8(&b, '}');
+  for (int i = 0; i < 18; i++) put8(&b, 's');
+  put8(&b, '.');
+  pth_file(tmp_path("deep.pth"), &b, 0, false);
+  EXPECT_FAIL(ctx, "deep.pth", MR_EFORMAT, "nested deeper");
 
   /* stack underflow, memo misuse, a string past the end, marks too deep */
   b.n = 0;

@@ -193,6 +193,11 @@ static void test_rows(void) {
     c = (op_case){"rms_norm, strided rows", run_rms_norm, {rand_input(MR_F32, 2, s2, LAYOUT_STRIDED),
                   rand_input(MR_F16, 1, w1, LAYOUT_CONTIGUOUS)}, .variant = v};
     check_case(&c);
+    int64_t sr[2] = {9, 700}, wr[1] = {700};
+    c = (op_case){"layer_norm, strided rows over the limit (compact copies)", run_layer_norm,
+                  {rand_input(MR_F32, 2, sr, LAYOUT_STRIDED), rand_input(MR_F32, 1, wr, LAYOUT_STRIDED), NULL},
+                  .variant = v};
+    check_case(&c);
     c = (op_case){"softmax along dim 0 (rows strided)", run_softmax, {rand_input(MR_F32, 2, sm, LAYOUT_CONTIGUOUS)},
                   .variant = v, .i = {0}};
     check_case(&c);

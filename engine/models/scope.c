@@ -2,6 +2,7 @@
 #include "models/scope.h"
 
 #include "core/ctx_impl.h"
+#include "tensor/tensor_impl.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -78,6 +79,18 @@ mr_tensor *mr_scope_collect(mr_scope *s, size_t mark, mr_tensor *keep, mr_tensor
   return s->st == MR_OK ? keep : NULL;
 }
 
+mr_tensor *mr_scope_disown(mr_scope *s, mr_tensor *t) {
+  if (!t || s->st != MR_OK) return NULL;
+  for (size_t i = s->n; i-- > 0;)
+    if (s->owned[i] == t) {
+      memmove(&s->owned[i], &s->owned[i + 1], (s->n - i - 1) * sizeof *s->owned);
+      s->n--;
+      return t;
+    }
+  MR_ASSERT(!"mr_scope_disown: not a tensor of this scope");
+  return NULL;
+}
+
 /* ------------------------------------------------------------ ops, scoped */
 
 /* Each wrapper: skip when the scope has failed or an input is missing (only
@@ -101,6 +114,9 @@ mr_tensor *sc_sub(mr_scope *s, const mr_tensor *a, const mr_tensor *b) {
 }
 mr_tensor *sc_mul(mr_scope *s, const mr_tensor *a, const mr_tensor *b) {
   SCOPED(s, a && b, mr_op_binary(MR_BINARY_MUL, a, b, &out_));
+}
+mr_tensor *sc_div(mr_scope *s, const mr_tensor *a, const mr_tensor *b) {
+  SCOPED(s, a && b, mr_op_binary(MR_BINARY_DIV, a, b, &out_));
 }
 mr_tensor *sc_scale(mr_scope *s, const mr_tensor *a, float scale, float bias) {
   SCOPED(s, a, mr_op_scale(a, scale, bias, &out_));
@@ -128,6 +144,16 @@ mr_tensor *sc_cast(mr_scope *s, const mr_tensor *t, mr_dtype dtype) {
 mr_tensor *sc_pad(mr_scope *s, const mr_tensor *x, const int64_t *pads, float value) {
   SCOPED(s, x, mr_op_pad(x, pads, value, &out_));
 }
+mr_tensor *sc_conv3d(mr_scope *s, const mr_tensor *x, const mr_tensor *w, const mr_tensor *b, const int *stride,
+                     const int *pad) {
+  SCOPED(s, x && w, mr_op_conv3d(x, w, b, stride, pad, &out_));
+}
+mr_tensor *sc_upsample_nearest(mr_scope *s, const mr_tensor *x, int fh, int fw) {
+  SCOPED(s, x, mr_op_upsample_nearest(x, fh, fw, &out_));
+}
+mr_tensor *sc_channel_rms_norm(mr_scope *s, const mr_tensor *x, const mr_tensor *gamma, float eps) {
+  SCOPED(s, x, mr_op_channel_rms_norm(x, gamma, eps, &out_));
+}
 
 mr_tensor *sc_concat(mr_scope *s, const mr_tensor *const *parts, int n, int dim) {
   bool all = true;
@@ -143,6 +169,9 @@ mr_tensor *sc_reshape(mr_scope *s, const mr_tensor *t, int ndim, const int64_t *
 mr_tensor *sc_slice(mr_scope *s, const mr_tensor *t, int dim, int64_t start, int64_t stop) {
   SCOPED(s, t, mr_tensor_slice((mr_tensor *)t, dim, start, stop, 1, &out_));
 }
+mr_tensor *sc_slice_step(mr_scope *s, const mr_tensor *t, int dim, int64_t start, int64_t stop, int64_t step) {
+  SCOPED(s, t, mr_tensor_slice((mr_tensor *)t, dim, start, stop, step, &out_));
+}
 mr_tensor *sc_permute(mr_scope *s, const mr_tensor *t, const int *perm) {
   SCOPED(s, t, mr_tensor_permute((mr_tensor *)t, perm, &out_));
 }
@@ -151,4 +180,10 @@ mr_tensor *sc_contiguous(mr_scope *s, const mr_tensor *t) {
 }
 mr_tensor *sc_from_host(mr_scope *s, int ndim, const int64_t *shape, const float *data) {
   SCOPED(s, data, mr_tensor_from_host(s->ctx, MR_F32, ndim, shape, MR_F32, data, &out_));
+}
+mr_tensor *sc_empty(mr_scope *s, mr_dtype dtype, int ndim, const int64_t *shape) {
+  SCOPED(s, shape, mr_tensor_empty(s->ctx, dtype, ndim, shape, &out_));
+}
+void sc_copy(mr_scope *s, mr_tensor *dst, const mr_tensor *src) {
+  if (s->st == MR_OK && dst && src) mr_scope_own(s, mr_tensor_copy(dst, src), NULL);
 }

@@ -43,6 +43,11 @@ static inline size_t mr_scope_mark(const mr_scope *s) { return s->n; }
    owned tensor that keep replaces, e.g. the residual stream before a block;
    may be NULL or unowned, then it is left alone). Returns keep. */
 mr_tensor *mr_scope_collect(mr_scope *s, size_t mark, mr_tensor *keep, mr_tensor *prev);
+/* Hands t to the caller, who frees it: state that outlives the scope (the
+   VAE's causal caches). Take it out before the next mark (a mark taken
+   after t was made would shift). Returns t, or NULL once the scope has
+   failed (then the scope still frees it). */
+mr_tensor *mr_scope_disown(mr_scope *s, mr_tensor *t);
 
 /* ------------------------------------------------------------ ops, scoped */
 
@@ -50,6 +55,7 @@ mr_tensor *sc_linear(mr_scope *s, const mr_tensor *x, const mr_tensor *w, const 
 mr_tensor *sc_add(mr_scope *s, const mr_tensor *a, const mr_tensor *b);
 mr_tensor *sc_sub(mr_scope *s, const mr_tensor *a, const mr_tensor *b);
 mr_tensor *sc_mul(mr_scope *s, const mr_tensor *a, const mr_tensor *b);
+mr_tensor *sc_div(mr_scope *s, const mr_tensor *a, const mr_tensor *b);
 mr_tensor *sc_scale(mr_scope *s, const mr_tensor *a, float scale, float bias);
 mr_tensor *sc_unary(mr_scope *s, mr_unary_op op, const mr_tensor *a);
 mr_tensor *sc_layer_norm(mr_scope *s, const mr_tensor *x, const mr_tensor *w, const mr_tensor *b, float eps);
@@ -61,12 +67,22 @@ mr_tensor *sc_softmax(mr_scope *s, const mr_tensor *x, int dim);
 mr_tensor *sc_gather_rows(mr_scope *s, const mr_tensor *table, const int32_t *ids, int n);
 mr_tensor *sc_cast(mr_scope *s, const mr_tensor *t, mr_dtype dtype);
 mr_tensor *sc_pad(mr_scope *s, const mr_tensor *x, const int64_t *pads, float value);
+mr_tensor *sc_conv3d(mr_scope *s, const mr_tensor *x, const mr_tensor *w, const mr_tensor *b, const int *stride,
+                     const int *pad);
+mr_tensor *sc_upsample_nearest(mr_scope *s, const mr_tensor *x, int fh, int fw);
+mr_tensor *sc_channel_rms_norm(mr_scope *s, const mr_tensor *x, const mr_tensor *gamma, float eps);
 
 /* views (sharing storage) and copies */
 mr_tensor *sc_reshape(mr_scope *s, const mr_tensor *t, int ndim, const int64_t *shape);
 mr_tensor *sc_slice(mr_scope *s, const mr_tensor *t, int dim, int64_t start, int64_t stop);
+mr_tensor *sc_slice_step(mr_scope *s, const mr_tensor *t, int dim, int64_t start, int64_t stop, int64_t step);
 mr_tensor *sc_permute(mr_scope *s, const mr_tensor *t, const int *perm);
 mr_tensor *sc_contiguous(mr_scope *s, const mr_tensor *t);
 mr_tensor *sc_from_host(mr_scope *s, int ndim, const int64_t *shape, const float *data);
+/* A new tensor with uninitialised contents, for a result the caller writes
+   whole (by sc_copy into views of it). */
+mr_tensor *sc_empty(mr_scope *s, mr_dtype dtype, int ndim, const int64_t *shape);
+/* dst <- src elementwise; dst is borrowed (a view of a result). */
+void sc_copy(mr_scope *s, mr_tensor *dst, const mr_tensor *src);
 
 #endif

@@ -353,6 +353,7 @@ static int push_param(lua_State *L, const mr_params *p, const char *name) {
 PARAMS_METHODS(dit, MRL_DIT, mr_wan_dit_params)
 PARAMS_METHODS(t5, MRL_T5, mr_t5_params)
 PARAMS_METHODS(clip, MRL_CLIP, mr_clip_vision_params)
+PARAMS_METHODS(vae, MRL_VAE, mr_wan_vae_params)
 
 static const mr_tensor *field_tensor(lua_State *L, int tbl, const char *name) {
   lua_getfield(L, tbl, name);
@@ -618,7 +619,8 @@ void mrl_open_models(lua_State *L, int module) {
   static const luaL_Reg dit_m[] = {{"forward", dit_forward}, {"config", dit_config}, {"weights", dit_weights},
                                    {"weight", dit_weight}, {NULL, NULL}};
   static const luaL_Reg vae_m[] = {{"encode", vae_encode}, {"decode", vae_decode}, {"info", vae_info},
-                                   {"set_latent_stats", vae_set_latent_stats}, {NULL, NULL}};
+                                   {"set_latent_stats", vae_set_latent_stats}, {"weights", vae_weights},
+                                   {"weight", vae_weight}, {NULL, NULL}};
   static const luaL_Reg clip_m[] = {{"encode", clip_encode}, {"preprocess", clip_preprocess},
                                     {"forward", clip_forward}, {"weights", clip_weights},
                                     {"weight", clip_weight},   {NULL, NULL}};

@@ -452,6 +452,9 @@ mr_status mr_wan_vae_decode(mr_wan_vae *vae, const mr_tensor *latent, mr_progres
 int mr_wan_vae_z_dim(const mr_wan_vae *vae);
 int mr_wan_vae_spatial_stride(const mr_wan_vae *vae);   /* 8 or 16 */
 int mr_wan_vae_version(const mr_wan_vae *vae);          /* 21 or 22 */
+/* The VAE's parameters under the official names ("decoder.upsamples.0.residual.0.gamma",
+   "conv1.weight"): every tensor of the checkpoint, conv1 whole (mu and log_var rows). Borrowed. */
+const mr_params *mr_wan_vae_params(const mr_wan_vae *vae);
 /* Latents are (mu - mean) / std per channel. The released VAEs' statistics
    (2.1: z 16, 2.2: z 48) are built in; other z_dims start with none (raw mu).
    This sets z_dim values of each, or clears them with mean = NULL. */

@@ -2,6 +2,7 @@
 #include "models/scope.h"
 
 #include "core/ctx_impl.h"
+#include "tensor/tensor_impl.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -76,4 +77,23 @@ mr_tensor *mr_scope_collect(mr_scope *s, size_t mark, mr_tensor *keep, mr_tensor
   }
   s->n = w;
   return s->st == MR_OK ? keep : NULL;
+}
+
+mr_tensor *mr_scope_disown(mr_scope *s, mr_tensor *t) {
+  if (!t || s->st != MR_OK) return NULL;
+  for (size_t i = s->n; i-- > 0;)
+    if (s->owned[i] == t) {
+      memmove(&s->owned[i], &s->owned[i + 1], (s->n - i - 1) * sizeof *s->owned);
+      s->n--;
+      return t;
+    }
+  MR_ASSERT(!"mr_scope_disown: not a tensor of this scope");
+  return NULL;
+}
+
+mr_tensor *mr_scope_empty(mr_scope *s, mr_dtype dtype, int ndim, const int64_t *shape) {
+  if (s->st != MR_OK || !shape) return NULL;
+  mr_tensor *out = NULL;
+  mr_status st = mr_tensor_empty(s->ctx, dtype, ndim, shape, &out);
+  return mr_scope_own(s, st, out);
 }

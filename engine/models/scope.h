@@ -43,6 +43,11 @@ static inline size_t mr_scope_mark(const mr_scope *s) { return s->n; }
    owned tensor that keep replaces, e.g. the residual stream before a block;
    may be NULL or unowned, then it is left alone). Returns keep. */
 mr_tensor *mr_scope_collect(mr_scope *s, size_t mark, mr_tensor *keep, mr_tensor *prev);
+/* Hands t to the caller, who frees it: state that outlives the scope (the
+   VAE's causal caches). Take it out before the next mark (a mark taken
+   after t was made would shift). Returns t, or NULL once the scope has
+   failed (then the scope still frees it). */
+mr_tensor *mr_scope_disown(mr_scope *s, mr_tensor *t);
 
 /* ------------------------------------------------------------ ops, scoped */
 
@@ -118,6 +123,33 @@ static inline mr_tensor *sc_contiguous(mr_scope *s, const mr_tensor *t) {
 }
 static inline mr_tensor *sc_from_host(mr_scope *s, int ndim, const int64_t *shape, const float *data) {
   MR_SCOPED(s, data, mr_tensor_from_host(s->ctx, MR_F32, ndim, shape, MR_F32, data, &out_));
+}
+static inline mr_tensor *sc_div(mr_scope *s, const mr_tensor *a, const mr_tensor *b) {
+  MR_SCOPED(s, a && b, mr_op_binary(MR_BINARY_DIV, a, b, &out_));
+}
+static inline mr_tensor *sc_conv3d(mr_scope *s, const mr_tensor *x, const mr_tensor *w, const mr_tensor *b,
+                                   const int *stride, const int *pad) {
+  MR_SCOPED(s, x && w, mr_op_conv3d(x, w, b, stride, pad, &out_));
+}
+static inline mr_tensor *sc_upsample_nearest(mr_scope *s, const mr_tensor *x, int fh, int fw) {
+  MR_SCOPED(s, x, mr_op_upsample_nearest(x, fh, fw, &out_));
+}
+static inline mr_tensor *sc_channel_rms_norm(mr_scope *s, const mr_tensor *x, const mr_tensor *gamma, float eps) {
+  MR_SCOPED(s, x, mr_op_channel_rms_norm(x, gamma, eps, &out_));
+}
+static inline mr_tensor *sc_slice_step(mr_scope *s, const mr_tensor *t, int dim, int64_t start, int64_t stop,
+                                       int64_t step) {
+  MR_SCOPED(s, t, mr_tensor_slice((mr_tensor *)t, dim, start, stop, step, &out_));
+}
+/* A new tensor with uninitialised contents, for a result the caller writes
+   whole (by sc_copy into views of it). */
+mr_tensor *mr_scope_empty(mr_scope *s, mr_dtype dtype, int ndim, const int64_t *shape);
+static inline mr_tensor *sc_empty(mr_scope *s, mr_dtype dtype, int ndim, const int64_t *shape) {
+  return mr_scope_empty(s, dtype, ndim, shape);
+}
+/* dst <- src elementwise; dst is borrowed (a view of a result). */
+static inline void sc_copy(mr_scope *s, mr_tensor *dst, const mr_tensor *src) {
+  if (s->st == MR_OK && dst && src) mr_scope_own(s, mr_tensor_copy(dst, src), NULL);
 }
 
 #endif

@@ -313,7 +313,10 @@ mr_status mr_wan_dit_forward(mr_wan_dit *d, const mr_wan_dit_input *in, mr_tenso
   float t1 = in->t;
   int T = in->t_tokens ? (int)L : 1;
   mr_tensor *tf = NULL;
-  if (mr_scope_ok(s)) mr_scope_own(s, time_features(d->ctx, in->t_tokens ? in->t_tokens : &t1, T, c->freq_dim, &tf), tf);
+  if (mr_scope_ok(s)) {
+    mr_status st_tf = time_features(d->ctx, in->t_tokens ? in->t_tokens : &t1, T, c->freq_dim, &tf);
+    tf = mr_scope_own(s, st_tf, tf); /* the call first: tf is its output */
+  }
   mr_tensor *e = linear(s, sc_unary(s, MR_UNARY_SILU, linear(s, tf, &d->time0)), &d->time2);
   mr_tensor *e0 = linear(s, sc_unary(s, MR_UNARY_SILU, e), &d->time_proj);
   e = sc_reshape(s, e, 3, (int64_t[]){T, 1, c->dim});

@@ -2,10 +2,12 @@
    encode and decode, latent normalisation, progress and cancellation.
 
    Encode feeds frame 0 alone, then tstride (4) frames at a time; decode one
-   latent frame at a time. The causal caches carry what the next chunk needs,
-   every intermediate is freed per chunk, and the context is synced after
-   each chunk (which releases freed device memory), so device memory does not
-   grow with the video length: only the output tensor does.
+   latent frame at a time. A call runs in one scope (models/scope.h) that
+   owns the output and every temporary; each chunk's temporaries are
+   collected when the chunk ends, the causal caches (owned by the coders)
+   carry what the next chunk needs, and the context is synced after each
+   chunk, so device memory does not grow with the video length: only the
+   output tensor does.
 
    Latent statistics: the released VAEs' per-channel mean/std (z 16 for 2.1,
    z 48 for 2.2) are built in and applied as latent = (mu - mean) / std. A
@@ -14,8 +16,7 @@
    applies them itself. */
 #include "models/wan_vae.h"
 
-#include "tensor/tensor_impl.h"
-
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,34 +38,19 @@ static const float WAN22_STD[48] = {
 
 void mr_wan_vae_free(mr_wan_vae *vae) {
   if (!vae) return;
-  vae_coder_free(&vae->enc);
-  vae_coder_free(&vae->dec);
-  mr_tensor_free(vae->conv1.w);
-  mr_tensor_free(vae->conv1.b);
-  mr_tensor_free(vae->conv2.w);
-  mr_tensor_free(vae->conv2.b);
+  mr_params_release(&vae->params); /* first: its slots point into the coders */
+  mr_vae_coder_free(&vae->enc);
+  mr_vae_coder_free(&vae->dec);
   mr_tensor_free(vae->mean);
   mr_tensor_free(vae->std);
   free(vae);
 }
 
-static mr_status load_top(mr_loader *L, mr_wan_vae *v) {
-  int64_t s[MR_WEIGHT_MAX_DIMS];
-  if (mr_loader_shape(L, "conv2.weight", s) != 5)
-    return mr_error(L->ctx, MR_EFORMAT, "%s: tensor '%sconv2.weight' is missing or not 5-D", L->what, L->prefix);
-  int64_t z = s[0];
-  v->z_dim = (int)z;
-  int64_t e2[5] = {z, z, 1, 1, 1}, e1[5] = {2 * z, 2 * z, 1, 1, 1}, b2[1] = {z}, b1[1] = {2 * z};
-  mr_tensor *w1 = NULL, *bias1 = NULL;
-  mr_status st;
-  if ((st = mr_loader_weight(L, "conv2.weight", 5, e2, &v->conv2.w)) != MR_OK) return st;
-  if ((st = mr_loader_f32(L, "conv2.bias", 1, b2, &v->conv2.b)) != MR_OK) return st;
-  if ((st = mr_loader_weight(L, "conv1.weight", 5, e1, &w1)) == MR_OK && (st = mr_loader_f32(L, "conv1.bias", 1, b1, &bias1)) == MR_OK &&
-      (st = mr_tensor_slice(w1, 0, 0, z, 1, &v->conv1.w)) == MR_OK)
-    st = mr_tensor_slice(bias1, 0, 0, z, 1, &v->conv1.b); /* mu rows only */
-  mr_tensor_free(w1);
-  mr_tensor_free(bias1);
-  return st;
+/* A 1x1x1 conv NAME [O, C, 1, 1, 1] with its bias. */
+static void top_conv(mr_params *P, vae_conv *cv, const char *name, int64_t O, int64_t C) {
+  *cv = (vae_conv){.stride = {1, 1, 1}, .cache = -1};
+  mr_params_add(P, &cv->w, MR_PARAM_WEIGHT, 5, (int64_t[]){O, C, 1, 1, 1}, "%s.weight", name);
+  mr_params_add(P, &cv->b, MR_PARAM_F32, 1, (int64_t[]){O}, "%s.bias", name);
 }
 
 /* Replaces the latent statistics (NULL mean: none, latents are raw mu). */
@@ -112,19 +98,30 @@ mr_status mr_wan_vae_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts 
   mr_wan_vae *v = calloc(1, sizeof *v);
   if (!v) return mr_error(ctx, MR_ENOMEM, "out of host memory");
   v->ctx = ctx;
+  mr_params_init(&v->params, ctx);
   v->version = mr_loader_has(&L, "encoder.downsamples.0.downsamples.0.residual.0.gamma") ? 22 : 21;
   int img = v->version == 22 ? 12 : 3; /* 2.2 works on 2x2-patchified pixels */
-  if ((st = load_top(&L, v)) != MR_OK) goto fail;
-  if ((st = vae_coder_load(&L, &v->enc, true, v->version, v->z_dim)) != MR_OK) goto fail;
-  if ((st = vae_coder_load(&L, &v->dec, false, v->version, v->z_dim)) != MR_OK) goto fail;
+  int64_t s[MR_WEIGHT_MAX_DIMS];
+  if (mr_loader_shape(&L, "conv2.weight", s) != 5) {
+    st = mr_error(ctx, MR_EFORMAT, "%s: tensor '%sconv2.weight' is missing or not 5-D", L.what, L.prefix);
+    goto fail;
+  }
+  int64_t z = s[0];
+  v->z_dim = (int)z;
+  /* the checkpoint's order: encoder, conv1, conv2, decoder */
+  if ((st = mr_vae_coder_declare(&L, &v->params, &v->enc, true, v->version, v->z_dim)) != MR_OK) goto fail;
+  top_conv(&v->params, &v->conv1, "conv1", 2 * z, 2 * z); /* mu and log_var rows: encode reads the mu rows */
+  top_conv(&v->params, &v->conv2, "conv2", z, z);
+  if ((st = mr_vae_coder_declare(&L, &v->params, &v->dec, false, v->version, v->z_dim)) != MR_OK) goto fail;
   if (v->enc.in_ch != img || v->dec.out_ch != img || v->enc.out_ch != 2 * v->z_dim) {
     st = mr_error(ctx, MR_EFORMAT, "%s %d.%d: encoder takes %d channels and gives %d, decoder gives %d (expected %d, %d, %d)",
                   L.what, v->version / 10, v->version % 10, v->enc.in_ch, v->enc.out_ch, v->dec.out_ch, img,
                   2 * v->z_dim, img);
     goto fail;
   }
+  if ((st = mr_params_load(&v->params, &L)) != MR_OK) goto fail;
   int ss, ts;
-  vae_coder_strides(&v->enc, &ss, &ts);
+  mr_vae_coder_strides(&v->enc, &ss, &ts);
   v->sstride = (1 << ss) * (v->version == 22 ? 2 : 1);
   v->tstride = 1 << ts;
   if ((st = load_stats(v)) != MR_OK) goto fail;
@@ -134,6 +131,8 @@ fail:
   mr_wan_vae_free(v);
   return st;
 }
+
+const mr_params *mr_wan_vae_params(const mr_wan_vae *vae) { return &vae->params; }
 
 int mr_wan_vae_z_dim(const mr_wan_vae *vae) { return vae->z_dim; }
 int mr_wan_vae_spatial_stride(const mr_wan_vae *vae) { return vae->sstride; }
@@ -155,120 +154,108 @@ static void chunk_frames(int i, int tstride, int64_t *first, int64_t *end) {
   *end = 1 + (int64_t)tstride * i;
 }
 
-static mr_status encode_chunk(mr_wan_vae *vae, mr_tensor *video, int i, mr_tensor *dst) {
+/* "3x4x16x16" for messages. */
+static const char *shape_text(const mr_tensor *t, char *buf, size_t cap) {
+  size_t n = 0;
+  buf[0] = 0;
+  for (int d = 0; d < mr_tensor_ndim(t) && n < cap; d++)
+    n += (size_t)snprintf(buf + n, cap - n, d ? "x%lld" : "%lld", (long long)mr_tensor_shape(t)[d]);
+  return buf;
+}
+
+/* Video frames [f0, f1) of chunk i to latent frame i, written into dst. */
+static void encode_chunk(mr_scope *s, mr_wan_vae *vae, const mr_tensor *video, int i, mr_tensor *dst) {
   int64_t f0, f1;
   chunk_frames(i, vae->tstride, &f0, &f1);
-  mr_tensor *x = NULL, *xin = NULL, *h = NULL, *mu = NULL, *a = NULL, *z = NULL;
-  mr_status st = mr_tensor_slice(video, 1, f0, f1, 1, &x);
-  if (st != MR_OK) return st;
-  if (vae->version == 22) st = vae_patchify(x, &xin);
-  else if (x->dtype != MR_F32) st = mr_tensor_cast(x, MR_F32, &xin);
-  if (st == MR_OK) st = vae_coder_run(vae, &vae->enc, xin ? xin : x, &h);
-  if (st == MR_OK) st = mr_op_conv3d(h, vae->conv1.w, vae->conv1.b, NULL, NULL, &mu);
-  if (st == MR_OK && vae->have_stats) {
-    if ((st = mr_op_binary(MR_BINARY_SUB, mu, vae->mean, &a)) == MR_OK) st = mr_op_binary(MR_BINARY_DIV, a, vae->std, &z);
-  }
-  if (st == MR_OK) {
-    mr_tensor *r = z ? z : mu;
-    if (r->shape[1] != dst->shape[1] || r->shape[2] != dst->shape[2] || r->shape[3] != dst->shape[3])
-      st = mr_error(vae->ctx, MR_EINVAL, "Wan VAE encode: chunk %d gave %lldx%lldx%lld latent frames/rows/columns", i,
-                    (long long)r->shape[1], (long long)r->shape[2], (long long)r->shape[3]);
-    else st = mr_tensor_copy(dst, r);
-  }
-  mr_tensor *all[] = {x, xin, h, mu, a, z};
-  for (size_t k = 0; k < sizeof all / sizeof *all; k++) mr_tensor_free(all[k]);
-  return st;
+  mr_tensor *x = sc_slice(s, video, 1, f0, f1);
+  if (mr_tensor_dtype(video) != MR_F32) x = sc_cast(s, x, MR_F32);
+  if (vae->version == 22) x = mr_vae_patchify(s, x);
+  mr_tensor *h = mr_vae_coder_forward(s, &vae->enc, x);
+  /* conv1 gives mu and log_var; only the mu rows are computed */
+  int64_t z = vae->z_dim;
+  mr_tensor *mu = sc_conv3d(s, h, sc_slice(s, vae->conv1.w, 0, 0, z), sc_slice(s, vae->conv1.b, 0, 0, z), NULL, NULL);
+  if (vae->have_stats) mu = sc_div(s, sc_sub(s, mu, vae->mean), vae->std);
+  if (!mu) return;
+  const int64_t *r = mr_tensor_shape(mu), *d = mr_tensor_shape(dst);
+  if (r[1] != d[1] || r[2] != d[2] || r[3] != d[3])
+    mr_scope_fail(s, MR_EINVAL, "Wan VAE encode: chunk %d gave %lldx%lldx%lld latent frames/rows/columns", i,
+                  (long long)r[1], (long long)r[2], (long long)r[3]);
+  sc_copy(s, dst, mu);
 }
 
 mr_status mr_wan_vae_encode(mr_wan_vae *vae, const mr_tensor *video, mr_progress_fn progress, void *user,
                             mr_tensor **out) {
   *out = NULL;
   mr_ctx *ctx = vae->ctx;
-  char s[64];
-  if (video->ctx != ctx) return mr_error(ctx, MR_EINVAL, "Wan VAE encode: the video belongs to another context");
-  const int64_t *vs = video->shape;
+  char txt[64];
+  if (mr_tensor_ctx(video) != ctx) return mr_error(ctx, MR_EINVAL, "Wan VAE encode: the video belongs to another context");
+  const int64_t *vs = mr_tensor_shape(video);
   int S = vae->sstride, TS = vae->tstride;
-  if (video->ndim != 4 || vs[0] != 3 || vs[1] < 1 || (vs[1] - 1) % TS || vs[2] % S || vs[3] % S || vs[2] < S ||
-      vs[3] < S)
+  if (mr_tensor_ndim(video) != 4 || vs[0] != 3 || vs[1] < 1 || (vs[1] - 1) % TS || vs[2] % S || vs[3] % S ||
+      vs[2] < S || vs[3] < S)
     return mr_error(ctx, MR_EINVAL,
                     "Wan VAE encode: video must be [3, T, H, W] with T = %dk+1 and H, W positive multiples of %d, got %s",
-                    TS, S, mr_shape_str(video->ndim, video->shape, s, sizeof s));
+                    TS, S, shape_text(video, txt, sizeof txt));
   int n = (int)(1 + (vs[1] - 1) / TS);
-  int64_t ls[4] = {vae->z_dim, n, vs[2] / S, vs[3] / S};
-  mr_tensor *lat = NULL;
-  mr_status st = mr_tensor_empty(ctx, MR_F32, 4, ls, &lat);
-  if (st != MR_OK) return st;
-  vae_coder_reset(&vae->enc);
-  for (int i = 0; i < n && st == MR_OK; i++) {
-    mr_tensor *dst = NULL;
+  mr_scope scope, *s = &scope;
+  mr_scope_begin(s, ctx);
+  mr_tensor *lat = sc_empty(s, MR_F32, 4, (int64_t[]){vae->z_dim, n, vs[2] / S, vs[3] / S});
+  mr_vae_coder_reset(&vae->enc);
+  for (int i = 0; i < n && mr_scope_ok(s); i++) {
+    size_t mark = mr_scope_mark(s);
     vae->enc.first_chunk = i == 0;
-    if ((st = mr_tensor_slice(lat, 1, i, i + 1, 1, &dst)) == MR_OK) st = encode_chunk(vae, (mr_tensor *)video, i, dst);
-    mr_tensor_free(dst);
-    if (st == MR_OK) st = chunk_done(ctx, i, n, progress, user, "encode");
+    encode_chunk(s, vae, video, i, sc_slice(s, lat, 1, i, i + 1));
+    mr_scope_collect(s, mark, NULL, NULL);
+    if (mr_scope_ok(s)) mr_scope_own(s, chunk_done(ctx, i, n, progress, user, "encode"), NULL);
   }
-  vae_coder_reset(&vae->enc);
-  if (st != MR_OK) {
-    mr_tensor_free(lat);
-    return st;
-  }
+  mr_vae_coder_reset(&vae->enc);
+  mr_status st = mr_scope_end(s, &lat);
   *out = lat;
-  return MR_OK;
+  return st;
 }
 
-static mr_status decode_chunk(mr_wan_vae *vae, mr_tensor *latent, int i, mr_tensor *dst) {
-  mr_tensor *zi = NULL, *zf = NULL, *a = NULL, *mu = NULL, *x = NULL, *y = NULL;
-  mr_status st = mr_tensor_slice(latent, 1, i, i + 1, 1, &zi);
-  if (st != MR_OK) return st;
-  if (zi->dtype != MR_F32) st = mr_tensor_cast(zi, MR_F32, &zf);
-  mr_tensor *z = zf ? zf : zi;
-  if (st == MR_OK && vae->have_stats) {
-    if ((st = mr_op_binary(MR_BINARY_MUL, z, vae->std, &a)) == MR_OK) st = mr_op_binary(MR_BINARY_ADD, a, vae->mean, &mu);
-  }
-  if (st == MR_OK) st = mr_op_conv3d(mu ? mu : z, vae->conv2.w, vae->conv2.b, NULL, NULL, &x);
-  if (st == MR_OK) st = vae_coder_run(vae, &vae->dec, x, &y);
-  if (st == MR_OK) {
-    int64_t f = y->shape[1], hh = y->shape[2] * (vae->version == 22 ? 2 : 1), ww = y->shape[3] * (vae->version == 22 ? 2 : 1);
-    if (f != dst->shape[1] || hh != dst->shape[2] || ww != dst->shape[3])
-      st = mr_error(vae->ctx, MR_EINVAL, "Wan VAE decode: chunk %d gave %lld frames of %lldx%lld", i, (long long)f,
-                    (long long)hh, (long long)ww);
-    else if (vae->version == 22) st = vae_unpatchify_into(y, dst);
-    else st = mr_tensor_copy(dst, y);
-  }
-  mr_tensor *all[] = {zi, zf, a, mu, x, y};
-  for (size_t k = 0; k < sizeof all / sizeof *all; k++) mr_tensor_free(all[k]);
-  return st;
+/* Latent frame i to its video frames, written into dst. */
+static void decode_chunk(mr_scope *s, mr_wan_vae *vae, const mr_tensor *latent, int i, mr_tensor *dst) {
+  mr_tensor *z = sc_slice(s, latent, 1, i, i + 1);
+  if (mr_tensor_dtype(latent) != MR_F32) z = sc_cast(s, z, MR_F32);
+  if (vae->have_stats) z = sc_add(s, sc_mul(s, z, vae->std), vae->mean); /* mu */
+  mr_tensor *y = mr_vae_coder_forward(s, &vae->dec, sc_conv3d(s, z, vae->conv2.w, vae->conv2.b, NULL, NULL));
+  if (!y) return;
+  const int64_t *ys = mr_tensor_shape(y), *d = mr_tensor_shape(dst);
+  int64_t f = ys[1], hh = ys[2] * (vae->version == 22 ? 2 : 1), ww = ys[3] * (vae->version == 22 ? 2 : 1);
+  if (f != d[1] || hh != d[2] || ww != d[3])
+    mr_scope_fail(s, MR_EINVAL, "Wan VAE decode: chunk %d gave %lld frames of %lldx%lld", i, (long long)f,
+                  (long long)hh, (long long)ww);
+  else if (vae->version == 22) mr_vae_unpatchify_into(s, y, dst);
+  else sc_copy(s, dst, y);
 }
 
 mr_status mr_wan_vae_decode(mr_wan_vae *vae, const mr_tensor *latent, mr_progress_fn progress, void *user,
                             mr_tensor **out) {
   *out = NULL;
   mr_ctx *ctx = vae->ctx;
-  char s[64];
-  if (latent->ctx != ctx) return mr_error(ctx, MR_EINVAL, "Wan VAE decode: the latent belongs to another context");
-  const int64_t *ls = latent->shape;
-  if (latent->ndim != 4 || ls[0] != vae->z_dim || ls[1] < 1 || ls[2] < 1 || ls[3] < 1)
+  char txt[64];
+  if (mr_tensor_ctx(latent) != ctx) return mr_error(ctx, MR_EINVAL, "Wan VAE decode: the latent belongs to another context");
+  const int64_t *ls = mr_tensor_shape(latent);
+  if (mr_tensor_ndim(latent) != 4 || ls[0] != vae->z_dim || ls[1] < 1 || ls[2] < 1 || ls[3] < 1)
     return mr_error(ctx, MR_EINVAL, "Wan VAE decode: latent must be [%d, T, h, w], got %s", vae->z_dim,
-                    mr_shape_str(latent->ndim, latent->shape, s, sizeof s));
+                    shape_text(latent, txt, sizeof txt));
   int n = (int)ls[1], S = vae->sstride;
-  int64_t vs[4] = {3, 1 + (int64_t)vae->tstride * (n - 1), ls[2] * S, ls[3] * S};
-  mr_tensor *video = NULL;
-  mr_status st = mr_tensor_empty(ctx, MR_F32, 4, vs, &video);
-  if (st != MR_OK) return st;
-  vae_coder_reset(&vae->dec);
-  for (int i = 0; i < n && st == MR_OK; i++) {
+  mr_scope scope, *s = &scope;
+  mr_scope_begin(s, ctx);
+  mr_tensor *video = sc_empty(s, MR_F32, 4, (int64_t[]){3, 1 + (int64_t)vae->tstride * (n - 1), ls[2] * S, ls[3] * S});
+  mr_vae_coder_reset(&vae->dec);
+  for (int i = 0; i < n && mr_scope_ok(s); i++) {
     int64_t f0, f1;
     chunk_frames(i, vae->tstride, &f0, &f1);
-    mr_tensor *dst = NULL;
+    size_t mark = mr_scope_mark(s);
     vae->dec.first_chunk = i == 0;
-    if ((st = mr_tensor_slice(video, 1, f0, f1, 1, &dst)) == MR_OK) st = decode_chunk(vae, (mr_tensor *)latent, i, dst);
-    mr_tensor_free(dst);
-    if (st == MR_OK) st = chunk_done(ctx, i, n, progress, user, "decode");
+    decode_chunk(s, vae, latent, i, sc_slice(s, video, 1, f0, f1));
+    mr_scope_collect(s, mark, NULL, NULL);
+    if (mr_scope_ok(s)) mr_scope_own(s, chunk_done(ctx, i, n, progress, user, "decode"), NULL);
   }
-  vae_coder_reset(&vae->dec);
-  if (st != MR_OK) {
-    mr_tensor_free(video);
-    return st;
-  }
+  mr_vae_coder_reset(&vae->dec);
+  mr_status st = mr_scope_end(s, &video);
   *out = video;
-  return MR_OK;
+  return st;
 }

@@ -85,13 +85,29 @@ static void vectors_free(vectors *v) {
 }
 
 /* Encodes and decodes with one weight policy; returns false if loading failed. */
+/* The parameter table: every tensor of the checkpoint (conv1 whole, its
+   log_var rows included), conv weights in the policy's dtype, gammas and
+   biases in f32. */
+static void check_table(mr_ctx *ctx, const mr_wan_vae *vae, const mr_weights *w, mr_dtype policy, const char *probe) {
+  const mr_params *p = mr_wan_vae_params(vae);
+  mr_test_check_params(ctx, p, w, -1, probe);
+  for (int i = 0; i < mr_params_count(p); i++) {
+    mr_param_info pi;
+    CHECK_OK(ctx, mr_params_get(p, i, &pi));
+    size_t n = strlen(pi.name);
+    bool conv = n > 7 && strcmp(pi.name + n - 7, ".weight") == 0;
+    CHECK(pi.is_weight == conv && pi.dtype == (conv ? policy : MR_F32));
+  }
+}
+
 static void run_policy(mr_ctx *ctx, const char *model, mr_weights *w, const vectors *v, mr_dtype policy, int version,
-                       int stride) {
+                       int stride, const char *probe) {
   mr_model_opts o = mr_model_opts_default();
   o.weights = policy;
   mr_wan_vae *vae = NULL;
   CHECK_OK(ctx, mr_wan_vae_load(ctx, w, &o, &vae));
   if (!vae) return;
+  check_table(ctx, vae, w, policy, probe);
   CHECK(mr_wan_vae_version(vae) == version);
   CHECK(mr_wan_vae_spatial_stride(vae) == stride);
   CHECK(mr_wan_vae_z_dim(vae) == v->lshape[0]);
@@ -253,10 +269,11 @@ int main(int argc, char **argv) {
   }
   mr_ctx *ctx = mr_test_ctx();
   char path[1024];
-  struct { const char *file, *io; int version, stride; } models[] = {
-      {"wan21_vae_tiny.safetensors", "wan21_vae_tiny.io.safetensors", 21, 8},
-      {"wan21_vae_tiny.pth", "wan21_vae_tiny.io.safetensors", 21, 8},
-      {"wan22_vae_tiny.safetensors", "wan22_vae_tiny.io.safetensors", 22, 16},
+  struct { const char *file, *io; int version, stride; const char *probe; } models[] = {
+      {"wan21_vae_tiny.safetensors", "wan21_vae_tiny.io.safetensors", 21, 8, "decoder.upsamples.0.residual.0.gamma"},
+      {"wan21_vae_tiny.pth", "wan21_vae_tiny.io.safetensors", 21, 8, "conv1.weight"},
+      {"wan22_vae_tiny.safetensors", "wan22_vae_tiny.io.safetensors", 22, 16,
+       "decoder.upsamples.1.upsamples.3.time_conv.weight"},
   };
   const mr_dtype policies[3] = {MR_F32, MR_F16, MR_BF16};
   for (int m = 0; m < 3; m++) {
@@ -268,7 +285,8 @@ int main(int argc, char **argv) {
     CHECK_OK(ctx, mr_weights_open(ctx, path, &w));
     if (w && v.mu) {
       /* the .pth holds the same weights as the .safetensors: f32 is enough there */
-      for (int p = 0; p < (m == 1 ? 1 : 3); p++) run_policy(ctx, models[m].file, w, &v, policies[p], models[m].version, models[m].stride);
+      for (int p = 0; p < (m == 1 ? 1 : 3); p++)
+        run_policy(ctx, models[m].file, w, &v, policies[p], models[m].version, models[m].stride, models[m].probe);
       if (m != 1) test_cancel(ctx, w, &v);
       if (m != 1) test_memory(ctx, w, models[m].stride);
       if (m == 0) {

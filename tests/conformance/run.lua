@@ -171,6 +171,7 @@ local function run_vae(path, base, label, policies)
   for _, pol in ipairs(policies or POLICIES) do
     case(string.format("%s encode [%s weights]", label, pol[1]), function(name)
       local vae = assert(mr.wan_vae(path, {weights = pol[1]}))
+      if pol[1] == "f32" then check_weights(name, vae, path, "decoder.head.2.weight") end
       -- the set records the latent statistics its reference used; released
       -- VAEs have them built in, other z_dims need them given
       if io_t.mean and io_t.std then vae:set_latent_stats(io_t.mean, io_t.std) end

@@ -85,9 +85,16 @@ typedef struct mr_gpu_caps {
                                   MOONREEL_MAX_BINDING or mr_gpu_set_max_binding asks; ops split
                                   larger operands into windows of at most this */
   bool is_cpu;                 /* prefer barrier-free register-tiled kernels */
+  /* On CPU devices kernels also keep each invocation under MR_CPU_LOOP_LIMIT
+     loop iterations: llvmpipe stops a shader's loops there without an error. */
 } mr_gpu_caps;
 
 const mr_gpu_caps *mr_gpu_caps_get(const mr_ctx *ctx);
+
+#define MR_CPU_LOOP_LIMIT 65535u
+/* The most keys attention walks on a CPU device: the limit less room for the
+   kernel's other loops (measured right at 40,000 keys, wrong at 70,000). */
+#define MR_CPU_ATTENTION_KEYS 64000u
 
 /* Test hook: sets the binding limit ops split at to min(bytes, the device's),
    at least 256 bytes (4 offset alignments); 0 restores the device's. Returns

@@ -223,8 +223,17 @@ mr_status mr_op_attention_variant(const mr_tensor *q, const mr_tensor *k, const 
   mr_status st = check_shapes(q, k, v);
   if (st != MR_OK) return st;
   mr_attention_opts o_ = opts ? *opts : mr_attention_opts_default();
-  if (variant == MR_ATTENTION_AUTO) variant = mr_gpu_caps_get(ctx)->is_cpu ? MR_ATTENTION_REG : MR_ATTENTION_TILED;
   int64_t B = q->shape[0], Lk = k->shape[1];
+  const mr_gpu_caps *caps = mr_gpu_caps_get(ctx);
+  if (variant == MR_ATTENTION_AUTO) variant = caps->is_cpu ? MR_ATTENTION_REG : MR_ATTENTION_TILED;
+  /* llvmpipe ends every loop of an invocation after 65,535 iterations in
+     all, without an error, and both kernels walk all keys in one invocation
+     (70,000 keys came out wrong): refuse rather than answer wrongly. */
+  if (caps->is_cpu && Lk > MR_CPU_ATTENTION_KEYS)
+    return mr_error(ctx, MR_EUNSUPPORTED,
+                    "attention: %lld keys are past what one invocation may loop over on a CPU device (lavapipe stops "
+                    "shader loops after 65,535 iterations); at most %u keys",
+                    (long long)Lk, MR_CPU_ATTENTION_KEYS);
   float scale = o_.scale != 0.0f ? o_.scale : 1.0f / sqrtf((float)q->shape[3]);
 
   /* Key lengths clamped to Lk; when none is short the mask is dropped. */

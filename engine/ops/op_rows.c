@@ -39,6 +39,10 @@ bool mr_rows_per_wg(const mr_ctx *ctx, int variant, const mr_rows_push *g, uint3
      one invocation; strided rows (a non-last dim) with many neighbours read
      adjacent addresses when each invocation takes one. */
   else per_wg = !caps->is_cpu && g->len > 64 && !(g->x_step != 1 && g->rows >= 4096);
+  /* llvmpipe (lavapipe) ends an invocation's loops after 65,535 iterations
+     in all, silently: a softmax row (three passes) of 22,000 came out wrong.
+     Rows that long are shared by a workgroup on every device. */
+  if (variant == MR_ROWS_AUTO && caps->is_cpu && (uint64_t)g->len * 3 >= MR_CPU_LOOP_LIMIT) per_wg = true;
   if (!per_wg) {
     *wg = 64;
     return false;

@@ -194,6 +194,47 @@ static void test_errors(mr_ctx *ctx) {
   mr_tensor_free(e);
 }
 
+/* On a CPU device one invocation walks all keys, and lavapipe stops shader
+   loops after 65,535 iterations without an error: 64,000 keys match the
+   reference, more are refused by name instead of answered wrongly. */
+static void test_cpu_key_limit(mr_ctx *ctx, mr_rng *rng) {
+  mr_device_info info;
+  mr_ctx_device_info(ctx, &info);
+  if (info.type != MR_DEVICE_CPU) return; /* the limit is lavapipe's: nothing to hold a GPU to */
+  const int64_t D = 8, nk[2] = {64000, 64001};
+  for (int i = 0; i < 2; i++) {
+    int64_t qs[4] = {1, 2, 1, D}, ks[4] = {1, nk[i], 1, D};
+    size_t nq = 2 * D, nkv = (size_t)(nk[i] * D);
+    float *q = malloc(nq * 4), *k = malloc(nkv * 4), *v = malloc(nkv * 4), *want = malloc(nq * 4);
+    mr_rng_fill(rng, q, nq, -1, 1);
+    mr_rng_fill(rng, k, nkv, -1, 1);
+    mr_rng_fill(rng, v, nkv, -1, 1);
+    mr_tensor *tq = NULL, *tk = NULL, *tv = NULL, *o = NULL;
+    CHECK_OK(ctx, mr_tensor_from_host(ctx, MR_F32, 4, qs, MR_F32, q, &tq));
+    CHECK_OK(ctx, mr_tensor_from_host(ctx, MR_F32, 4, ks, MR_F32, k, &tk));
+    CHECK_OK(ctx, mr_tensor_from_host(ctx, MR_F32, 4, ks, MR_F32, v, &tv));
+    mr_status st = mr_op_attention(tq, tk, tv, NULL, &o);
+    if (i == 0) {
+      CHECK_OK(ctx, st);
+      CHECK(mr_ref_attention(q, k, v, want, 1, 2, nk[i], 1, D, 1.0f / sqrtf((float)D), NULL));
+      float *got = o ? mr_test_read(ctx, o) : NULL;
+      CHECK(got && mr_rel_l2(got, want, nq) < 1e-5);
+      free(got);
+    } else {
+      CHECK(st == MR_EUNSUPPORTED && o == NULL);
+      CHECK(strstr(mr_ctx_last_error(ctx), "64001 keys") != NULL);
+    }
+    mr_tensor_free(o);
+    mr_tensor_free(tq);
+    mr_tensor_free(tk);
+    mr_tensor_free(tv);
+    free(q);
+    free(k);
+    free(v);
+    free(want);
+  }
+}
+
 int main(void) {
   mr_ctx *ctx = mr_test_ctx();
   mr_rng rng = {777};
@@ -201,6 +242,7 @@ int main(void) {
   test_k_lens(ctx, &rng);
   test_dtypes_layouts(ctx, &rng);
   test_errors(ctx);
+  test_cpu_key_limit(ctx, &rng);
   CHECK(mr_ctx_validation_messages(ctx) == 0);
   mr_ctx_free(ctx);
   return mr_test_finish("test_ops_attention");

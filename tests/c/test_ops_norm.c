@@ -208,11 +208,46 @@ static void test_errors(mr_ctx *ctx) {
   mr_tensor_free(e);
 }
 
+/* Rows past lavapipe's per-invocation loop limit (65,535 iterations in all):
+   the automatic kernel choice must still give the reference's answer. */
+static void test_long_rows(mr_ctx *ctx) {
+  const int64_t lens[2] = {22001, 70001};
+  for (int li = 0; li < 2; li++) {
+    int64_t shape[2] = {3, lens[li]}, n = 3 * lens[li];
+    float *x = malloc((size_t)n * sizeof *x), *want = malloc((size_t)n * sizeof *want);
+    mr_rng rng = {17 + (uint64_t)li};
+    mr_rng_fill(&rng, x, (size_t)n, -3, 3);
+    mr_tensor *t = NULL, *y = NULL;
+    CHECK_OK(ctx, mr_tensor_from_host(ctx, MR_F32, 2, shape, MR_F32, x, &t));
+    for (int op = 0; op < 4 && t; op++) {
+      mr_status st;
+      if (op == 0) { st = mr_op_softmax(t, -1, &y); mr_ref_softmax(x, 2, shape, 1, want); }
+      else if (op == 1) { st = mr_op_layer_norm(t, NULL, NULL, 1e-5f, &y); mr_ref_layer_norm(x, 3, lens[li], NULL, NULL, 1e-5f, want); }
+      else if (op == 2) { st = mr_op_rms_norm(t, NULL, 1e-6f, &y); mr_ref_rms_norm(x, 3, lens[li], NULL, 1e-6f, want); }
+      else { st = mr_op_reduce(MR_REDUCE_SUM, t, -1, false, &y); mr_ref_reduce(MR_REDUCE_SUM, x, 2, shape, 1, want); }
+      CHECK_OK(ctx, st);
+      if (!y) continue;
+      float *got = mr_test_read(ctx, y);
+      size_t m = (size_t)mr_tensor_numel(y);
+      double err = mr_rel_l2(got, want, m);
+      if (err > 1e-5) fprintf(stderr, "long rows: op %d, rows of %lld: rel L2 %g\n", op, (long long)lens[li], err);
+      CHECK(err <= 1e-5);
+      free(got);
+      mr_tensor_free(y);
+      y = NULL;
+    }
+    mr_tensor_free(t);
+    free(x);
+    free(want);
+  }
+}
+
 int main(void) {
   mr_ctx *ctx = mr_test_ctx();
   test_norms(ctx);
   test_norm_offset(ctx);
   test_softmax_reduce(ctx);
+  test_long_rows(ctx);
   test_errors(ctx);
   CHECK(mr_ctx_validation_messages(ctx) == 0);
   mr_ctx_free(ctx);

@@ -42,21 +42,53 @@ static mr_tensor *constant(mr_ctx *ctx, int ndim, const int64_t *shape, float v)
   return t;
 }
 
+/* Opens the checkpoint and loads the DiT with f16 weights; returns the
+   status (the message is in ctx). */
+static mr_status load(mr_ctx *ctx, const char *file, const char *json, mr_wan_dit **dit) {
+  mr_weights *w = NULL;
+  *dit = NULL;
+  mr_status st = mr_weights_open(ctx, file, &w);
+  if (st != MR_OK) return st;
+  mr_model_opts mo = mr_model_opts_default();
+  mo.weights = MR_F16;
+  mo.config_json = json;
+  st = mr_wan_dit_load(ctx, w, &mo, dit);
+  mr_weights_free(w);
+  return st;
+}
+
+/* One forward on one latent frame of 16x16 (64 tokens); checks the output's
+   shape and that it is finite. */
+static void forward(mr_ctx *ctx, mr_wan_dit *dit, int text_len) {
+  int64_t xs[4] = {16, 1, 16, 16}, cs[2] = {text_len, 4096};
+  mr_tensor *x = constant(ctx, 4, xs, 0.5f), *context = constant(ctx, 2, cs, 0.25f), *y = NULL;
+  mr_wan_dit_input in = {.x = x, .context = context, .t = 500.0f};
+  CHECK_OK(ctx, mr_wan_dit_forward(dit, &in, &y));
+  if (y) {
+    const int64_t *s = mr_tensor_shape(y);
+    CHECK(s[0] == 16 && s[1] == 1 && s[2] == 16 && s[3] == 16);
+    float *v = mr_test_read(ctx, y);
+    bool finite = true;
+    for (int64_t i = 0; v && i < mr_tensor_numel(y); i++) finite = finite && isfinite(v[i]);
+    CHECK(v && finite);
+    free(v);
+  }
+  mr_tensor_free(x);
+  mr_tensor_free(context);
+  mr_tensor_free(y);
+}
+
 int main(int argc, char **argv) {
   const char *dir = argc > 1 ? argv[1] : "tests/conformance/data";
-  char path[1024];
-  snprintf(path, sizeof path, "%s/wan/manifests.json", dir);
-  char *text = mr_test_read_text(path);
-  cJSON *root = text ? cJSON_Parse(text) : NULL;
-  const cJSON *entry = root ? cJSON_GetObjectItemCaseSensitive(root, "Wan2.1-T2V-1.3B") : NULL;
-  CHECK(entry != NULL);
-  if (!entry) return mr_test_finish("test_dit_real");
+  cJSON *root = NULL;
+  char file[64];
+  uint64_t bytes = 0;
+  const cJSON *entry = mr_test_real_checkpoint(dir, "Wan2.1-T2V-1.3B", "F16", 2, file, sizeof file, &root, &bytes);
+  if (!entry) {
+    cJSON_Delete(root);
+    return mr_test_finish("test_dit_real");
+  }
   const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(entry, "config");
-  char file[] = "/tmp/mr_dit13_XXXXXX";
-  int fd = mkstemp(file);
-  CHECK(fd >= 0);
-  close(fd);
-  uint64_t bytes = mr_test_write_sparse(file, cJSON_GetObjectItemCaseSensitive(entry, "tensors"), "F16", 2, NULL);
   const int text_len = 32;
   char *json = config_text(cfg, text_len);
   printf("Wan2.1-T2V-1.3B DiT: %.0f MB of f16 weights\n", bytes / 1e6);
@@ -64,34 +96,22 @@ int main(int argc, char **argv) {
   /* Under 600 MiB not even one block fits next to the reserve: refused at once. */
   {
     mr_ctx *ctx = ctx_with_budget("600M");
-    mr_weights *w = NULL;
-    CHECK_OK(ctx, mr_weights_open(ctx, file, &w));
-    mr_model_opts mo = mr_model_opts_default();
-    mo.weights = MR_F16;
-    mo.config_json = json;
     mr_wan_dit *dit = NULL;
-    mr_status st = mr_wan_dit_load(ctx, w, &mo, &dit);
+    mr_status st = load(ctx, file, json, &dit);
     printf("under 600 MiB: %s\n", mr_ctx_last_error(ctx));
     CHECK(st == MR_EDEVMEM && dit == NULL);
     CHECK(strstr(mr_ctx_last_error(ctx), "600 MiB budget (MOONREEL_DEVICE_BUDGET)") != NULL);
     mr_memory_stats m;
     mr_ctx_memory_stats(ctx, &m);
     CHECK(m.live_bytes == 0); /* refused before anything was uploaded */
-    mr_weights_free(w);
     mr_ctx_free(ctx);
   }
 
   /* Under 2 GiB: part of the blocks stream from host memory. */
   {
     mr_ctx *ctx = ctx_with_budget("2G");
-    mr_weights *w = NULL;
-    CHECK_OK(ctx, mr_weights_open(ctx, file, &w));
-    mr_model_opts mo = mr_model_opts_default();
-    mo.weights = MR_F16;
-    mo.config_json = json;
     mr_wan_dit *dit = NULL;
-    CHECK_OK(ctx, mr_wan_dit_load(ctx, w, &mo, &dit));
-    mr_weights_free(w);
+    CHECK_OK(ctx, load(ctx, file, json, &dit));
     if (dit) {
       const mr_params *p = mr_wan_dit_params(dit);
       int streamed = 0, first = -1;
@@ -106,18 +126,11 @@ int main(int argc, char **argv) {
       printf("under 2 GiB: %d parameters streamed, from '%s'\n", streamed, pi.name);
       CHECK(streamed > 0 && strstr(pi.name, "blocks.") == pi.name && strcmp(strchr(pi.name + 7, '.'), ".modulation") == 0);
       CHECK(mr_params_find(p, "blocks.0.ffn.0.weight") < first); /* the first blocks stay */
-      int64_t xs[4] = {16, 1, 16, 16}, cs[2] = {text_len, 4096};
-      mr_tensor *x = constant(ctx, 4, xs, 0.5f), *context = constant(ctx, 2, cs, 0.25f), *y = NULL;
-      mr_wan_dit_input in = {.x = x, .context = context, .t = 500.0f};
-      CHECK_OK(ctx, mr_wan_dit_forward(dit, &in, &y));
-      CHECK(y && mr_tensor_numel(y) == 16 * 16 * 16);
+      forward(ctx, dit, text_len);
       mr_memory_stats m;
       mr_ctx_memory_stats(ctx, &m);
       printf("under 2 GiB: peak held %.0f MiB of the %.0f MiB budget\n", m.peak_held_bytes / MiB, m.budget_bytes / MiB);
       CHECK(m.peak_held_bytes <= m.budget_bytes);
-      mr_tensor_free(x);
-      mr_tensor_free(context);
-      mr_tensor_free(y);
       mr_wan_dit_free(dit);
     }
     CHECK(mr_ctx_validation_messages(ctx) == 0);
@@ -126,14 +139,8 @@ int main(int argc, char **argv) {
 
   /* Under 4 GiB: loads (the driver's nominal 2 GiB heap is not the limit) and runs. */
   mr_ctx *ctx = ctx_with_budget("4G");
-  mr_weights *w = NULL;
-  CHECK_OK(ctx, mr_weights_open(ctx, file, &w));
-  mr_model_opts mo = mr_model_opts_default();
-  mo.weights = MR_F16;
-  mo.config_json = json;
   mr_wan_dit *dit = NULL;
-  CHECK_OK(ctx, mr_wan_dit_load(ctx, w, &mo, &dit));
-  mr_weights_free(w);
+  CHECK_OK(ctx, load(ctx, file, json, &dit));
   if (dit) {
     const mr_wan_dit_config *c = mr_wan_dit_config_get(dit);
     CHECK(c->num_layers == 30 && c->dim == 1536 && c->ffn_dim == 8960);
@@ -141,21 +148,7 @@ int main(int argc, char **argv) {
     mr_ctx_memory_reset_peak(ctx);
     mr_memory_stats m0, m;
     mr_ctx_memory_stats(ctx, &m0);
-    /* one latent frame of 16x16: 64 tokens */
-    int64_t xs[4] = {16, 1, 16, 16}, cs[2] = {text_len, 4096};
-    mr_tensor *x = constant(ctx, 4, xs, 0.5f), *context = constant(ctx, 2, cs, 0.25f);
-    mr_wan_dit_input in = {.x = x, .context = context, .t = 500.0f};
-    mr_tensor *y = NULL;
-    CHECK_OK(ctx, mr_wan_dit_forward(dit, &in, &y));
-    if (y) {
-      const int64_t *s = mr_tensor_shape(y);
-      CHECK(s[0] == 16 && s[1] == 1 && s[2] == 16 && s[3] == 16);
-      float *v = mr_test_read(ctx, y);
-      bool finite = true;
-      for (int64_t i = 0; i < mr_tensor_numel(y); i++) finite = finite && isfinite(v[i]);
-      CHECK(finite);
-      free(v);
-    }
+    forward(ctx, dit, text_len);
     mr_ctx_memory_stats(ctx, &m);
     double tokens = 8 * 8, grew = (m.peak_held_bytes - m0.held_bytes) / MiB;
     /* One block's temporaries, generously: a handful of [L, ffn] and a few
@@ -168,9 +161,6 @@ int main(int argc, char **argv) {
            m.budget_bytes / MiB, m.blocks);
     CHECK(grew <= block);
     CHECK(m.peak_held_bytes <= m.budget_bytes);
-    mr_tensor_free(x);
-    mr_tensor_free(context);
-    mr_tensor_free(y);
     mr_wan_dit_free(dit);
   }
   CHECK(mr_ctx_validation_messages(ctx) == 0);
@@ -178,6 +168,5 @@ int main(int argc, char **argv) {
   unlink(file);
   free(json);
   cJSON_Delete(root);
-  free(text);
   return mr_test_finish("test_dit_real");
 }

@@ -211,6 +211,9 @@ static void test_errors(mr_ctx *ctx) {
 /* Rows past lavapipe's per-invocation loop limit (65,535 iterations in all):
    the automatic kernel choice must still give the reference's answer. */
 static void test_long_rows(mr_ctx *ctx) {
+  /* a row is never split: under the lowered limits of the split rerun these
+     rows are refused, and the rerun's point is splitting, which they skip */
+  if (getenv("MOONREEL_MAX_BINDING")) return;
   const int64_t lens[2] = {22001, 70001};
   for (int li = 0; li < 2; li++) {
     int64_t shape[2] = {3, lens[li]}, n = 3 * lens[li];

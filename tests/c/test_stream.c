@@ -21,18 +21,13 @@ static long peak_rss_kb(void) {
 
 int main(int argc, char **argv) {
   const char *dir = argc > 1 ? argv[1] : "tests/conformance/data";
-  char path[1024];
-  snprintf(path, sizeof path, "%s/wan/manifests.json", dir);
-  char *text = mr_test_read_text(path);
-  cJSON *root = text ? cJSON_Parse(text) : NULL;
-  const cJSON *vae = root ? cJSON_GetObjectItemCaseSensitive(root, "Wan2.1_VAE") : NULL;
-  CHECK(vae != NULL);
-  if (!vae) return mr_test_finish("test_stream");
-  char file[] = "/tmp/mr_stream_XXXXXX";
-  int fd = mkstemp(file);
-  CHECK(fd >= 0);
-  close(fd);
-  uint64_t data_bytes = mr_test_write_sparse(file, cJSON_GetObjectItemCaseSensitive(vae, "tensors"), "F32", 4, NULL);
+  cJSON *root = NULL;
+  char file[64];
+  uint64_t data_bytes = 0;
+  if (!mr_test_real_checkpoint(dir, "Wan2.1_VAE", "F32", 4, file, sizeof file, &root, &data_bytes)) {
+    cJSON_Delete(root);
+    return mr_test_finish("test_stream");
+  }
 
   mr_ctx *ctx = mr_test_ctx();
   mr_weights *w = NULL;
@@ -58,6 +53,5 @@ int main(int argc, char **argv) {
   mr_ctx_free(ctx);
   unlink(file);
   cJSON_Delete(root);
-  free(text);
   return mr_test_finish("test_stream");
 }

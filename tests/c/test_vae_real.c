@@ -33,18 +33,12 @@ static bool on_chunk(float done, void *user) {
 
 int main(int argc, char **argv) {
   const char *dir = argc > 1 ? argv[1] : "tests/conformance/data";
-  char path[1024];
-  snprintf(path, sizeof path, "%s/wan/manifests.json", dir);
-  char *text = mr_test_read_text(path);
-  cJSON *root = text ? cJSON_Parse(text) : NULL;
-  const cJSON *vae_entry = root ? cJSON_GetObjectItemCaseSensitive(root, "Wan2.1_VAE") : NULL;
-  CHECK(vae_entry != NULL);
-  if (!vae_entry) return mr_test_finish("test_vae_real");
-  char file[] = "/tmp/mr_vae21_XXXXXX";
-  int fd = mkstemp(file);
-  CHECK(fd >= 0);
-  close(fd);
-  mr_test_write_sparse(file, cJSON_GetObjectItemCaseSensitive(vae_entry, "tensors"), "BF16", 2, NULL);
+  cJSON *root = NULL;
+  char file[64];
+  if (!mr_test_real_checkpoint(dir, "Wan2.1_VAE", "BF16", 2, file, sizeof file, &root, NULL)) {
+    cJSON_Delete(root);
+    return mr_test_finish("test_vae_real");
+  }
 
   mr_ctx *ctx = mr_test_ctx();
   mr_weights *w = NULL;
@@ -81,6 +75,5 @@ int main(int argc, char **argv) {
   mr_ctx_free(ctx);
   unlink(file);
   cJSON_Delete(root);
-  free(text);
   return mr_test_finish("test_vae_real");
 }

@@ -153,3 +153,23 @@ void mr_test_check_params(mr_ctx *ctx, const mr_params *p, const mr_weights *w, 
   mr_param_info none;
   CHECK(mr_params_get(p, n, &none) == MR_ENOTFOUND);
 }
+
+const cJSON *mr_test_real_checkpoint(const char *dir, const char *name, const char *dtype, int elem_size, char *path,
+                                     size_t cap, cJSON **root, uint64_t *bytes) {
+  char mpath[1024];
+  snprintf(mpath, sizeof mpath, "%s/wan/manifests.json", dir);
+  char *text = mr_test_read_text(mpath);
+  *root = text ? cJSON_Parse(text) : NULL;
+  free(text);
+  const cJSON *entry = *root ? cJSON_GetObjectItemCaseSensitive(*root, name) : NULL;
+  CHECK(entry != NULL);
+  if (!entry) return NULL;
+  snprintf(path, cap, "/tmp/mr_real_XXXXXX");
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  if (fd < 0) return NULL;
+  close(fd);
+  uint64_t n = mr_test_write_sparse(path, cJSON_GetObjectItemCaseSensitive(entry, "tensors"), dtype, elem_size, NULL);
+  if (bytes) *bytes = n;
+  return entry;
+}

@@ -82,6 +82,14 @@ uint64_t mr_test_write_sparse(const char *path, const struct cJSON *tensors, con
 struct mr_params;
 void mr_test_check_params(mr_ctx *ctx, const struct mr_params *p, const mr_weights *w, int n, const char *probe);
 
+/* A released checkpoint at its real size: the entry `name` of
+   dir/wan/manifests.json written as a sparse file (mr_test_write_sparse) at
+   a new temporary path, stored as dtype. Returns the entry (its "config"
+   and "tensors"), owned by *root (cJSON_Delete it; unlink path), or NULL
+   after a failed CHECK. *bytes (may be NULL) gets the data bytes. */
+const struct cJSON *mr_test_real_checkpoint(const char *dir, const char *name, const char *dtype, int elem_size,
+                                            char *path, size_t cap, struct cJSON **root, uint64_t *bytes);
+
 /* Reads a whole tensor as f32 into a new malloc'd buffer. */
 float *mr_test_read(mr_ctx *ctx, mr_tensor *t);
 

@@ -483,6 +483,26 @@ static double dit_block_flops(const dit_size *s, double L, double Lc) {
   return 8 * L * d * d + 4 * L * d * d + 4 * Lc * d * d + 4 * L * d * s->ffn + 4 * L * L * d + 4 * L * Lc * d;
 }
 
+/* Loads a Wan2.1-1.3B-width DiT (bf16) from w and times one forward on a
+   random latent of shape xs and a random 512-row context. */
+static void time_dit(mr_ctx *ctx, const bench_opts *o, mr_weights *w, const char *name, const char *size,
+                     const int64_t *xs, double *sec, double *flops) {
+  int64_t cs[2] = {512, 4096};
+  mr_model_opts mo = mr_model_opts_default();
+  mo.weights = MR_BF16;
+  mo.config_json = "{\"num_heads\": 12, \"text_len\": 512}";
+  dit_arg a = {0};
+  TRY(ctx, mr_wan_dit_load(ctx, w, &mo, &a.dit));
+  mr_weights_free(w);
+  a.in.x = random_tensor(ctx, 4, xs, 21);
+  a.in.context = random_tensor(ctx, 2, cs, 22);
+  a.in.t = 500.0f;
+  time_forward(ctx, o, name, size, dit_forward, &a, sec, flops);
+  mr_tensor_free((mr_tensor *)a.in.x);
+  mr_tensor_free((mr_tensor *)a.in.context);
+  mr_wan_dit_free(a.dit);
+}
+
 static void bench_dit_real(const bench_opts *o) {
   if (!wanted(o, "dit-wan2.1-1.3b")) return;
   mr_ctx *ctx = new_ctx(o);
@@ -490,36 +510,22 @@ static void bench_dit_real(const bench_opts *o) {
   dit_size s = {.dim = 1536, .ffn = 8960, .freq = 256, .text_dim = 4096, .in_dim = 16, .out_dim = 16,
                 .layers = o->large ? 2 : 1};
   int64_t xs[4] = {16, 4, 40, 48};
-  int64_t cs[2] = {512, 4096};
   layout l = {0};
   dit_layout(&l, &s);
-  double bytes;
-  double t0 = now();
+  double bytes, t0 = now();
   mr_weights *w = random_checkpoint(ctx, &l, MR_BF16, "dit", 11, &bytes);
   free(l.e);
-  mr_model_opts mo = mr_model_opts_default();
-  mo.weights = MR_BF16;
-  mo.config_json = "{\"num_heads\": 12, \"text_len\": 512}";
-  dit_arg a = {0};
-  TRY(ctx, mr_wan_dit_load(ctx, w, &mo, &a.dit));
-  mr_weights_free(w);
-  printf("  (random bf16 checkpoint of %.0f MB written, loaded and deleted in %.1f s)\n", bytes / 1e6, now() - t0);
-  a.in.x = random_tensor(ctx, 4, xs, 21);
-  a.in.context = random_tensor(ctx, 2, cs, 22);
-  a.in.t = 500.0f;
+  printf("  (random bf16 checkpoint of %.0f MB written and reopened in %.1f s)\n", bytes / 1e6, now() - t0);
   double L = (double)(xs[1] * xs[2] * xs[3] / 4), sec, flops;
   char size[128];
   snprintf(size, sizeof size, "dim 1536, %lld block%s, x 16x%lldx%lldx%lld (%.0f tok), bf16", (long long)s.layers,
            s.layers > 1 ? "s" : "", (long long)xs[1], (long long)xs[2], (long long)xs[3], L);
-  time_forward(ctx, o, "dit-wan2.1-1.3b (t2v)", size, dit_forward, &a, &sec, &flops);
+  time_dit(ctx, o, w, "dit-wan2.1-1.3b (t2v)", size, xs, &sec, &flops);
   /* 30 blocks at the rate this forward achieved: its non-block work once, the block work 30 times */
   double fb = dit_block_flops(&s, L, 512);
   double f30 = flops + (30 - s.layers) * fb;
   printf("  extrapolated to the released 30 blocks: %.1f s, %.1f GFLOP (block %.2f GFLOP by formula, %.0f%% of this forward)\n",
          sec * f30 / flops, f30 * 1e-9, fb * 1e-9, 100.0 * s.layers * fb / flops);
-  mr_tensor_free((mr_tensor *)a.in.x);
-  mr_tensor_free((mr_tensor *)a.in.context);
-  mr_wan_dit_free(a.dit);
   mr_ctx_free(ctx);
 }
 
@@ -573,27 +579,14 @@ static void bench_dit_full(const bench_opts *o) {
   if (!wanted(o, "dit-wan2.1-1.3b-30")) return;
   mr_ctx *ctx = new_ctx(o);
   dit_size s = {.dim = 1536, .ffn = 8960, .freq = 256, .text_dim = 4096, .in_dim = 16, .out_dim = 16, .layers = 30};
-  int64_t xs[4] = {16, 5, 8, 8}, cs[2] = {512, 4096};
+  int64_t xs[4] = {16, 5, 8, 8};
   layout l = {0};
   dit_layout(&l, &s);
-  double bytes, t0 = now();
+  double bytes;
   mr_weights *w = sparse_checkpoint(ctx, &l, "dit30", &bytes);
   free(l.e);
-  mr_model_opts mo = mr_model_opts_default();
-  mo.weights = MR_BF16;
-  mo.config_json = "{\"num_heads\": 12, \"text_len\": 512}";
-  dit_arg a = {0};
-  TRY(ctx, mr_wan_dit_load(ctx, w, &mo, &a.dit));
-  mr_weights_free(w);
-  printf("  (sparse bf16 checkpoint of %.0f MB, zeros, loaded in %.1f s)\n", bytes / 1e6, now() - t0);
-  a.in.x = random_tensor(ctx, 4, xs, 21);
-  a.in.context = random_tensor(ctx, 2, cs, 22);
-  a.in.t = 500.0f;
-  time_forward(ctx, o, "dit-wan2.1-1.3b-30", "dim 1536, 30 blocks, x 16x5x8x8 (80 tok), bf16", dit_forward, &a, NULL,
-               NULL);
-  mr_tensor_free((mr_tensor *)a.in.x);
-  mr_tensor_free((mr_tensor *)a.in.context);
-  mr_wan_dit_free(a.dit);
+  printf("  (sparse bf16 checkpoint of %.0f MB: zeros)\n", bytes / 1e6);
+  time_dit(ctx, o, w, "dit-wan2.1-1.3b-30", "dim 1536, 30 blocks, x 16x5x8x8 (80 tok), bf16", xs, NULL, NULL);
   mr_ctx_free(ctx);
 }
 

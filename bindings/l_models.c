@@ -355,6 +355,128 @@ PARAMS_METHODS(t5, MRL_T5, mr_t5_params)
 PARAMS_METHODS(clip, MRL_CLIP, mr_clip_vision_params)
 PARAMS_METHODS(vae, MRL_VAE, mr_wan_vae_params)
 
+/* ------------------------------------------------------------------ LoRA */
+
+#define MRL_LORA "mr.Lora"
+
+/* A handle on an adapter attached to a DiT (user value 1: the DiT's box).
+   The DiT owns the adapter: the handle is valid while the DiT is open and
+   the adapter attached; collecting the handle leaves the adapter on. */
+typedef struct lora_box {
+  mr_lora *p;
+} lora_box;
+
+static mr_lora *check_lora(lua_State *L, int i) {
+  lora_box *b = luaL_checkudata(L, i, MRL_LORA);
+  lua_getiuservalue(L, i, 1);
+  model_box *dit = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (!b->p) luaL_argerror(L, i, "the LoRA was removed");
+  if (!dit || !dit->p) luaL_argerror(L, i, "the DiT it was added to is closed");
+  return b->p;
+}
+
+static const char *const LORA_MODES[] = {"auto", "merge", "on_the_fly", NULL};
+
+static void push_lora_info(lua_State *L, const mr_lora *l) {
+  mr_lora_info li;
+  mr_lora_get_info(l, &li);
+  lua_createtable(L, 0, 7);
+  lua_pushstring(L, li.name);
+  lua_setfield(L, -2, "name");
+  lua_pushstring(L, li.naming);
+  lua_setfield(L, -2, "naming");
+  lua_pushnumber(L, li.strength);
+  lua_setfield(L, -2, "strength");
+  lua_pushstring(L, LORA_MODES[li.mode]);
+  lua_setfield(L, -2, "mode");
+  lua_pushinteger(L, li.targets);
+  lua_setfield(L, -2, "targets");
+  lua_pushinteger(L, li.modules);
+  lua_setfield(L, -2, "modules");
+  lua_pushinteger(L, li.unmatched);
+  lua_setfield(L, -2, "unmatched");
+}
+
+/* dit:lora_add(path [, {strength = 1, mode = "auto"|"merge"|"on_the_fly"}]) -> handle | nil, msg, code */
+static int dit_lora_add(lua_State *L) {
+  mr_wan_dit *dit = check_box(L, 1, MRL_DIT)->p;
+  const char *path = luaL_checkstring(L, 2);
+  mr_lora_opts o = mr_lora_opts_default();
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_getfield(L, 3, "strength");
+    if (!lua_isnil(L, -1)) o.strength = (float)luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, 3, "mode");
+    if (!lua_isnil(L, -1)) o.mode = (mr_lora_mode)luaL_checkoption(L, -1, NULL, LORA_MODES);
+    lua_pop(L, 1);
+  }
+  mr_ctx *ctx = mrl_ctx(L);
+  lora_box *b = lua_newuserdatauv(L, sizeof *b, 1);
+  b->p = NULL;
+  luaL_setmetatable(L, MRL_LORA);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  mr_weights *w = NULL;
+  mr_status st = mr_weights_open(ctx, path, &w);
+  if (st == MR_OK) MRL_RETRY_DEVMEM(L, st, mr_wan_dit_lora_add(dit, w, path, &o, &b->p));
+  mr_weights_free(w);
+  if (st != MR_OK) return mrl_fail(L, ctx, st);
+  return 1;
+}
+
+static int lora_set_strength(lua_State *L) {
+  mr_lora *l = check_lora(L, 1);
+  float s = (float)luaL_checknumber(L, 2);
+  if (mr_lora_set_strength(l, s) != MR_OK) return mrl_raise(L, mrl_ctx(L));
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int lora_remove(lua_State *L) {
+  lora_box *b = luaL_checkudata(L, 1, MRL_LORA);
+  lua_getiuservalue(L, 1, 1);
+  model_box *dit = lua_touserdata(L, -1);
+  if (b->p && dit && dit->p) mr_lora_remove(b->p); /* a closed DiT freed it already */
+  b->p = NULL;
+  return 0;
+}
+
+static int lora_info(lua_State *L) {
+  push_lora_info(L, check_lora(L, 1));
+  return 1;
+}
+
+static int lora_tostring(lua_State *L) {
+  lora_box *b = luaL_checkudata(L, 1, MRL_LORA);
+  lua_getiuservalue(L, 1, 1);
+  model_box *dit = lua_touserdata(L, -1);
+  if (!b->p || !dit || !dit->p) {
+    lua_pushliteral(L, "mr.Lora(removed)");
+    return 1;
+  }
+  mr_lora_info li;
+  mr_lora_get_info(b->p, &li);
+  lua_pushfstring(L, "mr.Lora(%s, strength %f, %s, %d targets)", li.name, (double)li.strength, LORA_MODES[li.mode],
+                  li.targets);
+  return 1;
+}
+
+/* dit:loras() -> info tables of the attached adapters, oldest first. */
+static int dit_loras(lua_State *L) {
+  mr_wan_dit *dit = check_box(L, 1, MRL_DIT)->p;
+  int n = 0;
+  for (const mr_lora *l = mr_wan_dit_lora_first(dit); l; l = mr_lora_next(l)) n++;
+  lua_createtable(L, n, 0);
+  int i = n;
+  for (const mr_lora *l = mr_wan_dit_lora_first(dit); l; l = mr_lora_next(l)) {
+    push_lora_info(L, l);
+    lua_rawseti(L, -2, i--);
+  }
+  return 1;
+}
+
 static const mr_tensor *field_tensor(lua_State *L, int tbl, const char *name) {
   lua_getfield(L, tbl, name);
   const mr_tensor *t = lua_isnil(L, -1) ? NULL : mrl_check_tensor(L, lua_gettop(L));
@@ -617,7 +739,8 @@ void mrl_open_models(lua_State *L, int module) {
   static const luaL_Reg t5_m[] = {{"encode", t5_encode}, {"dim", t5_dim},       {"weights", t5_weights},
                                   {"weight", t5_weight}, {NULL, NULL}};
   static const luaL_Reg dit_m[] = {{"forward", dit_forward}, {"config", dit_config}, {"weights", dit_weights},
-                                   {"weight", dit_weight}, {NULL, NULL}};
+                                   {"weight", dit_weight},   {"lora_add", dit_lora_add}, {"loras", dit_loras},
+                                   {NULL, NULL}};
   static const luaL_Reg vae_m[] = {{"encode", vae_encode}, {"decode", vae_decode}, {"info", vae_info},
                                    {"set_latent_stats", vae_set_latent_stats}, {"weights", vae_weights},
                                    {"weight", vae_weight}, {NULL, NULL}};
@@ -629,6 +752,15 @@ void mrl_open_models(lua_State *L, int module) {
   register_type(L, MRL_DIT, dit_m);
   register_type(L, MRL_VAE, vae_m);
   register_type(L, MRL_CLIP, clip_m);
+  static const luaL_Reg lora_m[] = {{"set_strength", lora_set_strength}, {"remove", lora_remove}, {"info", lora_info},
+                                    {NULL, NULL}};
+  luaL_newmetatable(L, MRL_LORA);
+  lua_pushcfunction(L, lora_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_newtable(L);
+  luaL_setfuncs(L, lora_m, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
   static const luaL_Reg fns[] = {{"tokenizer", l_tokenizer}, {"t5", l_t5},           {"wan_dit", l_dit},
                                  {"wan_vae", l_vae},         {"clip_vision", l_clip}, {"detect", l_detect},
                                  {NULL, NULL}};

@@ -508,6 +508,51 @@ typedef struct mr_wan_dit_input {
 /* One forward: returns the new flow prediction [out_dim, F, H, W] (f32). */
 mr_status mr_wan_dit_forward(mr_wan_dit *dit, const mr_wan_dit_input *in, mr_tensor **out);
 
+/* LoRA adapters (docs/models.md, "LoRA"): the original/ComfyUI, kohya/musubi
+   and diffusers namings, lora_A/B or lora_down/up with alpha, .diff and
+   .diff_b deltas, LoHa and LoKr. Merged: the weights are rewritten (in f32,
+   from a kept copy of the base); on the fly: the weights stay and each
+   linear adds strength·(alpha/rank)·(x Aᵀ)Bᵀ. Full deltas (.diff, LoHa, LoKr)
+   and adapters of non-linear parameters are always merged. */
+typedef struct mr_lora mr_lora;
+typedef enum mr_lora_mode {
+  MR_LORA_AUTO,        /* on the fly for 16-bit weights, merged for f32 */
+  MR_LORA_MERGE,
+  MR_LORA_ON_THE_FLY
+} mr_lora_mode;
+typedef struct mr_lora_opts {
+  float strength;      /* default 1 */
+  mr_lora_mode mode;   /* default AUTO */
+} mr_lora_opts;
+mr_lora_opts mr_lora_opts_default(void);
+
+/* Attaches the adapter in w (any number stack, applied in sum) to dit. name
+   (its file, for messages) is copied; w may be freed after. An adapter that
+   matches no parameter, or one whose shapes differ from the model's, is
+   refused with MR_EFORMAT naming the module; modules that match nothing (an
+   I2V adapter's k_img on a T2V model) are counted and logged, not applied.
+   The handle is owned by dit: mr_lora_remove or mr_wan_dit_free ends it. */
+mr_status mr_wan_dit_lora_add(mr_wan_dit *dit, const mr_weights *w, const char *name, const mr_lora_opts *opts,
+                              mr_lora **out);
+/* A new strength, for the next forward (merged adapters rewrite their weights). */
+mr_status mr_lora_set_strength(mr_lora *lora, float strength);
+typedef struct mr_lora_info {
+  const char *name;    /* borrowed from the handle */
+  const char *naming;  /* "original", "kohya" or "diffusers" (static) */
+  float strength;
+  mr_lora_mode mode;   /* as resolved: MERGE or ON_THE_FLY */
+  int targets;         /* parameters it changes */
+  int modules;         /* modules in the file */
+  int unmatched;       /* of those, matching nothing in the model */
+} mr_lora_info;
+void mr_lora_get_info(const mr_lora *lora, mr_lora_info *out);
+/* The attached adapters, newest first: mr_wan_dit_lora_first, then mr_lora_next until NULL. */
+const mr_lora *mr_wan_dit_lora_first(const mr_wan_dit *dit);
+const mr_lora *mr_lora_next(const mr_lora *lora);
+/* Detaches and frees the adapter: the weights it changed are the base's
+   (or the other adapters') again, bit for bit. NULL is a no-op. */
+void mr_lora_remove(mr_lora *lora);
+
 /* CLIP ViT image tower (Wan 2.1 I2V): only `visual.*` of the checkpoint is
    used. Output: the states before the last block, as I2V feeds the DiT. */
 typedef struct mr_clip_vision mr_clip_vision;

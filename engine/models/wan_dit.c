@@ -26,7 +26,17 @@ typedef struct dit_run {
   const mr_tensor *rope_cos, *rope_sin;
 } dit_run;
 
-static mr_tensor *linear(mr_scope *s, const mr_tensor *x, const dit_linear *l) { return sc_linear(s, x, l->w, l->b); }
+/* x Wᵀ + b, plus strength·scale·(x Aᵀ)Bᵀ for each adapter applied on the fly. */
+static mr_tensor *linear(mr_scope *s, const mr_tensor *x, const dit_linear *l) {
+  mr_tensor *y = sc_linear(s, x, l->w, l->b);
+  if (!l->loras || !mr_lora_any_on_the_fly(l->loras)) return y;
+  const mr_lora *cursor = NULL;
+  int entry = 0;
+  mr_lora_term t;
+  while (mr_lora_term_next(l->loras, l->param, &cursor, &entry, &t))
+    y = sc_add(s, y, sc_scale(s, sc_linear(s, sc_linear(s, x, t.a, NULL), t.b, NULL), t.coef, 0.0f));
+  return y;
+}
 
 /* LN(x) * (1 + scale) + shift, LayerNorm without affine. */
 static mr_tensor *modulate(mr_scope *s, const mr_tensor *x, const mr_tensor *shift, const mr_tensor *scale,

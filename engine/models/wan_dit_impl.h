@@ -4,10 +4,13 @@
 #ifndef MR_WAN_DIT_IMPL_H
 #define MR_WAN_DIT_IMPL_H
 
+#include "models/lora.h"
 #include "models/model_util.h"
 
 typedef struct dit_linear {
   mr_tensor *w, *b; /* w [out, in] (patch embeddings: the Conv3d's 5-D weight); b [out] */
+  int param;        /* w's entry in the parameter table (LoRA terms are keyed by it) */
+  const mr_lora_set *loras;
 } dit_linear;
 
 typedef struct dit_attn {
@@ -39,6 +42,7 @@ struct mr_wan_dit {
   dit_linear vace_patch;
   dit_block *vace_blocks;
   mr_params params;               /* every tensor above, under its official name */
+  mr_lora_set loras;              /* attached adapters (lora.c) */
   /* RoPE angles depend on the token grid alone: kept for the last grid */
   struct { int64_t f, h, w; mr_tensor *cos, *sin; } rope;
 };

@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,7 +118,14 @@ mr_status mr_wan_dit_detect(mr_ctx *ctx, const mr_weights *w, const char *config
 /* Every parameter of the DiT, declared once under its official name: the
    table loads them (with the shape check), frees them and lists them. */
 
+/* The DiT whose table P is: declare() only ever passes &d->params. */
+static const mr_wan_dit *dit_of(const mr_params *P) {
+  return (const mr_wan_dit *)((const char *)P - offsetof(mr_wan_dit, params));
+}
+
 static void linear(mr_params *P, dit_linear *l, int64_t out_f, int64_t in_f, const char *base) {
+  l->param = P->n;
+  l->loras = &dit_of(P)->loras;
   mr_params_add(P, &l->w, MR_PARAM_WEIGHT, 2, (int64_t[]){out_f, in_f}, "%s.weight", base);
   mr_params_add(P, &l->b, MR_PARAM_F32, 1, (int64_t[]){out_f}, "%s.bias", base);
 }
@@ -246,6 +254,7 @@ mr_status mr_wan_dit_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts 
   if (!d) return mr_error(ctx, MR_ENOMEM, "out of host memory");
   d->ctx = ctx;
   mr_params_init(&d->params, ctx);
+  mr_lora_set_init(&d->loras, ctx, &d->params);
   mr_loader L;
   mr_status st = mr_wan_dit_detect(ctx, w, opts ? opts->config_json : NULL, &d->cfg);
   const mr_wan_dit_config *c = &d->cfg;
@@ -271,6 +280,7 @@ mr_status mr_wan_dit_load(mr_ctx *ctx, const mr_weights *w, const mr_model_opts 
 
 void mr_wan_dit_free(mr_wan_dit *d) {
   if (!d) return;
+  mr_lora_set_release(&d->loras);
   mr_params_release(&d->params);
   mr_tensor_free(d->rope.cos);
   mr_tensor_free(d->rope.sin);
@@ -282,3 +292,12 @@ void mr_wan_dit_free(mr_wan_dit *d) {
 const mr_wan_dit_config *mr_wan_dit_config_get(const mr_wan_dit *d) { return &d->cfg; }
 
 const mr_params *mr_wan_dit_params(const mr_wan_dit *d) { return &d->params; }
+
+mr_status mr_wan_dit_lora_add(mr_wan_dit *d, const mr_weights *w, const char *name, const mr_lora_opts *opts,
+                              mr_lora **out) {
+  *out = NULL;
+  if (!w) return mr_error(d->ctx, MR_EINVAL, "Wan DiT: no LoRA weights given");
+  return mr_lora_attach(&d->loras, w, "Wan DiT", name ? name : "(unnamed)", opts, out);
+}
+
+const mr_lora *mr_wan_dit_lora_first(const mr_wan_dit *d) { return d->loras.first; }

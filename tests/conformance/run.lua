@@ -288,6 +288,36 @@ local function run_schedulers(path)
   end
 end
 
+------------------------------------------------------------------------ LoRA
+-- lora/<set>.lora_<naming>.safetensors on the DiT vector set <set>, with
+-- lora/<set>.lora.json (strength, which expected output) and
+-- lora/<set>.lora.io.safetensors: merged and on the fly, every weight
+-- policy; strength 0 and removal must give the base output exactly.
+local function run_lora(lora_path, set, naming, d)
+  local meta = cjson.decode(assert(read_file(d .. "/" .. set .. ".lora.json")))
+  local io_t = assert(mr.load(d .. "/" .. set .. ".lora.io.safetensors"))
+  local key = assert(meta.expect["lora_" .. naming], "no expected output for lora_" .. naming):match("^(%S+)")
+  local base_path = dir .. "/" .. meta.base:match("^(%S+)")
+  local cfg_text = set_json(base_path:gsub("%.safetensors$", ""))
+  local inp = {x = io_t.x, t = io_t.t:totable()[1], context = io_t.context}
+  for _, pol in ipairs(POLICIES) do
+    for _, mode in ipairs({"merge", "on_the_fly"}) do
+      case(string.format("%s lora_%s [%s weights, %s]", set, naming, pol[1], mode), function(name)
+        local dit <close> = assert(mr.wan_dit(base_path, {weights = pol[1], config = cfg_text}))
+        local base = dit:forward(inp)
+        local l = assert(dit:lora_add(lora_path, {strength = meta.strength, mode = mode}))
+        assert(l:info().mode == mode and l:info().unmatched == 0, "mode or matching differs")
+        report(name, rel_l2(dit:forward(inp), io_t[key]), pol[2])
+        l:set_strength(0)
+        report(name .. " at strength 0", rel_l2(dit:forward(inp), base), 0)
+        l:set_strength(meta.strength)
+        l:remove()
+        report(name .. " removed", rel_l2(dit:forward(inp), base), 0)
+      end)
+    end
+  end
+end
+
 ------------------------------------------------------------------------ discovery
 local function list(d)
   local p = io.popen('ls -1 "' .. d .. '" 2>/dev/null')
@@ -303,8 +333,11 @@ local function scan(d)
     local path = d .. "/" .. f
     local base = path:match("^(.*)%.safetensors$")
     local pth_base = path:match("^(.*)%.pth$")
-    if f == "wan" or f == "tokenizer" then
+    local lora_set, lora_naming = f:match("^(.*)%.lora_(%w+)%.safetensors$")
+    if f == "wan" or f == "tokenizer" or f == "lora" then
       scan(path)
+    elseif lora_set then
+      run_lora(path, lora_set, lora_naming, d)
     elseif f == "tokenizer_cases.json" then
       run_tokenizer(path, d)
     elseif f == "manifests.json" then

@@ -314,6 +314,17 @@ static int l_is_terminal(lua_State *L) {
   return 1;
 }
 
+/* mr.sha256(path) -> 64 hex digits | nil, message, code */
+static int l_sha256(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  mr_ctx *ctx = mrl_ctx(L);
+  char hex[65];
+  mr_status st = mr_file_sha256(ctx, path, hex);
+  if (st != MR_OK) return mrl_fail(L, ctx, st);
+  lua_pushstring(L, hex);
+  return 1;
+}
+
 /* mr.clock() -> seconds on a monotonic wall clock (os.clock is CPU time,
    which a multi-threaded device driver makes run faster than the wall). */
 static int l_clock(lua_State *L) {
@@ -325,7 +336,7 @@ static int l_clock(lua_State *L) {
 
 static const luaL_Reg module_funcs[] = {
   {"device", l_device}, {"devices", l_devices}, {"sync", l_sync}, {"interrupt", l_interrupt},
-  {"profile", l_profile}, {"memory", l_memory}, {"trim", l_trim}, {"gc_threshold", l_gc_threshold},
+  {"profile", l_profile}, {"memory", l_memory}, {"trim", l_trim}, {"sha256", l_sha256}, {"gc_threshold", l_gc_threshold},
   {"is_terminal", l_is_terminal}, {"clock", l_clock},
   {NULL, NULL}};
 

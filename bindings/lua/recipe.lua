@@ -35,6 +35,8 @@ local FLAGS = {
   {"crf", "integer", "H.264 quality for .mp4, 0 (lossless) .. 51 (default 10, as Wan writes)"},
   {"quality", "number", "WebP quality 0..100 (default 90)"},
   {"weights", "string", "weight storage: f32, f16 or bf16 (default: f32 on a CPU device, else bf16)"},
+  {"lora", "list", "a LoRA FILE[:STRENGTH] on the DiT (strength default 1; repeat the flag to stack)"},
+  {"lora-high", "list", "a LoRA FILE[:STRENGTH] on the high-noise expert of a Wan 2.2 A14B pack"},
   {"no-sidecar", "boolean", "do not write <out>.json"},
   {"quiet", "boolean", "no progress output"},
   {"help", "boolean", "this text"},
@@ -45,7 +47,7 @@ local function usage(recipe)
   local lines = {string.format("usage: moonreel recipes/%s.lua --prompt TEXT [options]", recipe), "", "options:"}
   for _, f in ipairs(FLAGS) do
     if recipe == "ti2v" or (f[1] ~= "image" and f[1] ~= "fit" and f[1] ~= "pad-color") then
-      local arg_name = f[2] == "boolean" and "" or " " .. f[2]:upper()
+      local arg_name = f[2] == "boolean" and "" or f[2] == "list" and " FILE[:STRENGTH]" or " " .. f[2]:upper()
       lines[#lines + 1] = string.format("  --%-20s %s", f[1] .. arg_name, f[3])
     end
   end
@@ -79,7 +81,10 @@ function M.parse_args(argv)
       else
         i = i + 1
       end
-      if f[2] == "integer" then
+      if f[2] == "list" then
+        opts[key] = opts[key] or {}
+        table.insert(opts[key], value)
+      elseif f[2] == "integer" then
         local v = math.tointeger(tonumber(value))
         if not v then error(string.format("--%s: '%s' is not an integer", name, value), 0) end
         opts[key] = v
@@ -93,6 +98,25 @@ function M.parse_args(argv)
     end
   end
   return opts
+end
+
+-- "FILE[:STRENGTH]" -> {file=, strength=}: the strength is what follows the
+-- last ':' when it reads as a number, so paths with colons still work.
+-- Checks the file can be read, before any model loads.
+function M.parse_lora(spec, flag)
+  if type(spec) == "table" then
+    return {file = spec.file, strength = spec.strength or 1, mode = spec.mode}
+  end
+  local file, strength = spec, 1
+  local f, s = spec:match("^(.*):([^:]*)$")
+  if f and tonumber(s) then file, strength = f, tonumber(s) end
+  if strength ~= strength or strength == math.huge or strength == -math.huge then
+    error(string.format("--%s %s: the strength must be a finite number", flag, spec), 0)
+  end
+  local fh, err = io.open(file, "rb")
+  if not fh then error(string.format("--%s: cannot read '%s': %s", flag, file, err), 0) end
+  fh:close()
+  return {file = file, strength = strength}
 end
 
 ------------------------------------------------------------------ output helpers
@@ -269,6 +293,16 @@ function M.generate(opts)
   local timings = {}
   local clock0 = mr.clock()
 
+  -- adapters: files checked now, attached once the model is loaded
+  local lora_specs = {}
+  for _, flag in ipairs{"lora", "lora_high"} do
+    for _, spec in ipairs(opts[flag] or {}) do
+      local l = M.parse_lora(spec, flag:gsub("_", "-"))
+      l.high = flag == "lora_high"
+      lora_specs[#lora_specs + 1] = l
+    end
+  end
+
   -- the model
   local pack, own_pack = opts.pack, false
   if not pack then
@@ -277,8 +311,23 @@ function M.generate(opts)
     pack = pack_mod.load(dir, {weights = opts.weights})
     own_pack = true
   end
+  local attached = {}
   local ok, result = pcall(function()
     local d = pack.defaults
+    local loras = {}
+    for _, l in ipairs(lora_specs) do
+      local dit = pack.dit
+      if l.high then dit = pack.dit_high end
+      if not dit then error(string.format("--lora-high %s: model %s has no high-noise expert", l.file, pack.name), 0) end
+      local h, err = dit:lora_add(l.file, {strength = l.strength, mode = l.mode})
+      if not h then error(string.format("--%s %s: %s", l.high and "lora-high" or "lora", l.file, err), 0) end
+      attached[#attached + 1] = h
+      local info = h:info()
+      loras[#loras + 1] = {file = l.file, sha256 = assert(mr.sha256(l.file)), strength = l.strength,
+                           mode = info.mode, naming = info.naming, targets = info.targets, high = l.high or nil}
+      say("LoRA %s: %d weights (%s naming, %s, strength %g)%s", l.file, info.targets, info.naming, info.mode,
+          l.strength, info.unmatched > 0 and string.format("; %d modules match nothing", info.unmatched) or "")
+    end
     -- a pack may carry a sample prompt (the default model does: the quick start)
     local prompt = opts.prompt or d.prompt
     if not prompt then error("a prompt is required (--prompt TEXT)", 0) end
@@ -303,7 +352,7 @@ function M.generate(opts)
       fps = opts.fps or d.fps, image = type(opts.image) == "string" and opts.image or nil,
       fit = image_mode and (opts.fit or "crop") or nil,
       pad_color = image_mode and opts.fit == "pad" and (opts.pad_color or "#000000") or nil,
-      crf = opts.crf, quality = opts.quality,
+      crf = opts.crf, quality = opts.quality, loras = #loras > 0 and loras or nil,
     }
     if p.steps < 1 then error(string.format("--steps %d: at least 1", p.steps), 0) end
     if p.fps <= 0 then error(string.format("--fps %s: must be positive", tostring(p.fps)), 0) end
@@ -414,6 +463,7 @@ function M.generate(opts)
     check(writer:close())
     return {out = p.out, sidecar = sidecar, seed = p.seed, params = p, seconds = timings}
   end)
+  for _, h in ipairs(attached) do h:remove() end -- a reused pack is left as it came
   if own_pack then pack:close() end
   if not ok then error(result, 0) end
   return result
@@ -450,6 +500,10 @@ function M.command_line(mode, p, pack)
       parts[#parts + 1] = "--" .. k:gsub("_", "-")
       parts[#parts + 1] = q(p[k])
     end
+  end
+  for _, l in ipairs(p.loras or {}) do
+    parts[#parts + 1] = l.high and "--lora-high" or "--lora"
+    parts[#parts + 1] = q(string.format("%s:%s", l.file, l.strength))
   end
   parts[#parts + 1] = "--weights"
   parts[#parts + 1] = q(pack.weights)

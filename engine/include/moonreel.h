@@ -339,6 +339,9 @@ const char *mr_weights_metadata(const mr_weights *w);
 /* Uploads entry i as a device tensor of dtype (F32, F16 or BF16). */
 mr_status mr_weights_to_tensor(mr_ctx *ctx, const mr_weights *w, int i, mr_dtype dtype, mr_tensor **out);
 
+/* The SHA-256 of a file's bytes as 64 lowercase hex digits (NUL-terminated). */
+mr_status mr_file_sha256(mr_ctx *ctx, const char *path, char hex[65]);
+
 /* Writes tensors to a .safetensors file atomically (temp file + rename).
    metadata_json: a JSON object of string values, or NULL. */
 mr_status mr_safetensors_write(mr_ctx *ctx, const char *path, int n, const char *const *names,

@@ -179,6 +179,30 @@ describe("recipes end to end", function()
     assert.truthy(side.model.files.dit_high:find("high_noise_model", 1, true))
   end)
 
+  it("--lora changes the video and is recorded; a reused pack comes back without it, bit for bit", function()
+    local lora = DATA .. "/lora/wan21_dit_t2v_tiny.lora_kohya.safetensors"
+    local code, o, e = run("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--seed", "3",
+      "--lora", lora .. ":0.5", "--out", out("lora.mp4")})
+    assert.are.equal(0, code, e)
+    assert.truthy(e:find("LoRA " .. lora .. ": 20 weights (kohya naming, merge, strength 0.5)", 1, true), e)
+    local side = cjson.decode((assert(read(out("lora.mp4") .. ".json"))))
+    assert.are.equal(1, #side.params.loras)
+    assert.are.equal(lora, side.params.loras[1].file)
+    assert.are.equal(0.5, side.params.loras[1].strength)
+    assert.are.equal(mr.sha256(lora), side.params.loras[1].sha256)
+    assert.truthy(side.command:find("--lora " .. lora .. ":0.5", 1, true))
+    -- in one process, on one pack: base, with the adapter, base again
+    local pack <close> = mr.pack.load(packs.t2v)
+    local function gen(loras)
+      return mr.recipe.t2v{pack = pack, prompt = "a red ball", seed = 3, out = false, quiet = true, lora = loras}.frames
+    end
+    local base = gen(nil)
+    local with = gen({lora .. ":0.5"})
+    local again = gen(nil)
+    assert.is_true(mr.max(mr.max(mr.max(mr.max((with - base):square(), -1), -1), -1), -1):item() > 1e-6)
+    assert.are.same(base:totable(), again:totable())
+  end)
+
   it("--seed -1 draws a fresh seed and records it", function()
     local code, _, e = run("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--seed", "-1",
       "--out", out("rnd.mp4")})
@@ -321,6 +345,12 @@ describe("recipes end to end", function()
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--sampler", "ddim"}, "unknown sampler")
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--seed", "-x"}, "%-%-seed %-x: an integer")
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--seed", "18446744073709551616"}, "%-%-seed")
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--lora", tmp .. "/none.safetensors"},
+        "%-%-lora: cannot read '.*none%.safetensors'")
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--lora", DATA .. "/wan/t5_encoder_tiny.safetensors"},
+        "matches no parameter of the Wan DiT")
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--lora-high",
+        DATA .. "/lora/wan21_dit_t2v_tiny.lora_kohya.safetensors"}, "no high%-noise expert")
     end)
   end)
 end)

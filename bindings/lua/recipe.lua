@@ -276,7 +276,11 @@ end
 
 -- Runs one generation. opts: the flags' names (prompt, negative, image, fit,
 -- model or pack, steps, cfg, shift, sampler, seed, frames, width, height, fps,
--- out, crf, quality, weights, no_sidecar, quiet) plus mode ("t2v" | "ti2v").
+-- out, crf, quality, weights, no_sidecar, quiet, lora, lora_high) plus mode
+-- ("t2v" | "ti2v"). lora entries are "FILE[:STRENGTH]" strings or
+-- {file=, strength=, mode=} tables. on_step(step), if given, runs before each
+-- step with {index, steps, t, cfg, loras}: it may set step.cfg, call
+-- step.loras[i]:set_strength(s), or return false to stop the run.
 -- image may also be a tensor [3, H, W] in [-1, 1]; out = false writes no file
 -- and returns the decoded video as result.frames ([3, F, H, W]).
 -- Returns {out=, sidecar=, seed=, seconds=, ...}; raises with a one-line
@@ -408,6 +412,11 @@ function M.generate(opts)
     bar:update(0)
     t0 = mr.clock()
     for i, t in ipairs(timesteps) do
+      if opts.on_step then -- a hook per step: change adapter strengths, guidance; false stops
+        local step = {index = i, steps = #timesteps, t = t, cfg = p.cfg, loras = attached}
+        if opts.on_step(step) == false then error("stopped by on_step at step " .. i, 0) end
+        p.cfg = step.cfg
+      end
       local tt = t
       if first then -- per-token timesteps: the image's tokens are clean (t = 0)
         tt = {}

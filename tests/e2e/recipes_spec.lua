@@ -201,6 +201,55 @@ describe("recipes end to end", function()
     local again = gen(nil)
     assert.is_true(mr.max(mr.max(mr.max(mr.max((with - base):square(), -1), -1), -1), -1):item() > 1e-6)
     assert.are.same(base:totable(), again:totable())
+    -- a step hook sets the strength per step: 0 throughout is the base exactly
+    local seen = 0
+    local off = mr.recipe.t2v{pack = pack, prompt = "a red ball", seed = 3, out = false, quiet = true,
+      lora = {{file = lora, strength = 0.5, mode = "on_the_fly"}},
+      on_step = function(step)
+        seen = seen + 1
+        step.loras[1]:set_strength(0)
+      end}.frames
+    assert.are.equal(3, seen)
+    assert.are.same(base:totable(), off:totable())
+  end)
+
+  it("a LoRA in each naming changes the default model's video; without it the base comes back", function()
+    local pack <close> = mr.pack.load(SRC .. "/models/default")
+    local dit = pack.dit
+    -- rank-2 adapters on every self-attention q of the default model, written in the three namings
+    local function write_adapter(naming, path)
+      local t = {}
+      for _, w in ipairs(dit:weights()) do
+        local module = w.name:match("^(blocks%.%d+%.self_attn%.q)%.weight$")
+        if module then
+          local a = mr.randn({2, w.shape[2]}, 5) * 0.1
+          local b = mr.randn({w.shape[1], 2}, 6) * 0.1
+          if naming == "original" then
+            t["diffusion_model." .. module .. ".lora_A.weight"], t["diffusion_model." .. module .. ".lora_B.weight"] = a, b
+            t["diffusion_model." .. module .. ".alpha"] = mr.tensor({2})
+          elseif naming == "kohya" then
+            local k = "lora_unet_" .. module:gsub("%.", "_")
+            t[k .. ".lora_down.weight"], t[k .. ".lora_up.weight"] = a, b
+          else
+            local k = "transformer." .. module:gsub("self_attn%.q", "attn1.to_q")
+            t[k .. ".lora_A.weight"], t[k .. ".lora_B.weight"] = a, b
+          end
+        end
+      end
+      assert(mr.save(path, t))
+    end
+    local function gen(loras)
+      return mr.recipe.t2v{pack = pack, prompt = "a red square moving left on a black background", seed = 9,
+        steps = 3, frames = 5, out = false, quiet = true, lora = loras}.frames
+    end
+    local base = gen(nil)
+    for _, naming in ipairs({"original", "kohya", "diffusers"}) do
+      local path = out("default_" .. naming .. ".safetensors")
+      write_adapter(naming, path)
+      local with = gen({path .. ":1"})
+      assert.is_true(mr.max(mr.max(mr.max(mr.max((with - base):square(), -1), -1), -1), -1):item() > 1e-6, naming)
+      assert.are.same(base:totable(), gen(nil):totable())
+    end
   end)
 
   it("--seed -1 draws a fresh seed and records it", function()

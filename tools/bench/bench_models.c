@@ -485,8 +485,51 @@ static double dit_block_flops(const dit_size *s, double L, double Lc) {
 
 /* Loads a Wan2.1-1.3B-width DiT (bf16) from w and times one forward on a
    random latent of shape xs and a random 512-row context. */
+/* A rank-r adapter on every linear of dit (the original naming), random,
+   written to a temporary file and opened. */
+static mr_weights *random_adapter(mr_ctx *ctx, mr_wan_dit *dit, int64_t r) {
+  const mr_params *p = mr_wan_dit_params(dit);
+  layout l = {0};
+  for (int i = 0; i < mr_params_count(p); i++) {
+    mr_param_info pi;
+    mr_params_get(p, i, &pi);
+    size_t n = strlen(pi.name);
+    if (!pi.is_weight || pi.ndim != 2 || n < 7 || strcmp(pi.name + n - 7, ".weight") != 0) continue;
+    add(&l, INIT_SMALL, DIMS(r, pi.shape[1]), "diffusion_model.%.*s.lora_A.weight", (int)(n - 7), pi.name);
+    add(&l, INIT_SMALL, DIMS(pi.shape[0], r), "diffusion_model.%.*s.lora_B.weight", (int)(n - 7), pi.name);
+  }
+  double bytes;
+  mr_weights *w = random_checkpoint(ctx, &l, MR_F32, "lora", 31, &bytes);
+  free(l.e);
+  return w;
+}
+
+/* The adapter's cost: the forward with it on the fly against the forward
+   without (same run), and the time a merge takes. */
+static void time_lora(mr_ctx *ctx, const bench_opts *o, dit_arg *a, double base_sec) {
+  mr_weights *w = random_adapter(ctx, a->dit, 32);
+  mr_lora_opts lo = mr_lora_opts_default();
+  lo.mode = MR_LORA_ON_THE_FLY;
+  mr_lora *l = NULL;
+  TRY(ctx, mr_wan_dit_lora_add(a->dit, w, "rank-32 adapter", &lo, &l));
+  double sec;
+  time_forward(ctx, o, "  + rank-32 LoRA, on the fly", "every linear", dit_forward, a, &sec, NULL);
+  mr_lora_remove(l);
+  lo.mode = MR_LORA_MERGE;
+  double t0 = now();
+  TRY(ctx, mr_wan_dit_lora_add(a->dit, w, "rank-32 adapter", &lo, &l));
+  TRY(ctx, mr_ctx_sync(ctx));
+  double merge = now() - t0;
+  t0 = now();
+  mr_lora_remove(l);
+  TRY(ctx, mr_ctx_sync(ctx));
+  printf("  LoRA on the fly: x%.2f the base forward; merging it took %.2f s, removing %.2f s\n", sec / base_sec, merge,
+         now() - t0);
+  mr_weights_free(w);
+}
+
 static void time_dit(mr_ctx *ctx, const bench_opts *o, mr_weights *w, const char *name, const char *size,
-                     const int64_t *xs, double *sec, double *flops) {
+                     const int64_t *xs, bool with_lora, double *sec, double *flops) {
   int64_t cs[2] = {512, 4096};
   mr_model_opts mo = mr_model_opts_default();
   mo.weights = MR_BF16;
@@ -497,14 +540,17 @@ static void time_dit(mr_ctx *ctx, const bench_opts *o, mr_weights *w, const char
   a.in.x = random_tensor(ctx, 4, xs, 21);
   a.in.context = random_tensor(ctx, 2, cs, 22);
   a.in.t = 500.0f;
-  time_forward(ctx, o, name, size, dit_forward, &a, sec, flops);
+  double base_sec;
+  time_forward(ctx, o, name, size, dit_forward, &a, &base_sec, flops);
+  if (sec) *sec = base_sec;
+  if (with_lora) time_lora(ctx, o, &a, base_sec);
   mr_tensor_free((mr_tensor *)a.in.x);
   mr_tensor_free((mr_tensor *)a.in.context);
   mr_wan_dit_free(a.dit);
 }
 
 static void bench_dit_real(const bench_opts *o) {
-  if (!wanted(o, "dit-wan2.1-1.3b")) return;
+  if (!wanted(o, "dit-wan2.1-1.3b-blocks")) return;
   mr_ctx *ctx = new_ctx(o);
   /* Wan2.1-T2V-1.3B widths; 30 blocks in the release */
   dit_size s = {.dim = 1536, .ffn = 8960, .freq = 256, .text_dim = 4096, .in_dim = 16, .out_dim = 16,
@@ -520,7 +566,7 @@ static void bench_dit_real(const bench_opts *o) {
   char size[128];
   snprintf(size, sizeof size, "dim 1536, %lld block%s, x 16x%lldx%lldx%lld (%.0f tok), bf16", (long long)s.layers,
            s.layers > 1 ? "s" : "", (long long)xs[1], (long long)xs[2], (long long)xs[3], L);
-  time_dit(ctx, o, w, "dit-wan2.1-1.3b (t2v)", size, xs, &sec, &flops);
+  time_dit(ctx, o, w, "dit-wan2.1-1.3b-blocks", size, xs, true, &sec, &flops);
   /* 30 blocks at the rate this forward achieved: its non-block work once, the block work 30 times */
   double fb = dit_block_flops(&s, L, 512);
   double f30 = flops + (30 - s.layers) * fb;
@@ -586,7 +632,7 @@ static void bench_dit_full(const bench_opts *o) {
   mr_weights *w = sparse_checkpoint(ctx, &l, "dit30", &bytes);
   free(l.e);
   printf("  (sparse bf16 checkpoint of %.0f MB: zeros)\n", bytes / 1e6);
-  time_dit(ctx, o, w, "dit-wan2.1-1.3b-30", "dim 1536, 30 blocks, x 16x5x8x8 (80 tok), bf16", xs, NULL, NULL);
+  time_dit(ctx, o, w, "dit-wan2.1-1.3b-30", "dim 1536, 30 blocks, x 16x5x8x8 (80 tok), bf16", xs, false, NULL, NULL);
   mr_ctx_free(ctx);
 }
 

@@ -63,10 +63,13 @@ function M.parse_args(argv)
   local opts, i = {}, 1
   while argv[i] ~= nil do
     local a = argv[i]
-    local name, value = a:match("^%-%-([%w%-]+)=(.*)$")
-    if not name then name = a:match("^%-%-([%w%-]+)$") end
+    local name, value = a:match("^%-%-([%w%-_]+)=(.*)$")
+    if not name then name = a:match("^%-%-([%w%-_]+)$") end
     if not name then error(string.format("unexpected argument '%s' (flags start with --; see --help)", a), 0) end
     local f = by_name[name]
+    if not f and by_name[name:gsub("_", "-")] then
+      error(string.format("unknown flag --%s: flags use dashes (--%s)", name, name:gsub("_", "-")), 0)
+    end
     if not f then error(string.format("unknown flag --%s (see --help)", name), 0) end
     local key = name:gsub("%-", "_")
     if f[2] == "boolean" then

@@ -283,6 +283,18 @@ static mr_video_writer_opts check_writer_opts(lua_State *L, int arg) {
   return o;
 }
 
+/* mr.video.check_output(path [, opts]) -> true | nil, msg, code: what opening
+   a writer would refuse, without creating anything. */
+static int l_video_check_output(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  mr_video_writer_opts o = check_writer_opts(L, 2);
+  mr_ctx *ctx = mrl_ctx(L);
+  mr_status st = mr_video_writer_check(ctx, path, &o);
+  if (st != MR_OK) return mrl_fail(L, ctx, st);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* mr.video.writer(path [, opts]) -> writer | nil, msg, code */
 static int l_video_writer(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
@@ -453,7 +465,7 @@ void mrl_open_media(lua_State *L, int module) {
   lua_pop(L, 1);
 
   static const luaL_Reg image_fns[] = {{"load", l_image_load}, {"save", l_image_save}, {NULL, NULL}};
-  static const luaL_Reg video_fns[] = {{"writer", l_video_writer}, {"save", l_video_save}, {"load", l_video_load},
+  static const luaL_Reg video_fns[] = {{"writer", l_video_writer}, {"check_output", l_video_check_output}, {"save", l_video_save}, {"load", l_video_load},
                                        {"probe", l_video_probe}, {NULL, NULL}};
   luaL_newlib(L, image_fns);
   lua_setfield(L, module, "image");

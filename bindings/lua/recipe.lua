@@ -215,8 +215,10 @@ local function check(v, msg)
 end
 
 -- Opens the video writer for p.out; a failure is one line naming the file.
+local function writer_opts(p) return {fps = p.fps, crf = p.crf, quality = p.quality} end
+
 local function open_writer(out, p)
-  local w, msg = mr.video.writer(out, {fps = p.fps, crf = p.crf, quality = p.quality})
+  local w, msg = mr.video.writer(out, writer_opts(p))
   if not w then error(msg, 0) end
   return w
 end
@@ -381,9 +383,11 @@ function M.generate(opts)
     local ctx_u <close> = need_uncond and pack:encode_text(p.negative, "negative prompt") or nil
     timings.text = mr.clock() - t0
 
-    -- the output opens first: a path that cannot be written fails before
-    -- minutes of sampling, and an aborted run removes its temporary file
-    local writer <close> = to_file and open_writer(p.out, p) or nil
+    -- the output is checked first, so a path that cannot be written fails
+    -- before minutes of sampling; its writer (and its temporary file) opens
+    -- only when there are frames to write, so a run killed while sampling
+    -- leaves nothing behind
+    if to_file then check(mr.video.check_output(p.out, writer_opts(p))) end
 
     -- conditioning
     local extra, first = {}, nil
@@ -460,9 +464,13 @@ function M.generate(opts)
     end
 
     t0 = mr.clock()
+    local writer <close> = open_writer(p.out, p)
     local wok, werr = writer:write(frames)
     frames:close()
     check(wok, werr)
+    check(writer:close())
+    -- the sidecar follows a whole video: a failed write leaves any earlier
+    -- run's video and sidecar as they were
     local sidecar = not opts.no_sidecar and M.sidecar_path(p.out) or nil
     timings.write = mr.clock() - t0
     timings.total = mr.clock() - clock0
@@ -472,7 +480,6 @@ function M.generate(opts)
         seconds = timings, command = M.command_line(mode, p, pack),
       })
     end
-    check(writer:close())
     return {out = p.out, sidecar = sidecar, seed = p.seed, params = p, seconds = timings}
   end)
   for _, h in ipairs(attached) do h:remove() end -- a reused pack is left as it came

@@ -2,9 +2,12 @@
    replacement (a temporary file beside the destination, fsync, rename, folder
    fsync), so a reader never sees half a file. */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* kill */
 #include "core/core.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,9 +43,38 @@ char *mr_file_temp_name(const char *path, int attempt) {
   return s;
 }
 
+/* Removes the temporaries a killed run left for path: ".<name>.tmp-<pid>"
+   (or "-<n>" after it) whose process no longer exists. A live process's
+   are left alone, so two runs writing beside each other never collide. */
+static void remove_stale_temps(const char *path) {
+  size_t len = strlen(path);
+  while (len > 1 && path[len - 1] == '/') len--;
+  size_t cut = len;
+  while (cut > 0 && path[cut - 1] != '/') cut--;
+  char dir[4096], prefix[1024];
+  if (cut >= sizeof dir || len - cut + 8 >= sizeof prefix) return;
+  snprintf(dir, sizeof dir, "%.*s", (int)(cut ? cut : 1), cut ? path : ".");
+  int plen = snprintf(prefix, sizeof prefix, ".%.*s.tmp-", (int)(len - cut), path + cut);
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (strncmp(e->d_name, prefix, (size_t)plen) != 0) continue;
+    char *end;
+    long pid = strtol(e->d_name + plen, &end, 10);
+    if (end == e->d_name + plen || (*end && *end != '-') || pid <= 0) continue;
+    if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+    char full[4096 + 256];
+    snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+    unlink(full);
+  }
+  closedir(d);
+}
+
 mr_status mr_file_temp_create(mr_ctx *ctx, const char *path, char **tmp, int *fd) {
   *tmp = NULL;
   *fd = -1;
+  remove_stale_temps(path);
   for (int attempt = 1; attempt <= 100; attempt++) {
     char *name = mr_file_temp_name(path, attempt);
     if (name == NULL) return mr_error(ctx, MR_ENOMEM, "'%s': out of memory", path);

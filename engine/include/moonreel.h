@@ -817,6 +817,11 @@ typedef struct mr_video_writer mr_video_writer;
 /* Opens a writer; opts may be NULL. Nothing is created under path until
    close. MR_EUNSUPPORTED for an unknown extension, MR_ENOTFOUND when path's
    folder does not exist. */
+/* What mr_video_writer_open would refuse, checked without creating anything:
+   the path's format, the options, and that its folder exists and can be
+   written. A recipe checks its output this way before sampling and opens
+   the writer only when there are frames to write. */
+mr_status mr_video_writer_check(mr_ctx *ctx, const char *path, const mr_video_writer_opts *opts);
 mr_status mr_video_writer_open(mr_ctx *ctx, const char *path, const mr_video_writer_opts *opts,
                                mr_video_writer **out);
 /* Appends frames [3, F, H, W] or one frame [3, H, W] (any storage dtype, any

@@ -507,24 +507,55 @@ void mr_video_writer_free(mr_video_writer *w) {
   free(w);
 }
 
+/* What opening checks before it creates anything: the path, the format it
+   names, the options, and (check_dir) that the folder the output goes in
+   exists and can be written. */
+static mr_status validate(mr_ctx *ctx, const char *path, const mr_video_writer_opts *opts, bool check_dir,
+                          mr_video_writer_opts *o, mr_media_format *fmt, int *num, int *den) {
+  if (path == NULL || path[0] == '\0') return mr_error(ctx, MR_EINVAL, "a video writer needs a path");
+  mr_media_init();
+  *o = opts ? *opts : mr_video_writer_opts_default();
+  *fmt = MR_FORMAT_AUTO;
+  mr_status s = pick_format(ctx, path, o->format, fmt);
+  if (s != MR_OK) return s;
+  if ((s = resolve_fps(ctx, path, o, num, den)) != MR_OK) return s;
+  if (o->crf < 0 || o->crf > 51) return mr_error(ctx, MR_EINVAL, "'%s': crf %d is out of range (1..51, 0 = 10)", path, o->crf);
+  if (o->quality < 0 || o->quality > 100)
+    return mr_error(ctx, MR_EINVAL, "'%s': quality %d is out of range (1..100, 0 = 90)", path, o->quality);
+  if (o->loop < 0 || o->loop > 65535)
+    return mr_error(ctx, MR_EINVAL, "'%s': loop %d is out of range (0 = forever .. 65535)", path, o->loop);
+  if ((unsigned)o->odd > MR_ODD_CROP) return mr_error(ctx, MR_EINVAL, "'%s': unknown odd-size policy %d", path, (int)o->odd);
+  if (check_dir) {
+    /* the folder the file (or, for a folder of frames, the folder itself) goes in */
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/') len--;
+    size_t cut = len;
+    while (cut > 0 && path[cut - 1] != '/') cut--;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%.*s", (int)(cut > 1 ? cut - 1 : cut), cut ? path : ".");
+    if (!is_dir(dir)) return mr_error(ctx, MR_ENOTFOUND, "cannot write '%s': folder '%s' does not exist", path, dir);
+    if (access(dir, W_OK | X_OK) != 0)
+      return mr_error(ctx, MR_EIO, "cannot write '%s': folder '%s' is not writable", path, dir);
+  }
+  return MR_OK;
+}
+
+mr_status mr_video_writer_check(mr_ctx *ctx, const char *path, const mr_video_writer_opts *opts) {
+  mr_video_writer_opts o;
+  mr_media_format fmt;
+  int num, den;
+  return validate(ctx, path, opts, true, &o, &fmt, &num, &den);
+}
+
 mr_status mr_video_writer_open(mr_ctx *ctx, const char *path, const mr_video_writer_opts *opts,
                                mr_video_writer **out) {
   if (out) *out = NULL;
-  if (path == NULL || path[0] == '\0' || out == NULL)
-    return mr_error(ctx, MR_EINVAL, "mr_video_writer_open: path and out are required");
-  mr_media_init();
-  mr_video_writer_opts o = opts ? *opts : mr_video_writer_opts_default();
-  mr_media_format fmt = MR_FORMAT_AUTO;
-  mr_status s = pick_format(ctx, path, o.format, &fmt);
-  if (s != MR_OK) return s;
+  if (out == NULL) return mr_error(ctx, MR_EINVAL, "mr_video_writer_open: out is required");
+  mr_video_writer_opts o;
+  mr_media_format fmt;
   int num, den;
-  if ((s = resolve_fps(ctx, path, &o, &num, &den)) != MR_OK) return s;
-  if (o.crf < 0 || o.crf > 51) return mr_error(ctx, MR_EINVAL, "'%s': crf %d is out of range (1..51, 0 = 10)", path, o.crf);
-  if (o.quality < 0 || o.quality > 100)
-    return mr_error(ctx, MR_EINVAL, "'%s': quality %d is out of range (1..100, 0 = 90)", path, o.quality);
-  if (o.loop < 0 || o.loop > 65535)
-    return mr_error(ctx, MR_EINVAL, "'%s': loop %d is out of range (0 = forever .. 65535)", path, o.loop);
-  if ((unsigned)o.odd > MR_ODD_CROP) return mr_error(ctx, MR_EINVAL, "'%s': unknown odd-size policy %d", path, (int)o.odd);
+  mr_status s = validate(ctx, path, opts, false, &o, &fmt, &num, &den);
+  if (s != MR_OK) return s;
   mr_video_writer *w = calloc(1, sizeof *w);
   if (w == NULL) return mr_error(ctx, MR_ENOMEM, "'%s': out of memory", path);
   w->ctx = ctx;

@@ -388,6 +388,38 @@ describe("recipes end to end", function()
         out("big.mp4")}, "big%.mp4': File too large", "trap '' XFSZ; ulimit -f 1; ")
     end)
 
+    it("a run killed while sampling leaves nothing; the next run clears a killed run's temporary", function()
+      local dir = tmp .. "/killed"
+      assert(os.execute("mkdir -p " .. q(dir)))
+      -- many steps, so the kill lands while sampling
+      local cmd = string.format("%s %s --model %s --prompt 'a red ball' --steps 5000 --out %s >/dev/null 2>&1 & echo $!",
+        q(BIN), q(SRC .. "/recipes/t2v.lua"), q(packs.t2v), q(dir .. "/k.mp4"))
+      local pid = assert(io.popen(cmd)):read("l")
+      os.execute("sleep 2")
+      os.execute("kill -9 " .. pid .. " 2>/dev/null; sleep 0.2")
+      assert.are.same({}, ls(dir))
+      -- a dead run's temporary is removed by the next write of that name; a live process's is not
+      local dead = dir .. "/.k.mp4.tmp-999999"
+      local live = dir .. "/.k.mp4.tmp-1"
+      for _, f in ipairs({dead, live}) do assert(io.open(f, "wb")):close() end
+      local code, _, e = run("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--seed", "1", "--out",
+        dir .. "/k.mp4"})
+      assert.are.equal(0, code, e)
+      assert.are.same({".k.mp4.tmp-1", "k.mp4", "k.mp4.json"}, ls(dir))
+    end)
+
+    it("a video that cannot be written leaves the earlier run's video and sidecar as they were", function()
+      local code, _, e = run("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--seed", "1", "--out",
+        out("keep.mp4")})
+      assert.are.equal(0, code, e)
+      local video, side = read(out("keep.mp4")), read(out("keep.mp4") .. ".json")
+      code = run("t2v", {"--model", packs.t2v, "--prompt", "a blue ball", "--seed", "2", "--out", out("keep.mp4")},
+        "trap '' XFSZ; ulimit -f 1; ")
+      assert.are_not.equal(0, code)
+      assert.are.equal(video, read(out("keep.mp4")))
+      assert.are.equal(side, read(out("keep.mp4") .. ".json"))
+    end)
+
     it("bad flags", function()
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--steps", "many"}, "not an integer")
       expect_error("t2v", {"--model", packs.t2v}, "prompt is required")

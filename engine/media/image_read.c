@@ -61,6 +61,10 @@ static mr_status scan_png(mr_ctx *ctx, const char *path, const uint8_t *d, size_
     const uint8_t *type = d + off + 4;
     if (first && memcmp(type, "IHDR", 4) != 0)
       return mr_error(ctx, MR_EFORMAT, "'%s': not a valid PNG (no IHDR chunk first)", path);
+    if (first && len >= 8 && off + 16 <= n) { /* the declared size, before anything is decoded */
+      mr_status st = mr_media_check_pixels(ctx, path, be32(d + off + 8), be32(d + off + 12));
+      if (st != MR_OK) return st;
+    }
     first = false;
     if (len > n - off - 12) break;
     if (memcmp(type, "eXIf", 4) == 0) *orientation = mr_exif_orientation(d + off + 8, len);
@@ -89,6 +93,12 @@ static mr_status scan_jpeg(mr_ctx *ctx, const char *path, const uint8_t *d, size
       return mr_error(ctx, MR_EFORMAT, "'%s': truncated JPEG (%zu bytes, ends in a header segment)", path, n);
     if (m == 0xE1 && len >= 8 && memcmp(d + off + 4, "Exif\0\0", 6) == 0 && *orientation == 1)
       *orientation = mr_exif_orientation(d + off + 4, len - 2);
+    /* a start-of-frame (C0..CF but DHT C4, JPG C8, DAC CC): precision, height, width */
+    if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC && len >= 7) {
+      int64_t h = (int64_t)d[off + 5] << 8 | d[off + 6], w = (int64_t)d[off + 7] << 8 | d[off + 8];
+      mr_status st = h > 0 && w > 0 ? mr_media_check_pixels(ctx, path, w, h) : MR_OK; /* 0: a DNL marker says later */
+      if (st != MR_OK) return st;
+    }
     off += 2 + len;
     if (m == 0xDA) break; /* start of scan: entropy-coded data follows */
   }
@@ -164,6 +174,7 @@ static mr_status decode_av(mr_ctx *ctx, const char *path, enum AVCodecID id, con
   }
   memcpy(pkt->data, d, n); /* the copy brings the padding decoders read past the end */
   cc->thread_count = 1;
+  cc->max_pixels = (int64_t)mr_media_max_pixels(); /* the decoder refuses larger headers before allocating */
   if ((r = avcodec_open2(cc, codec, NULL)) < 0) {
     s = mr_error(ctx, MR_EUNSUPPORTED, "'%s': cannot open the %s decoder: %s", path, name, mr_media_av_err(r, eb, sizeof eb));
     goto done;
@@ -172,6 +183,10 @@ static mr_status decode_av(mr_ctx *ctx, const char *path, enum AVCodecID id, con
   if (r >= 0) r = avcodec_send_packet(cc, NULL);
   if (r >= 0 || r == AVERROR_EOF) r = avcodec_receive_frame(cc, frame);
   if (r < 0) {
+    if (cc->width > 0 && cc->height > 0 && mr_media_check_pixels(ctx, path, cc->width, cc->height) != MR_OK) {
+      s = MR_EFORMAT; /* the header was read: the size is what was refused */
+      goto done;
+    }
     s = mr_error(ctx, MR_EFORMAT, "'%s': cannot decode the %s: %s", path, name, mr_media_av_err(r, eb, sizeof eb));
     goto done;
   }
@@ -208,6 +223,13 @@ static mr_status decode_webp(mr_ctx *ctx, const char *path, const uint8_t *d, si
   WebPDemuxer *dmx = WebPDemux(&wd);
   if (dmx == NULL) return webp_invalid(ctx, path, d, n);
   uint32_t flags = WebPDemuxGetI(dmx, WEBP_FF_FORMAT_FLAGS);
+  /* the canvas an animation decoder would allocate (twice over), or the still's size */
+  mr_status cs = mr_media_check_pixels(ctx, path, WebPDemuxGetI(dmx, WEBP_FF_CANVAS_WIDTH),
+                                       WebPDemuxGetI(dmx, WEBP_FF_CANVAS_HEIGHT));
+  if (cs != MR_OK) {
+    WebPDemuxDelete(dmx);
+    return cs;
+  }
   info->has_alpha = (flags & ALPHA_FLAG) != 0;
   info->animated = (flags & ANIMATION_FLAG) != 0;
   WebPChunkIterator chunk;

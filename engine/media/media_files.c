@@ -28,6 +28,22 @@ void mr_media_init(void) {
   pthread_once(&once, quiet_ffmpeg);
 }
 
+uint64_t mr_media_max_pixels(void) {
+  const char *e = getenv("MOONREEL_MAX_PIXELS");
+  char *end;
+  unsigned long long v = e && *e ? strtoull(e, &end, 10) : 0;
+  return v > 0 && e && *end == '\0' ? (uint64_t)v : (uint64_t)8192 * 8192;
+}
+
+mr_status mr_media_check_pixels(mr_ctx *ctx, const char *path, int64_t w, int64_t h) {
+  uint64_t limit = mr_media_max_pixels();
+  if (w > 0 && h > 0 && (uint64_t)w * (uint64_t)h <= limit) return MR_OK;
+  if (w <= 0 || h <= 0) return mr_error(ctx, MR_EFORMAT, "'%s' declares a %lldx%lld picture", path, (long long)w, (long long)h);
+  return mr_error(ctx, MR_EFORMAT,
+                  "'%s' declares %lldx%lld pixels, over the limit of %llu a frame (MOONREEL_MAX_PIXELS)", path,
+                  (long long)w, (long long)h, (unsigned long long)limit);
+}
+
 const char *mr_media_av_err(int err, char *buf, size_t cap) {
   if (av_strerror(err, buf, cap) < 0) snprintf(buf, cap, "FFmpeg error %d", err);
   return buf;

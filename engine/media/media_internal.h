@@ -114,6 +114,13 @@ mr_status mr_media_decode_still(mr_ctx *ctx, const char *path, mr_rgba8 *img, mr
    level (info) to errors, once per process. */
 void mr_media_init(void);
 
+/* Decoded pictures are refused past this many pixels a frame, before any
+   pixel is decoded: $MOONREEL_MAX_PIXELS, else 8192 x 8192 (a 64 MP photo
+   fits; a few-KB file declaring 16383 x 16383 does not cost 1 GB). */
+uint64_t mr_media_max_pixels(void);
+/* MR_EFORMAT naming path, the size and the limit when w x h is past it. */
+mr_status mr_media_check_pixels(mr_ctx *ctx, const char *path, int64_t w, int64_t h);
+
 /* FFmpeg's error text for an AVERROR code into buf. */
 const char *mr_media_av_err(int err, char *buf, size_t cap);
 

@@ -168,6 +168,13 @@ static mr_status webp_probe(mr_ctx *ctx, const char *path, const uint8_t *d, siz
 
 static mr_status webp_decode(collector *c, const uint8_t *d, size_t n) {
   WebPData wd = {d, n};
+  /* the decoder allocates two canvases at once: their size is checked first */
+  WebPDemuxer *dmx = WebPDemux(&wd);
+  if (dmx == NULL) return webp_bad(c->ctx, c->path, d, n);
+  mr_status cs = mr_media_check_pixels(c->ctx, c->path, WebPDemuxGetI(dmx, WEBP_FF_CANVAS_WIDTH),
+                                       WebPDemuxGetI(dmx, WEBP_FF_CANVAS_HEIGHT));
+  WebPDemuxDelete(dmx);
+  if (cs != MR_OK) return cs;
   WebPAnimDecoderOptions o;
   WebPAnimDecoderOptionsInit(&o);
   o.color_mode = MODE_RGBA;
@@ -311,7 +318,9 @@ static mr_status av_decode(collector *c, av_in *in) {
     s = mr_error(ctx, MR_ENOMEM, "'%s': out of memory", path);
     goto done;
   }
-  if ((r = avcodec_parameters_to_context(cc, in->st->codecpar)) < 0 || (r = avcodec_open2(cc, in->dec, NULL)) < 0) {
+  if ((s = mr_media_check_pixels(ctx, path, in->st->codecpar->width, in->st->codecpar->height)) != MR_OK) goto done;
+  if ((r = avcodec_parameters_to_context(cc, in->st->codecpar)) < 0 ||
+      (cc->max_pixels = (int64_t)mr_media_max_pixels(), r = avcodec_open2(cc, in->dec, NULL)) < 0) {
     s = mr_error(ctx, MR_EUNSUPPORTED, "'%s': cannot open the %s decoder: %s", path, in->dec->name,
                  mr_media_av_err(r, eb, sizeof eb));
     goto done;

@@ -1016,6 +1016,47 @@ static void test_bad_inputs(mr_ctx *ctx) {
   truncate_copy(tmp_path("a.jpg"), tmp_path("head.jpg"), 0.05);
   CHECK_FAIL(ctx, mr_image_read(ctx, tmp_path("head.jpg"), NULL, &t, NULL), MR_EFORMAT, "head.jpg", "truncated");
 
+  /* pictures declaring more pixels than the limit (issue 15: a few-KB file
+     must not cost a gigabyte): refused from the header, naming the limit */
+  {
+    size_t n;
+    uint8_t *png = mr_test_read_bytes(tmp_path("a.png"), &n);
+    CHECK(png && n > 33);
+    if (png && n > 33) {
+      const uint8_t big[8] = {0, 0, 0x4e, 0x20, 0, 0, 0x4e, 0x20}; /* 20000 x 20000 */
+      memcpy(png + 16, big, 8);
+      uint32_t crc = 0xffffffffu; /* the IHDR CRC over type and data, so only the size is wrong */
+      for (int i = 12; i < 29; i++) {
+        crc ^= png[i];
+        for (int k = 0; k < 8; k++) crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
+      }
+      crc = ~crc;
+      const uint8_t cb[4] = {(uint8_t)(crc >> 24), (uint8_t)(crc >> 16), (uint8_t)(crc >> 8), (uint8_t)crc};
+      memcpy(png + 29, cb, 4);
+      mr_test_write_bytes(tmp_path("huge.png"), png, n);
+      CHECK_FAIL(ctx, mr_image_read(ctx, tmp_path("huge.png"), NULL, &t, NULL), MR_EFORMAT, "huge.png",
+                 "20000x20000 pixels, over the limit");
+    }
+    free(png);
+    uint8_t *webp = mr_test_read_bytes(tmp_path("webp/a.webp"), &n);
+    CHECK(webp && n > 30 && memcmp(webp + 12, "VP8X", 4) == 0);
+    if (webp && n > 30) {
+      const uint8_t canvas[6] = {0x7f, 0x3e, 0, 0x7f, 0x3e, 0}; /* 16000 x 16000, stored minus one */
+      memcpy(webp + 24, canvas, 6);
+      mr_test_write_bytes(tmp_path("huge.webp"), webp, n);
+      CHECK_FAIL(ctx, mr_video_read(ctx, tmp_path("huge.webp"), NULL, &t, NULL), MR_EFORMAT, "huge.webp",
+                 "16000x16000 pixels, over the limit");
+      CHECK_FAIL(ctx, mr_image_read(ctx, tmp_path("huge.webp"), NULL, &t, NULL), MR_EFORMAT, "huge.webp",
+                 "16000x16000 pixels, over the limit");
+      /* the limit is adjustable */
+      setenv("MOONREEL_MAX_PIXELS", "100", 1);
+      CHECK_FAIL(ctx, mr_image_read(ctx, tmp_path("a.png"), NULL, &t, NULL), MR_EFORMAT, "a.png", "limit of 100");
+      unsetenv("MOONREEL_MAX_PIXELS");
+    }
+    free(webp);
+    CHECK(t == NULL);
+  }
+
   /* videos */
   mr_video_info info;
   CHECK_FAIL(ctx, mr_video_probe(ctx, tmp_path("missing.mp4"), &info), MR_ENOTFOUND, "missing.mp4", "No such");

@@ -295,6 +295,12 @@ function M.generate(opts)
   if opts.prompt ~= nil and (type(opts.prompt) ~= "string" or opts.prompt == "") then
     error("the prompt must be a non-empty string", 0)
   end
+  for _, k in ipairs({"prompt", "negative"}) do -- text goes into JSON and the tokenizer: UTF-8 only
+    if type(opts[k]) == "string" then
+      local ok, bad = utf8.len(opts[k])
+      if not ok then error(string.format("the %s is not valid UTF-8 (byte %d)", k, bad), 0) end
+    end
+  end
   if mode == "ti2v" and not opts.image then error("ti2v needs an image (--image FILE)", 0) end
   if mode == "t2v" and opts.image then error("t2v takes no image: use recipes/ti2v.lua", 0) end
   local quiet = opts.quiet

@@ -426,6 +426,8 @@ describe("recipes end to end", function()
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--sampler", "ddim"}, "unknown sampler")
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--seed", "-x"}, "%-%-seed %-x: an integer")
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--seed", "18446744073709551616"}, "%-%-seed")
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", "a red \xff ball"}, "prompt is not valid UTF%-8 %(byte 7%)")
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--negative", "\xc3"}, "negative is not valid UTF%-8 %(byte 1%)")
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--guidance_scale", "5"}, "unknown flag %-%-guidance_scale")
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--pad_color", "#ff0000"}, "flags use dashes %(%-%-pad%-color%)")
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--lora", tmp .. "/none.safetensors"},

@@ -122,6 +122,40 @@ function M.parse_lora(spec, flag)
   return {file = file, strength = strength}
 end
 
+-- The flag values that can be judged without the model, each refused in one
+-- line naming the flag and what it takes, before anything loads. (Sizes and
+-- frame counts the model must divide are checked once the pack is known,
+-- still before any sampling.)
+function M.check_values(opts)
+  local function one_of(flag, v, set)
+    if v == nil then return end
+    for _, x in ipairs(set) do if v == x then return end end
+    error(string.format("--%s %s: must be %s", flag, tostring(v), table.concat(set, ", ")), 0)
+  end
+  local function range(flag, v, lo, hi, int)
+    if v == nil then return end
+    if type(v) ~= "number" or v ~= v or v < lo or v > hi or (int and math.tointeger(v) == nil) then
+      error(string.format("--%s %s: must be %s %s .. %s", flag, tostring(v), int and "an integer" or "a number",
+        tostring(lo), tostring(hi)), 0)
+    end
+  end
+  one_of("weights", opts.weights, {"f32", "f16", "bf16"})
+  one_of("fit", opts.fit, {"crop", "pad", "stretch"})
+  one_of("sampler", opts.sampler, {"unipc", "dpmpp", "euler"})
+  if opts.pad_color ~= nil and not tostring(opts.pad_color):match("^#%x%x%x%x%x%x$") then
+    error(string.format("--pad-color %s: must be #rrggbb", tostring(opts.pad_color)), 0)
+  end
+  range("crf", opts.crf, 0, 51, true)
+  range("quality", opts.quality, 0, 100, false)
+  range("steps", opts.steps, 1, 10000, true)
+  range("frames", opts.frames, 1, 4097, true) -- 4097: 1025 latent frames, past any released setting
+  range("width", opts.width, 1, 16384, true)
+  range("height", opts.height, 1, 16384, true)
+  range("fps", opts.fps, 0.001, 1000, false)
+  range("cfg", opts.cfg, -1000, 1000, false)
+  range("shift", opts.shift, 0.001, 1000, false)
+end
+
 ------------------------------------------------------------------ output helpers
 
 -- Writes a table as JSON atomically: a temporary file, then a rename.
@@ -295,6 +329,7 @@ function M.generate(opts)
   if opts.prompt ~= nil and (type(opts.prompt) ~= "string" or opts.prompt == "") then
     error("the prompt must be a non-empty string", 0)
   end
+  M.check_values(opts)
   for _, k in ipairs({"prompt", "negative"}) do -- text goes into JSON and the tokenizer: UTF-8 only
     if type(opts[k]) == "string" then
       local ok, bad = utf8.len(opts[k])
@@ -551,7 +586,12 @@ end
 -- video is. Every failure is one line on stderr and a non-zero exit: 2 for
 -- a usage error, 130 when interrupted (Ctrl-C), 1 otherwise.
 function M.main(mode, argv)
-  local ok, opts = pcall(M.parse_args, argv or {})
+  -- a bad command line (an unknown flag, a value out of range) exits 2
+  local ok, opts = pcall(function()
+    local o = M.parse_args(argv or {})
+    M.check_values(o)
+    return o
+  end)
   if not ok then
     io.stderr:write(mode, ": ", tostring(opts), "\n")
     return 2

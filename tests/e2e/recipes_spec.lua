@@ -423,9 +423,22 @@ describe("recipes end to end", function()
     it("bad flags", function()
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--steps", "many"}, "not an integer")
       expect_error("t2v", {"--model", packs.t2v}, "prompt is required")
-      expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--sampler", "ddim"}, "unknown sampler")
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--sampler", "ddim"}, "%-%-sampler ddim: must be unipc")
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--seed", "-x"}, "%-%-seed %-x: an integer")
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--seed", "18446744073709551616"}, "%-%-seed")
+      -- values refused before anything loads (a missing model would be the error otherwise)
+      local none = tmp .. "/no-model-here"
+      for _, c in ipairs({{"--weights", "f8", "%-%-weights f8: must be f32, f16, bf16"},
+                          {"--fit", "weird", "%-%-fit weird: must be crop, pad, stretch"},
+                          {"--pad-color", "red", "%-%-pad%-color red: must be #rrggbb"},
+                          {"--crf", "99", "%-%-crf 99: must be an integer 0 .. 51"},
+                          {"--quality", "200", "%-%-quality 200: must be a number 0 .. 100"},
+                          {"--frames", "100001", "%-%-frames 100001: must be an integer 1 .. 4097"},
+                          {"--steps", "0", "%-%-steps 0"}, {"--sampler", "ddim", "%-%-sampler ddim"}}) do
+        expect_error("t2v", {"--model", none, "--prompt", "x", c[1], c[2]}, c[3])
+        local code = run("t2v", {"--model", none, "--prompt", "x", c[1], c[2]})
+        assert.are.equal(2, code) -- a bad command line, as docs/cli.md says
+      end
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "a red \xff ball"}, "prompt is not valid UTF%-8 %(byte 7%)")
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--negative", "\xc3"}, "negative is not valid UTF%-8 %(byte 1%)")
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--guidance_scale", "5"}, "unknown flag %-%-guidance_scale")

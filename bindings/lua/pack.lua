@@ -153,6 +153,59 @@ end
 
 ------------------------------------------------------------------ resolving
 
+-- The fields of moonreel_pack.json the loader reads, checked one by one so a
+-- bad manifest is one line naming the field, not a Lua error later. Other
+-- top-level fields (training records) are not read. Files must stay inside
+-- the pack: a relative path without "..".
+local DEFAULT_FIELDS = {
+  steps = {"integer", 1, 10000}, frames = {"integer", 1, 4097}, width = {"integer", 1, 16384},
+  height = {"integer", 1, 16384}, fps = {"number", 0.001, 1000}, guide = {"number", -1000, 1000},
+  guide_high = {"number", -1000, 1000}, shift = {"number", 0.001, 1000}, boundary = {"number", 0, 1},
+  sampler = {"string"}, negative = {"string"}, prompt = {"string"},
+}
+local FILE_FIELDS = {dit = true, vae = true, t5 = true, tokenizer = true, clip = true, clip_config = true, config = true}
+
+local function check_manifest(m, path)
+  local function bad(field, what) error(string.format("%s: %s %s", path, field, what), 0) end
+  if type(m) ~= "table" or #m > 0 then bad("the manifest", "must be a JSON object") end
+  if m.name ~= nil and type(m.name) ~= "string" then bad("name", "must be a string") end
+  local function inside(field, f)
+    if type(f) ~= "string" or f == "" then bad(field, "must be a file name (a string)") end
+    if f:sub(1, 1) == "/" or ("/" .. f .. "/"):find("/%.%./") then
+      bad(field, string.format("'%s' names a file outside the pack (pass it to mr.pack.load{...} instead)", f))
+    end
+  end
+  if m.files ~= nil then
+    if type(m.files) ~= "table" or #m.files > 0 then bad("files", "must be an object of part = file") end
+    for k, v in pairs(m.files) do
+      if not FILE_FIELDS[k] then bad("files." .. tostring(k), "is not a part (dit, vae, t5, tokenizer, clip, clip_config, config)") end
+      if type(v) == "table" then
+        if #v == 0 then bad("files." .. k, "must be a file or a list of shard files") end
+        for i, f in ipairs(v) do inside(string.format("files.%s[%d]", k, i), f) end
+      else
+        inside("files." .. k, v)
+      end
+    end
+  end
+  if m.defaults ~= nil then
+    if type(m.defaults) ~= "table" or #m.defaults > 0 then bad("defaults", "must be an object") end
+    for k, v in pairs(m.defaults) do
+      local spec = DEFAULT_FIELDS[k]
+      if not spec then bad("defaults." .. tostring(k), "is not a setting a recipe reads") end
+      local field = "defaults." .. k
+      if spec[1] == "string" then
+        if type(v) ~= "string" then bad(field, "must be a string") end
+      else
+        local num = type(v) == "number" and v == v and v >= spec[2] and v <= spec[3]
+        if not num or (spec[1] == "integer" and math.tointeger(v) == nil) then
+          bad(field, string.format("must be %s %s .. %s, not %s", spec[1] == "integer" and "an integer" or "a number",
+            tostring(spec[2]), tostring(spec[3]), tostring(v)))
+        end
+      end
+    end
+  end
+end
+
 -- Finds every part of the pack described by spec; returns a plan (paths,
 -- layout, manifest) without loading anything.
 local function resolve(spec)
@@ -168,6 +221,7 @@ local function resolve(spec)
     if exists(manifest_path) then
       local m, err = read_json(manifest_path)
       if not m then error(err, 0) end
+      check_manifest(m, manifest_path)
       plan.manifest, plan.layout = m, "moonreel"
     else
       plan.layout = "official"

@@ -1,5 +1,6 @@
 /* Which component a checkpoint holds, from tensor names and shapes alone. */
 #include "core/core.h"
+#include "models/wan_dit_impl.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -45,7 +46,9 @@ mr_status mr_model_detect(mr_ctx *ctx, const mr_weights *w, const char *config_j
   memset(out, 0, sizeof *out);
   int64_t s[MR_WEIGHT_MAX_DIMS];
   mr_wan_dit_config dc;
-  if (mr_wan_dit_detect(ctx, w, config_json, &dc) == MR_OK) {
+  mr_status dst = mr_wan_dit_detect(ctx, w, config_json, &dc);
+  if (dst != MR_OK && mr_wan_dit_probe(w)) return dst; /* a DiT with a problem: its own reason */
+  if (dst == MR_OK) {
     out->kind = MR_MODEL_WAN_DIT;
     out->dit = dc;
     snprintf(out->variant, sizeof out->variant, "%s", dc.model_type);

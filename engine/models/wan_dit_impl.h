@@ -47,4 +47,8 @@ struct mr_wan_dit {
   struct { int64_t f, h, w; mr_tensor *cos, *sin; } rope;
 };
 
+/* True when w has a DiT's patch embedding under a known prefix: detection
+   errors past that point are the DiT's to report. */
+bool mr_wan_dit_probe(const mr_weights *w);
+
 #endif

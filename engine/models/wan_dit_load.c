@@ -25,6 +25,12 @@ static int json_int(const cJSON *cfg, const char *key, int dflt) {
   return cJSON_IsNumber(j) ? j->valueint : dflt;
 }
 
+bool mr_wan_dit_probe(const mr_weights *w) {
+  for (int i = 0; dit_prefixes[i]; i++)
+    if (find_prefixed(w, dit_prefixes[i], "patch_embedding.weight", NULL) >= 0) return true;
+  return false;
+}
+
 mr_status mr_wan_dit_detect(mr_ctx *ctx, const mr_weights *w, const char *config_json, mr_wan_dit_config *out) {
   memset(out, 0, sizeof *out);
   const char *prefix = NULL;
@@ -74,6 +80,14 @@ mr_status mr_wan_dit_detect(mr_ctx *ctx, const mr_weights *w, const char *config
   /* Every released DiT has 128-wide heads; other widths need config.json's num_heads. */
   out->num_heads = json_int(cfg, "num_heads", out->dim % 128 == 0 ? out->dim / 128 : 0);
   out->text_len = json_int(cfg, "text_len", 512);
+  /* a config's numbers size allocations: out of range is refused, not tried */
+  if (out->text_len < 1 || out->text_len > 65536 || out->num_heads < 0 || out->num_heads > 4096) {
+    cJSON_Delete(root);
+    return mr_error(ctx, MR_EFORMAT, "Wan DiT: config.json: %s %d is out of range (1 .. %d)",
+                    out->text_len < 1 || out->text_len > 65536 ? "text_len" : "num_heads",
+                    out->text_len < 1 || out->text_len > 65536 ? out->text_len : out->num_heads,
+                    out->text_len < 1 || out->text_len > 65536 ? 65536 : 4096);
+  }
   const cJSON *eps = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "eps") : NULL;
   out->eps = cJSON_IsNumber(eps) ? (float)eps->valuedouble : 1e-6f;
   const cJSON *type = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "model_type") : NULL;

@@ -355,6 +355,35 @@ describe("recipes end to end", function()
       expect_error("t2v", {"--model", tmp .. "/broken", "--prompt", "x", "--out", out("e.mp4")}, "no vae file")
     end)
 
+    it("a pack manifest or config that is out of bounds names its field", function()
+      local function pack_with(manifest, config)
+        local dir = tmp .. "/badpack"
+        os.execute("rm -rf " .. q(dir) .. " && cp -r " .. q(packs.t2v) .. " " .. q(dir))
+        if manifest then
+          local f = assert(io.open(dir .. "/moonreel_pack.json", "wb"))
+          f:write(manifest)
+          f:close()
+        end
+        if config then
+          local c = cjson.decode((assert(read(dir .. "/config.json"))))
+          for k, v in pairs(config) do c[k] = v end
+          local f = assert(io.open(dir .. "/config.json", "wb"))
+          f:write(cjson.encode(c))
+          f:close()
+        end
+        return dir
+      end
+      local function fails(dir, pattern)
+        expect_error("t2v", {"--model", dir, "--prompt", "x", "--out", out("e.mp4")}, pattern)
+      end
+      fails(pack_with('{"files": 5}'), "moonreel_pack%.json: files must be an object")
+      fails(pack_with('{"defaults": {"steps": 1e300}}'), "defaults%.steps must be an integer 1 %.%. 10000")
+      fails(pack_with('{"defaults": {"colour": "red"}}'), "defaults%.colour is not a setting")
+      fails(pack_with('{"files": {"dit": "../../etc/passwd"}}'), "files%.dit '%.%./%.%./etc/passwd' names a file outside")
+      fails(pack_with('[1, 2]'), "the manifest must be a JSON object")
+      fails(pack_with(nil, {text_len = 2147483647}), "config%.json: text_len 2147483647 is out of range")
+    end)
+
     it("a prompt too long", function()
       expect_error("t2v", {"--model", packs.t2v, "--prompt", string.rep("a red ball and ", 10), "--out",
         out("e.mp4")}, "prompt too long")

@@ -282,6 +282,8 @@ mr_status mr_gpu_alloc(mr_ctx *ctx, VkDeviceSize size, mr_alloc *out) {
   mr_gpu *g = ctx->gpu;
   memset(out, 0, sizeof *out);
   size = round_up(size ? size : 1, ALLOC_ALIGN);
+  if (g->fail_at && ++g->alloc_attempts == g->fail_at)
+    return out_of_memory(g, size, "failure injected by mr_ctx_memory_fail_at");
   bool large = size >= LARGE_BYTES;
   mr_block *b;
   int i = 0;
@@ -292,8 +294,6 @@ mr_status mr_gpu_alloc(mr_ctx *ctx, VkDeviceSize size, mr_alloc *out) {
       if (want > SMALL_BLOCK_MAX) want = SMALL_BLOCK_MAX;
       want = round_up(want < size ? size : want, LARGE_GRAIN);
     }
-    if (g->fail_at && ++g->alloc_attempts == g->fail_at)
-      return out_of_memory(g, want, "failure injected by mr_ctx_memory_fail_at");
     mr_status st = block_new(g, want, g->memtype, large, &b);
     if (st == MR_EDEVMEM && g->held > g->live) {
       /* Unused blocks (of either class) may make room once given back. */

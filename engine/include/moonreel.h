@@ -134,8 +134,9 @@ void mr_ctx_memory_stats(const mr_ctx *ctx, mr_memory_stats *out);
 void mr_ctx_memory_reset_peak(mr_ctx *ctx);
 /* Waits for recorded work, then gives every block no tensor uses back to Vulkan. */
 mr_status mr_ctx_memory_trim(mr_ctx *ctx);
-/* Fault injection for tests: the n-th new device block from now (1-based)
-   fails as if the device were out of memory; 0 turns it off. */
+/* Fault injection for tests: the n-th device allocation from now (1-based;
+   every tensor's storage counts) fails as if the device were out of memory;
+   0 turns it off. */
 void mr_ctx_memory_fail_at(mr_ctx *ctx, uint64_t n);
 
 typedef enum mr_device_type {

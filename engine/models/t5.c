@@ -253,6 +253,7 @@ fail:
    o( softmax(q kᵀ + bias + mask) v ), heads split from the projections. */
 static mr_tensor *attention(mr_scope *s, const mr_t5 *t5, const t5_block *b, const mr_tensor *h,
                             const int32_t *buckets, const mr_tensor *mask) {
+  if (!h) return NULL; /* an earlier op failed: the scope has its error */
   int64_t n = mr_tensor_shape(h)[0];
   int64_t split[3] = {n, t5->heads, t5->head_dim}, rows[3] = {n, n, t5->heads}, joined[2] = {n, t5->dim_attn};
   int to_heads[3] = {1, 0, 2}; /* [n, H, Dh] <-> [H, n, Dh] */

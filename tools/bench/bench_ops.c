@@ -9,7 +9,7 @@
    on the row count) so large sizes finish. */
 #include "moonreel.h"
 #include "ops/op_internal.h"
-#include "ops/ref_linear.h"
+#include "ref_linear.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -12,8 +12,8 @@
 // - the TM output channels are the same for the whole subgroup: for a block
 //   of SG input channels, lane l fetches w[o, c0 + l, tap] for each of the TM
 //   channels and the shuffles hand every value to every lane.
-// The kernel taps are the outer loop, so each position's input offset and
-// padding mask are computed once per tap; per tap and block of SG input
+// The kernel taps are the outer loop (one loop, not three), so each
+// position's input offset and padding mask are computed once per tap; per tap and block of SG input
 // channels an invocation issues TM weight fetches and SG·TN input fetches for
 // SG·TM·TN multiply-adds.
 //
@@ -76,43 +76,41 @@ void main() {
 
   float acc[TM * TN]; // acc[i * TN + j]: channel m0 + i, position nb + j * SG + lane
   [[unroll]] for (uint t = 0u; t < TM * TN; t++) acc[t] = 0.0;
-  uint tap = 0u;
-  for (uint dt = 0u; dt < p.kt; dt++)
-    for (uint dh = 0u; dh < p.kh; dh++)
-      for (uint dw = 0u; dw < p.kw; dw++, tap++) {
-        uint off[TN];
-        bool valid[TN];
+  for (uint tap = 0u; tap < KK; tap++) { // one loop over the taps (each loop level of variable length costs mask updates)
+    uint dw = tap % p.kw, dh = (tap / p.kw) % p.kh, dt = tap / (p.kw * p.kh);
+    uint off[TN];
+    bool valid[TN];
+    [[unroll]] for (uint j = 0u; j < TN; j++) {
+      // unsigned wrap-around turns a position in the front padding into a huge value
+      uint ti = to[j] * p.st + dt - p.pt, hi = ho[j] * p.sh + dh - p.ph, wi = wo[j] * p.sw + dw - p.pw;
+      valid[j] = ti < p.T && hi < p.H && wi < p.W;
+      off[j] = valid[j] ? p.x_off + ti * p.xs_t + hi * p.xs_h + wi * p.xs_w : p.x_off;
+    }
+    for (uint c0 = 0u; c0 < p.C; c0 += SG) {
+      // the last block may pass C: its weights and inputs there are zero (a loop of constant
+      // length keeps the accumulators in registers; one of variable length masks every update)
+      float wv[TM]; // lane l: w[channel, c0 + l, tap]
+      bool cin = c0 + lane < p.C;
+      uint wc = min(c0 + lane, p.C - 1u) * KK + tap;
+      [[unroll]] for (uint i = 0u; i < TM; i++) {
+        float v = w1(wr[i] + wc);
+        wv[i] = cin ? v : 0.0;
+      }
+      [[unroll]] for (uint l = 0u; l < SG; l++) {
+        bool cok = c0 + l < p.C;
+        uint xc = min(c0 + l, p.C - 1u) * p.xs_c;
+        float xv[TN];
         [[unroll]] for (uint j = 0u; j < TN; j++) {
-          // unsigned wrap-around turns a position in the front padding into a huge value
-          uint ti = to[j] * p.st + dt - p.pt, hi = ho[j] * p.sh + dh - p.ph, wi = wo[j] * p.sw + dw - p.pw;
-          valid[j] = ti < p.T && hi < p.H && wi < p.W;
-          off[j] = valid[j] ? p.x_off + ti * p.xs_t + hi * p.xs_h + wi * p.xs_w : p.x_off;
+          float v = x1(off[j] + xc);
+          xv[j] = valid[j] && cok ? v : 0.0;
         }
-        for (uint c0 = 0u; c0 < p.C; c0 += SG) {
-          // the last block may pass C: its weights and inputs there are zero (a loop of constant
-          // length keeps the accumulators in registers; one of variable length masks every update)
-          float wv[TM]; // lane l: w[channel, c0 + l, tap]
-          bool cin = c0 + lane < p.C;
-          uint wc = min(c0 + lane, p.C - 1u) * KK + tap;
-          [[unroll]] for (uint i = 0u; i < TM; i++) {
-            float v = w1(wr[i] + wc);
-            wv[i] = cin ? v : 0.0;
-          }
-          [[unroll]] for (uint l = 0u; l < SG; l++) {
-            bool cok = c0 + l < p.C;
-            uint xc = min(c0 + l, p.C - 1u) * p.xs_c;
-            float xv[TN];
-            [[unroll]] for (uint j = 0u; j < TN; j++) {
-              float v = x1(off[j] + xc);
-              xv[j] = valid[j] && cok ? v : 0.0;
-            }
-            [[unroll]] for (uint i = 0u; i < TM; i++) {
-              float a = subgroupShuffle(wv[i], l);
-              [[unroll]] for (uint j = 0u; j < TN; j++) acc[i * TN + j] += a * xv[j];
-            }
-          }
+        [[unroll]] for (uint i = 0u; i < TM; i++) {
+          float a = subgroupShuffle(wv[i], l);
+          [[unroll]] for (uint j = 0u; j < TN; j++) acc[i * TN + j] += a * xv[j];
         }
       }
+    }
+  }
 
   if (!live) return;
   [[unroll]] for (uint j = 0u; j < TN; j++) {

@@ -127,7 +127,7 @@ static mr_status conv_dispatch(mr_ctx *ctx, int variant, const mr_tensor *x, con
        groups, its TM output channels (up to 16, in equal parts of O) are shared. */
     uint32_t sg = caps->lanes_sg, parts = (pc.O + 15) / 16, tm = (pc.O + parts - 1) / parts;
     uint64_t pos_groups = (N + sg - 1) / sg;
-    uint32_t tn = tm >= 12 ? 3 : 4;
+    uint32_t tn = tm >= 8 ? 8 : 16; /* measured: more positions per lane win despite the spilled accumulators */
     if (tn > pos_groups) tn = (uint32_t)pos_groups;
     uint32_t ls[10] = {x->dtype, w->dtype, bias ? bias->dtype : x->dtype, o->dtype, bias != NULL, sg, 1, tm, tn, sg};
     pc.tiles_n = (uint32_t)((N + sg * tn - 1) / (sg * tn));

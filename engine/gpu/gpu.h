@@ -94,8 +94,9 @@ typedef struct mr_gpu_caps {
   bool is_cpu;                 /* prefer barrier-free register-tiled kernels */
   uint32_t max_texels;         /* maxTexelBufferElements: texels one uniform texel buffer view may span */
   uint32_t lanes_sg;           /* the subgroup size the *_lanes kernels (matmul, conv3d) run with: the device
-                                  has compute subgroup shuffles, subgroups of 4, 8 or 16 and uniform texel
-                                  buffers of R32, R16, R32G32B32A32 and R16G16B16A16 uints; else 0 */
+                                  has compute subgroup shuffles, subgroups of 4, 8 or 16, uniform texel
+                                  buffers of R32, R16, R32G32B32A32 and R16G16B16A16 uints and a texel
+                                  offset alignment that divides align; else 0 */
 } mr_gpu_caps;
 
 const mr_gpu_caps *mr_gpu_caps_get(const mr_ctx *ctx);

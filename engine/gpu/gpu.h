@@ -39,6 +39,11 @@ typedef struct mr_pipeline mr_pipeline;
    borrowed from ctx. */
 mr_status mr_gpu_pipeline(mr_ctx *ctx, const char *shader, int nbind, uint32_t push_size,
                           const uint32_t *spec, int nspec, mr_pipeline **out);
+/* The same with the bindings whose bit is set in texel_mask declared as
+   uniform texel buffers (samplerBuffer / usamplerBuffer in the shader); their
+   mr_binding names the view's format. */
+mr_status mr_gpu_pipeline_texel(mr_ctx *ctx, const char *shader, int nbind, uint32_t texel_mask, uint32_t push_size,
+                                const uint32_t *spec, int nspec, mr_pipeline **out);
 
 /* ---------------------------------------------------------------- command stream */
 
@@ -47,6 +52,8 @@ typedef struct mr_binding {
   VkDeviceSize offset;   /* bytes, multiple of minStorageBufferOffsetAlignment */
   VkDeviceSize range;    /* bytes */
   bool write;            /* the dispatch writes this range */
+  VkFormat texel;        /* for a uniform texel buffer binding: the view's format (offset and range
+                            multiples of its texel size); else VK_FORMAT_UNDEFINED */
 } mr_binding;
 
 /* Records one dispatch. A barrier is recorded first only when this dispatch
@@ -85,6 +92,11 @@ typedef struct mr_gpu_caps {
                                   MOONREEL_MAX_BINDING or mr_gpu_set_max_binding asks; ops split
                                   larger operands into windows of at most this */
   bool is_cpu;                 /* prefer barrier-free register-tiled kernels */
+  uint32_t max_texels;         /* maxTexelBufferElements: texels one uniform texel buffer view may span */
+  uint32_t lanes_sg;           /* the subgroup size the *_lanes kernels (matmul, conv3d) run with: the device
+                                  has compute subgroup shuffles, subgroups of 4, 8 or 16, uniform texel
+                                  buffers of R32, R16, R32G32B32A32 and R16G16B16A16 uints and a texel
+                                  offset alignment that divides align; else 0 */
   /* On CPU devices kernels also keep each invocation under MR_CPU_LOOP_LIMIT
      loop iterations: llvmpipe stops a shader's loops there without an error. */
 } mr_gpu_caps;

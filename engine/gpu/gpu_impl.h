@@ -29,6 +29,7 @@ struct mr_pipeline {
   uint32_t spec[16];
   int nspec;
   int nbind;
+  uint32_t texel_mask;          /* bindings declared as uniform texel buffers */
   uint32_t push_size;
   VkDescriptorSetLayout set_layout;
   VkPipelineLayout layout;
@@ -91,6 +92,8 @@ struct mr_gpu {
   uint32_t ndispatch;           /* dispatches recorded since the last submit */
   mr_hazard *hazards;
   int nhazards, caphazards;
+  VkBufferView *views;          /* texel buffer views of the recorded dispatches, destroyed at the sync */
+  int nviews, capviews;
 
   /* work accounting */
   double flops;                 /* useful FLOPs of every dispatch counted so far */

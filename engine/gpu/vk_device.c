@@ -278,9 +278,28 @@ static mr_status create_device(mr_gpu *g) {
   for (int i = 0; i < 3; i++) g->caps.max_groups[i] = props.limits.maxComputeWorkGroupCount[i];
   g->caps.max_invocations = props.limits.maxComputeWorkGroupInvocations;
   g->caps.align = props.limits.minStorageBufferOffsetAlignment;
+  g->caps.max_texels = props.limits.maxTexelBufferElements;
   const char *mb = getenv("MOONREEL_MAX_BINDING"); /* tests run the ops split this way */
   mr_gpu_set_max_binding(ctx, mb ? strtoull(mb, NULL, 0) : 0);
   g->caps.is_cpu = g->caps.info.type == MR_DEVICE_CPU;
+  /* the *_lanes kernels: subgroup shuffles in compute shaders, and x and w
+     read as uniform texel buffers of 32- and 16-bit uints, 1 or 4 a texel,
+     whose views start at binding offsets */
+  VkPhysicalDeviceSubgroupProperties sub = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+  VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sub};
+  vkGetPhysicalDeviceProperties2(g->phys, &p2);
+  VkDeviceSize talign = props.limits.minTexelBufferOffsetAlignment; /* views start where bindings do */
+  bool lanes = talign > 0 && g->caps.align % talign == 0 && (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+               (sub.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT) &&
+               (sub.subgroupSize == 4 || sub.subgroupSize == 8 || sub.subgroupSize == 16);
+  const VkFormat texel_formats[4] = {VK_FORMAT_R32_UINT, VK_FORMAT_R16_UINT, VK_FORMAT_R32G32B32A32_UINT,
+                                     VK_FORMAT_R16G16B16A16_UINT};
+  for (int i = 0; i < 4 && lanes; i++) {
+    VkFormatProperties fp;
+    vkGetPhysicalDeviceFormatProperties(g->phys, texel_formats[i], &fp);
+    lanes = (fp.bufferFeatures & VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT) != 0;
+  }
+  g->caps.lanes_sg = lanes ? sub.subgroupSize : 0;
 
   float prio = 1.0f;
   VkDeviceQueueCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,

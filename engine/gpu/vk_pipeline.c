@@ -146,13 +146,19 @@ static uint32_t pipeline_hash(const char *shader, int nbind, const uint32_t *spe
 
 mr_status mr_gpu_pipeline(mr_ctx *ctx, const char *shader, int nbind, uint32_t push_size,
                           const uint32_t *spec, int nspec, mr_pipeline **out) {
+  return mr_gpu_pipeline_texel(ctx, shader, nbind, 0, push_size, spec, nspec, out);
+}
+
+mr_status mr_gpu_pipeline_texel(mr_ctx *ctx, const char *shader, int nbind, uint32_t texel_mask, uint32_t push_size,
+                                const uint32_t *spec, int nspec, mr_pipeline **out) {
   mr_gpu *g = ctx->gpu;
   *out = NULL;
   MR_ASSERT(nbind <= MR_MAX_BINDINGS && nspec <= 16 && strlen(shader) < 64);
-  uint32_t h = pipeline_hash(shader, nbind, spec, nspec);
+  uint32_t h = pipeline_hash(shader, nbind, spec, nspec) ^ texel_mask * 2654435761u;
   mr_pipeline **bucket = &g->pipeline_table[h % MR_PIPELINE_BUCKETS];
   for (mr_pipeline *p = *bucket; p; p = p->next)
-    if (p->hash == h && p->nspec == nspec && p->nbind == nbind && strcmp(p->shader, shader) == 0 &&
+    if (p->hash == h && p->nspec == nspec && p->nbind == nbind && p->texel_mask == texel_mask &&
+        strcmp(p->shader, shader) == 0 &&
         (nspec == 0 || memcmp(p->spec, spec, (size_t)nspec * sizeof *spec) == 0)) {
       *out = p;
       return MR_OK;
@@ -167,12 +173,15 @@ mr_status mr_gpu_pipeline(mr_ctx *ctx, const char *shader, int nbind, uint32_t p
   if (nspec) memcpy(p->spec, spec, (size_t)nspec * sizeof *spec);
   p->nspec = nspec;
   p->nbind = nbind;
+  p->texel_mask = texel_mask;
   p->push_size = push_size;
 
   VkDescriptorSetLayoutBinding b[MR_MAX_BINDINGS];
   for (int i = 0; i < nbind; i++)
     b[i] = (VkDescriptorSetLayoutBinding){.binding = (uint32_t)i,
-                                          .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                          .descriptorType = (texel_mask >> i) & 1
+                                                                ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
+                                                                : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
                                           .descriptorCount = 1,
                                           .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
   VkDescriptorSetLayoutCreateInfo dl = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,

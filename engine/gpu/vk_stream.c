@@ -42,6 +42,7 @@ void mr_gpu_stream_free_all(mr_gpu *g) {
   if (g->fence) vkDestroyFence(g->device, g->fence, NULL);
   if (g->pool) vkDestroyCommandPool(g->device, g->pool, NULL);
   free(g->hazards);
+  free(g->views);
 }
 
 static mr_status begin(mr_gpu *g) {
@@ -101,6 +102,8 @@ mr_status mr_gpu_sync(mr_ctx *ctx) {
     if (st == MR_OK) collect_profile(g);
   }
   vkResetCommandBuffer(g->cmd, 0);
+  for (int i = 0; i < g->nviews; i++) vkDestroyBufferView(g->device, g->views[i], NULL);
+  g->nviews = 0;
   return st;
 }
 
@@ -161,11 +164,32 @@ mr_status mr_gpu_dispatch(mr_ctx *ctx, mr_pipeline *p, const mr_binding *b, int 
 
   VkDescriptorBufferInfo bi[MR_MAX_BINDINGS];
   VkWriteDescriptorSet w[MR_MAX_BINDINGS];
+  if (g->nviews + nbind > g->capviews) {
+    int cap = g->capviews ? g->capviews * 2 : 64;
+    while (cap < g->nviews + nbind) cap *= 2;
+    VkBufferView *v = realloc(g->views, (size_t)cap * sizeof *v);
+    if (!v) return mr_error(ctx, MR_ENOMEM, "out of host memory");
+    g->views = v;
+    g->capviews = cap;
+  }
   for (int i = 0; i < nbind; i++) {
-    bi[i] = (VkDescriptorBufferInfo){.buffer = b[i].buffer, .offset = b[i].offset, .range = b[i].range};
+    MR_ASSERT(((p->texel_mask >> i) & 1) == (b[i].texel != VK_FORMAT_UNDEFINED));
     w[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, .dstBinding = (uint32_t)i,
                                   .descriptorCount = 1, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
                                   .pBufferInfo = &bi[i]};
+    bi[i] = (VkDescriptorBufferInfo){.buffer = b[i].buffer, .offset = b[i].offset, .range = b[i].range};
+    if (b[i].texel != VK_FORMAT_UNDEFINED) {
+      /* views live until the sync that waits for this dispatch */
+      VkBufferViewCreateInfo vi = {.sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO, .buffer = b[i].buffer,
+                                   .format = b[i].texel, .offset = b[i].offset, .range = b[i].range};
+      VkBufferView *view = &g->views[g->nviews];
+      st = mr_vk_check(ctx, vkCreateBufferView(g->device, &vi, NULL, view), "vkCreateBufferView");
+      if (st != MR_OK) return st;
+      g->nviews++;
+      w[i].descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+      w[i].pBufferInfo = NULL;
+      w[i].pTexelBufferView = view;
+    }
   }
   vkCmdBindPipeline(g->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, p->pipeline);
   g->push_descriptor(g->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, p->layout, 0, (uint32_t)nbind, w);

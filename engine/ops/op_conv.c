@@ -2,10 +2,13 @@
    (shaders/conv3d.comp), nearest upsampling (upsample_nearest.comp) and the
    channels-first RMS norm of convolutional nets (channel_rms_norm.comp).
 
-   conv3d has two kernels in one shader, chosen per device: a barrier-free
-   register-tiled path for CPU-type devices (lavapipe) and a shared-memory
-   tiled path for GPUs. Both gather the input through its strides, so views
-   (a chunk of frames, a sub-sampled grid) need no copy. */
+   conv3d has three kernels, chosen per device: on CPU-type devices
+   (lavapipe) conv3d_lanes.comp when the device has subgroup shuffles (input
+   and weights through texel buffers, the weights a subgroup shares fetched
+   once and shuffled; docs/performance.md, "CPU-type kernels"), else the
+   barrier-free register-tiled path of conv3d.comp; on GPUs the shared-memory
+   tiled path of conv3d.comp. All gather the input through its strides, so
+   views (a chunk of frames, a sub-sampled grid) need no copy. */
 #include "ops/op_common.h"
 #include "ops/op_conv.h"
 
@@ -72,6 +75,7 @@ static mr_status conv_dispatch(mr_ctx *ctx, int variant, const mr_tensor *x, con
   /* every operand fits one binding here (conv_split makes pieces that do);
      o is a new tensor, bound from its first element */
   mr_binding b[4];
+  memset(b, 0, sizeof b);
   int64_t lo, hi, base;
   mr_tensor_span(x, &lo, &hi);
   mr_tensor_window(x, lo, hi, false, &b[0], &base);
@@ -87,6 +91,10 @@ static mr_status conv_dispatch(mr_ctx *ctx, int variant, const mr_tensor *x, con
   }
   mr_tensor_window(o, 0, mr_tensor_numel(o), true, &b[3], &base);
   uint64_t N = (uint64_t)pc.To * pc.Ho * pc.Wo;
+  /* conv3d_lanes views x and w as texel buffers; past the device's texel limit the other CPU kernel runs */
+  if (variant == MR_CONV_LANES &&
+      (b[0].range / mr_dtype_size(x->dtype) > caps->max_texels || b[1].range / mr_dtype_size(w->dtype) > caps->max_texels))
+    variant = MR_CONV_REG;
   uint32_t spec[13] = {x->dtype, w->dtype, bias ? bias->dtype : x->dtype, o->dtype, variant == MR_CONV_SMEM,
                        bias != NULL, 1, 1, 1, 1, 1, 1, 1};
   uint64_t tiles_m;
@@ -113,7 +121,24 @@ static mr_status conv_dispatch(mr_ctx *ctx, int variant, const mr_tensor *x, con
   if (groups > (uint64_t)caps->max_groups[0] * caps->max_groups[1])
     return mr_error(ctx, MR_EUNSUPPORTED, "conv3d: %llu workgroups exceed the device grid", (unsigned long long)groups);
   mr_pipeline *p;
-  mr_status st = mr_gpu_pipeline(ctx, "conv3d", 4, sizeof pc, spec, 13, &p);
+  mr_status st;
+  if (variant == MR_CONV_LANES) {
+    /* One subgroup per workgroup: its lanes own SG positions in each of TN
+       groups, its TM output channels (up to 16, in equal parts of O) are shared. */
+    uint32_t sg = caps->lanes_sg, parts = (pc.O + 15) / 16, tm = (pc.O + parts - 1) / parts;
+    uint64_t pos_groups = (N + sg - 1) / sg;
+    uint32_t tn = tm >= 8 ? 8 : 16; /* measured: more positions per lane win despite the spilled accumulators */
+    if (tn > pos_groups) tn = (uint32_t)pos_groups;
+    uint32_t ls[10] = {x->dtype, w->dtype, bias ? bias->dtype : x->dtype, o->dtype, bias != NULL, sg, 1, tm, tn, sg};
+    pc.tiles_n = (uint32_t)((N + sg * tn - 1) / (sg * tn));
+    groups = (uint64_t)pc.tiles_n * ((pc.O + tm - 1) / tm);
+    if (groups > (uint64_t)caps->max_groups[0] * caps->max_groups[1])
+      return mr_error(ctx, MR_EUNSUPPORTED, "conv3d: %llu workgroups exceed the device grid", (unsigned long long)groups);
+    for (int i = 0; i < 2; i++) b[i].texel = (i == 0 ? x->dtype : w->dtype) == MR_F32 ? VK_FORMAT_R32_UINT : VK_FORMAT_R16_UINT;
+    st = mr_gpu_pipeline_texel(ctx, "conv3d_lanes", 4, 3, sizeof pc, ls, 10, &p);
+  } else {
+    st = mr_gpu_pipeline(ctx, "conv3d", 4, sizeof pc, spec, 13, &p);
+  }
   if (st != MR_OK) return st;
   uint32_t gx, gy;
   mr_gpu_grid(ctx, groups, &gx, &gy);
@@ -241,7 +266,9 @@ mr_status mr_op_conv3d_variant(const mr_tensor *x, const mr_tensor *w, const mr_
   int64_t oshape[4];
   mr_status st = conv_check(x, w, bias, stride, pad, oshape);
   if (st != MR_OK) return st;
-  if (variant == MR_CONV_AUTO) variant = mr_gpu_caps_get(ctx)->is_cpu ? MR_CONV_REG : MR_CONV_SMEM;
+  const mr_gpu_caps *caps = mr_gpu_caps_get(ctx);
+  if (variant == MR_CONV_LANES && !caps->lanes_sg) variant = MR_CONV_REG;
+  if (variant == MR_CONV_AUTO) variant = !caps->is_cpu ? MR_CONV_SMEM : caps->lanes_sg ? MR_CONV_LANES : MR_CONV_REG;
   mr_tensor *wc = NULL, *bc = NULL, *o = NULL;
   /* a view (no copy) when already contiguous */
   if ((st = mr_tensor_contiguous((mr_tensor *)w, &wc)) != MR_OK) goto done;

@@ -5,12 +5,15 @@
 
 #include "moonreel.h"
 
-/* AUTO picks per device (REG on CPU-type devices, SMEM otherwise); the
-   others force one path of shaders/conv3d.comp so tests run both. */
+/* AUTO picks per device (LANES on CPU-type devices with subgroup shuffles,
+   REG on other CPU-type devices, SMEM otherwise); the others force one kernel
+   so tests run them all. */
 typedef enum mr_conv_variant {
   MR_CONV_AUTO,
   MR_CONV_REG,  /* barrier-free, 4 channels x 4 positions per invocation */
   MR_CONV_SMEM, /* shared-memory tiles of channels x positions */
+  MR_CONV_LANES, /* conv3d_lanes.comp: barrier-free, channels shared by a subgroup (subgroupShuffle), x and w
+                    as texel buffers; REG where the device has no usable subgroup shuffle */
   MR_CONV_VARIANTS
 } mr_conv_variant;
 

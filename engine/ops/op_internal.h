@@ -8,13 +8,16 @@
 
 /* ---------------------------------------------------------------- matmul, attention (op_matmul.c, op_attention.c) */
 
-/* Kernel variants. AUTO picks per device (REG on CPU-type devices, SMEM
-   otherwise); the others force one kernel so tests can run every variant. */
+/* Kernel variants. AUTO picks per device (LANES on CPU-type devices with
+   subgroup shuffles, REG on other CPU-type devices, SMEM otherwise); the
+   others force one kernel so tests can run every variant. */
 typedef enum mr_matmul_variant {
   MR_MATMUL_AUTO,
   MR_MATMUL_REG,        /* matmul_reg.comp: barrier-free, 4x4 outputs per invocation */
   MR_MATMUL_SMEM,       /* matmul_smem.comp: 64x64 workgroup tile, 4x4 per thread */
   MR_MATMUL_SMEM_LARGE, /* matmul_smem.comp: 128x128 workgroup tile, 8x8 per thread */
+  MR_MATMUL_LANES,      /* matmul_lanes.comp: barrier-free, x and w as texel buffers, rows shared by a
+                           subgroup (subgroupShuffle); REG where the device has no subgroup shuffle */
   MR_MATMUL_VARIANTS
 } mr_matmul_variant;
 

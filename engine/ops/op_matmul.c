@@ -1,9 +1,16 @@
 /* Linear layers: out[..., N] = x[..., K] · w[N, K]ᵀ + bias[N].
 
-   Two kernels, chosen per device:
-   - matmul_reg (CPU-type devices such as lavapipe): no shared memory and no
-     barriers, 4x4 outputs per invocation (1x4 when M < 4) with vector loads. Barriers cost
-     far more than arithmetic there.
+   Three kernels, chosen per device:
+   - matmul_lanes (CPU-type devices such as lavapipe, when they have subgroup
+     shuffles): no shared memory and no barriers; x and w are read through
+     texel buffers (a hardware gather per fetch, where a storage-buffer load
+     that differs per lane is a loop over the lanes) and the rows of x a
+     subgroup shares are fetched once and shuffled to every lane.
+     docs/performance.md ("CPU-type kernels") has the measurements.
+   - matmul_reg (CPU-type devices without subgroup shuffles; selectable as
+     a variant): no shared memory and no barriers, 4x4 outputs per invocation
+     (1x4 when M < 4) with vector loads. Barriers cost far more than
+     arithmetic there.
    - matmul_smem (GPUs): workgroup tiles staged in shared memory, tile sizes
      as specialization constants (a 64x64 and a 128x128 configuration).
    Both read contiguous row-major rows; strided inputs are copied first. */
@@ -73,11 +80,27 @@ static mr_status check_shapes(const mr_tensor *x, const mr_tensor *w, const mr_t
   return MR_OK;
 }
 
+/* matmul_lanes reads x and w through texel buffer views: texels of 4
+   elements when K and both offsets are multiples of 4, else of 1; 32-bit
+   texels for f32, 16-bit for f16 and bf16 (the shader converts). */
+static bool lanes_aligned(const matmul_push *pc) { return pc->K % 4 == 0 && pc->x_off % 4 == 0 && pc->w_off % 4 == 0; }
+static VkFormat lanes_format(mr_dtype dt, bool aligned) {
+  if (dt == MR_F32) return aligned ? VK_FORMAT_R32G32B32A32_UINT : VK_FORMAT_R32_UINT;
+  return aligned ? VK_FORMAT_R16G16B16A16_UINT : VK_FORMAT_R16_UINT;
+}
+static VkDeviceSize lanes_texel_bytes(mr_dtype dt, bool aligned) { return mr_dtype_size(dt) * (aligned ? 4 : 1); }
+
 /* Records one kernel over the batch items, rows and columns of the chunk
    pc describes (sizes M, N, nbatch and offsets already set). */
 static mr_status dispatch(mr_ctx *ctx, int variant, matmul_push *pc, const mr_tensor *x, const mr_tensor *w,
                           const mr_tensor *bias, const mr_tensor *o, const mr_binding *b) {
   const mr_gpu_caps *caps = mr_gpu_caps_get(ctx);
+  if (variant == MR_MATMUL_LANES) { /* a view past the device's texel limit: the other CPU kernel */
+    bool al = lanes_aligned(pc);
+    if (b[0].range / lanes_texel_bytes(x->dtype, al) > caps->max_texels ||
+        b[1].range / lanes_texel_bytes(w->dtype, al) > caps->max_texels)
+      variant = MR_MATMUL_REG;
+  }
   uint32_t bias_dt = bias ? bias->dtype : x->dtype;
   const char *shader;
   uint32_t spec[12];
@@ -95,6 +118,18 @@ static mr_status dispatch(mr_ctx *ctx, int variant, matmul_push *pc, const mr_te
     nspec = 12;
     pc->tiles_n = (pc->N + c->bn - 1) / c->bn;
     pc->tiles_m = (pc->M + c->bm - 1) / c->bm;
+  } else if (variant == MR_MATMUL_LANES) {
+    /* One subgroup per workgroup: its lanes own SG columns in each of TN
+       groups, its TM rows (up to 16, in equal parts of M) are shared. */
+    uint32_t sg = caps->lanes_sg, parts = (pc->M + 15) / 16, tm = (pc->M + parts - 1) / parts;
+    uint32_t tn = tm >= 8 ? 2 : 4, col_groups = (pc->N + sg - 1) / sg;
+    if (tn > col_groups) tn = col_groups;
+    shader = "matmul_lanes";
+    uint32_t sp[11] = {x->dtype, w->dtype, bias_dt, o->dtype, sg, 1, lanes_aligned(pc), bias != NULL, tm, tn, sg};
+    memcpy(spec, sp, sizeof sp);
+    nspec = 11;
+    pc->tiles_n = (pc->N + sg * tn - 1) / (sg * tn);
+    pc->tiles_m = (pc->M + tm - 1) / tm;
   } else {
     /* 64 invocations of TM x 4 outputs; with few rows (GEMV-like calls) one
        row per invocation and the workgroup spread along n. */
@@ -113,7 +148,19 @@ static mr_status dispatch(mr_ctx *ctx, int variant, matmul_push *pc, const mr_te
   if (groups > (uint64_t)caps->max_groups[0] * caps->max_groups[1])
     return mr_error(ctx, MR_EUNSUPPORTED, "matmul: %llu workgroups exceed the device grid", (unsigned long long)groups);
   mr_pipeline *p;
-  mr_status st = mr_gpu_pipeline(ctx, shader, 4, sizeof *pc, spec, nspec, &p);
+  mr_binding bt[4];
+  memcpy(bt, b, sizeof bt);
+  uint32_t texel_mask = 0;
+  if (variant == MR_MATMUL_LANES) { /* x and w as uniform texel buffers */
+    texel_mask = 3;
+    for (int i = 0; i < 2; i++) {
+      mr_dtype dt = i == 0 ? x->dtype : w->dtype;
+      bt[i].texel = lanes_format(dt, spec[6]);
+      bt[i].range -= bt[i].range % lanes_texel_bytes(dt, spec[6]);
+    }
+    b = bt;
+  }
+  mr_status st = mr_gpu_pipeline_texel(ctx, shader, 4, texel_mask, sizeof *pc, spec, nspec, &p);
   if (st != MR_OK) return st;
   uint32_t gx, gy;
   mr_gpu_grid(ctx, groups, &gx, &gy);
@@ -156,8 +203,10 @@ mr_status mr_op_matmul_variant(const mr_tensor *x, const mr_tensor *w, const mr_
   mm_shape s;
   mr_status st = check_shapes(x, w, bias, &s);
   if (st != MR_OK) return st;
+  const mr_gpu_caps *caps = mr_gpu_caps_get(ctx);
+  if (variant == MR_MATMUL_LANES && !caps->lanes_sg) variant = MR_MATMUL_REG;
   if (variant == MR_MATMUL_AUTO) {
-    if (mr_gpu_caps_get(ctx)->is_cpu) variant = MR_MATMUL_REG;
+    if (caps->is_cpu) variant = caps->lanes_sg ? MR_MATMUL_LANES : MR_MATMUL_REG;
     else variant = (s.M >= 256 && s.N >= 128) ? MR_MATMUL_SMEM_LARGE : MR_MATMUL_SMEM;
   }
   mr_tensor *xc = NULL, *wc = NULL, *bc = NULL, *o = NULL;

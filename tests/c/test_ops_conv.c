@@ -197,7 +197,7 @@ int main(void) {
       {19, 3, 5, 6, 70, 3, 3, 3, {1, 1, 1}, {2, 0, 1, 1, 1, 1}, false, false},
   };
   const mr_dtype dts[3] = {MR_F32, MR_F16, MR_BF16};
-  for (int v = MR_CONV_REG; v <= MR_CONV_SMEM; v++)
+  for (int v = MR_CONV_REG; v < MR_CONV_VARIANTS; v++)
     for (int d = 0; d < 3; d++)
       for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) run_conv(ctx, &rng, &cases[c], dts[d], v);
   run_conv(ctx, &rng, &cases[0], MR_F32, MR_CONV_AUTO);

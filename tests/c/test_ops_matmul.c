@@ -8,7 +8,7 @@
 
 #include <string.h>
 
-static const char *VARIANT_NAMES[MR_MATMUL_VARIANTS] = {"auto", "reg", "smem", "smem_large"};
+static const char *VARIANT_NAMES[MR_MATMUL_VARIANTS] = {"auto", "reg", "smem", "smem_large", "lanes"};
 
 typedef struct mm_case {
   int nbatch;              /* leading dims of x (0..2 of them) */

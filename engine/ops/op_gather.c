@@ -82,7 +82,7 @@ mr_status mr_op_gather_rows(const mr_tensor *table, const int32_t *ids, int n, m
     st = mr_op_dispatch_1d(ctx, p, b, 3, &pc, count, "gather_rows");
     r0 = r1;
   }
-  mr_gpu_free(ctx, &idbuf); /* deferred past the dispatch that reads it */
+  mr_gpu_free(ctx, &idbuf); /* its next owner waits for the dispatch that reads it (stream order) */
   if (st == MR_OK) return MR_OK;
 fail:
   mr_tensor_free(*out);

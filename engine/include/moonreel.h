@@ -514,7 +514,7 @@ mr_status mr_wan_dit_forward(mr_wan_dit *dit, const mr_wan_dit_input *in, mr_ten
 
 /* LoRA adapters (docs/models.md, "LoRA"): the original/ComfyUI, kohya/musubi
    and diffusers namings, lora_A/B or lora_down/up with alpha, .diff and
-   .diff_b deltas, LoHa and LoKr. Merged: the weights are rewritten (in f32,
+   .diff_b deltas, LoHa, LoKr and DoRA (dora_scale, always merged). Merged: the weights are rewritten (in f32,
    from a kept copy of the base); on the fly: the weights stay and each
    linear adds strength·(alpha/rank)·(x Aᵀ)Bᵀ. Full deltas (.diff, LoHa, LoKr)
    and adapters of non-linear parameters are always merged. */

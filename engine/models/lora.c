@@ -8,7 +8,8 @@
    - diffusers / PEFT: `transformer.` + diffusers module names, mapped back;
    - LoHa (`hada_w1_a`, `hada_w1_b`, `hada_w2_a`, `hada_w2_b`) and LoKr
      (`lokr_w1` or `lokr_w1_a`·`lokr_w1_b`, `lokr_w2` or its factors), made
-     into full deltas at load.
+     into full deltas at load; DoRA (`dora_scale` beside A/B), merged by
+     ComfyUI's rule (dora_apply).
    W' = W + strength · (alpha / rank) · B A (scale 1 without alpha);
    W' = W + strength · diff. Merged adapters rewrite the weights from a
    kept base copy, in f32, so strengths change and adapters come off exactly;
@@ -25,13 +26,14 @@
 
 typedef enum entry_kind {
   E_LOWRANK, /* a, b: A [r, in], B [out, r] */
-  E_DELTA    /* a: the full delta, the parameter's shape (diff, diff_b, LoHa, LoKr) */
+  E_DELTA,   /* a: the full delta, the parameter's shape (diff, diff_b, LoHa, LoKr) */
+  E_DORA     /* a, b as LOWRANK, m: the magnitude (dora_scale), [out] or [in] values */
 } entry_kind;
 
 typedef struct lora_entry {
   int param;
   entry_kind kind;
-  mr_tensor *a, *b;
+  mr_tensor *a, *b, *m;
   float scale;               /* alpha / rank, or 1 */
 } lora_entry;
 
@@ -229,6 +231,7 @@ static void lora_free(mr_lora *l) {
   for (int i = 0; i < l->n; i++) {
     mr_tensor_free(l->e[i].a);
     mr_tensor_free(l->e[i].b);
+    mr_tensor_free(l->e[i].m);
   }
   free(l->e);
   free(l->name);
@@ -240,6 +243,7 @@ static mr_status add_entry(mr_lora *l, lora_entry e) {
   if (!ne) {
     mr_tensor_free(e.a);
     mr_tensor_free(e.b);
+    mr_tensor_free(e.m);
     return mr_error(l->set->ctx, MR_ENOMEM, "out of host memory");
   }
   l->e = ne;
@@ -253,8 +257,8 @@ static mr_status add_module(mr_lora *l, const mr_weights *w, const module *m, co
   const mr_params *P = l->set->params;
   *matched = false;
   mr_status st = MR_OK;
-  if (m->key[P_DORA] >= 0)
-    return mr_error(ctx, MR_EUNSUPPORTED, "LoRA '%s': '%s' is a DoRA module (dora_scale), not supported yet", l->name,
+  if (m->key[P_DORA] >= 0 && (m->key[P_A] < 0 || m->key[P_B] < 0))
+    return mr_error(ctx, MR_EUNSUPPORTED, "LoRA '%s': '%s' has a dora_scale without lora_A/B (down/up)", l->name,
                     m->name);
   bool lowrank = m->key[P_A] >= 0 || m->key[P_B] >= 0;
   bool loha = m->key[P_H1A] >= 0, lokr = m->key[P_K1] >= 0 || m->key[P_K1A] >= 0;
@@ -300,6 +304,21 @@ static mr_status add_module(mr_lora *l, const mr_weights *w, const module *m, co
           return st;
         }
         e.scale = m->key[P_ALPHA] >= 0 ? scalar(w, m->key[P_ALPHA], (float)r) / (float)r : 1.0f;
+        if (m->key[P_DORA] >= 0) { /* DoRA: the magnitude per output row or per input column */
+          e.kind = E_DORA;
+          if ((st = upload(ctx, w, m->key[P_DORA], &e.m)) == MR_OK && mr_tensor_numel(e.m) != out &&
+              mr_tensor_numel(e.m) != in) {
+            st = mr_error(ctx, MR_EFORMAT, "LoRA '%s': '%s.dora_scale' has %lld values; the weight has %lld rows, "
+                          "%lld columns", l->name, m->name, (long long)mr_tensor_numel(e.m), (long long)out,
+                          (long long)in);
+          }
+          if (st != MR_OK) {
+            mr_tensor_free(e.a);
+            mr_tensor_free(e.b);
+            mr_tensor_free(e.m);
+            return st;
+          }
+        }
         if ((st = add_entry(l, e)) != MR_OK) return st;
       }
       if (loha || lokr) {
@@ -395,11 +414,68 @@ static mr_status collect(mr_ctx *ctx, const mr_weights *w, const char *file, mod
 
 /* ------------------------------------------------------------------ applying */
 
+/* DoRA on the weight so far, w [out, in] f32, as ComfyUI computes it (the
+   reference the Wan ecosystem's DoRA adapters are made for):
+     c = w + scale·B·A
+     norm = |rows of w| (a magnitude per output row) or |columns of c| (per
+            input column), plus f32's epsilon
+     w' = w + strength·(c·(m / norm) − w)
+   The norms are taken on the host in double (one pass over the weight). */
+static mr_status dora_apply(mr_ctx *ctx, const lora_entry *e, float strength, mr_tensor **w) {
+  const int64_t *ws = mr_tensor_shape(*w);
+  int64_t out = ws[0], in = mr_tensor_numel(*w) / ws[0];
+  /* as ComfyUI decides: the magnitude's first dimension is the weight's rows */
+  bool per_row = mr_tensor_shape(e->m)[0] == out && mr_tensor_numel(e->m) == out;
+  mr_tensor *ba = NULL, *sba = NULL, *c = NULL, *f = NULL, *cf = NULL, *next = NULL;
+  float *host = malloc((size_t)(out * in) * sizeof *host), *fac = malloc((size_t)(per_row ? out : in) * sizeof *fac),
+        *mag = malloc((size_t)(per_row ? out : in) * sizeof *mag);
+  mr_status st = host && fac && mag ? MR_OK : mr_error(ctx, MR_ENOMEM, "out of host memory");
+  if (st == MR_OK) st = matprod(e->b, e->a, &ba);
+  if (st == MR_OK) st = mr_op_scale(ba, e->scale, 0.0f, &sba);
+  mr_tensor *sbr = NULL;
+  if (st == MR_OK) st = mr_tensor_reshape(sba, mr_tensor_ndim(*w), ws, &sbr);
+  if (st == MR_OK) st = mr_op_binary(MR_BINARY_ADD, *w, sbr, &c);
+  if (st == MR_OK) st = mr_tensor_read(per_row ? *w : c, MR_F32, host, (size_t)(out * in));
+  if (st == MR_OK) st = mr_tensor_read(e->m, MR_F32, mag, (size_t)(per_row ? out : in));
+  if (st == MR_OK) {
+    int64_t n = per_row ? out : in;
+    for (int64_t k = 0; k < n; k++) {
+      double ss = 0;
+      for (int64_t j = 0; j < (per_row ? in : out); j++) {
+        double v = per_row ? host[k * in + j] : host[j * in + k];
+        ss += v * v;
+      }
+      fac[k] = (float)(mag[k] / (sqrt(ss) + 1.1920929e-7));
+    }
+    int64_t fs[2] = {per_row ? out : 1, per_row ? 1 : in};
+    st = mr_tensor_from_host(ctx, MR_F32, 2, fs, MR_F32, fac, &f);
+  }
+  mr_tensor *c2 = NULL;
+  int64_t c2s[2] = {out, in};
+  if (st == MR_OK) st = mr_tensor_reshape(c, 2, c2s, &c2);
+  if (st == MR_OK) st = mr_op_binary(MR_BINARY_MUL, c2, f, &cf);
+  mr_tensor *cfr = NULL;
+  if (st == MR_OK) st = mr_tensor_reshape(cf, mr_tensor_ndim(*w), ws, &cfr);
+  const mr_tensor *parts[2] = {*w, cfr};
+  const float coef[2] = {1.0f - strength, strength};
+  if (st == MR_OK) st = mr_op_lincomb(2, parts, coef, &next);
+  if (st == MR_OK) {
+    mr_tensor_free(*w);
+    *w = next;
+  }
+  mr_tensor *all[] = {ba, sba, sbr, c, c2, f, cf, cfr};
+  for (size_t i = 0; i < sizeof all / sizeof *all; i++) mr_tensor_free(all[i]);
+  free(host);
+  free(fac);
+  free(mag);
+  return st;
+}
+
 /* Whether entry e of l changes the weights (rather than the forward): every
    full delta, and low-rank ones merged, or on a parameter that is not a
    linear's 2-D weight (the forward adds terms only to linears). */
 static bool merged(const mr_lora *l, const lora_entry *e) {
-  return l->mode == MR_LORA_MERGE || e->kind == E_DELTA || l->set->params->p[e->param].ndim != 2;
+  return l->mode == MR_LORA_MERGE || e->kind != E_LOWRANK || l->set->params->p[e->param].ndim != 2;
 }
 
 /* Rewrites parameter p from its base and every merged adapter's entries on
@@ -423,10 +499,26 @@ static mr_status remerge(mr_lora_set *set, int p) {
   }
   mr_tensor *acc = NULL;
   if ((st = mr_tensor_cast(set->base[p], MR_F32, &acc)) != MR_OK) return st;
-  for (mr_lora *l = set->first; l && st == MR_OK; l = l->next)
+  /* oldest first, as they were attached: a DoRA module normalises what the
+     adapters before it made */
+  int count = 0;
+  for (mr_lora *l = set->first; l; l = l->next) count++;
+  mr_lora **order = malloc((size_t)(count ? count : 1) * sizeof *order);
+  if (!order) {
+    mr_tensor_free(acc);
+    return mr_error(set->ctx, MR_ENOMEM, "out of host memory");
+  }
+  int k = count;
+  for (mr_lora *l = set->first; l; l = l->next) order[--k] = l;
+  for (int li = 0; li < count && st == MR_OK; li++) {
+    mr_lora *l = order[li];
     for (int i = 0; i < l->n && st == MR_OK; i++) {
       const lora_entry *e = &l->e[i];
       if (e->param != p || !merged(l, e) || l->strength == 0.0f) continue;
+      if (e->kind == E_DORA) {
+        st = dora_apply(set->ctx, e, l->strength, &acc);
+        continue;
+      }
       mr_tensor *d = NULL, *dv = NULL, *dr = NULL, *sum = NULL;
       if (e->kind == E_LOWRANK) st = matprod(e->b, e->a, &d);
       else st = mr_tensor_contiguous(e->a, &d);
@@ -443,6 +535,8 @@ static mr_status remerge(mr_lora_set *set, int p) {
       mr_tensor_free(dr);
       mr_tensor_free(sum);
     }
+  }
+  free(order);
   if (st == MR_OK) st = mr_tensor_copy(w, acc); /* back to the storage dtype */
   mr_tensor_free(acc);
   return st;

@@ -1,6 +1,7 @@
 /* LoRA forms against CPU references on the tiny t2v DiT's weights: LoHa,
-   LoKr (full and low-rank factors), stacking and removal order, and the
-   refusals (nothing matches; a shape that is not the model's). The three
+   LoKr (full and low-rank factors), DoRA on either axis, stacking and
+   removal order, and the refusals (nothing matches; a shape that is not the
+   model's). The three
    namings and both modes against the reference code's outputs are in the
    conformance runner (lora/ vectors). */
 #include "testutil.h"
@@ -131,6 +132,56 @@ static void test_lokr(mr_ctx *ctx, mr_wan_dit *dit, mr_rng *rng) {
   free(got);
 }
 
+/* DoRA as ComfyUI computes it, against a CPU reference: c = W + (alpha/r)·B·A;
+   a magnitude per output row normalises by the rows of W, one per input
+   column by the columns of c (plus f32's epsilon); W' = W + s·(c·m/norm − W). */
+static void test_dora(mr_ctx *ctx, mr_wan_dit *dit, mr_rng *rng) {
+  const int r = 2;
+  float a[2 * N], b[N * 2], mag[N], alpha = 1.0f;
+  mr_rng_fill(rng, a, 2 * N, -0.3f, 0.3f);
+  mr_rng_fill(rng, b, 2 * N, -0.3f, 0.3f);
+  mr_rng_fill(rng, mag, N, 0.5f, 1.5f);
+  for (int axis = 0; axis < 2; axis++)
+    for (int si = 0; si < 2; si++) {
+      float s = si ? 0.5f : 1.0f;
+      part p[4] = {{"diffusion_model.blocks.0.self_attn.q.lora_A.weight", r, N, a},
+                   {"diffusion_model.blocks.0.self_attn.q.lora_B.weight", N, r, b},
+                   {"diffusion_model.blocks.0.self_attn.q.alpha", 1, 1, &alpha},
+                   {"diffusion_model.blocks.0.self_attn.q.dora_scale", axis ? 1 : N, axis ? N : 1, mag}};
+      write_adapter(ctx, 4, p);
+      float *base = target(ctx, dit);
+      mr_lora *l = attach(ctx, dit, s, MR_OK);
+      float *got = target(ctx, dit), ba[N * N], c[N * N], want[N * N];
+      matmul(b, a, N, r, N, ba);
+      for (int i = 0; i < N * N; i++) c[i] = base[i] + (alpha / r) * ba[i];
+      for (int k = 0; k < N; k++) {
+        double ss = 0;
+        for (int j = 0; j < N; j++) {
+          double v = axis ? c[j * N + k] : base[k * N + j];
+          ss += v * v;
+        }
+        double f = mag[k] / (sqrt(ss) + 1.1920929e-7);
+        for (int j = 0; j < N; j++) {
+          int idx = axis ? j * N + k : k * N + j;
+          want[idx] = (float)(base[idx] + s * (c[idx] * f - base[idx]));
+        }
+      }
+      double d = max_diff(got, want, N * N);
+      printf("DoRA (magnitude per %s, strength %g): max |W' - reference| %.3g\n", axis ? "input column" : "output row",
+             s, d);
+      CHECK(d < 1e-5);
+      mr_lora_info li;
+      if (l) mr_lora_get_info(l, &li);
+      CHECK(l && li.mode == MR_LORA_MERGE);
+      mr_lora_remove(l);
+      float *back = target(ctx, dit);
+      CHECK(memcmp(back, base, sizeof want) == 0);
+      free(base);
+      free(got);
+      free(back);
+    }
+}
+
 /* Two adapters on one weight add up; removing the first leaves exactly what
    the second alone gives; removing both gives the base. */
 static void test_stack(mr_ctx *ctx, mr_wan_dit *dit, mr_rng *rng) {
@@ -184,12 +235,6 @@ static void test_refusals(mr_ctx *ctx, mr_wan_dit *dit) {
   write_adapter(ctx, 2, wide);
   CHECK(attach(ctx, dit, 1, MR_EFORMAT) == NULL);
   CHECK(strstr(mr_ctx_last_error(ctx), "blocks.1.ffn.2") != NULL);
-  /* DoRA is named, not half-applied */
-  part dora[3] = {{"blocks.0.self_attn.q.lora_A.weight", 4, N, v}, {"blocks.0.self_attn.q.lora_B.weight", N, 4, v},
-                  {"blocks.0.self_attn.q.dora_scale", 1, N, v}};
-  write_adapter(ctx, 3, dora);
-  CHECK(attach(ctx, dit, 1, MR_EUNSUPPORTED) == NULL);
-  CHECK(strstr(mr_ctx_last_error(ctx), "DoRA") != NULL);
   /* a partial match: applied where it matches, the rest counted */
   part some[4] = {{"blocks.0.self_attn.q.lora_A.weight", 4, N, v}, {"blocks.0.self_attn.q.lora_B.weight", N, 4, v},
                   {"blocks.0.cross_attn.k_img.lora_A.weight", 4, N, v}, {"blocks.0.cross_attn.k_img.lora_B.weight", N, 4, v}};
@@ -223,6 +268,7 @@ int main(int argc, char **argv) {
     mr_rng rng = {2024};
     test_loha(ctx, dit, &rng);
     test_lokr(ctx, dit, &rng);
+    test_dora(ctx, dit, &rng);
     test_stack(ctx, dit, &rng);
     test_refusals(ctx, dit);
     mr_wan_dit_free(dit);

@@ -538,7 +538,9 @@ mr_lora_opts mr_lora_opts_default(void);
    The handle is owned by dit: mr_lora_remove or mr_wan_dit_free ends it. */
 mr_status mr_wan_dit_lora_add(mr_wan_dit *dit, const mr_weights *w, const char *name, const mr_lora_opts *opts,
                               mr_lora **out);
-/* A new strength, for the next forward (merged adapters rewrite their weights). */
+/* A new strength, for the next forward. Merged adapters rewrite their
+   weights; one attached with MR_LORA_AUTO goes on the fly at its first
+   change (strength schedules change it every step). */
 mr_status mr_lora_set_strength(mr_lora *lora, float strength);
 typedef struct mr_lora_info {
   const char *name;    /* borrowed from the handle */

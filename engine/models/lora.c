@@ -43,6 +43,7 @@ struct mr_lora {
   const char *naming;
   float strength;
   mr_lora_mode mode;         /* resolved: MERGE or ON_THE_FLY */
+  bool chosen;               /* the caller chose the mode (not AUTO) */
   lora_entry *e;
   int n;
   int keys, unmatched;
@@ -603,6 +604,7 @@ mr_status mr_lora_attach(mr_lora_set *set, const mr_weights *w, const char *what
   for (int i = 0; i < l->n; i++)
     if (set->params->p[l->e[i].param].kind == MR_PARAM_WEIGHT) wt = set->params->p[l->e[i].param].dtype;
   l->mode = o.mode != MR_LORA_AUTO ? o.mode : wt == MR_F32 ? MR_LORA_MERGE : MR_LORA_ON_THE_FLY;
+  l->chosen = o.mode != MR_LORA_AUTO;
   if (l->unmatched)
     mr_log(ctx, MR_LOG_WARN, "LoRA '%s': %d of %d modules match nothing in the %s and are not applied (first: %s)",
            name, l->unmatched, nm, what, first[0]);
@@ -618,7 +620,12 @@ mr_status mr_lora_attach(mr_lora_set *set, const mr_weights *w, const char *what
 
 mr_status mr_lora_set_strength(mr_lora *l, float strength) {
   if (!isfinite(strength)) return mr_error(l->set->ctx, MR_EINVAL, "LoRA '%s': strength must be a finite number", l->name);
+  if (strength == l->strength) return MR_OK;
   l->strength = strength;
+  /* An adapter whose strength changes (a per-step schedule) goes on the fly
+     unless its mode was chosen: a merge per step would rewrite the weights
+     every step. Its full deltas and DoRA stay merged. */
+  if (!l->chosen) l->mode = MR_LORA_ON_THE_FLY;
   return remerge_all(l);
 }
 

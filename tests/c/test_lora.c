@@ -249,6 +249,57 @@ static void test_refusals(mr_ctx *ctx, mr_wan_dit *dit) {
   mr_lora_remove(l);
 }
 
+/* A rank-8 adapter at strength 0 gives exactly the base forward in both
+   modes, and an AUTO adapter whose strength changes goes on the fly. */
+static void test_strength_zero(mr_ctx *ctx, mr_wan_dit *dit, mr_rng *rng) {
+  float a[8 * N], b[N * 8];
+  mr_rng_fill(rng, a, 8 * N, -0.3f, 0.3f);
+  mr_rng_fill(rng, b, 8 * N, -0.3f, 0.3f);
+  part p[2] = {{"blocks.1.self_attn.v.lora_A.weight", 8, N, a}, {"blocks.1.self_attn.v.lora_B.weight", N, 8, b}};
+  write_adapter(ctx, 2, p);
+  int64_t xs[4] = {16, 2, 4, 6}, cs[2] = {7, 32};
+  float xv[16 * 2 * 4 * 6], cv[7 * 32];
+  mr_rng_fill(rng, xv, sizeof xv / 4, -1, 1);
+  mr_rng_fill(rng, cv, sizeof cv / 4, -1, 1);
+  mr_tensor *x = NULL, *c = NULL;
+  CHECK_OK(ctx, mr_tensor_from_host(ctx, MR_F32, 4, xs, MR_F32, xv, &x));
+  CHECK_OK(ctx, mr_tensor_from_host(ctx, MR_F32, 2, cs, MR_F32, cv, &c));
+  mr_wan_dit_input in = {.x = x, .context = c, .t = 700.0f};
+  mr_tensor *y = NULL;
+  CHECK_OK(ctx, mr_wan_dit_forward(dit, &in, &y));
+  float *base = y ? mr_test_read(ctx, y) : NULL;
+  size_t n = y ? (size_t)mr_tensor_numel(y) : 0;
+  mr_tensor_free(y);
+  for (int mode = MR_LORA_MERGE; mode <= MR_LORA_ON_THE_FLY; mode++) {
+    mr_weights *w = NULL;
+    CHECK_OK(ctx, mr_weights_open(ctx, tmp, &w));
+    mr_lora_opts o = {.strength = 0.0f, .mode = (mr_lora_mode)mode};
+    mr_lora *l = NULL;
+    CHECK_OK(ctx, mr_wan_dit_lora_add(dit, w, "rank 8", &o, &l));
+    mr_weights_free(w);
+    y = NULL;
+    CHECK_OK(ctx, mr_wan_dit_forward(dit, &in, &y));
+    float *got = y ? mr_test_read(ctx, y) : NULL;
+    CHECK(got && base && memcmp(got, base, n * sizeof *got) == 0);
+    free(got);
+    mr_tensor_free(y);
+    mr_lora_remove(l);
+  }
+  mr_lora *l = attach(ctx, dit, 1.0f, MR_OK); /* AUTO on f32 weights: merged */
+  mr_lora_info li;
+  if (l) {
+    mr_lora_get_info(l, &li);
+    CHECK(li.mode == MR_LORA_MERGE);
+    CHECK_OK(ctx, mr_lora_set_strength(l, 0.7f));
+    mr_lora_get_info(l, &li);
+    CHECK(li.mode == MR_LORA_ON_THE_FLY && li.strength == 0.7f);
+  }
+  mr_lora_remove(l);
+  free(base);
+  mr_tensor_free(x);
+  mr_tensor_free(c);
+}
+
 int main(int argc, char **argv) {
   const char *dir = argc > 1 ? argv[1] : "tests/conformance/data";
   snprintf(tmp, sizeof tmp, "/tmp/mr_lora_%d.safetensors", (int)getpid());
@@ -269,6 +320,7 @@ int main(int argc, char **argv) {
     test_loha(ctx, dit, &rng);
     test_lokr(ctx, dit, &rng);
     test_dora(ctx, dit, &rng);
+    test_strength_zero(ctx, dit, &rng);
     test_stack(ctx, dit, &rng);
     test_refusals(ctx, dit);
     mr_wan_dit_free(dit);

@@ -213,7 +213,7 @@ static mr_status full_delta(mr_ctx *ctx, const mr_weights *w, const module *m, b
   /* alpha / rank where a low-rank factor gives the rank (LoKr with full factors: 1) */
   float alpha = scalar(w, m->key[P_ALPHA], (float)rank);
   *scale = rank > 0 ? alpha / (float)rank : 1.0f;
-  if (st == MR_OK && (mr_tensor_ndim(d) != ndim || mr_tensor_numel(d) != mr_tensor_numel(d) ||
+  if (st == MR_OK && (mr_tensor_ndim(d) != ndim ||
                       memcmp(mr_tensor_shape(d), shape, (size_t)ndim * sizeof *shape) != 0)) {
     char a[64], b[64];
     st = mr_error(ctx, MR_EFORMAT, "%s '%s' makes a %s delta for a %s weight", loha ? "LoHa" : "LoKr", m->name,

@@ -18,6 +18,7 @@
 #include "models/lora.h"
 
 #include "tensor/dtype.h"
+#include "tensor/shape.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -151,13 +152,6 @@ static float scalar(const mr_weights *w, int key, float dflt) {
   return isfinite(v) ? v : dflt;
 }
 
-static const char *shape_text(int nd, const int64_t *s, char *buf, size_t cap) {
-  size_t n = 0;
-  buf[0] = 0;
-  for (int i = 0; i < nd && n < cap; i++) n += (size_t)snprintf(buf + n, cap - n, i ? "x%lld" : "%lld", (long long)s[i]);
-  return buf;
-}
-
 /* a · b as matrices ([m, k] · [k, n]) through mr_op_matmul, which takes bᵀ. */
 static mr_status matprod(const mr_tensor *a, const mr_tensor *b, mr_tensor **out) {
   mr_tensor *bt = NULL;
@@ -217,7 +211,7 @@ static mr_status full_delta(mr_ctx *ctx, const mr_weights *w, const module *m, b
                       memcmp(mr_tensor_shape(d), shape, (size_t)ndim * sizeof *shape) != 0)) {
     char a[64], b[64];
     st = mr_error(ctx, MR_EFORMAT, "%s '%s' makes a %s delta for a %s weight", loha ? "LoHa" : "LoKr", m->name,
-                  shape_text(mr_tensor_ndim(d), mr_tensor_shape(d), a, sizeof a), shape_text(ndim, shape, b, sizeof b));
+                  mr_shape_str(mr_tensor_ndim(d), mr_tensor_shape(d), a, sizeof a), mr_shape_str(ndim, shape, b, sizeof b));
   }
   for (int i = 0; i < 6; i++) mr_tensor_free(t[i]);
   mr_tensor_free(x);
@@ -252,6 +246,13 @@ static mr_status add_entry(mr_lora *l, lora_entry e) {
   return MR_OK;
 }
 
+/* Elements of a parameter, from its declared shape. */
+static int64_t param_numel(const mr_param *pp) {
+  int64_t n = 1;
+  for (int d = 0; d < pp->ndim; d++) n *= pp->shape[d];
+  return n;
+}
+
 /* Turns module m into entries of l; *matched says whether it hit a parameter. */
 static mr_status add_module(mr_lora *l, const mr_weights *w, const module *m, const char *what, bool *matched) {
   mr_ctx *ctx = l->set->ctx;
@@ -281,14 +282,13 @@ static mr_status add_module(mr_lora *l, const mr_weights *w, const module *m, co
         const int64_t *as = mr_tensor_shape(e.a), *bs = mr_tensor_shape(e.b);
         /* conv-shaped factors ([r, in, 1, 1, 1]) of a linear are accepted as matrices */
         int64_t r = as[0], in = mr_tensor_numel(e.a) / r, out = bs[0];
-        int64_t pin = 1;
-        for (int d = 1; d < pp->ndim; d++) pin *= pp->shape[d];
-        bool ok = pp->ndim >= 2 && mr_tensor_numel(e.b) == out * r && out == pp->shape[0] && in == pin;
+        bool ok = pp->ndim >= 2 && mr_tensor_numel(e.b) == out * r && out == pp->shape[0] &&
+                  in * pp->shape[0] == param_numel(pp);
         if (!ok) {
           int64_t ws[2] = {out, in};
           st = mr_error(ctx, MR_EFORMAT, "LoRA '%s': '%s' is %s (B A, rank %lld) in the adapter but %s in the %s",
-                        l->name, m->name, shape_text(2, ws, got, sizeof got), (long long)r,
-                        shape_text(pp->ndim, pp->shape, want, sizeof want), what);
+                        l->name, m->name, mr_shape_str(2, ws, got, sizeof got), (long long)r,
+                        mr_shape_str(pp->ndim, pp->shape, want, sizeof want), what);
           mr_tensor_free(e.a);
           mr_tensor_free(e.b);
           return st;
@@ -330,10 +330,10 @@ static mr_status add_module(mr_lora *l, const mr_weights *w, const module *m, co
       if (m->key[P_DIFF] >= 0) {
         lora_entry e = {.param = p, .kind = E_DELTA, .scale = 1.0f};
         if ((st = upload(ctx, w, m->key[P_DIFF], &e.a)) != MR_OK) return st;
-        if ((size_t)mr_tensor_numel(e.a) != mr_params_bytes(P, p, p + 1, MR_F32) / 4) {
+        if (mr_tensor_numel(e.a) != param_numel(pp)) {
           st = mr_error(ctx, MR_EFORMAT, "LoRA '%s': '%s.diff' is %s, the %s's '%s' is %s", l->name, m->name,
-                        shape_text(mr_tensor_ndim(e.a), mr_tensor_shape(e.a), got, sizeof got), what, pp->name,
-                        shape_text(pp->ndim, pp->shape, want, sizeof want));
+                        mr_shape_str(mr_tensor_ndim(e.a), mr_tensor_shape(e.a), got, sizeof got), what, pp->name,
+                        mr_shape_str(pp->ndim, pp->shape, want, sizeof want));
           mr_tensor_free(e.a);
           return st;
         }

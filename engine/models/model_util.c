@@ -165,16 +165,6 @@ void mr_params_add_from(mr_params *P, mr_tensor **slot, mr_param_kind kind, int 
   e->src_absolute = absolute;
 }
 
-void mr_params_add_if_present(mr_params *P, const mr_loader *L, mr_tensor **slot, mr_param_kind kind, int ndim,
-                              const int64_t *shape, const char *fmt, ...) {
-  char name[256];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(name, sizeof name, fmt, ap);
-  va_end(ap);
-  if (mr_loader_has(L, name)) mr_params_add(P, slot, kind, ndim, shape, "%s", name);
-}
-
 /* A streamed parameter's bytes in host memory, converted to its storage dtype. */
 static mr_status load_host(mr_loader *L, mr_param *e, const char *name) {
   int i;

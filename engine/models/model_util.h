@@ -74,10 +74,6 @@ void mr_params_init(mr_params *P, mr_ctx *ctx);
 /* Declares the parameter named fmt... to be loaded into *slot. */
 void mr_params_add(mr_params *P, mr_tensor **slot, mr_param_kind kind, int ndim, const int64_t *shape,
                    const char *fmt, ...) MR_PRINTF(6, 7);
-/* Declares the parameter only when the checkpoint has it (optional biases,
-   variant-dependent tensors the loader cannot tell from the config). */
-void mr_params_add_if_present(mr_params *P, const mr_loader *L, mr_tensor **slot, mr_param_kind kind, int ndim,
-                              const int64_t *shape, const char *fmt, ...) MR_PRINTF(7, 8);
 /* Declares a parameter by its official name that this checkpoint spells src
    (another naming: Hugging Face's for umT5); absolute: src is not under the
    loader's prefix. */

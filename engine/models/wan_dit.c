@@ -12,6 +12,7 @@
    next block at once. */
 #include "models/scope.h"
 #include "models/wan_dit_impl.h"
+#include "tensor/shape.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -121,11 +122,9 @@ static mr_tensor *patchify(mr_scope *s, const mr_tensor *x, int ph, int pw) {
   if (!x) return NULL;
   const int64_t *xs = mr_tensor_shape(x);
   if (mr_tensor_ndim(x) != 4 || xs[2] % ph || xs[3] % pw) {
-    char b[96] = "";
-    for (int i = 0, n = 0; i < mr_tensor_ndim(x) && n < (int)sizeof b; i++)
-      n += snprintf(b + n, sizeof b - (size_t)n, i ? "x%lld" : "%lld", (long long)xs[i]);
+    char b[96];
     return mr_scope_fail(s, MR_EINVAL, "Wan DiT: latent must be [C, F, H, W] with H, W multiples of %d, %d; got %s",
-                         ph, pw, b);
+                         ph, pw, mr_shape_str(mr_tensor_ndim(x), xs, b, sizeof b));
   }
   int64_t C = xs[0], F = xs[1], H2 = xs[2] / ph, W2 = xs[3] / pw;
   int64_t v5[5] = {C, F * H2, ph, W2, pw}, tok[3] = {F * H2 * W2, 1, C * ph * pw};

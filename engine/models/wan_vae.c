@@ -16,6 +16,8 @@
    applies them itself. */
 #include "models/wan_vae.h"
 
+#include "tensor/shape.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,15 +156,6 @@ static void chunk_frames(int i, int tstride, int64_t *first, int64_t *end) {
   *end = 1 + (int64_t)tstride * i;
 }
 
-/* "3x4x16x16" for messages. */
-static const char *shape_text(const mr_tensor *t, char *buf, size_t cap) {
-  size_t n = 0;
-  buf[0] = 0;
-  for (int d = 0; d < mr_tensor_ndim(t) && n < cap; d++)
-    n += (size_t)snprintf(buf + n, cap - n, d ? "x%lld" : "%lld", (long long)mr_tensor_shape(t)[d]);
-  return buf;
-}
-
 /* Video frames [f0, f1) of chunk i to latent frame i, written into dst. */
 static void encode_chunk(mr_scope *s, mr_wan_vae *vae, const mr_tensor *video, int i, mr_tensor *dst) {
   int64_t f0, f1;
@@ -195,7 +188,7 @@ mr_status mr_wan_vae_encode(mr_wan_vae *vae, const mr_tensor *video, mr_progress
       vs[2] < S || vs[3] < S)
     return mr_error(ctx, MR_EINVAL,
                     "Wan VAE encode: video must be [3, T, H, W] with T = %dk+1 and H, W positive multiples of %d, got %s",
-                    TS, S, shape_text(video, txt, sizeof txt));
+                    TS, S, mr_shape_str(mr_tensor_ndim(video), mr_tensor_shape(video), txt, sizeof txt));
   int n = (int)(1 + (vs[1] - 1) / TS);
   mr_scope scope, *s = &scope;
   mr_scope_begin(s, ctx);
@@ -239,7 +232,7 @@ mr_status mr_wan_vae_decode(mr_wan_vae *vae, const mr_tensor *latent, mr_progres
   const int64_t *ls = mr_tensor_shape(latent);
   if (mr_tensor_ndim(latent) != 4 || ls[0] != vae->z_dim || ls[1] < 1 || ls[2] < 1 || ls[3] < 1)
     return mr_error(ctx, MR_EINVAL, "Wan VAE decode: latent must be [%d, T, h, w], got %s", vae->z_dim,
-                    shape_text(latent, txt, sizeof txt));
+                    mr_shape_str(mr_tensor_ndim(latent), mr_tensor_shape(latent), txt, sizeof txt));
   int n = (int)ls[1], S = vae->sstride;
   mr_scope scope, *s = &scope;
   mr_scope_begin(s, ctx);

@@ -4,6 +4,7 @@
 
 #include "gpu/gpu.h"
 #include "tensor/dtype.h"
+#include "tensor/shape.h"
 
 /* Device memory shared by a tensor and its views; freed with the last handle. */
 typedef struct mr_storage {
@@ -36,8 +37,6 @@ void mr_tensor_span(const mr_tensor *t, int64_t *lo, int64_t *hi);
 /* Checks that t's storage has fewer than 2^32 elements, the reach of the
    shaders' 32-bit indices (else MR_EUNSUPPORTED naming op and the limit). */
 mr_status mr_tensor_check_index_range(const mr_tensor *t, const char *op);
-/* "2x3x4" into buf. */
-const char *mr_shape_str(int ndim, const int64_t *shape, char *buf, size_t cap);
 /* Dim index after counting negatives from the end; -1 if out of range. */
 int mr_dim_normalize(int dim, int ndim);
 

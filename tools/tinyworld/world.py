@@ -182,6 +182,10 @@ class ObjectSpec:
     shape: str
     colour: str
     motion: str
+    # Variations (vary_spec): the colour drawn off the palette's exact value, and a factor
+    # on the motion's size range. None / 1.0 is the original world.
+    rgb: Optional[Tuple[int, int, int]] = None
+    scale: float = 1.0
 
     def validate(self) -> None:
         if self.shape not in SHAPES:
@@ -197,6 +201,7 @@ class ClipSpec:
     """What a clip shows. ``objects`` is drawn in order (later on top)."""
     objects: Tuple[ObjectSpec, ...]
     background: str
+    bg_rgb: Optional[Tuple[int, int, int]] = None   # the background shade, when varied
 
     @staticmethod
     def single(shape: str, colour: str, motion: str, background: str) -> "ClipSpec":
@@ -278,7 +283,7 @@ def _pose_extent(motion: MotionDef, params: dict, half: float, n: int = 33):
 def _sample_track(rng, obj: ObjectSpec, frames: int, size: int) -> ObjectTrack:
     motion = MOTIONS[obj.motion]
     params = motion.sample_params(rng, size)
-    half = float(rng.uniform(*motion.size_range)) * size
+    half = float(rng.uniform(*motion.size_range)) * size * obj.scale
     dx0, dx1, dy0, dy1, ext = _pose_extent(motion, params, half)
     margin = 1.0
     lo_x, hi_x = ext + margin - dx0, size - ext - margin - dx1
@@ -313,14 +318,14 @@ def _coverage(shape: ShapeDef, cx, cy, hx, hy, angle, size: int, ss: int) -> np.
 
 def render(spec: ClipSpec, tracks: Sequence[ObjectTrack], size: int, ss: int = 4) -> np.ndarray:
     frames = len(tracks[0].cx)
-    bg = np.array(BACKGROUNDS[spec.background], np.float64)
+    bg = np.array(spec.bg_rgb or BACKGROUNDS[spec.background], np.float64)
     out = np.empty((frames, size, size, 3), np.uint8)
     for t in range(frames):
         img = np.broadcast_to(bg, (size, size, 3)).copy()
         for obj, tr in zip(spec.objects, tracks):
             a = _coverage(SHAPES[obj.shape], tr.cx[t], tr.cy[t], tr.hx[t], tr.hy[t],
                           tr.angle[t], size, ss)[..., None]
-            img = img * (1.0 - a) + np.array(COLOURS[obj.colour], np.float64) * a
+            img = img * (1.0 - a) + np.array(obj.rgb or COLOURS[obj.colour], np.float64) * a
         out[t] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     return out
 
@@ -332,8 +337,30 @@ def sample_clip(rng: np.random.Generator, spec: ClipSpec, frames: int = 17, size
         raise ValueError("frames must be 4k+1 (the VAE's causal chunking)")
     if size < 16:
         raise ValueError("size must be at least 16")
-    tracks = [_sample_track(rng, o, frames, size) for o in spec.objects]
-    return Clip(render(spec, tracks, size), spec, tracks)
+    for _ in range(PLACEMENT_TRIES):
+        tracks = [_sample_track(rng, o, frames, size) for o in spec.objects]
+        if not _tracks_overlap(tracks):
+            return Clip(render(spec, tracks, size), spec, tracks)
+    raise ValueError(f"no placement keeps the {len(spec.objects)} objects apart in a {size}px frame")
+
+
+# Objects of one clip never overlap (a hidden object could not be checked, nor learnt from):
+# positions are redrawn up to this many times.
+PLACEMENT_TRIES = 200
+PLACEMENT_GAP = 4.0     # pixels between the objects' boxes (the checker tells them apart)
+
+
+def _tracks_overlap(tracks: Sequence[ObjectTrack]) -> bool:
+    for i in range(len(tracks)):
+        for j in range(i + 1, len(tracks)):
+            a, b = tracks[i], tracks[j]
+            # boxes of rotated objects need the sqrt(2) margin
+            ra = np.where(np.abs(a.angle) > 1e-9, math.sqrt(2.0), 1.0)
+            rb = np.where(np.abs(b.angle) > 1e-9, math.sqrt(2.0), 1.0)
+            ex = np.maximum(a.hx, a.hy) * ra + np.maximum(b.hx, b.hy) * rb + PLACEMENT_GAP
+            if np.any((np.abs(a.cx - b.cx) < ex) & (np.abs(a.cy - b.cy) < ex)):
+                return True
+    return False
 
 
 def clip_for_index(seed: int, index: int, frames: int = 17, size: int = 64, **spec_kw) -> Clip:
@@ -343,9 +370,78 @@ def clip_for_index(seed: int, index: int, frames: int = 17, size: int = 64, **sp
     return sample_clip(rng, spec, frames, size)
 
 
-def reference_image(obj: ObjectSpec, background: str, size: int = 64, half: float = 0.3) -> np.ndarray:
-    """The object alone, centred and still, as uint8 [size, size, 3] (for reference-image sets)."""
+def reference_image(obj: ObjectSpec, background: Optional[str] = None, size: int = 64, half: float = 0.3,
+                    offset: Tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """The object alone and still, as uint8 [size, size, 3]: a reference image. With no
+    background, on the reference canvas (reference_canvas): white, as users pad their
+    references, black for a white object. half: half the object's side, as a fraction of
+    the image; offset: its centre's shift from the middle, in pixels."""
     h = half * size
-    tr = ObjectTrack(np.array([size / 2]), np.array([size / 2]), np.array([h]), np.array([h]),
-                     np.array([0.0]))
-    return render(ClipSpec((ObjectSpec(obj.shape, obj.colour, "still"),), background), [tr], size)[0]
+    tr = ObjectTrack(np.array([size / 2 + offset[0]]), np.array([size / 2 + offset[1]]), np.array([h]),
+                     np.array([h]), np.array([0.0]))
+    spec = ClipSpec((ObjectSpec(obj.shape, obj.colour, "still", rgb=obj.rgb),), background or "black",
+                    bg_rgb=None if background else reference_canvas(obj))
+    return render(spec, [tr], size)[0]
+
+
+def reference_canvas(obj: ObjectSpec) -> Tuple[int, int, int]:
+    """The canvas of a reference image: white (what every reference-to-video tool pads
+    with), except for a white object, which would not show on it: black."""
+    return (0, 0, 0) if obj.colour == "white" else (255, 255, 255)
+
+
+# ---------------------------------------------------------------------------
+# Variation: a world closer to what users bring
+# ---------------------------------------------------------------------------
+
+# Shade ranges of the backgrounds (per channel, inclusive) and the jitter of object colours
+# around the palette. Measured on the first default model: a user's gray of 128 instead of
+# the world's 110, or a 12-px square, gave a 19 dB first frame and a wrong shape in TI2V.
+BACKGROUND_RANGES: Dict[str, Tuple[Tuple[int, int], ...]] = {
+    "black": ((0, 30), (0, 30), (0, 30)),
+    "gray": ((85, 150), (85, 150), (85, 150)),
+    "dark blue": ((5, 40), (10, 45), (60, 110)),
+}
+COLOUR_JITTER = 20          # per channel, either way, clipped to 0..255
+SCALE_RANGE = (0.6, 1.3)    # factor on a motion's size range (log-uniform): 11 px squares to 35 px
+
+
+def vary_spec(rng: np.random.Generator, spec: ClipSpec) -> ClipSpec:
+    """The spec with its shades drawn: the background within its range (gray shades stay
+    gray, one value on all channels), each object's colour jittered and its size scaled."""
+    lo_hi = BACKGROUND_RANGES[spec.background]
+    if spec.background == "gray" or spec.background == "black":
+        v = int(rng.integers(lo_hi[0][0], lo_hi[0][1] + 1))
+        bg = (v, v, v)
+    else:
+        bg = tuple(int(rng.integers(lo, hi + 1)) for lo, hi in lo_hi)
+    objs = []
+    for o in spec.objects:
+        base = np.array(COLOURS[o.colour])
+        rgb = tuple(int(c) for c in np.clip(base + rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, 3), 0, 255))
+        scale = float(math.exp(rng.uniform(math.log(SCALE_RANGE[0]), math.log(SCALE_RANGE[1]))))
+        objs.append(dataclasses.replace(o, rgb=rgb, scale=scale))
+    return dataclasses.replace(spec, objects=tuple(objs), bg_rgb=bg)
+
+
+def sample_spec2(rng: np.random.Generator) -> ClipSpec:
+    """A random two-object spec: two different colours, any shapes and motions."""
+    colours = list(COLOURS)
+    i, j = rng.choice(len(colours), 2, replace=False)
+    shapes, motions, bgs = list(SHAPES), list(MOTIONS), list(BACKGROUNDS)
+    objs = tuple(ObjectSpec(shapes[rng.integers(len(shapes))], colours[k], motions[rng.integers(len(motions))])
+                 for k in (i, j))
+    return ClipSpec(objs, bgs[rng.integers(len(bgs))])
+
+
+def varied_clip(rng: np.random.Generator, spec: ClipSpec, frames: int = 17, size: int = 64,
+                tries: int = 20) -> Clip:
+    """A clip of spec in the varied world: shades and sizes drawn (vary_spec); a draw whose
+    objects cannot be placed apart is redrawn."""
+    for _ in range(tries):
+        v = vary_spec(rng, spec)
+        try:
+            return sample_clip(rng, v, frames, size)
+        except ValueError:
+            continue
+    raise ValueError(f"cannot place {spec} in a {size}px frame")

@@ -3,7 +3,7 @@ and the caption tokenizer (SentencePiece unigram, umT5 conventions)."""
 from __future__ import annotations
 
 import io
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,11 +23,11 @@ def clips_tensor(clips) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- tokenizer
 
-def train_sentencepiece(path: str, vocab_size: int) -> None:
+def train_sentencepiece(path: str, vocab_size: int, texts: Optional[Sequence[str]] = None) -> None:
     """Train the caption SentencePiece model (unigram, nmt_nfkc, pad 0 / eos 1 / unk 2, no bos,
-    as umT5's spiece.model) on every caption phrasing; deterministic."""
+    as umT5's spiece.model) on every caption phrasing (or on texts); deterministic."""
     import sentencepiece as spm
-    texts = sorted(set(all_caption_texts()))
+    texts = sorted(set(texts if texts is not None else all_caption_texts()))
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type="unigram",

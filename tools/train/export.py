@@ -168,3 +168,38 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def export_refs_pack(src: str, out: str, dit, t5, spiece_path: str, rc, metrics: dict) -> dict:
+    """The pack of the references stage (tools/train/stage_refs.py): the source pack's VAE,
+    the fine-tuned DiT and text encoder, the retrained tokenizer, config.json's text_len,
+    and in moonreel_pack.json the reference method the recipes read ("references") with
+    the stage's settings and figures. Written beside `out` and swapped in whole."""
+    final = out.rstrip("/")
+    tmp = final + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    with open(os.path.join(tmp, "config.json")) as f:
+        conf = json.load(f)
+    conf["text_len"] = dit.text_len
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+        json.dump(conf, f, indent=1)
+    st.save(os.path.join(tmp, "diffusion_pytorch_model.safetensors"), _st_arrays(dit, "f16"), {"format": "pt"})
+    torch.save({k: v.detach().to(torch.bfloat16).clone() for k, v in t5.state_dict().items()},
+               os.path.join(tmp, "models_t5_umt5-xxl-enc-bf16.pth"))
+    shutil.copyfile(spiece_path, os.path.join(tmp, "google", "umt5-xxl", "spiece.model"))
+    with open(os.path.join(tmp, "moonreel_pack.json")) as f:
+        info = json.load(f)
+    import dataclasses
+    info["references"] = {"method": "phantom", "max": rc.max_refs, "canvas": "#ffffff",
+                          "guide_img": rc.guide_img, "guide_text": rc.guide_text}
+    info["refs_stage"] = {"config": dataclasses.asdict(rc), "metrics": metrics}
+    info["metrics"].update(metrics)
+    info["config"]["dit"]["text_len"] = dit.text_len
+    with open(os.path.join(tmp, "moonreel_pack.json"), "w") as f:
+        json.dump(info, f, indent=1)
+    if os.path.exists(final):
+        os.rename(final, final + ".old")
+    os.rename(tmp, final)
+    shutil.rmtree(final + ".old", ignore_errors=True)
+    return info

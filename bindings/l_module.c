@@ -400,6 +400,9 @@ int luaopen_moonreel(lua_State *L) {
   int module = lua_gettop(L);
   lua_pushliteral(L, MR_VERSION_STRING);
   lua_setfield(L, module, "version");
+  /* where mr.recipe finds the recipe modes after $MOONREEL_RECIPES and ./recipes */
+  lua_pushliteral(L, MR_RECIPES_SOURCE ";" MR_RECIPES_INSTALLED);
+  lua_setfield(L, module, "recipes_path");
 
   luaL_newmetatable(L, MRL_TENSOR);
   int meta = lua_gettop(L);

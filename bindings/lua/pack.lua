@@ -163,6 +163,8 @@ local DEFAULT_FIELDS = {
   guide_high = {"number", -1000, 1000}, shift = {"number", 0.001, 1000}, boundary = {"number", 0, 1},
   sampler = {"string"}, negative = {"string"}, prompt = {"string"},
 }
+-- "references": how the pack takes reference images (recipes/r2v.lua).
+local REFERENCE_FIELDS = {method = true, max = true, canvas = true, guide_img = true, guide_text = true, names = true}
 local FILE_FIELDS = {dit = true, vae = true, t5 = true, tokenizer = true, clip = true, clip_config = true, config = true}
 
 local function check_manifest(m, path)
@@ -184,6 +186,34 @@ local function check_manifest(m, path)
         for i, f in ipairs(v) do inside(string.format("files.%s[%d]", k, i), f) end
       else
         inside("files." .. k, v)
+      end
+    end
+  end
+  if m.references ~= nil then
+    local r = m.references
+    if type(r) ~= "table" or #r > 0 then bad("references", "must be an object") end
+    for k in pairs(r) do
+      if not REFERENCE_FIELDS[k] then bad("references." .. tostring(k), "is not a reference setting (method, max, canvas, guide_img, guide_text, names)") end
+    end
+    if r.method ~= "phantom" and r.method ~= "vace" then bad("references.method", "must be \"phantom\" or \"vace\"") end
+    if r.max ~= nil and (math.tointeger(r.max) == nil or r.max < 1 or r.max > 16) then
+      bad("references.max", "must be an integer 1 .. 16")
+    end
+    if r.canvas ~= nil and (type(r.canvas) ~= "string" or not r.canvas:match("^#%x%x%x%x%x%x$")) then
+      bad("references.canvas", "must be a colour #rrggbb")
+    end
+    for _, k in ipairs{"guide_img", "guide_text"} do
+      local v = r[k]
+      if v ~= nil and (type(v) ~= "number" or v ~= v or v < -1000 or v > 1000) then
+        bad("references." .. k, "must be a number -1000 .. 1000")
+      end
+    end
+    if r.names ~= nil then
+      if type(r.names) ~= "table" or (next(r.names) ~= nil and #r.names == 0) or #r.names > 16 then
+        bad("references.names", "must be a list of at most 16 strings")
+      end
+      for i, v in ipairs(r.names) do
+        if type(v) ~= "string" then bad(string.format("references.names[%d]", i), "must be a string") end
       end
     end
   end
@@ -364,6 +394,11 @@ function M.load(spec, opts)
     end
   end
   p.defaults = d
+  if plan.manifest and plan.manifest.references then
+    local r = copy(plan.manifest.references)
+    r.max = r.max and math.tointeger(r.max)
+    p.references = r
+  end
   p.name = plan.manifest and plan.manifest.name or (plan.dir and plan.dir:match("([^/]+)/*$")) or p.variant
   return p
 end

@@ -1,10 +1,14 @@
--- moonreel.recipe (mr.recipe): what the generation recipes share. The
--- denoising loop, guidance and conditioning live here in Lua (docs/recipes.md);
--- recipes/t2v.lua and recipes/ti2v.lua are a few lines on top.
+-- moonreel.recipe (mr.recipe): the stages every generation recipe shares.
+-- A run is a plan (every parameter, plain data: the sidecar records it), the
+-- text, the mode's conditioning, the denoising loop with its hooks, and the
+-- finish (decode, write, sidecar). Each mode is one file under recipes/
+-- (t2v, ti2v, flf2v, r2v) holding only what is its own: its flags, its checks
+-- and its conditioning (docs/recipes.md: writing a mode).
 --
 --   mr.recipe.t2v{prompt = "...", seed = 7, out = "a.mp4"}      -- from a script or the REPL
 --   mr.recipe.ti2v{prompt = "...", image = "cat.jpg", out = "b.webp"}
---   mr.recipe.main("t2v", arg)                                  -- a command line (flags below)
+--   mr.recipe.r2v{prompt = "...", ref = {"a.png", "b.png"}}
+--   moonreel recipes/t2v.lua --prompt ...                        -- a command line (flags below)
 local mr = require "moonreel"
 local cjson = require "cjson"
 local pack_mod = require "moonreel.pack"
@@ -18,9 +22,6 @@ local M = {}
 local FLAGS = {
   {"prompt", "string", "what the video shows (required)"},
   {"negative", "string", "negative prompt (default: the model's)"},
-  {"image", "string", "first frame (ti2v; required there): PNG, JPEG or WebP"},
-  {"fit", "string", "how the image meets the size: crop (default), pad or stretch"},
-  {"pad-color", "string", "colour of --fit pad borders, #rrggbb (default #000000)"},
   {"model", "string", "model pack folder (default: $MOONREEL_MODEL, else models/default)"},
   {"steps", "integer", "sampling steps"},
   {"cfg", "number", "classifier-free guidance scale (1 = no guidance, one forward per step)"},
@@ -35,31 +36,47 @@ local FLAGS = {
   {"crf", "integer", "H.264 quality for .mp4, 0 (lossless) .. 51 (default 10, as Wan writes)"},
   {"quality", "number", "WebP quality 0..100 (default 90)"},
   {"weights", "string", "weight storage: f32, f16 or bf16 (default: f32 on a CPU device, else bf16)"},
-  {"lora", "list", "a LoRA FILE[:STRENGTH] on the DiT (strength default 1; repeat the flag to stack)"},
-  {"lora-high", "list", "a LoRA FILE[:STRENGTH] on the high-noise expert of a Wan 2.2 A14B pack"},
+  {"lora", "list", "a LoRA FILE[:STRENGTH] on the DiT (strength default 1; repeat the flag to stack)", "FILE[:STRENGTH]"},
+  {"lora-high", "list", "a LoRA FILE[:STRENGTH] on the high-noise expert of a Wan 2.2 A14B pack", "FILE[:STRENGTH]"},
   {"no-sidecar", "boolean", "do not write <out>.json"},
   {"quiet", "boolean", "no progress output"},
   {"help", "boolean", "this text"},
 }
 M.FLAGS = FLAGS
 
-local function usage(recipe)
-  local lines = {string.format("usage: moonreel recipes/%s.lua --prompt TEXT [options]", recipe), "", "options:"}
-  for _, f in ipairs(FLAGS) do
-    if recipe == "ti2v" or (f[1] ~= "image" and f[1] ~= "fit" and f[1] ~= "pad-color") then
-      local arg_name = f[2] == "boolean" and "" or f[2] == "list" and " FILE[:STRENGTH]" or " " .. f[2]:upper()
-      lines[#lines + 1] = string.format("  --%-20s %s", f[1] .. arg_name, f[3])
-    end
+-- The flags of an image-conditioned mode (ti2v, flf2v), for its flags list.
+M.IMAGE_FLAGS = {
+  {"image", "string", "first frame (required): PNG, JPEG or WebP"},
+  {"fit", "string", "how an image meets the size: crop (default), pad or stretch"},
+  {"pad-color", "string", "colour of --fit pad borders, #rrggbb (default #000000)"},
+}
+
+-- A mode's flags: the prompts, its own (mode.flags), then the common ones.
+local function mode_flags(mode)
+  local all = {FLAGS[1], FLAGS[2]}
+  for _, f in ipairs(mode and mode.flags or {}) do all[#all + 1] = f end
+  for i = 3, #FLAGS do all[#all + 1] = FLAGS[i] end
+  return all
+end
+
+local function usage(mode)
+  if type(mode) == "string" then mode = M.load_mode(mode) end
+  local lines = {string.format("usage: moonreel recipes/%s.lua %s [options]", mode.name, mode.synopsis or "--prompt TEXT"),
+                 "", mode.about or "", "", "options:"}
+  for _, f in ipairs(mode_flags(mode)) do
+    local arg_name = f[2] == "boolean" and "" or f[2] == "list" and " " .. (f[4] or "VALUE") or " " .. f[2]:upper()
+    lines[#lines + 1] = string.format("  --%-20s %s", f[1] .. arg_name, f[3])
   end
   return table.concat(lines, "\n") .. "\n"
 end
 M.usage = usage
 
 -- Parses argv (the CLI's arg) into an options table keyed like the flags
--- ("no-sidecar" becomes no_sidecar). Raises with a one-line message.
-function M.parse_args(argv)
+-- ("no-sidecar" becomes no_sidecar) of mode (default: the common flags).
+-- Raises with a one-line message.
+function M.parse_args(argv, mode)
   local by_name = {}
-  for _, f in ipairs(FLAGS) do by_name[f[1]] = f end
+  for _, f in ipairs(mode_flags(mode)) do by_name[f[1]] = f end
   local opts, i = {}, 1
   while argv[i] ~= nil do
     local a = argv[i]
@@ -240,55 +257,150 @@ local function seed_value(seed)
   return s
 end
 
------------------------------------------------------------------- generation
+------------------------------------------------------------------ modes
+
+-- A mode is a table {name, about, synopsis, flags, check, condition}; each
+-- recipes/<name>.lua builds one with M.mode and ends with M.script(mode, ...),
+-- which runs it as a command, or hands it over when the module loads it.
+M.LOADING = setmetatable({}, {__tostring = function() return "moonreel.recipe.LOADING" end})
+
+-- Options a caller may pass beside the flags (not on a command line).
+local PROGRAM_KEYS = {mode = true, pack = true, on_step = true, after_step = true}
+
+function M.mode(def)
+  assert(type(def) == "table" and type(def.name) == "string", "mode{name = ..., condition = function(run) ... end}")
+  assert(type(def.condition) == "function", "mode " .. def.name .. ": condition(run) is required")
+  def.flags = def.flags or {}
+  def.keys = {}
+  for _, f in ipairs(mode_flags(def)) do def.keys[(f[1]:gsub("%-", "_"))] = f end
+  return def
+end
+
+function M.script(mode, first, ...)
+  if first == M.LOADING then return mode end
+  os.exit(M.main(mode, arg), true)
+end
+
+-- Where the recipes are: $MOONREEL_RECIPES (folders separated by ';'), the
+-- folder of the running recipe, ./recipes, and the module's own (the source
+-- tree it was built from, and its installed share/moonreel/recipes).
+function M.recipe_dirs()
+  local dirs = {}
+  local env = os.getenv("MOONREEL_RECIPES")
+  if env and env ~= "" then for d in env:gmatch("[^;]+") do dirs[#dirs + 1] = d end end
+  local script = arg and arg[0]
+  local here = script and script:match("^(.*/recipes)/[^/]+$")
+  if here then dirs[#dirs + 1] = here end
+  dirs[#dirs + 1] = "recipes"
+  for d in (mr.recipes_path or ""):gmatch("[^;]+") do dirs[#dirs + 1] = d end
+  return dirs
+end
+
+local loaded_modes = {}
+
+local function load_mode_file(path)
+  local chunk, err = loadfile(path)
+  if not chunk then return nil, err end
+  local mode = chunk(M.LOADING)
+  if type(mode) ~= "table" or type(mode.name) ~= "string" or not mode.keys then
+    error(string.format("%s is not a recipe mode (it must end with mr.recipe.script(mode, ...))", path), 0)
+  end
+  return mode
+end
+
+-- The mode of recipes/<name>.lua (loaded once), or of a file path ending in .lua.
+function M.load_mode(name)
+  if type(name) == "table" then return name end
+  if loaded_modes[name] then return loaded_modes[name] end
+  if type(name) == "string" and name:match("%.lua$") then
+    local mode, err = load_mode_file(name)
+    if not mode then error(string.format("cannot load recipe %s: %s", name, err), 0) end
+    loaded_modes[name] = mode
+    return mode
+  end
+  if type(name) ~= "string" or not name:match("^[%w_%-]+$") then
+    error(string.format("unknown recipe mode '%s'", tostring(name)), 0)
+  end
+  local tried = {}
+  for _, d in ipairs(M.recipe_dirs()) do
+    local path = d .. "/" .. name .. ".lua"
+    local h = io.open(path, "rb")
+    if h then
+      h:close()
+      local mode, err = load_mode_file(path)
+      if not mode then error(string.format("cannot load recipe %s: %s", path, err), 0) end
+      loaded_modes[name] = mode
+      return mode
+    end
+    tried[#tried + 1] = d
+  end
+  error(string.format("no recipe mode '%s' (looked in %s; set MOONREEL_RECIPES)", name, table.concat(tried, ", ")), 0)
+end
+
+------------------------------------------------------------------ the stages
 
 -- An engine result, or its failure (nil, message) raised as one line.
 local function check(v, msg)
   if v == nil or v == false then error(msg or "failed", 0) end
   return v
 end
+M.check = check
 
--- Opens the video writer for p.out; a failure is one line naming the file.
 local function writer_opts(p) return {fps = p.fps, crf = p.crf, quality = p.quality} end
 
-local function open_writer(out, p)
-  local w, msg = mr.video.writer(out, writer_opts(p))
-  if not w then error(msg, 0) end
-  return w
-end
-
-local function close_all(list)
-  for _, t in ipairs(list) do
-    if t and not t:is_closed() then t:close() end
+-- Options a mode does not know are an error, not silently ignored.
+local function check_keys(mode, opts)
+  for k in pairs(opts) do
+    if not mode.keys[k] and not PROGRAM_KEYS[k] then
+      local names = {}
+      for name in pairs(mode.keys) do names[#names + 1] = name end
+      table.sort(names)
+      error(string.format("%s: unknown option '%s' (it takes %s)", mode.name, tostring(k), table.concat(names, ", ")), 0)
+    end
   end
 end
 
--- One guided velocity: v_u + g (v_c - v_u), or v_c alone when g == 1.
-local function velocity(dit, x, t, ctx_c, ctx_u, g, extra)
-  local args = {x = x, t = t, context = ctx_c}
-  for k, v in pairs(extra) do args[k] = v end
-  local v_c = dit:forward(args)
-  if g == 1 then return v_c end
-  args.context = ctx_u
-  local v_u <close> = dit:forward(args)
-  local v = mr.guidance(v_c, v_u, g)
-  v_c:close()
-  return v
+-- Everything judged before a model loads: option names, values, UTF-8 text,
+-- the mode's own checks, LoRA files. Returns the LoRA specs.
+function M.check_options(mode, opts)
+  check_keys(mode, opts)
+  if opts.prompt ~= nil and (type(opts.prompt) ~= "string" or opts.prompt == "") then
+    error("the prompt must be a non-empty string", 0)
+  end
+  M.check_values(opts)
+  for _, k in ipairs({"prompt", "negative"}) do -- text goes into JSON and the tokenizer: UTF-8 only
+    if type(opts[k]) == "string" then
+      local ok, bad = utf8.len(opts[k])
+      if not ok then error(string.format("the %s is not valid UTF-8 (byte %d)", k, bad), 0) end
+    end
+  end
+  if mode.check then mode.check(opts) end
+  local lora_specs = {}
+  for _, flag in ipairs{"lora", "lora_high"} do
+    for _, spec in ipairs(opts[flag] or {}) do
+      local l = M.parse_lora(spec, flag:gsub("_", "-"))
+      l.high = flag == "lora_high"
+      lora_specs[#lora_specs + 1] = l
+    end
+  end
+  return lora_specs
 end
 
--- The image for image-conditioned modes, fitted to width x height, as [3, H, W]:
+-- The image of an image-conditioned run, fitted to its size, as [3, H, W]:
 -- a file, or a tensor [3, H, W] in [-1, 1] of that size already.
-local function load_image(image, width, height, fit, pad_color)
+function M.load_image(run, image, opts)
+  local p = run.p
+  opts = opts or {}
   if type(image) ~= "string" then
     local s = image:shape()
-    if #s ~= 3 or s[1] ~= 3 or s[2] ~= height or s[3] ~= width then
-      error(string.format("image tensor is %s; this run needs 3x%dx%d", table.concat(s, "x"), height, width), 0)
+    if #s ~= 3 or s[1] ~= 3 or s[2] ~= p.height or s[3] ~= p.width then
+      error(string.format("image tensor is %s; this run needs 3x%dx%d", table.concat(s, "x"), p.height, p.width), 0)
     end
     return image:contiguous()
   end
-  local img, info_or_msg = mr.image.load(image, {width = width, height = height, fit = fit or "crop",
-                                                 pad_color = pad_color})
-  if not img then error(info_or_msg, 0) end
+  local img, msg = mr.image.load(image, {width = p.width, height = p.height, fit = opts.fit or p.fit or "crop",
+                                         pad_color = opts.pad_color or p.pad_color})
+  if not img then error(msg, 0) end
   return img
 end
 
@@ -313,47 +425,325 @@ local function size_for_image(pack, image, d)
   return w, h
 end
 
--- Runs one generation. opts: the flags' names (prompt, negative, image, fit,
--- model or pack, steps, cfg, shift, sampler, seed, frames, width, height, fps,
--- out, crf, quality, weights, no_sidecar, quiet, lora, lora_high) plus mode
--- ("t2v" | "ti2v"). lora entries are "FILE[:STRENGTH]" strings or
--- {file=, strength=, mode=} tables. on_step(step), if given, runs before each
--- step with {index, steps, t, cfg, loras}: it may set step.cfg, call
--- step.loras[i]:set_strength(s), or return false to stop the run.
--- image may also be a tensor [3, H, W] in [-1, 1]; out = false writes no file
--- and returns the decoded video as result.frames ([3, F, H, W]).
--- Returns {out=, sidecar=, seed=, seconds=, ...}; raises with a one-line
--- message on any failure, leaving no partial file behind.
-function M.generate(opts)
-  local mode = opts.mode or "t2v"
-  if opts.prompt ~= nil and (type(opts.prompt) ~= "string" or opts.prompt == "") then
-    error("the prompt must be a non-empty string", 0)
-  end
-  M.check_values(opts)
-  for _, k in ipairs({"prompt", "negative"}) do -- text goes into JSON and the tokenizer: UTF-8 only
-    if type(opts[k]) == "string" then
-      local ok, bad = utf8.len(opts[k])
-      if not ok then error(string.format("the %s is not valid UTF-8 (byte %d)", k, bad), 0) end
+-- An image [3, H, W] of the run's size as one latent frame [C, 1, h, w]
+-- (encoded alone: the causal VAE makes latent frame 0 from frame 0 alone).
+function M.encode_image(run, img)
+  local p = run.p
+  local video <close> = img:reshape(3, 1, p.height, p.width)
+  return check(run.pack.vae:encode(video))
+end
+
+-- Wan 2.1 I2V / FLF2V and Wan 2.2 I2V-A14B conditioning: CLIP features of
+-- the image(s) where the pack has CLIP (FLF2V: both, [2 x 257, D]), and
+-- y = mask (4) + the latent of [first, 0, ..., 0, (last)]: the mask's latent
+-- frame 0 is all ones; with a last image, channel 3 of the last latent frame
+-- (the last of the four pixel frames it holds) is one (docs/wan-architecture.md §6).
+function M.i2v_condition(run, first, last)
+  local p, s, pack = run.p, run.shape, run.pack
+  if pack.clip then
+    if last then
+      local a <close> = pack.clip:encode(first)
+      local b <close> = pack.clip:encode(last)
+      run.extra.clip_fea = mr.concat({a, b}, 1)
+    else
+      run.extra.clip_fea = pack.clip:encode(first)
     end
   end
-  if mode == "ti2v" and not opts.image then error("ti2v needs an image (--image FILE)", 0) end
-  if mode == "t2v" and opts.image then error("t2v takes no image: use recipes/ti2v.lua", 0) end
-  local quiet = opts.quiet
-  local say = quiet and function() end or function(...) io.stderr:write(string.format(...), "\n") end
-  local timings = {}
-  local clock0 = mr.clock()
+  local cond <close> = mr.zeros({3, p.frames, p.height, p.width})
+  cond:slice(2, 1, 1):copy_(first:reshape(3, 1, p.height, p.width))
+  if last then cond:slice(2, p.frames, p.frames):copy_(last:reshape(3, 1, p.height, p.width)) end
+  local y_lat <close> = check(pack.vae:encode(cond))
+  local mask <close> = mr.zeros({4, s[2], s[3], s[4]})
+  mask:slice(2, 1, 1):fill_(1)
+  if last then mask:slice(1, 4, 4):slice(2, s[2], s[2]):fill_(1) end
+  run.extra.y = mr.concat({mask, y_lat}, 1)
+end
 
-  -- adapters: files checked now, attached once the model is loaded
-  local lora_specs = {}
-  for _, flag in ipairs{"lora", "lora_high"} do
-    for _, spec in ipairs(opts[flag] or {}) do
-      local l = M.parse_lora(spec, flag:gsub("_", "-"))
-      l.high = flag == "lora_high"
-      lora_specs[#lora_specs + 1] = l
+-- Stage 1, the plan: every parameter of the run as plain data (the sidecar
+-- records it), from the options, the mode and the pack's defaults.
+function M.plan(mode, opts, pack)
+  local d = pack.defaults
+  local prompt = opts.prompt or d.prompt -- a pack may carry a sample prompt (the default model does)
+  if not prompt then error("a prompt is required (--prompt TEXT)", 0) end
+  local width, height = opts.width, opts.height
+  if opts.image and (width == nil or height == nil) then
+    local w, h = size_for_image(pack, opts.image, d)
+    width, height = width or w, height or h
+  end
+  local p = {
+    recipe = mode.name, prompt = prompt, negative = opts.negative or d.negative,
+    steps = opts.steps or d.steps, cfg = opts.cfg or d.guide, shift = opts.shift or d.shift,
+    sampler = opts.sampler or d.sampler, seed = seed_value(opts.seed),
+    frames = opts.frames or d.frames, width = width or d.width, height = height or d.height,
+    fps = opts.fps or d.fps, crf = opts.crf, quality = opts.quality,
+  }
+  if opts.image then
+    p.image = type(opts.image) == "string" and opts.image or nil
+    p.fit = opts.fit or "crop"
+    p.pad_color = opts.fit == "pad" and (opts.pad_color or "#000000") or nil
+  end
+  if p.steps < 1 then error(string.format("--steps %d: at least 1", p.steps), 0) end
+  if p.fps <= 0 then error(string.format("--fps %s: must be positive", tostring(p.fps)), 0) end
+  if not mr.sampler[p.sampler] then error(string.format("unknown sampler '%s' (unipc, dpmpp or euler)", p.sampler), 0) end
+  -- Wan 2.2 A14B: the high-noise expert has its own guidance (the pack's, or --cfg for both)
+  p.cfg_high = pack.dit_high and (opts.cfg or d.guide_high or p.cfg) or nil
+  return p
+end
+
+-- A run: the plan and what the stages build on it. A mode's condition(run)
+-- sets what is its own:
+--   run.extra      forward arguments of every pass (y, clip_fea, vace_context, vace_scale)
+--   run:hold(k, z) latent frame k held clean: put back after every step, its
+--                  tokens at t = 0 on models with per-token timesteps
+--   run.lead, run.trail   latent frames before / after the video (references),
+--                  sampled with it and cut off before decoding
+--   run.guide      function(run, pass) -> velocity; default: classifier-free guidance
+local Run = {}
+Run.__index = Run
+
+function Run:hold(k, z)
+  self.held[k] = z
+  self:own(z)
+end
+
+-- A tensor the run closes when it ends.
+function Run:own(t)
+  if t then self.owned[#self.owned + 1] = t end
+  return t
+end
+
+-- The latent [C, lead + F + trail, h, w] the loop samples.
+function Run:latent_shape()
+  local s = self.shape
+  return {s[1], self.lead + s[2] + self.trail, s[3], s[4]}
+end
+
+-- One forward of the DiT on x at timesteps t (a number or per-token list)
+-- with context ctx; extra overrides run.extra's arguments for this pass.
+function Run:forward(pass, ctx, x, extra)
+  local args = {x = x or pass.x, t = pass.t, context = ctx}
+  for k, v in pairs(self.extra) do args[k] = v end
+  for k, v in pairs(pass.extra or {}) do args[k] = v end
+  for k, v in pairs(extra or {}) do args[k] = v end
+  return pass.dit:forward(args)
+end
+
+-- Classifier-free guidance: v_u + g (v_c - v_u), or v_c alone when g == 1.
+function M.cfg_guide(run, pass)
+  local v_c = run:forward(pass, run.ctx_c)
+  if pass.cfg == 1 then return v_c end
+  local v_u <close> = run:forward(pass, run.ctx_u)
+  local v = mr.guidance(v_c, v_u, pass.cfg)
+  v_c:close()
+  return v
+end
+
+-- Stage 2, the text: the prompt, and the negative prompt when any guidance needs it.
+function M.encode_text(run)
+  local t0 = mr.clock()
+  local p = run.p
+  run.ctx_c = run:own(run.pack:encode_text(p.prompt_expanded or p.prompt))
+  local need_uncond = p.cfg ~= 1 or (p.cfg_high ~= nil and p.cfg_high ~= 1) or run.mode.always_uncond
+  run.ctx_u = need_uncond and run:own(run.pack:encode_text(p.negative, "negative prompt")) or nil
+  run.timings.text = mr.clock() - t0
+end
+
+-- The per-token timesteps of a step: held frames and the lead/trail frames the
+-- mode marks clean get t = 0 on models that take per-token timesteps (Wan 2.2
+-- TI2V); others get one t for every token (as Phantom-Wan on a T2V model).
+local function step_timesteps(run, t)
+  if not run.per_token or (next(run.held) == nil) then return t end
+  local tok = run.tok_per_frame
+  local frames = run.lead + run.shape[2] + run.trail
+  local tt, n = {}, 0
+  for f = 1, frames do
+    local v = run.held[f] and 0 or t
+    for _ = 1, tok do
+      n = n + 1
+      tt[n] = v
     end
   end
+  return tt
+end
 
-  -- the model
+local function put_held(run, x)
+  for k, z in pairs(run.held) do x:slice(2, k, k):copy_(z) end
+end
+
+-- Stage 4, the denoising loop. Hooks (options):
+--   on_step(step) before each step, step = {index, steps, t, cfg, loras, run}:
+--     set step.cfg, call step.loras[i]:set_strength(s), or return false to stop;
+--   after_step(step) after it, with step.x (the latent) and step.x0 (the
+--     clean latent the step predicts, x - sigma v): save a preview, or return
+--     false to stop.
+function M.denoise(run)
+  local p, d, opts = run.p, run.pack.defaults, run.opts
+  local sampler <close> = mr.sampler[p.sampler]{steps = p.steps, shift = p.shift}
+  local x = mr.randn(run:latent_shape(), p.seed)
+  put_held(run, x)
+  local timesteps = sampler:timesteps()
+  local bar = M.progress("denoise", #timesteps, opts.quiet)
+  bar:update(0)
+  local t0 = mr.clock()
+  local guide = run.guide or M.cfg_guide
+  local last_v
+  for i, t in ipairs(timesteps) do
+    local step = {index = i, steps = #timesteps, t = t, cfg = p.cfg, loras = run.loras, run = run, x = x}
+    if opts.on_step then
+      if opts.on_step(step) == false then
+        x:close()
+        if last_v then last_v:close() end
+        error("stopped by on_step at step " .. i, 0)
+      end
+      p.cfg = step.cfg
+    end
+    local pass = {dit = run.pack.dit, cfg = step.cfg, x = x, t = step_timesteps(run, t), index = i, raw_t = t}
+    if run.pack.dit_high and t >= (d.boundary or 0.875) * 1000 then
+      pass.dit, pass.cfg = run.pack.dit_high, p.cfg_high
+    end
+    -- step.reuse (set by a hook, e.g. mr.recipe.step_cache): this step takes
+    -- the last computed velocity instead of running the DiT
+    local v
+    if step.reuse and last_v then
+      v = last_v
+      run.reused = (run.reused or 0) + 1
+    else
+      if last_v then last_v:close() end
+      v = guide(run, pass)
+      last_v = v
+    end
+    local nx = sampler:step(v, t, x)
+    if opts.after_step then
+      step.x = nx
+      step.x0 = x - v * (t / 1000) -- flow matching: x_t = (1 - s) x0 + s eps, v = eps - x0
+      local go = opts.after_step(step)
+      step.x0:close()
+      if go == false then x:close() nx:close() last_v:close() error("stopped by after_step at step " .. i, 0) end
+    end
+    x:close()
+    x = nx
+    put_held(run, x)
+    -- the engine records work and runs it asynchronously: wait for the step,
+    -- so the bar and the timings tell the truth (a step is long; this costs nothing)
+    mr.sync()
+    bar:update(i)
+  end
+  bar:done()
+  if last_v then last_v:close() end
+  run.timings.denoise = mr.clock() - t0
+  run.p.steps_reused = run.reused
+  return x
+end
+
+-- A step cache written as an on_step hook (TeaCache's idea on the latent): a
+-- step whose input latent has changed little since the last step the DiT ran
+-- reuses that step's velocity. The relative change |x_i - x_(i-1)| / |x_(i-1)|
+-- is summed over the steps since the DiT last ran; below threshold the step
+-- reuses, and the sum restarts when the DiT runs. The first and last steps
+-- always run. Returns the hook; chain your own with opts.then_(step).
+function M.step_cache(opts)
+  opts = opts or {}
+  local threshold = opts.threshold or 0.1
+  local prev, acc = nil, 0
+  local function rel_change(a, b)
+    local d <close> = mr.sub(a, b)
+    local dd <close> = mr.square(d):reshape(-1)
+    local bb <close> = mr.square(b):reshape(-1)
+    local num <close> = mr.sum(dd, 1)
+    local den <close> = mr.sum(bb, 1)
+    return math.sqrt(num:item() / math.max(den:item(), 1e-30))
+  end
+  return function(step)
+    if opts.then_ and opts.then_(step) == false then return false end
+    if prev then
+      acc = acc + rel_change(step.x, prev)
+      prev:close()
+    end
+    prev = step.x:clone()
+    if step.index > 1 and step.index < step.steps and acc < threshold then
+      step.reuse = true
+    else
+      acc = 0
+    end
+    if step.index == step.steps then prev:close() prev = nil end
+  end
+end
+
+-- Stage 5, the finish: the video's frames decoded (lead and trail cut off),
+-- written, and the sidecar after a whole video.
+function M.finish(run, x)
+  local p, opts = run.p, run.opts
+  local t0 = mr.clock()
+  local video = x
+  if run.lead > 0 or run.trail > 0 then
+    video = x:slice(2, run.lead + 1, run.lead + run.shape[2]):contiguous()
+    x:close()
+  end
+  local dbar = M.progress("decode", 100, opts.quiet)
+  local frames = check(run.pack.vae:decode(video, function(done)
+    dbar:update(done * 100)
+    return true
+  end))
+  dbar:done()
+  video:close()
+  run.timings.decode = mr.clock() - t0
+  if opts.out == false then
+    run.timings.total = mr.clock() - run.clock0
+    return {frames = frames, seed = p.seed, params = p, seconds = run.timings}
+  end
+  t0 = mr.clock()
+  local writer <close> = check(mr.video.writer(p.out, writer_opts(p)))
+  local wok, werr = writer:write(frames)
+  frames:close()
+  check(wok, werr)
+  check(writer:close())
+  -- the sidecar follows a whole video: a failed write leaves any earlier
+  -- run's video and sidecar as they were
+  local sidecar = not opts.no_sidecar and M.sidecar_path(p.out) or nil
+  run.timings.write = mr.clock() - t0
+  run.timings.total = mr.clock() - run.clock0
+  if sidecar then
+    M.write_json(sidecar, {
+      moonreel = mr.version, recipe = run.mode.name, params = p, model = run.pack:describe(),
+      device = mr.device().name, seconds = run.timings, command = M.command_line(run.mode, p, run.pack),
+    })
+  end
+  return {out = p.out, sidecar = sidecar, seed = p.seed, params = p, seconds = run.timings}
+end
+
+-- Attaches the run's LoRAs (checked files) to the pack's DiT(s).
+local function attach_loras(run, lora_specs)
+  local loras = {}
+  for _, l in ipairs(lora_specs) do
+    local dit = run.pack.dit
+    if l.high then dit = run.pack.dit_high end
+    if not dit then error(string.format("--lora-high %s: model %s has no high-noise expert", l.file, run.pack.name), 0) end
+    local h, err = dit:lora_add(l.file, {strength = l.strength, mode = l.mode})
+    if not h then error(string.format("--%s %s: %s", l.high and "lora-high" or "lora", l.file, err), 0) end
+    run.loras[#run.loras + 1] = h
+    local info = h:info()
+    loras[#loras + 1] = {file = l.file, sha256 = assert(mr.sha256(l.file)), strength = l.strength,
+                         mode = info.mode, naming = info.naming, targets = info.targets, high = l.high or nil}
+    run.say("LoRA %s: %d weights (%s naming, %s, strength %g)%s", l.file, info.targets, info.naming, info.mode,
+      l.strength, info.unmatched > 0 and string.format("; %d modules match nothing", info.unmatched) or "")
+  end
+  return #loras > 0 and loras or nil
+end
+
+-- Runs one generation of mode (a name or a mode table). opts: the mode's
+-- flags by name (prompt, seed, ... as in --help; no-sidecar is no_sidecar)
+-- plus pack (a loaded pack to reuse), on_step / after_step (hooks, see
+-- M.denoise); lora entries are "FILE[:STRENGTH]" strings or
+-- {file=, strength=, mode=} tables; image may be a tensor [3, H, W] in
+-- [-1, 1]; out = false writes no file and returns the decoded video as
+-- result.frames ([3, F, H, W]). Returns {out=, sidecar=, seed=, params=,
+-- seconds=}; raises with a one-line message on any failure, leaving no
+-- partial file behind.
+function M.run(mode, opts)
+  mode = M.load_mode(mode)
+  opts = opts or {}
+  local lora_specs = M.check_options(mode, opts)
+  local say = opts.quiet and function() end or function(...) io.stderr:write(string.format(...), "\n") end
   local pack, own_pack = opts.pack, false
   if not pack then
     local dir = opts.model or default_model_dir()
@@ -361,172 +751,49 @@ function M.generate(opts)
     pack = pack_mod.load(dir, {weights = opts.weights})
     own_pack = true
   end
-  local attached = {}
+  local run = setmetatable({mode = mode, opts = opts, pack = pack, say = say, timings = {}, clock0 = mr.clock(),
+                            extra = {}, held = {}, lead = 0, trail = 0, owned = {}, loras = {}}, Run)
   local ok, result = pcall(function()
-    local d = pack.defaults
-    local loras = {}
-    for _, l in ipairs(lora_specs) do
-      local dit = pack.dit
-      if l.high then dit = pack.dit_high end
-      if not dit then error(string.format("--lora-high %s: model %s has no high-noise expert", l.file, pack.name), 0) end
-      local h, err = dit:lora_add(l.file, {strength = l.strength, mode = l.mode})
-      if not h then error(string.format("--%s %s: %s", l.high and "lora-high" or "lora", l.file, err), 0) end
-      attached[#attached + 1] = h
-      local info = h:info()
-      loras[#loras + 1] = {file = l.file, sha256 = assert(mr.sha256(l.file)), strength = l.strength,
-                           mode = info.mode, naming = info.naming, targets = info.targets, high = l.high or nil}
-      say("LoRA %s: %d weights (%s naming, %s, strength %g)%s", l.file, info.targets, info.naming, info.mode,
-          l.strength, info.unmatched > 0 and string.format("; %d modules match nothing", info.unmatched) or "")
-    end
-    -- a pack may carry a sample prompt (the default model does: the quick start)
-    local prompt = opts.prompt or d.prompt
-    if not prompt then error("a prompt is required (--prompt TEXT)", 0) end
-    local image_mode = mode == "ti2v"
-    local mt = pack.model_type
-    if image_mode and mt ~= "ti2v" and mt ~= "i2v" then
-      error(string.format("model %s (%s) cannot start from an image", pack.name, mt), 0)
-    end
-    if not image_mode and mt ~= "t2v" and mt ~= "ti2v" then
-      error(string.format("model %s is a %s model: use recipes/ti2v.lua with --image", pack.name, mt), 0)
-    end
-    local width, height = opts.width, opts.height
-    if image_mode and (width == nil or height == nil) then
-      local w, h = size_for_image(pack, opts.image, d)
-      width, height = width or w, height or h
-    end
-    local p = {
-      recipe = mode, prompt = prompt, negative = opts.negative or d.negative,
-      steps = opts.steps or d.steps, cfg = opts.cfg or d.guide, shift = opts.shift or d.shift,
-      sampler = opts.sampler or d.sampler, seed = seed_value(opts.seed),
-      frames = opts.frames or d.frames, width = width or d.width, height = height or d.height,
-      fps = opts.fps or d.fps, image = type(opts.image) == "string" and opts.image or nil,
-      fit = image_mode and (opts.fit or "crop") or nil,
-      pad_color = image_mode and opts.fit == "pad" and (opts.pad_color or "#000000") or nil,
-      crf = opts.crf, quality = opts.quality, loras = #loras > 0 and loras or nil,
-    }
-    if p.steps < 1 then error(string.format("--steps %d: at least 1", p.steps), 0) end
-    if p.fps <= 0 then error(string.format("--fps %s: must be positive", tostring(p.fps)), 0) end
-    if not mr.sampler[p.sampler] then
-      error(string.format("unknown sampler '%s' (unipc, dpmpp or euler)", p.sampler), 0)
-    end
-    local shape = pack:latent_shape(p.width, p.height, p.frames) -- checks the size
-    local to_file = opts.out ~= false
-    p.out = to_file and (opts.out or string.format("%s-%s.mp4", mode, p.seed)) or nil
-    say("%s %dx%d, %d frames at %s fps, %d steps (%s, shift %g, cfg %g), seed %s", mode, p.width, p.height,
+    run.p = M.plan(mode, opts, pack)
+    local p = run.p
+    p.loras = attach_loras(run, lora_specs)
+    if mode.plan then mode.plan(run) end -- the mode's own parameters and model checks
+    run.shape = pack:latent_shape(p.width, p.height, p.frames) -- checks the size
+    local ps = pack.config.patch_size
+    run.tok_per_frame = (run.shape[3] // ps[2]) * (run.shape[4] // ps[3])
+    run.per_token = pack.model_type == "ti2v"
+    p.out = opts.out ~= false and (opts.out or string.format("%s-%s.mp4", mode.name, p.seed)) or nil
+    say("%s %dx%d, %d frames at %s fps, %d steps (%s, shift %g, cfg %g), seed %s", mode.name, p.width, p.height,
       p.frames, tostring(p.fps), p.steps, p.sampler, p.shift, p.cfg, p.seed)
-
-    -- text
-    local t0 = mr.clock()
-    local ctx_c <close> = pack:encode_text(p.prompt)
-    -- Wan 2.2 A14B: the high-noise expert has its own guidance (the pack's, or --cfg for both)
-    p.cfg_high = pack.dit_high and (opts.cfg or d.guide_high or p.cfg) or nil
-    local need_uncond = p.cfg ~= 1 or (p.cfg_high ~= nil and p.cfg_high ~= 1)
-    local ctx_u <close> = need_uncond and pack:encode_text(p.negative, "negative prompt") or nil
-    timings.text = mr.clock() - t0
-
+    M.encode_text(run)
     -- the output is checked first, so a path that cannot be written fails
     -- before minutes of sampling; its writer (and its temporary file) opens
     -- only when there are frames to write, so a run killed while sampling
     -- leaves nothing behind
-    if to_file then check(mr.video.check_output(p.out, writer_opts(p))) end
-
-    -- conditioning
-    local extra, first = {}, nil
-    local tok_per_frame = (shape[3] // pack.config.patch_size[2]) * (shape[4] // pack.config.patch_size[3])
-    if image_mode then
-      t0 = mr.clock()
-      local img <close> = load_image(opts.image, p.width, p.height, p.fit, p.pad_color)
-      if mt == "ti2v" then
-        local video <close> = img:reshape(3, 1, p.height, p.width)
-        first = check(pack.vae:encode(video))                      -- [z, 1, h, w]
-      else -- Wan 2.1 I2V: CLIP features, and y = mask (4) + latent of [image, 0, 0, ...]
-        extra.clip_fea = pack.clip:encode(img)
-        local cond <close> = mr.zeros({3, p.frames, p.height, p.width})
-        cond:slice(2, 1, 1):copy_(img:reshape(3, 1, p.height, p.width))
-        local y_lat <close> = check(pack.vae:encode(cond))
-        local mask <close> = mr.zeros({4, shape[2], shape[3], shape[4]})
-        mask:slice(2, 1, 1):fill_(1)
-        extra.y = mr.concat({mask, y_lat}, 1)
-      end
-      timings.image = mr.clock() - t0
+    if p.out then check(mr.video.check_output(p.out, writer_opts(p))) end
+    local t0 = mr.clock()
+    mode.condition(run)
+    run.timings.condition = mr.clock() - t0
+    local x = M.denoise(run)
+    for k, v in pairs(run.extra) do -- the conditioning is done with; free it before decoding
+      if type(v) == "userdata" and v.close then v:close() end
+      run.extra[k] = nil
     end
-
-    -- sampling
-    local sampler <close> = mr.sampler[p.sampler]{steps = p.steps, shift = p.shift}
-    local x = mr.randn(shape, p.seed)
-    if first then x:slice(2, 1, 1):copy_(first) end
-    local timesteps = sampler:timesteps()
-    local bar = M.progress("denoise", #timesteps, quiet)
-    bar:update(0)
-    t0 = mr.clock()
-    for i, t in ipairs(timesteps) do
-      if opts.on_step then -- a hook per step: change adapter strengths, guidance; false stops
-        local step = {index = i, steps = #timesteps, t = t, cfg = p.cfg, loras = attached}
-        if opts.on_step(step) == false then error("stopped by on_step at step " .. i, 0) end
-        p.cfg = step.cfg
-      end
-      local tt = t
-      if first then -- per-token timesteps: the image's tokens are clean (t = 0)
-        tt = {}
-        local n = shape[2] * tok_per_frame
-        for k = 1, n do tt[k] = k <= tok_per_frame and 0 or t end
-      end
-      local dit, g = pack.dit, p.cfg
-      if pack.dit_high and t >= (d.boundary or 0.875) * 1000 then
-        dit, g = pack.dit_high, p.cfg_high
-      end
-      local v <close> = velocity(dit, x, tt, ctx_c, ctx_u, g, extra)
-      local nx = sampler:step(v, t, x)
-      x:close()
-      x = nx
-      if first then x:slice(2, 1, 1):copy_(first) end
-      -- the engine records work and runs it asynchronously: wait for the step,
-      -- so the bar and the timings tell the truth (a step is long; this costs nothing)
-      mr.sync()
-      bar:update(i)
-    end
-    bar:done()
-    timings.denoise = mr.clock() - t0
-    close_all{first, extra.clip_fea, extra.y}
-
-    -- decoding
-    t0 = mr.clock()
-    local dbar = M.progress("decode", 100, quiet)
-    local frames = check(pack.vae:decode(x, function(done)
-      dbar:update(done * 100)
-      return true
-    end))
-    dbar:done()
-    x:close()
-    timings.decode = mr.clock() - t0
-    if not to_file then
-      timings.total = mr.clock() - clock0
-      return {frames = frames, seed = p.seed, params = p, seconds = timings}
-    end
-
-    t0 = mr.clock()
-    local writer <close> = open_writer(p.out, p)
-    local wok, werr = writer:write(frames)
-    frames:close()
-    check(wok, werr)
-    check(writer:close())
-    -- the sidecar follows a whole video: a failed write leaves any earlier
-    -- run's video and sidecar as they were
-    local sidecar = not opts.no_sidecar and M.sidecar_path(p.out) or nil
-    timings.write = mr.clock() - t0
-    timings.total = mr.clock() - clock0
-    if sidecar then
-      M.write_json(sidecar, {
-        moonreel = mr.version, recipe = mode, params = p, model = pack:describe(), device = mr.device().name,
-        seconds = timings, command = M.command_line(mode, p, pack),
-      })
-    end
-    return {out = p.out, sidecar = sidecar, seed = p.seed, params = p, seconds = timings}
+    return M.finish(run, x)
   end)
-  for _, h in ipairs(attached) do h:remove() end -- a reused pack is left as it came
+  for _, t in ipairs(run.owned) do if not t:is_closed() then t:close() end end
+  for _, h in ipairs(run.loras) do h:remove() end -- a reused pack is left as it came
   if own_pack then pack:close() end
   if not ok then error(result, 0) end
   return result
+end
+
+-- mr.recipe.generate{mode = "t2v", ...}: M.run by the mode's name.
+function M.generate(opts)
+  opts = opts or {}
+  local o = {}
+  for k, v in pairs(opts) do if k ~= "mode" then o[k] = v end end
+  return M.run(opts.mode or "t2v", o)
 end
 
 -- Where the settings of an output go: "a.mp4" -> "a.mp4.json"; a frame
@@ -544,21 +811,25 @@ end
 
 -- The command that repeats a run exactly (recorded in the sidecar).
 function M.command_line(mode, p, pack)
-  local function q(s)
-    s = tostring(s)
-    if s:match("^[%w%./_%-,:=+]+$") then return s end
-    return "'" .. s:gsub("'", "'\\''") .. "'"
+  mode = M.load_mode(mode)
+  local function q(v)
+    v = tostring(v)
+    if v:match("^[%w%./_%-,:=+]+$") then return v end
+    return "'" .. v:gsub("'", "'\\''") .. "'"
   end
-  local parts = {"moonreel", "recipes/" .. mode .. ".lua", "--prompt", q(p.prompt), "--negative", q(p.negative)}
+  local parts = {"moonreel", "recipes/" .. mode.name .. ".lua", "--prompt", q(p.prompt), "--negative", q(p.negative)}
   if pack.dir then
     parts[#parts + 1] = "--model"
     parts[#parts + 1] = q(pack.dir)
   end
-  for _, k in ipairs{"image", "fit", "pad_color", "steps", "cfg", "shift", "sampler", "seed", "frames", "width", "height", "fps",
-                     "crf", "quality", "out"} do
-    if p[k] ~= nil then
-      parts[#parts + 1] = "--" .. k:gsub("_", "-")
-      parts[#parts + 1] = q(p[k])
+  local skip = {prompt = true, negative = true, model = true, weights = true, lora = true, ["lora-high"] = true}
+  for _, f in ipairs(mode_flags(mode)) do
+    local v = p[(f[1]:gsub("%-", "_"))]
+    if not skip[f[1]] and f[2] ~= "boolean" and v ~= nil then
+      for _, item in ipairs(type(v) == "table" and v or {v}) do
+        parts[#parts + 1] = "--" .. f[1]
+        parts[#parts + 1] = q(item)
+      end
     end
   end
   for _, l in ipairs(p.loras or {}) do
@@ -570,45 +841,48 @@ function M.command_line(mode, p, pack)
   return table.concat(parts, " ")
 end
 
-function M.t2v(opts)
-  opts = opts or {}
-  opts.mode = "t2v"
-  return M.generate(opts)
-end
-
-function M.ti2v(opts)
-  opts = opts or {}
-  opts.mode = "ti2v"
-  return M.generate(opts)
-end
+-- mr.recipe.t2v{...}, mr.recipe.r2v{...}: any mode by its name.
+setmetatable(M, {__index = function(_, name)
+  if type(name) ~= "string" or not name:match("^[%w_]+$") then return nil end
+  return function(opts) return M.run(name, opts) end
+end})
 
 -- The command-line entry of a recipe: parses argv, runs, prints where the
 -- video is. Every failure is one line on stderr and a non-zero exit: 2 for
 -- a usage error, 130 when interrupted (Ctrl-C), 1 otherwise.
 function M.main(mode, argv)
+  local lok, m = pcall(M.load_mode, mode)
+  if not lok then
+    io.stderr:write(tostring(mode), ": ", tostring(m), "\n")
+    return 2
+  end
+  mode = m
   -- a bad command line (an unknown flag, a value out of range) exits 2
   local ok, opts = pcall(function()
-    local o = M.parse_args(argv or {})
-    M.check_values(o)
+    local o = M.parse_args(argv or {}, mode)
+    if not o.help then
+      M.check_values(o)
+      if mode.check then mode.check(o) end
+    end
     return o
   end)
   if not ok then
-    io.stderr:write(mode, ": ", tostring(opts), "\n")
+    io.stderr:write(mode.name, ": ", tostring(opts), "\n")
     return 2
   end
   if opts.help then
     io.stdout:write(usage(mode))
     return 0
   end
-  opts.mode = mode
-  local gok, res = pcall(M.generate, opts)
+  opts.help = nil
+  local gok, res = pcall(M.run, mode, opts)
   if not gok then
     local msg = tostring(res):gsub("\n.*", "")
     if msg:find("interrupted") then
-      io.stderr:write("\n", mode, ": interrupted; no output written\n")
+      io.stderr:write("\n", mode.name, ": interrupted; no output written\n")
       return 130
     end
-    io.stderr:write(mode, ": ", msg, "\n")
+    io.stderr:write(mode.name, ": ", msg, "\n")
     return 1
   end
   io.stdout:write(string.format("wrote %s (%.1f s: text %.1f, denoise %.1f, decode %.1f)\n", res.out,

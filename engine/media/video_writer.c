@@ -532,7 +532,8 @@ static mr_status validate(mr_ctx *ctx, const char *path, const mr_video_writer_o
     size_t cut = len;
     while (cut > 0 && path[cut - 1] != '/') cut--;
     char dir[4096];
-    snprintf(dir, sizeof dir, "%.*s", (int)(cut > 1 ? cut - 1 : cut), cut ? path : ".");
+    if (cut == 0) snprintf(dir, sizeof dir, "."); /* a bare name: the working folder */
+    else snprintf(dir, sizeof dir, "%.*s", (int)(cut > 1 ? cut - 1 : cut), path);
     if (!is_dir(dir)) return mr_error(ctx, MR_ENOTFOUND, "cannot write '%s': folder '%s' does not exist", path, dir);
     if (access(dir, W_OK | X_OK) != 0)
       return mr_error(ctx, MR_EIO, "cannot write '%s': folder '%s' is not writable", path, dir);

@@ -52,17 +52,19 @@ class TestDefaultModel(unittest.TestCase):
             cls.defaults = json.load(f)["defaults"]
 
     def test_quick_start(self):
+        # exactly the README's command: no flags, so a random seed and the default
+        # name t2v-<seed>.mp4 in the working folder
         with tempfile.TemporaryDirectory() as tmp:
-            out = os.path.join(tmp, "quick.mp4")
             env = dict(os.environ)
             env.pop("MOONREEL_MODEL", None)          # the default pack, as on a fresh clone
-            r = subprocess.run([MOONREEL, os.path.join(ROOT, "recipes", "t2v.lua"), "--seed", "1", "--out", out],
+            r = subprocess.run([MOONREEL, os.path.join(ROOT, "recipes", "t2v.lua")],
                                cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                timeout=600)
             self.assertEqual(r.returncode, 0, r.stderr)
-            m = re.search(r"wrote (\S+) \(([\d.]+) s", r.stdout)
+            m = re.search(r"wrote (t2v-(\d+)\.mp4) \(([\d.]+) s", r.stdout)
             self.assertIsNotNone(m, r.stdout)
-            self.assertEqual(m.group(1), out)
+            out = os.path.join(tmp, m.group(1))
+            self.assertEqual(sorted(os.listdir(tmp)), sorted([m.group(1), m.group(1) + ".json"]))
             print(f"quick start: {r.stdout.strip().splitlines()[0]}")
             frames = decode_mp4(out, self.defaults["width"], self.defaults["height"])
             self.assertEqual(len(frames), self.defaults["frames"])

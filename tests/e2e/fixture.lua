@@ -72,7 +72,16 @@ local function dit_config(json_path, z)
   local c = read_json(json_path).config
   c.in_dim = c.model_type == "i2v" and 2 * z + 4 or z
   c.out_dim = z
+  if c.vace_in_dim then c.vace_in_dim = 2 * z + 64 end
   return c
+end
+
+-- A VACE DiT's context embedding keeps, of its 96 input channels
+-- (inactive 16, reactive 16, mask 64), the first z of each latent and the mask.
+local function adapt_vace(t, z)
+  local w = t["vace_patch_embedding.weight"]
+  t["vace_patch_embedding.weight"] = mr.concat({w:slice(2, 1, z), w:slice(2, 17, 16 + z), w:slice(2, 33, 96)}, 2)
+  return t
 end
 
 local function t5_tensors(data, vocab)
@@ -197,6 +206,22 @@ function F.build(data, out)
   write(dir .. "/moonreel_pack.json", cjson.encode({name = "tiny-i2v", defaults = F.DEFAULTS,
     files = {clip = "clip.safetensors", clip_config = "clip.json"}}))
   packs.i2v = dir
+
+  -- vace: Wan 2.1 VACE DiT + 2.1 VAE (reference-to-video by VACE)
+  dir = out .. "/vace"
+  common(dir, data .. "/wan/wan21_vae_tiny.pth", "Wan2.1_VAE.pth")
+  local dit_vace = adapt_vace(adapt_dit(assert(mr.load(data .. "/wan/wan21_dit_vace_tiny.safetensors")), z21), z21)
+  assert(mr.save(dir .. "/diffusion_pytorch_model.safetensors", dit_vace))
+  write(dir .. "/config.json", cjson.encode(dit_config(data .. "/wan/wan21_dit_vace_tiny.json", z21)))
+  write(dir .. "/moonreel_pack.json", cjson.encode({name = "tiny-vace", defaults = F.DEFAULTS}))
+  packs.vace = dir
+
+  -- phantom: the ti2v pack's model taking references Phantom-style (per-token t)
+  dir = out .. "/phantom"
+  sh("cp -r " .. q(packs.ti2v) .. " " .. q(dir))
+  write(dir .. "/moonreel_pack.json", cjson.encode({name = "tiny-phantom", defaults = F.DEFAULTS,
+    references = {method = "phantom", max = 4, guide_img = 2.0, names = {"the first object", "the second object"}}}))
+  packs.phantom = dir
   return packs
 end
 

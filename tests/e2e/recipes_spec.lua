@@ -458,20 +458,31 @@ describe("recipes end to end", function()
       -- values refused before anything loads (a missing model would be the error otherwise)
       local none = tmp .. "/no-model-here"
       for _, c in ipairs({{"--weights", "f8", "%-%-weights f8: must be f32, f16, bf16"},
-                          {"--fit", "weird", "%-%-fit weird: must be crop, pad, stretch"},
-                          {"--pad-color", "red", "%-%-pad%-color red: must be #rrggbb"},
+                          {"--fit", "weird", "%-%-fit weird: must be crop, pad, stretch", "ti2v"},
+                          {"--pad-color", "red", "%-%-pad%-color red: must be #rrggbb", "ti2v"},
+                          {"--fit", "pad", "unknown flag %-%-fit"},
                           {"--crf", "99", "%-%-crf 99: must be an integer 0 .. 51"},
                           {"--quality", "200", "%-%-quality 200: must be a number 0 .. 100"},
                           {"--frames", "100001", "%-%-frames 100001: must be an integer 1 .. 4097"},
+                          {"--ref-fit", "x", "%-%-ref%-fit x: must be pad, crop or keep", "r2v"},
+                          {"--vace-start", "2", "%-%-vace%-start 2: must be a number 0 .. 1", "r2v"},
                           {"--steps", "0", "%-%-steps 0"}, {"--sampler", "ddim", "%-%-sampler ddim"}}) do
-        expect_error("t2v", {"--model", none, "--prompt", "x", c[1], c[2]}, c[3])
-        local code = run("t2v", {"--model", none, "--prompt", "x", c[1], c[2]})
+        local recipe = c[4] or "t2v"
+        local extra = recipe == "ti2v" and {"--image", "photo.png"} or
+          recipe == "r2v" and {"--ref", DATA .. "/tokenizer/unigram.model"} or {}
+        local flags = {"--model", none, "--prompt", "x", c[1], c[2], table.unpack(extra)}
+        expect_error(recipe, flags, c[3])
+        local code = run(recipe, flags)
         assert.are.equal(2, code) -- a bad command line, as docs/cli.md says
       end
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "a red \xff ball"}, "prompt is not valid UTF%-8 %(byte 7%)")
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--negative", "\xc3"}, "negative is not valid UTF%-8 %(byte 1%)")
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--guidance_scale", "5"}, "unknown flag %-%-guidance_scale")
-      expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--pad_color", "#ff0000"}, "flags use dashes %(%-%-pad%-color%)")
+      expect_error("ti2v", {"--model", packs.t2v, "--prompt", "x", "--pad_color", "#ff0000"}, "flags use dashes %(%-%-pad%-color%)")
+      -- from Lua, an option a mode does not take raises rather than being ignored
+      local ok, err = pcall(mr.recipe.t2v, {model = none, prompt = "x", num_inference_steps = 2})
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find("t2v: unknown option 'num_inference_steps'", 1, true), err)
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--lora", tmp .. "/none.safetensors"},
         "%-%-lora: cannot read '.*none%.safetensors'")
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "x", "--lora", DATA .. "/wan/t5_encoder_tiny.safetensors"},

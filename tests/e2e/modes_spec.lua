@@ -236,6 +236,26 @@ describe("recipe modes", function()
     assert.is_true(max_abs(held.frames, faded.frames) > 1e-4) -- the image was let go
   end)
 
+  it("the step cache hook reuses the last velocity where the latent changed little", function()
+    local pack <close> = mr.pack.load(packs.t2v)
+    local base = mr.recipe.t2v(opts{pack = pack, prompt = "a red ball", seed = 8, steps = 6})
+    -- threshold 0: every step runs the DiT, bit for bit the run without the hook
+    local none = mr.recipe.t2v(opts{pack = pack, prompt = "a red ball", seed = 8, steps = 6,
+                                    on_step = mr.recipe.step_cache{threshold = 0}})
+    assert.is_nil(none.params.steps_reused)
+    assert.are.equal(0, max_abs(base.frames, none.frames))
+    -- a large threshold: every step but the first and the last reuses
+    local all = mr.recipe.t2v(opts{pack = pack, prompt = "a red ball", seed = 8, steps = 6,
+                                   on_step = mr.recipe.step_cache{threshold = 1e9}})
+    assert.are.equal(4, all.params.steps_reused)
+    assert.is_true(max_abs(base.frames, all.frames) > 1e-4)
+    -- a hook chained behind it still runs and can stop the run
+    local ok, err = pcall(mr.recipe.t2v, opts{pack = pack, prompt = "a red ball", seed = 8, steps = 6,
+      on_step = mr.recipe.step_cache{threshold = 1e9, then_ = function(step) return step.index < 3 end}})
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("stopped by on_step at step 3", 1, true), err)
+  end)
+
   describe("errors: one line, exit non-zero, nothing written", function()
     local function expect(recipe, flags, pattern, code_want)
       local before = ls(tmp .. "/out")

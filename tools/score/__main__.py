@@ -5,7 +5,13 @@
 - VAE: PSNR of encode -> decode on held-out clips (never seen in training);
 - T2V: the semantic checker on n prompt/seed pairs drawn from the world
   (colour, shape and motion must all match the prompt);
-- TI2V: first-frame PSNR against the given image, and the checker on the clip.
+- TI2V: first-frame PSNR against the given image, and the checker on the clip
+  (--ti2v-varied: also on images off the world's exact shades and sizes);
+- R2V (packs that take references): --r2v n two-object cases named only by
+  reference ("the first object moving right and the second object ..."), each
+  object followed by its reference's colour and judged on its shape and the
+  prompt's motion for it; --r2v-swapped runs them again with the references in
+  the other order, where the objects must swap.
 Generation runs in the moonreel CLI (tools/score/jobs.lua) with the pack's own
 defaults, so this measures what a user gets. --gate exits non-zero below the
 figures of issue 5 (VAE >= 30 dB, checker >= 90 %, TI2V first frame >= 25 dB and
@@ -31,12 +37,29 @@ import time
 import numpy as np
 
 from ..tinyworld import canonical_caption, sample_clip
-from ..tinyworld.checker import check
-from ..tinyworld.evalset import holdout_clip, prompt_seed_pairs
+from ..tinyworld.captions import ref_caption
+from ..tinyworld.checker import check, check_objects
+from ..tinyworld.evalset import holdout_clip, prompt_seed_pairs, r2v_cases, varied_ti2v_cases
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # TI2V is held to the T2V checker figure too: the motion must follow the prompt.
-GATES = {"vae_psnr": 30.0, "t2v_pass": 0.90, "ti2v_psnr": 25.0, "ti2v_pass": 0.90}
+GATES = {"vae_psnr": 30.0, "t2v_pass": 0.90, "ti2v_psnr": 25.0, "ti2v_pass": 0.90, "ti2v_varied_psnr": 25.0,
+         "ti2v_varied_pass": 0.90, "r2v_pass": 0.90, "r2v_swapped_pass": 0.90}
+
+
+def write_png(path: str, img: np.ndarray) -> None:
+    """uint8 [H, W, 3] as an 8-bit RGB PNG (zlib, no filter): the references go to the
+    engine as files, as a user's do."""
+    import struct
+    import zlib
+    h, w, _ = img.shape
+    raw = b"".join(b"\x00" + img[i].tobytes() for i in range(h))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -52,6 +75,11 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=40, help="T2V prompt/seed pairs")
     ap.add_argument("--ti2v", type=int, default=8, help="TI2V pairs")
     ap.add_argument("--vae", type=int, default=16, help="held-out clips for the VAE")
+    ap.add_argument("--ti2v-varied", type=int, default=0, help="TI2V pairs from the varied world")
+    ap.add_argument("--r2v", type=int, default=0, help="two-reference cases (packs that take references)")
+    ap.add_argument("--step-cache", type=float, default=None, metavar="THRESHOLD",
+                    help="generate with mr.recipe.step_cache{threshold = THRESHOLD} (reused steps are counted)")
+    ap.add_argument("--r2v-swapped", type=int, default=None, help="of those, run again swapped (default: all)")
     ap.add_argument("--seed", type=int, default=0, help="the training seed (held-out and pair streams)")
     ap.add_argument("--weights", default="f32")
     ap.add_argument("--gate", action="store_true", help="exit 1 below the issue's figures")
@@ -105,8 +133,32 @@ def _score(a, frames: int, size: int, tmp: str, reference: dict) -> int:
         jobs.append({"kind": "ti2v", "prompt": prompt, "seed": str(sd), "image": src, "shape": list(first.shape),
                      "out": src + ".out"})
         checks.append(("ti2v", prompt, first))
+    for spec, clip, sd in varied_ti2v_cases(a.seed, a.ti2v_varied, frames, size):
+        first = np.ascontiguousarray(clip.as_float()[:, 0])
+        src = os.path.join(tmp, f"ti2vv{len(jobs)}.in")
+        first.tofile(src)
+        prompt = canonical_caption(spec)
+        jobs.append({"kind": "ti2v", "prompt": prompt, "seed": str(sd), "image": src, "shape": list(first.shape),
+                     "out": src + ".out"})
+        checks.append(("ti2v_varied", prompt, first))
+    n_swap = a.r2v if a.r2v_swapped is None else min(a.r2v_swapped, a.r2v)
+    for i, (spec, refs, sd) in enumerate(r2v_cases(a.seed, a.r2v, size)):
+        prompt = ref_caption(None, spec)
+        files = []
+        for k, img in enumerate(refs):
+            files.append(os.path.join(tmp, f"r2v{len(jobs)}_{k}.png"))
+            write_png(files[-1], img)
+        for swapped in ((False, True) if i < n_swap else (False,)):
+            order = [1, 0] if swapped else [0, 1]
+            out = os.path.join(tmp, f"r2v{len(jobs)}.out")
+            jobs.append({"kind": "r2v", "prompt": prompt, "seed": str(sd), "refs": [files[j] for j in order],
+                         "out": out})
+            # the n-th object named in the prompt is the n-th reference's, with the n-th motion
+            exp = [{"colour": spec.objects[j].colour, "shape": spec.objects[j].shape, "motion": m.motion}
+                   for j, m in zip(order, spec.objects)]
+            checks.append(("r2v_swapped" if swapped else "r2v", prompt, exp))
     with open(os.path.join(tmp, "jobs.json"), "w") as f:
-        json.dump({"pack": a.pack, "weights": a.weights, "jobs": jobs}, f)
+        json.dump({"pack": a.pack, "weights": a.weights, "jobs": jobs, "step_cache": a.step_cache}, f)
 
     t0 = time.time()
     r = subprocess.run([a.moonreel, os.path.join(ROOT, "tools", "score", "jobs.lua"), os.path.join(tmp, "jobs.json")],
@@ -117,6 +169,7 @@ def _score(a, frames: int, size: int, tmp: str, reference: dict) -> int:
     print(r.stdout.strip())
 
     vae, t2v_ok, ti2v_psnr, ti2v_ok = [], 0, [], 0
+    ti2vv_psnr, ti2vv_ok, r2v_ok = [], 0, {"r2v": 0, "r2v_swapped": 0}
     attrs = {k: 0 for k in ("colour", "shape", "motion")}     # T2V matches per attribute
     held = {k: 0 for k in a.hold}                              # generated clips matching a --hold attribute
     for job, (kind, ref, extra) in zip(jobs, checks):
@@ -134,6 +187,19 @@ def _score(a, frames: int, size: int, tmp: str, reference: dict) -> int:
             if not res.ok:
                 f = res.found
                 print(f"  t2v miss: {ref!r} seed {extra}: found {f.colour}/{f.shape}/{f.motion}")
+        elif kind.startswith("r2v"):
+            res = check_objects(out, extra)
+            r2v_ok[kind] += res.ok
+            if not res.ok:
+                print(f"  {kind} miss: {ref!r} refs {[(e['colour'], e['shape']) for e in extra]} seed {job['seed']}: "
+                      + "; ".join(f"{f.colour}/{f.shape}/{f.motion}" for _, f, _ in res.objects))
+        elif kind == "ti2v_varied":
+            ti2vv_psnr.append(psnr(out[:, 0], extra))
+            res = check(out, ref)
+            ti2vv_ok += res.ok
+            if not res.ok:
+                f = res.found
+                print(f"  ti2v (varied) miss: {ref!r}: found {f.colour}/{f.shape}/{f.motion}")
         else:
             ti2v_psnr.append(psnr(out[:, 0], extra))
             res = check(out, ref)
@@ -145,7 +211,11 @@ def _score(a, frames: int, size: int, tmp: str, reference: dict) -> int:
                 print(f"  ti2v miss: {ref!r}: found {f.colour}/{f.shape}/{f.motion}")
     m = {"vae_psnr": float(np.mean(vae)) if vae else None, "t2v_pass": t2v_ok / a.n if a.n else None,
          "ti2v_psnr": float(np.mean(ti2v_psnr)) if ti2v_psnr else None,
-         "ti2v_pass": ti2v_ok / a.ti2v if a.ti2v else None}
+         "ti2v_pass": ti2v_ok / a.ti2v if a.ti2v else None,
+         "ti2v_varied_psnr": float(np.mean(ti2vv_psnr)) if ti2vv_psnr else None,
+         "ti2v_varied_pass": ti2vv_ok / a.ti2v_varied if a.ti2v_varied else None,
+         "r2v_pass": r2v_ok["r2v"] / a.r2v if a.r2v else None,
+         "r2v_swapped_pass": r2v_ok["r2v_swapped"] / n_swap if a.r2v and n_swap else None}
     print(f"engine: {r.stdout.strip()}; {time.time() - t0:.0f} s in all")
     if m["vae_psnr"] is not None:
         print(f"VAE reconstruction PSNR on {a.vae} held-out clips: {m['vae_psnr']:.2f} dB (gate {GATES['vae_psnr']})")
@@ -154,14 +224,27 @@ def _score(a, frames: int, size: int, tmp: str, reference: dict) -> int:
     if m["ti2v_psnr"] is not None:
         print(f"TI2V first-frame PSNR: {m['ti2v_psnr']:.2f} dB (gate {GATES['ti2v_psnr']}); "
               f"checker {ti2v_ok}/{a.ti2v} = {100 * m['ti2v_pass']:.0f}% (gate {100 * GATES['ti2v_pass']:.0f}%)")
+    if m["ti2v_varied_psnr"] is not None:
+        print(f"TI2V on varied images: first-frame PSNR {m['ti2v_varied_psnr']:.2f} dB; checker "
+              f"{ti2vv_ok}/{a.ti2v_varied} = {100 * m['ti2v_varied_pass']:.0f}%")
+    if m["r2v_pass"] is not None:
+        print(f"R2V checker (two references): {r2v_ok['r2v']}/{a.r2v} = {100 * m['r2v_pass']:.0f}% "
+              f"(gate {100 * GATES['r2v_pass']:.0f}%)")
+    if m["r2v_swapped_pass"] is not None:
+        print(f"R2V with the references swapped, the objects swap: {r2v_ok['r2v_swapped']}/{n_swap} = "
+              f"{100 * m['r2v_swapped_pass']:.0f}%")
     if a.n:
         print("T2V checker by attribute: " + ", ".join(f"{k} {v}/{a.n}" for k, v in attrs.items()))
-    m.update(n_vae=a.vae, n_t2v=a.n, n_ti2v=a.ti2v, t2v_ok=t2v_ok, ti2v_ok=ti2v_ok, seconds=time.time() - t0,
+    m.update(n_vae=a.vae, n_t2v=a.n, n_ti2v=a.ti2v, t2v_ok=t2v_ok, ti2v_ok=ti2v_ok, n_r2v=a.r2v, n_r2v_swapped=n_swap,
+             n_ti2v_varied=a.ti2v_varied, seconds=time.time() - t0,
              t2v_attr={k: v / a.n for k, v in attrs.items()} if a.n else None)
     worst = _reference_diff(reference, {"vae_psnr": vae, "ti2v_first_frame_psnr": ti2v_psnr})
     if worst is not None:
         print(f"largest difference from the pack's PyTorch reference: {worst:.1e} dB (tolerance {a.reference_tol:g})")
         m["reference_max_diff_db"] = worst
+    reused = re.search(r"steps reused: (\d+) of (\d+)", r.stdout)
+    if reused:
+        m.update(steps_reused=int(reused.group(1)), steps_total=int(reused.group(2)))
     per_job = re.search(r"seconds per job: ([\d.]+) on (.+)", r.stdout)
     if per_job:
         m.update(seconds_per_job=float(per_job.group(1)), device=per_job.group(2).strip())

@@ -6,8 +6,10 @@
 -- JOBS.json: {"pack": DIR, "weights": "f32", "jobs": [
 --   {"kind": "t2v",  "prompt": ..., "seed": "7", "out": PATH},
 --   {"kind": "ti2v", "prompt": ..., "seed": "7", "image": RAW, "shape": [3, H, W], "out": PATH},
+--   {"kind": "r2v",  "prompt": ..., "seed": "7", "refs": [PNG, ...], "out": PATH},
 --   {"kind": "vae",  "video": RAW, "shape": [3, F, H, W], "out": PATH}]}
--- Generation settings not in a job are the pack's defaults.
+-- Generation settings not in a job are the pack's defaults. "step_cache": T
+-- generates with mr.recipe.step_cache{threshold = T}.
 local mr = require "moonreel"
 local cjson = require "cjson"
 
@@ -31,6 +33,7 @@ end
 local spec = cjson.decode(read(assert(arg[1], "usage: moonreel tools/score/jobs.lua JOBS.json")))
 local pack <close> = mr.pack.load(spec.pack, {weights = spec.weights})
 local t0 = mr.clock()
+local reused, steps = 0, 0
 for i, job in ipairs(spec.jobs) do
   if job.kind == "vae" then
     local video <close> = raw_tensor(job.video, job.shape)
@@ -39,8 +42,10 @@ for i, job in ipairs(spec.jobs) do
     write_raw(job.out, back)
   else
     local image = job.image and raw_tensor(job.image, job.shape) or nil
+    local hook = spec.step_cache ~= cjson.null and spec.step_cache and mr.recipe.step_cache{threshold = spec.step_cache}
     local r = mr.recipe.generate{pack = pack, mode = job.kind, prompt = job.prompt, seed = job.seed, image = image,
-                                 out = false, quiet = true}
+                                 ref = job.refs, out = false, quiet = true, on_step = hook or nil}
+    reused, steps = reused + (r.params.steps_reused or 0), steps + r.params.steps
     write_raw(job.out, r.frames)
     r.frames:close()
     if image then image:close() end
@@ -49,3 +54,4 @@ for i, job in ipairs(spec.jobs) do
 end
 io.stderr:write("\n")
 print(string.format("seconds per job: %.2f on %s", (mr.clock() - t0) / math.max(1, #spec.jobs), mr.device().name))
+if steps > 0 then print(string.format("steps reused: %d of %d", reused, steps)) end

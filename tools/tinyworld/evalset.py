@@ -8,7 +8,8 @@ from typing import List, Tuple
 
 import numpy as np
 
-from .world import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, Clip, ClipSpec, clip_for_index
+from .world import (BACKGROUNDS, COLOURS, MOTIONS, SHAPES, Clip, ClipSpec, clip_for_index, reference_image,
+                    sample_spec, sample_spec2, varied_clip)
 
 HOLDOUT_OFFSET = 1_000_003      # held-out clips use seed + this: never seen in training
 
@@ -24,3 +25,43 @@ def prompt_seed_pairs(seed: int, n: int) -> List[Tuple[ClipSpec, int]]:
     combos = [(s, c, m, b) for s in SHAPES for c in COLOURS for m in MOTIONS for b in BACKGROUNDS]
     pick = rng.permutation(len(combos))[:n]
     return [(ClipSpec.single(*combos[i]), int(rng.integers(1 << 31))) for i in pick]
+
+
+# How the reference images of the reference stage and of its evaluation are drawn: the
+# object's half side as a fraction of the image, and its centre's offset in pixels.
+REF_HALF = (0.2, 0.38)
+REF_OFFSET = 4.0
+
+
+def reference_images(rng: np.random.Generator, spec: ClipSpec, size: int = 64, half_range=REF_HALF,
+                     offset: float = REF_OFFSET) -> List[np.ndarray]:
+    """Each object's reference image: alone, still, on the reference canvas, at a drawn size
+    and a small offset, in the clip's own shade (uint8 [size, size, 3])."""
+    out = []
+    for o in spec.objects:
+        half = float(rng.uniform(*half_range))
+        off = tuple(float(v) for v in rng.uniform(-offset, offset, 2))
+        out.append(reference_image(o, None, size, half, off))
+    return out
+
+
+def r2v_cases(seed: int, n: int, size: int = 64):
+    """n two-object reference cases (varied spec, its two reference images, a sampling seed),
+    from a stream never used in training (seed + HOLDOUT_OFFSET)."""
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([seed + HOLDOUT_OFFSET, 9, i])
+        clip = varied_clip(rng, sample_spec2(rng), size=size)
+        out.append((clip.spec, reference_images(rng, clip.spec, size), int(rng.integers(1 << 31))))
+    return out
+
+
+def varied_ti2v_cases(seed: int, n: int, frames: int = 17, size: int = 64):
+    """n one-object clips of the varied world (shades and sizes off the palette's), for TI2V:
+    (spec, clip, sampling seed), from a held-out stream."""
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([seed + HOLDOUT_OFFSET, 10, i])
+        clip = varied_clip(rng, sample_spec(rng), frames, size)
+        out.append((clip.spec, clip, int(rng.integers(1 << 31))))
+    return out

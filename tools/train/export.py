@@ -191,8 +191,11 @@ def export_refs_pack(src: str, out: str, dit, t5, spiece_path: str, rc, metrics:
     with open(os.path.join(tmp, "moonreel_pack.json")) as f:
         info = json.load(f)
     import dataclasses
-    info["references"] = {"method": "phantom", "max": rc.max_refs, "canvas": "#ffffff",
-                          "guide_img": rc.guide_img, "guide_text": rc.guide_text}
+    # as many references as the stage taught (its captions name two), each named as they do
+    from ..tinyworld.captions import REF_NAMES
+    info["references"] = {"method": "phantom", "max": len(REF_NAMES), "canvas": "#ffffff",
+                          "guide_img": rc.guide_img, "guide_text": rc.guide_text,
+                          "names": [n[0] for n in REF_NAMES]}
     info["refs_stage"] = {"config": dataclasses.asdict(rc), "metrics": metrics}
     info["metrics"].update(metrics)
     info["config"]["dit"]["text_len"] = dit.text_len

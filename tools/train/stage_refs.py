@@ -38,7 +38,8 @@ import torch
 
 from ..tinyworld import ClipSpec, canonical_caption, sample_caption, sample_spec
 from ..tinyworld.captions import all_caption_texts, ref_caption, sample_caption2
-from ..tinyworld.world import reference_image, sample_spec2, varied_clip
+from ..tinyworld.evalset import r2v_cases, reference_images
+from ..tinyworld.world import sample_spec2, varied_clip
 from . import ckpt
 from .data import Tokenizer, clips_tensor, encode_text, train_sentencepiece
 from .stage_dit import EMA, shift_sigma
@@ -64,7 +65,7 @@ class RefsConfig:
     # The retrained tokenizer splits the new words into short pieces: the longest caption
     # is 53 tokens, so the context grows from 32 rows to 64 (no weight depends on it).
     text_len: int = 64
-    max_refs: int = 4                 # references a pack of this stage accepts (Phantom's limit)
+    max_refs: int = 4                 # unused: the pack takes as many as its captions name (export)
     # guidance the pack recommends (Phantom: 5 for the images, 7.5 for the text)
     guide_img: float = 3.0
     guide_text: float = 5.0
@@ -75,23 +76,12 @@ class RefsConfig:
 
 # --------------------------------------------------------------------------- data
 
-def ref_images(rng: np.random.Generator, spec: ClipSpec, size: int, rc: "RefsConfig") -> List[np.ndarray]:
-    """Each object's reference: alone, still, on the reference canvas, at a drawn size and
-    a small offset, in the clip's own shade."""
-    out = []
-    for o in spec.objects:
-        half = float(rng.uniform(*rc.ref_half))
-        off = tuple(float(v) for v in rng.uniform(-rc.ref_offset, rc.ref_offset, 2))
-        out.append(reference_image(o, None, size, half, off))
-    return out
-
-
 def cache_item(rc: "RefsConfig", i: int, frames: int, size: int):
     """The i-th clip of the cache (deterministic): (spec, clip, reference images)."""
     rng = np.random.default_rng([rc.seed, 7, i])
     spec = sample_spec2(rng) if rng.random() < rc.p_two else sample_spec(rng)
     clip = varied_clip(rng, spec, frames, size)
-    return clip.spec, clip, ref_images(rng, clip.spec, size, rc)
+    return clip.spec, clip, reference_images(rng, clip.spec, size, rc.ref_half, rc.ref_offset)
 
 
 def images_tensor(imgs: List[np.ndarray]) -> torch.Tensor:
@@ -302,18 +292,6 @@ def sample_refs(dit, t5, tok, prompts, ref_lat: Optional[torch.Tensor], shape, s
     return x
 
 
-def r2v_pairs(rc: RefsConfig, n: int):
-    """n two-object evaluation cases (spec, reference images, sampling seed), from a stream
-    never used in training."""
-    out = []
-    for i in range(n):
-        rng = np.random.default_rng([rc.seed + 1_000_003, 9, i])
-        spec = sample_spec2(rng)
-        clip = varied_clip(rng, spec)
-        out.append((clip.spec, ref_images(rng, clip.spec, 64, rc), int(rng.integers(1 << 31))))
-    return out
-
-
 @torch.no_grad()
 def eval_r2v(rc: RefsConfig, vae, dit, t5, tok, n: int, log=print, swap: bool = False) -> float:
     """Fraction of n cases whose two objects both show their reference's colour and shape
@@ -321,7 +299,7 @@ def eval_r2v(rc: RefsConfig, vae, dit, t5, tok, n: int, log=print, swap: bool = 
     other order (the prompt unchanged), so the objects must swap."""
     from ..tinyworld.checker import check_objects
     ok = 0
-    for spec, imgs, sd in r2v_pairs(rc, n):
+    for spec, imgs, sd in r2v_cases(rc.seed, n):
         order = [1, 0] if swap else [0, 1]
         z = vae.encode(images_tensor([imgs[j] for j in order]), chunked=True)[:, :, 0]   # [2, 16, h, w]
         prompt = ref_caption(None, spec)

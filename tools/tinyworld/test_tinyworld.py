@@ -188,3 +188,88 @@ class TestChecker(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestVariedWorld(unittest.TestCase):
+    """The world the reference stage trains on: shades, sizes, two objects, references."""
+
+    def test_varied_shades_and_sizes_stay_in_range(self):
+        from tools.tinyworld.world import (BACKGROUND_RANGES, COLOUR_JITTER, SCALE_RANGE, sample_spec2,
+                                           varied_clip)
+        rng = np.random.default_rng(5)
+        grays = set()
+        for i in range(60):
+            clip = varied_clip(rng, sample_spec2(rng) if i % 2 else sample_spec(rng))
+            bg = clip.spec.bg_rgb
+            for c, (lo, hi) in zip(bg, BACKGROUND_RANGES[clip.spec.background]):
+                self.assertTrue(lo <= c <= hi, (clip.spec.background, bg))
+            if clip.spec.background == "gray":
+                grays.add(bg[0])
+            for o in clip.spec.objects:
+                self.assertLessEqual(max(abs(a - b) for a, b in zip(o.rgb, COLOURS[o.colour])), COLOUR_JITTER)
+                self.assertTrue(SCALE_RANGE[0] <= o.scale <= SCALE_RANGE[1])
+            # the corner pixel is the drawn background shade
+            np.testing.assert_array_equal(clip.frames[0, 0, 0], np.array(bg, np.uint8))
+        self.assertGreater(len(grays), 3)            # shades really vary
+
+    def test_two_objects_never_overlap_and_both_are_checked(self):
+        from tools.tinyworld.checker import check_objects
+        from tools.tinyworld.world import sample_spec2, varied_clip
+        ok = 0
+        for i in range(40):
+            rng = np.random.default_rng([21, i])
+            clip = varied_clip(rng, sample_spec2(rng))
+            a, b = clip.spec.objects
+            self.assertNotEqual(a.colour, b.colour)
+            ta, tb = clip.tracks
+            gap = (np.maximum(ta.hx, ta.hy) + np.maximum(tb.hx, tb.hy))
+            self.assertTrue(np.all((np.abs(ta.cx - tb.cx) >= gap) | (np.abs(ta.cy - tb.cy) >= gap)))
+            exp = [{"colour": o.colour, "shape": o.shape, "motion": o.motion} for o in clip.spec.objects]
+            ok += check_objects(clip.frames, exp).ok
+            # swapped expectations (each object given the other's shape and motion) mostly fail
+        self.assertGreaterEqual(ok, 38)
+
+    def test_check_objects_rejects_wrong_attributes(self):
+        from tools.tinyworld.checker import check_objects
+        from tools.tinyworld.world import sample_spec2, varied_clip
+        rejected = 0
+        for i in range(20):
+            rng = np.random.default_rng([22, i])
+            clip = varied_clip(rng, sample_spec2(rng))
+            a, b = clip.spec.objects
+            if a.motion == b.motion:
+                continue
+            # the motions swapped between the objects
+            exp = [{"colour": a.colour, "shape": a.shape, "motion": b.motion},
+                   {"colour": b.colour, "shape": b.shape, "motion": a.motion}]
+            rejected += not check_objects(clip.frames, exp).ok
+        self.assertGreaterEqual(rejected, 15)
+        with self.assertRaises(ValueError):
+            check_objects(clip.frames, [{"colour": "red"}, {"colour": "red"}])
+
+    def test_reference_canvas(self):
+        from tools.tinyworld.world import reference_canvas
+        red = reference_image(ObjectSpec("square", "red", "still"), None, 64, 0.25)
+        np.testing.assert_array_equal(red[0, 0], [255, 255, 255])
+        np.testing.assert_array_equal(red[32, 32], COLOURS["red"])
+        white = reference_image(ObjectSpec("circle", "white", "still"), None, 64, 0.25)
+        np.testing.assert_array_equal(white[0, 0], [0, 0, 0])
+        self.assertEqual(reference_canvas(ObjectSpec("circle", "white", "still")), (0, 0, 0))
+
+    def test_two_object_and_reference_captions_parse(self):
+        from tools.tinyworld.captions import parse_objects, ref_caption, sample_caption2
+        from tools.tinyworld.world import sample_spec2
+        rng = np.random.default_rng(9)
+        for _ in range(200):
+            spec = sample_spec2(rng)
+            got = parse_objects(sample_caption2(rng, spec))
+            self.assertEqual([(g["colour"], g["shape"], g["motion"]) for g in got],
+                             [(o.colour, o.shape, o.motion) for o in spec.objects])
+            got = parse_objects(ref_caption(rng, spec))
+            self.assertEqual([g["motion"] for g in got], [o.motion for o in spec.objects])
+            self.assertEqual([g["colour"] for g in got], [None, None])
+        self.assertEqual(ref_caption(None, ClipSpec.single("circle", "red", "up", "gray")),
+                         "the object moving up on a gray background")
+        texts = all_caption_texts(two_objects=True)
+        self.assertTrue(any(t.startswith("the first object") and " and the second object " in t for t in texts))
+        self.assertTrue(any(" and a " in t and t.startswith("a ") for t in texts))

@@ -253,3 +253,61 @@ class TestSchedule(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@unittest.skipIf(torch is None, "python3-torch / python3-sentencepiece missing (tools/setup_training.sh)")
+class TestRefsStage(unittest.TestCase):
+    """The reference stage's pieces (tools/train/stage_refs.py)."""
+
+    def setUp(self):
+        torch.set_num_threads(1)
+        self.tmp = tempfile.TemporaryDirectory()
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_token_timesteps_reference_frames_are_clean(self):
+        from tools.train.stage_refs import token_t
+        tt = token_t(torch.tensor([700.0, 300.0]), 5, 2, 4, torch.tensor([False, True]))
+        self.assertEqual(tt.shape, (2, 7 * 4))
+        self.assertTrue(bool((tt[0, :20] == 700).all()) and bool((tt[0, 20:] == 0).all()))
+        self.assertTrue(bool((tt[1, :4] == 0).all()) and bool((tt[1, 4:20] == 300).all()))
+
+    def test_retrained_tokenizer_keeps_the_rows_of_shared_pieces(self):
+        import sentencepiece as spm
+        from tools.train.data import train_sentencepiece
+        from tools.train.stage_dit import build_t5
+        from tools.train.config import TrainConfig
+        from tools.train.stage_refs import retrain_tokenizer
+        cfg = TrainConfig()
+        cfg.t5.dim = cfg.t5.dim_attn = 16
+        cfg.t5.dim_ffn = 24
+        old = os.path.join(self.tmp.name, "old.model")
+        new = os.path.join(self.tmp.name, "new.model")
+        train_sentencepiece(old, cfg.t5.vocab)
+        t5 = build_t5(cfg)
+        before = t5.token_embedding.weight.detach().clone()
+        figs = retrain_tokenizer(old, new, t5, cfg.t5.vocab)
+        a, b = spm.SentencePieceProcessor(model_file=old), spm.SentencePieceProcessor(model_file=new)
+        self.assertGreater(figs["kept"], 100)
+        after = t5.token_embedding.weight.detach()
+        for piece in ("\u2581red", "\u2581circle", "\u2581background"):
+            torch.testing.assert_close(after[b.piece_to_id(piece)], before[a.piece_to_id(piece)])
+        # "object" was letters and unknowns before; now it is spelled without <unk>
+        self.assertNotIn(b.unk_id(), b.encode("the first object moving up"))
+
+    def test_cache_items_are_deterministic_with_references_of_each_object(self):
+        from tools.train.stage_refs import RefsConfig, cache_item
+        rc = RefsConfig()
+        a = cache_item(rc, 17, 17, 64)
+        b = cache_item(rc, 17, 17, 64)
+        self.assertEqual(a[0], b[0])
+        self.assertEqual(len(a[2]), len(a[0].objects))
+        for x, y in zip(a[2], b[2]):
+            self.assertTrue((x == y).all())
+        # a reference shows its object in the clip's own shade on the white canvas
+        o = a[0].objects[0]
+        img = a[2][0]
+        if o.colour != "white":
+            self.assertEqual(tuple(img[0, 0]), (255, 255, 255))
+            self.assertTrue(((img == o.rgb).all(axis=-1)).sum() > 50)

@@ -70,6 +70,7 @@ void mrl_open_io(lua_State *L, int module);
 void mrl_open_models(lua_State *L, int module);
 void mrl_open_sample(lua_State *L, int module);
 void mrl_open_media(lua_State *L, int module);
+void mrl_open_redis(lua_State *L, int module);
 
 /* Runs an allocating engine call; on MR_EDEVMEM collects garbage (Lua may
    hold dead tensors it has not finalized yet) and tries once more. */

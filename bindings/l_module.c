@@ -525,6 +525,7 @@ int luaopen_moonreel(lua_State *L) {
   mrl_open_models(L, module);
   mrl_open_sample(L, module);
   mrl_open_media(L, module);
+  mrl_open_redis(L, module);
   open_embedded(L, module);
   lua_settop(L, module);
   return 1;

@@ -51,6 +51,17 @@ local function errors_of(doc)
   return errs
 end
 
+-- The JSON blocks of docs/templates.md that are templates.
+local function doc_templates()
+  local text = assert(H.read(SRC .. "/docs/templates.md"))
+  local out = {}
+  for block in text:gmatch("```json\n(.-)```") do
+    local v = T.decode_json(block)
+    if type(v) == "table" and v.schema then out[#out + 1] = v end
+  end
+  return out
+end
+
 describe("template validation", function()
   local cases = read_json(SRC .. "/tests/batch/template_cases.json")
 
@@ -75,7 +86,7 @@ describe("template validation", function()
     }, errors_of(doc))
   end)
 
-  it("accepts every example template", function()
+  it("accepts every example: the files and the templates in docs/templates.md", function()
     local files = {}
     for _, dir in ipairs{SRC .. "/docs/templates", SRC .. "/recipes/templates"} do
       for _, n in ipairs(assert(mr.listdir(dir))) do
@@ -87,6 +98,9 @@ describe("template validation", function()
       local tpl, errs = T.load(f)
       assert.is_table(tpl, f .. ": " .. table.concat(errs or {}, "; "))
     end
+    local blocks = doc_templates()
+    assert.is_true(#blocks >= 1)
+    for i, d in ipairs(blocks) do assert.are.same({}, errors_of(d), "docs/templates.md block " .. i) end
   end)
 
   it("names the file in each error of T.load, and refuses what is not a template before reading it all", function()

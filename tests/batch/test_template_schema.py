@@ -1,7 +1,7 @@
 """docs/template.schema.json against the examples and the validator's cases.
 
-Every example template (docs/templates/*.json, recipes/templates/*.json)
-must pass the
+Every example template (docs/templates/*.json, recipes/templates/*.json and
+the JSON blocks of docs/templates.md that are templates) must pass the
 schema; each case of template_cases.json that the validator rejects is
 rejected by the schema exactly when the case says "schema": true, so the
 list of what only the validator can tell (docs/templates.md) stays true.
@@ -57,6 +57,18 @@ def apply(base, patch):
     return merge_patch(base, expand(patch))
 
 
+def doc_templates():
+    """The JSON blocks of docs/templates.md holding a "schema" field."""
+    with open(os.path.join(SRC, "docs", "templates.md"), encoding="utf-8") as f:
+        text = f.read()
+    out = []
+    for block in re.findall(r"```json\n(.*?)```", text, re.S):
+        v = json.loads(block)
+        if isinstance(v, dict) and "schema" in v:
+            out.append(v)
+    return out
+
+
 class Schema(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -75,6 +87,11 @@ class Schema(unittest.TestCase):
         for f in files:
             with self.subTest(f):
                 self.assertEqual([], self.errors(load(f)))
+        blocks = doc_templates()
+        self.assertGreaterEqual(len(blocks), 1)
+        for i, d in enumerate(blocks):
+            with self.subTest(f"docs/templates.md block {i + 1}"):
+                self.assertEqual([], self.errors(d))
 
     def test_cases(self):
         base = self.cases["base"]

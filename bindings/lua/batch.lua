@@ -495,6 +495,15 @@ function M.open_report(path)
   return rep
 end
 
+-- Raises one line unless the report can be appended to (checked before any work).
+function Report:check_writable()
+  local ok, merr = mr.mkdir(dirname(self.path))
+  if not ok then error("--report: " .. merr, 0) end
+  local f, err = io.open(self.path, "ab")
+  if not f then error(string.format("--report: cannot append to '%s': %s", self.path, err), 0) end
+  f:close()
+end
+
 -- Appends one record as a single write of one line (O_APPEND: writers
 -- beside each other on a local disk never interleave within a line).
 function Report:append(rec)
@@ -820,6 +829,7 @@ function M.run_local(o)
   end
   local ok, merr = mr.mkdir(out_dir)
   if not ok then error("--out: " .. merr, 0) end
+  report:check_writable()
   -- what is done already
   local todo = {}
   local bar = progress(#prepared, o.quiet)

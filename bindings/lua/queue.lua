@@ -161,6 +161,7 @@ function M.work_main(o)
   local c <close> = connect(u)
   ensure_group(c, u, group)
   local report = B.open_report(o.report or B.join(o.out, "report.jsonl"))
+  report:check_writable()
   local templates = B.templates()
   local runner = B.runner(o)
   local say = o.quiet and function() end or function(fmt, ...) io.stderr:write(string.format(fmt, ...), "\n") end

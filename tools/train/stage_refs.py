@@ -369,6 +369,17 @@ def main(argv=None) -> int:
         raise SystemExit(f"captions of {longest} tokens do not fit text_len {dit.text_len}")
     log(f"tokenizer: {figs['pieces']} pieces, {figs['kept']} rows kept; longest caption {longest} tokens")
 
+    done_path = os.path.join(a.out, "refs_done.pt")
+    done = ckpt.load(done_path)
+    if done is not None:                      # a finished run: its EMA weights and figures
+        dit.load_state_dict(done["dit"])
+        t5.load_state_dict(done["t5"])
+        log("refs metrics " + json.dumps(done["metrics"]))
+        if a.export:
+            from .export import export_refs_pack
+            export_refs_pack(a.pack, a.export, dit.eval(), t5.eval(), new_spiece, rc, done["metrics"])
+            log(f"wrote {a.export}")
+        return 0
     cache = build_cache(rc, vae, frames, size, os.path.join(a.out, "refs_cache.pt"), log)
     log(f"refs cache: {len(cache['specs'])} clips in {cache['seconds']:.0f}s")
     r = train_refs(rc, dit, t5, tok, cache, a.out, log)
@@ -381,8 +392,7 @@ def main(argv=None) -> int:
     metrics["r2v_swapped_checker_pass"] = eval_r2v(rc, vae, dit_e, t5_e, tok, max(a.eval // 2, 1), log, swap=True)
     metrics["refs_eval_seconds"] = time.time() - t0
     log("refs metrics " + json.dumps(metrics))
-    torch.save({"dit": dit_e.state_dict(), "t5": t5_e.state_dict(), "metrics": metrics},
-               os.path.join(a.out, "refs_done.pt"))
+    ckpt.save({"dit": dit_e.state_dict(), "t5": t5_e.state_dict(), "metrics": metrics}, done_path)
     if a.export:
         from .export import export_refs_pack
         export_refs_pack(a.pack, a.export, dit_e, t5_e, new_spiece, rc, metrics)

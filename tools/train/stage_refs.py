@@ -185,20 +185,12 @@ def train_refs(rc: RefsConfig, dit, t5, tok: Tokenizer, cache: dict, out_dir: st
     step, seconds = 0, 0.0
     st = ckpt.load(path)
     if st is not None:
-        dit.load_state_dict(st["dit"])
-        t5.load_state_dict(st["t5"])
-        for s, sd in zip(ema.shadow, st["ema"]):
-            s.load_state_dict(sd)
-        opt.load_state_dict(st["opt"])
-        ckpt.rng_restore(st["rng"], rng, gen)
-        step, seconds = st["step"], st["seconds"]
+        step, seconds = ckpt.dit_restore(st, dit, t5, ema, opt, rng, gen)
         log(f"refs: resumed at step {step}")
     t0 = time.time()
 
     def save():
-        ckpt.save({"dit": dit.state_dict(), "t5": t5.state_dict(), "ema": [s.state_dict() for s in ema.shadow],
-                   "opt": opt.state_dict(), "rng": ckpt.rng_state(rng, gen), "step": step,
-                   "seconds": seconds + time.time() - t0}, path)
+        ckpt.save(ckpt.dit_state(dit, t5, ema, opt, rng, gen, step, seconds + time.time() - t0), path)
 
     _, _, F, H, W = lat.shape
     hw = (H // dit.patch_size[1]) * (W // dit.patch_size[2])
@@ -345,13 +337,7 @@ def main(argv=None) -> int:
         json.dump(dataclasses.asdict(rc), f, indent=1)
     torch.set_num_threads(rc.threads)
     torch.manual_seed(rc.seed)
-    logf = open(os.path.join(a.out, "train.log"), "a")
-
-    def log(msg):
-        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-        print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+    log = ckpt.logger(a.out)
 
     dit, vae, t5, spiece = load_pack(a.pack)
     with open(os.path.join(a.pack, "moonreel_pack.json")) as f:

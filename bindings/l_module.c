@@ -1,5 +1,6 @@
 /* The moonreel Lua module: luaopen_moonreel, the per-state context, device
    queries and the GC-pressure accounting that lets Lua's collector see VRAM. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -325,6 +326,15 @@ static int l_sha256(lua_State *L) {
   return 1;
 }
 
+/* mr.sleep(seconds): waits without spinning (mr.repl.show paces frames with it). */
+static int l_sleep(lua_State *L) {
+  lua_Number s = luaL_checknumber(L, 1);
+  luaL_argcheck(L, s >= 0 && s <= 86400, 1, "seconds must be 0 .. 86400");
+  struct timespec ts = {(time_t)s, (long)((s - (lua_Number)(time_t)s) * 1e9)};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+  return 0;
+}
+
 /* mr.clock() -> seconds on a monotonic wall clock (os.clock is CPU time,
    which a multi-threaded device driver makes run faster than the wall). */
 static int l_clock(lua_State *L) {
@@ -337,7 +347,7 @@ static int l_clock(lua_State *L) {
 static const luaL_Reg module_funcs[] = {
   {"device", l_device}, {"devices", l_devices}, {"sync", l_sync}, {"interrupt", l_interrupt},
   {"profile", l_profile}, {"memory", l_memory}, {"trim", l_trim}, {"sha256", l_sha256}, {"gc_threshold", l_gc_threshold},
-  {"is_terminal", l_is_terminal}, {"clock", l_clock},
+  {"is_terminal", l_is_terminal}, {"clock", l_clock}, {"sleep", l_sleep},
   {NULL, NULL}};
 
 /* The embedded pure-Lua modules (generated from the files in bindings/lua). */
@@ -360,6 +370,13 @@ static int load_embedded(lua_State *L) {
 static int module_index(lua_State *L) {
   if (lua_type(L, 2) != LUA_TSTRING) return 0;
   const char *key = lua_tostring(L, 2);
+  if (strcmp(key, "show") == 0) { /* mr.show(video): mr.repl.show */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "moonreel.repl");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "show");
+    return 1;
+  }
   for (const struct mrl_lua_chunk *c = mrl_lua_chunks; c->name; c++) {
     if (strcmp(c->name + sizeof "moonreel." - 1, key) != 0) continue;
     lua_getglobal(L, "require");

@@ -12,6 +12,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <limits.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -297,6 +298,63 @@ static void preload_module(lua_State *L) {
 static bool use_readline = false;
 static char history_path[PATH_MAX];
 
+#ifdef MR_HAVE_READLINE
+static sigjmp_buf prompt_jmp;
+static volatile sig_atomic_t at_prompt = 0;
+
+static void on_sigint_prompt(int sig) {
+  (void)sig;
+  if (at_prompt) siglongjmp(prompt_jmp, 1);
+}
+
+/* Tab: the names mr.repl.complete gives for the expression before the cursor
+   (globals, fields after '.', methods after ':'). */
+static lua_State *complete_state = NULL;
+
+static char *complete_next(const char *text, int state) {
+  (void)text;
+  lua_State *L = complete_state;
+  if (!L) return NULL;
+  /* the list is made on state 0 and kept in the registry until the last one */
+  if (state == 0) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "moonreel.repl");
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+      lua_pop(L, 1);
+      return NULL;
+    }
+    lua_getfield(L, -1, "complete");
+    lua_remove(L, -2);
+    lua_pushlstring(L, rl_line_buffer, (size_t)rl_point);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_istable(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushnil(L);
+    }
+    lua_setfield(L, LUA_REGISTRYINDEX, "moonreel.completions");
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, "moonreel.completions");
+  char *out = NULL;
+  if (lua_istable(L, -1)) {
+    lua_rawgeti(L, -1, state + 1);
+    /* the word readline replaces is the whole expression ('.' and ':' do not
+       break words), so a completion is the expression completed */
+    const char *c = lua_tostring(L, -1);
+    if (c) out = strdup(c);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return out;
+}
+
+static char **complete(const char *text, int start, int end) {
+  (void)start;
+  (void)end;
+  rl_attempted_completion_over = 1; /* no file names */
+  rl_completion_append_character = '\0'; /* "mr.recipe" may go on with "." */
+  return rl_completion_matches(text, complete_next);
+}
+#endif
+
 static const char *get_prompt(lua_State *L, int first) {
   if (lua_getglobal(L, first ? "_PROMPT" : "_PROMPT2") == LUA_TNIL) {
     lua_pop(L, 1);
@@ -315,7 +373,19 @@ static int read_line(lua_State *L, int first) {
   size_t len = 0;
 #ifdef MR_HAVE_READLINE
   if (use_readline) {
+    /* Ctrl-C at the prompt abandons the line being typed and gives a fresh
+       prompt (readline restores the terminal, then calls our handler) */
+    if (sigsetjmp(prompt_jmp, 1)) {
+      rl_free_line_state();
+      rl_reset_after_signal();
+      fputs("^C\n", stdout);
+      fflush(stdout);
+    }
+    signal(SIGINT, on_sigint_prompt);
+    at_prompt = 1;
     line = readline(prompt);
+    at_prompt = 0;
+    signal(SIGINT, SIG_DFL);
   } else
 #endif
   {
@@ -341,7 +411,10 @@ static void save_line(lua_State *L, int idx) {
 #ifdef MR_HAVE_READLINE
   size_t len;
   const char *line = lua_tolstring(L, idx, &len);
-  if (use_readline && len > 0) add_history(line);
+  if (use_readline && len > 0) {
+    add_history(line);
+    if (history_path[0]) write_history(history_path); /* kept even if the process dies */
+  }
 #else
   (void)L;
   (void)idx;
@@ -402,11 +475,22 @@ static int load_line(lua_State *L) {
   return status;
 }
 
+/* Results print through mr.repl.print (tables nested, tensors with shape and
+   values, objects with their configuration); the global print if that fails
+   to load. */
 static void print_results(lua_State *L) {
   int n = lua_gettop(L);
   if (n == 0) return;
   luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
-  lua_getglobal(L, "print");
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "moonreel.repl");
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+    lua_getfield(L, -1, "print");
+    lua_remove(L, -2);
+  } else {
+    lua_pop(L, 1);
+    lua_getglobal(L, "print");
+  }
   lua_insert(L, 1);
   if (lua_pcall(L, n, 0, 0) != LUA_OK)
     print_message(lua_pushfstring(L, "error calling 'print' (%s)", lua_tostring(L, -1)));
@@ -419,6 +503,9 @@ static void repl(lua_State *L) {
   use_readline = isatty(STDIN_FILENO);
   if (use_readline) {
     rl_readline_name = "moonreel";
+    complete_state = L;
+    rl_attempted_completion_function = complete;
+    rl_basic_word_break_characters = " \t\n\"'`@$><=;|&{(,+-*/%^#~[]"; /* '.' and ':' stay in a word */
     const char *home = getenv("HOME");
     if (home && *home) {
       snprintf(history_path, sizeof history_path, "%s/.moonreel_history", home);
@@ -432,6 +519,9 @@ static void repl(lua_State *L) {
   lua_pushliteral(L, "moonreel");
   if (lua_pcall(L, 1, 1, 0) == LUA_OK) lua_setglobal(L, "mr");
   else lua_pop(L, 1);
+  /* help(x): the documentation of a function or object (mr.repl.help) */
+  (void)luaL_dostring(L, "help = function(x) local r = require 'moonreel.repl' local s, err = r.help(x) "
+                         "print(s or err) end");
 
   int status;
   while ((status = load_line(L)) != -1) {

@@ -147,6 +147,9 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
             f"| evaluation (PyTorch, two-reference cases and swapped) | | {_dur(rm.get('refs_eval_seconds'))} |",
             "",
         ]
+        for before, count in rc.get("extended", []):
+            lines += [f"The reference stage's cosine learning-rate schedule ran towards {count:,} steps until step "
+                      f"{before:,}, where its length was changed (recorded in its configuration).", ""]
     for key, what in (("vae_img_extended", "VAE image phase"), ("vae_extended", "VAE window phase"), ("vae_long_extended", "VAE whole-clip phase"),
                       ("dit_extended", "DiT stage"), ("vae_dec_extended", "VAE decoder phase")):
         for before, count in cfg.get(key, []):

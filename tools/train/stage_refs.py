@@ -42,6 +42,7 @@ from ..tinyworld.evalset import r2v_cases, reference_images
 from ..tinyworld.world import sample_spec2, varied_clip
 from . import ckpt
 from .data import Tokenizer, clips_tensor, encode_text, train_sentencepiece
+from .config import cosine_horizon
 from .stage_dit import EMA, shift_sigma
 
 
@@ -69,6 +70,9 @@ class RefsConfig:
     # guidance the pack recommends (Phantom: 5 for the images, 7.5 for the text)
     guide_img: float = 3.0
     guide_text: float = 5.0
+    # (before step, count) pairs: the steps before `before` ran towards `count` (a run
+    # whose --steps changed while it ran; config.cosine_horizon)
+    extended: list = dataclasses.field(default_factory=list)
     ckpt_every_s: float = 300.0
     threads: int = 2
     bf16: bool = True
@@ -198,7 +202,7 @@ def train_refs(rc: RefsConfig, dit, t5, tok: Tokenizer, cache: dict, out_dir: st
     dit.train()
     t5.train()
     while step < rc.steps:
-        frac = step / rc.steps
+        frac = step / cosine_horizon(step, rc.steps, rc.extended)
         lr = rc.lr * min(1.0, (step + 1) / rc.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -329,9 +333,24 @@ def main(argv=None) -> int:
     os.makedirs(a.out, exist_ok=True)
     cfg_path = os.path.join(a.out, "refs_config.json")
     if os.path.exists(cfg_path):
+        # Resuming: the run's own settings. --steps may change while the stage is
+        # unfinished: the steps already taken ran towards the old count, recorded in
+        # `extended` (as tools/train/train.py does), so the config reproduces the run.
         with open(cfg_path) as f:
             old = json.load(f)
-        if old != json.loads(json.dumps(dataclasses.asdict(rc))):
+        rc.extended = [tuple(e) for e in old.get("extended", [])]
+        if a.steps is None:
+            rc.steps = old["steps"]
+        elif a.steps != old["steps"]:
+            if os.path.exists(os.path.join(a.out, "refs_done.pt")):
+                raise SystemExit(f"{cfg_path}: the stage is finished; its step count stays {old['steps']}")
+            st = ckpt.load(os.path.join(a.out, "refs_ckpt.pt"))
+            at = st["step"] if st is not None else 0
+            if at > 0:
+                rc.extended.append((at, old["steps"]))
+        new = json.loads(json.dumps(dataclasses.asdict(rc)))
+        free = ("steps", "extended")
+        if {k: v for k, v in old.items() if k not in free} != {k: v for k, v in new.items() if k not in free}:
             raise SystemExit(f"{cfg_path}: an earlier run with other settings is in {a.out}")
     with open(cfg_path, "w") as f:
         json.dump(dataclasses.asdict(rc), f, indent=1)

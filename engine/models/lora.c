@@ -347,10 +347,11 @@ static mr_status add_module(mr_lora *l, const mr_weights *w, const module *m, co
       *matched = true;
       lora_entry e = {.param = p, .kind = E_DELTA, .scale = 1.0f};
       if ((st = upload(ctx, w, m->key[P_DIFF_B], &e.a)) != MR_OK) return st;
-      if (mr_tensor_numel(e.a) != P->p[p].shape[0]) {
-        mr_tensor_free(e.a);
+      int64_t values = mr_tensor_numel(e.a);
+      if (values != P->p[p].shape[0]) {
+        mr_tensor_free(e.a); /* the message is made from `values`, not from the freed tensor */
         return mr_error(ctx, MR_EFORMAT, "LoRA '%s': '%s.diff_b' has %lld values for a bias of %lld", l->name, m->name,
-                        (long long)mr_tensor_numel(e.a), (long long)P->p[p].shape[0]);
+                        (long long)values, (long long)P->p[p].shape[0]);
       }
       if ((st = add_entry(l, e)) != MR_OK) return st;
     }

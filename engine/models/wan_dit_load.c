@@ -89,13 +89,13 @@ mr_status mr_wan_dit_detect(mr_ctx *ctx, const mr_weights *w, const char *config
                     out->text_len < 1 || out->text_len > 65536 ? 65536 : 4096);
   }
   const cJSON *eps = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "eps") : NULL;
-  out->eps = cJSON_IsNumber(eps) ? (float)eps->valuedouble : 1e-6f;
-  /* a norm's epsilon: a negative or infinite one would turn every norm into NaN or 0 */
-  if (!(out->eps >= 0.0f && out->eps <= 1.0f)) {
+  /* a norm's epsilon: a negative or huge one would turn every norm into NaN or 0 */
+  double eps_v = cJSON_IsNumber(eps) ? eps->valuedouble : 1e-6;
+  if (!(eps_v >= 0.0 && eps_v <= 1.0)) {
     cJSON_Delete(root);
-    return mr_error(ctx, MR_EFORMAT, "Wan DiT: config.json: eps %g is out of range (0 .. 1)",
-                    cJSON_IsNumber(eps) ? eps->valuedouble : (double)out->eps);
+    return mr_error(ctx, MR_EFORMAT, "Wan DiT: config.json: eps %g is out of range (0 .. 1)", eps_v);
   }
+  out->eps = (float)eps_v;
   const cJSON *type = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "model_type") : NULL;
   const cJSON *vl = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "vace_layers") : NULL;
   if (n_vace > 0) {

@@ -31,8 +31,17 @@ mr_ctx *mr_fuzz_host_ctx(void) {
   return ctx;
 }
 
+static mr_ctx *device_ctx;
+
+/* At exit the context goes with everything it holds, so LeakSanitizer's
+   report at the end lists only what was really lost. */
+static void device_ctx_free(void) {
+  mr_ctx_free(device_ctx);
+  device_ctx = NULL;
+}
+
 mr_ctx *mr_fuzz_device_ctx(void) {
-  static mr_ctx *ctx;
+  mr_ctx *ctx = device_ctx;
   if (ctx == NULL) {
     mr_ctx_opts o = mr_ctx_opts_default();
     o.validation = 0;
@@ -44,6 +53,8 @@ mr_ctx *mr_fuzz_device_ctx(void) {
       fprintf(stderr, "fuzz: no device context (%s); this target needs one\n", mr_status_name(st));
       exit(1);
     }
+    device_ctx = ctx;
+    atexit(device_ctx_free);
   }
   return ctx;
 }

@@ -36,6 +36,15 @@ static float *read_param(mr_ctx *ctx, int i, size_t *n) {
   return v;
 }
 
+/* Before the context goes (atexit runs this first: it is registered later). */
+static void free_model(void) {
+  for (int i = 0; i < n_params; i++) free(base[i]);
+  free(base);
+  free(base_n);
+  mr_wan_dit_free(dit);
+  dit = NULL;
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
@@ -61,6 +70,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   base_n = calloc((size_t)n_params, sizeof *base_n);
   if (base == NULL || base_n == NULL) abort();
   for (int i = 0; i < n_params; i++) base[i] = read_param(ctx, i, &base_n[i]);
+  atexit(free_model);
   return 0;
 }
 

@@ -197,14 +197,27 @@ typedef struct av_in {
 
 static void av_in_close(av_in *in) { avformat_close_input(&in->fc); }
 
+/* The demuxers of the formats moonreel reads (FFmpeg's names). Probing
+   alone would also pick, by content, demuxers that open other files: an HLS
+   playlist or an ffconcat list saved as "x.mp4" would make a read of it
+   read whatever local files it names. */
+#define VIDEO_DEMUXERS "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,gif"
+
 static mr_status av_in_open(mr_ctx *ctx, const char *path, av_in *in) {
   memset(in, 0, sizeof *in);
   in->orientation = 1;
   char eb[128];
-  int r = avformat_open_input(&in->fc, path, NULL, NULL);
+  AVDictionary *opts = NULL;
+  av_dict_set(&opts, "format_whitelist", VIDEO_DEMUXERS, 0);
+  av_dict_set(&opts, "protocol_whitelist", "file", 0);
+  int r = avformat_open_input(&in->fc, path, NULL, &opts);
+  av_dict_free(&opts);
   if (r == AVERROR(ENOENT)) return mr_error(ctx, MR_ENOTFOUND, "cannot open '%s': No such file or directory", path);
   if (r == AVERROR_INVALIDDATA)
     return mr_error(ctx, MR_EFORMAT, "'%s' is not a video FFmpeg can read (MP4, WebM, MKV, GIF; WebP by libwebp)", path);
+  if (r == AVERROR(EINVAL)) /* what a demuxer off the list gives */
+    return mr_error(ctx, MR_EUNSUPPORTED, "'%s' is not in a video format moonreel reads (MP4/MOV, WebM, MKV, GIF, WebP)",
+                    path);
   if (r < 0) return mr_error(ctx, MR_EIO, "cannot open '%s': %s", path, mr_media_av_err(r, eb, sizeof eb));
   if ((r = avformat_find_stream_info(in->fc, NULL)) < 0) {
     av_in_close(in);

@@ -55,7 +55,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   MR_FUZZ_CHECK(mr_tokenizer_vocab_size(tok) > 0);
   static const char *const texts[] = {
       "A", "", " ", "a red ball moving left", "  two\tspaces  \n", "\xef\xbc\xa1\xe2\x80\x9cquoted\xe2\x80\x9d",
-      "\xff\xfe bad utf-8 \xc3", "<pad></s><unk>",
+      "\xff\xfe bad utf-8 \xc3", "<pad></s><unk>", "\x01", "\x01\x01 \x7f",
   };
   for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) encode_checked(ctx, tok, texts[i]);
   mr_tokenizer_free(tok);

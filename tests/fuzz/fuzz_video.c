@@ -30,6 +30,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (st == MR_OK) {
     MR_FUZZ_CHECK(memchr(info.codec, '\0', sizeof info.codec) != NULL);
     MR_FUZZ_CHECK(memchr(info.container, '\0', sizeof info.container) != NULL);
+    /* only the demuxers of the formats moonreel reads: a playlist or concat list would open other files */
+    MR_FUZZ_CHECK(strcmp(info.container, "mov,mp4,m4a,3gp,3g2,mj2") == 0 || strcmp(info.container, "matroska,webm") == 0 ||
+                  strcmp(info.container, "gif") == 0 || strcmp(info.container, "webp") == 0);
 
     mr_video_read_opts o = mr_video_read_opts_default();
     o.max_frames = 8;

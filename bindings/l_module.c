@@ -363,9 +363,42 @@ struct mrl_lua_chunk {
 };
 extern const struct mrl_lua_chunk mrl_lua_chunks[];
 
+#define JSON_KEY "moonreel.json"
+
+/* require as the embedded parts see it: "cjson" is the module's own JSON
+   (l_json.c), so they never depend on lua-cjson being installed where the
+   host looks; any other name goes to the global require. */
+static int embedded_require(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  if (strcmp(name, "cjson") == 0) {
+    if (lua_getfield(L, LUA_REGISTRYINDEX, JSON_KEY) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      mrl_push_json(L);
+      lua_pushvalue(L, -1);
+      lua_setfield(L, LUA_REGISTRYINDEX, JSON_KEY);
+    }
+    return 1;
+  }
+  lua_getglobal(L, "require");
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
 static int load_embedded(lua_State *L) {
   const struct mrl_lua_chunk *c = lua_touserdata(L, lua_upvalueindex(1));
   if (luaL_loadbuffer(L, c->bytes, c->size, c->chunkname) != LUA_OK) return lua_error(L);
+  /* its _ENV: the globals, read and written through, with that require */
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, embedded_require);
+  lua_setfield(L, -2, "require");
+  lua_createtable(L, 0, 2);
+  lua_pushglobaltable(L);
+  lua_setfield(L, -2, "__index");
+  lua_pushglobaltable(L);
+  lua_setfield(L, -2, "__newindex");
+  lua_setmetatable(L, -2);
+  lua_setupvalue(L, -2, 1);
   lua_pushvalue(L, 1); /* the module name, as require passes it */
   lua_call(L, 1, 1);
   return 1;

@@ -98,6 +98,15 @@ function mr.is_terminal(stream) end
 ---@return number
 function mr.clock() end
 
+---Waits without spinning.
+---@param seconds number 0 .. 86400
+function mr.sleep(seconds) end
+
+---Plays [3, F, H, W] (or an image [3, H, W]) in [-1, 1] in the terminal as truecolor half blocks (mr.repl.show).
+---@param video mr.Tensor
+---@param opts? mr.ShowOpts
+function mr.show(video, opts) end
+
 -------------------------------------------------------------------- tensors
 
 ---A tensor on the device. Dims and indices are 1-based; negative ones count from the end.
@@ -961,5 +970,8 @@ mr.pack = require "moonreel.pack"
 
 ---The recipe stages and modes (require "moonreel.recipe").
 mr.recipe = require "moonreel.recipe"
+
+---What the REPL uses to show values, complete names and find help (require "moonreel.repl").
+mr.repl = require "moonreel.repl"
 
 return mr

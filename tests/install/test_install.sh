@@ -42,7 +42,8 @@ for f in lib/libmoonreel.so lib/libmoonreel.so.0.1 lib/libmoonreel_lua.so lib/li
          share/moonreel/recipes/t2v.lua share/moonreel/recipes/ti2v.lua share/moonreel/recipes/flf2v.lua \
          share/moonreel/recipes/r2v.lua share/moonreel/models/default/moonreel_pack.json \
          share/moonreel/models/default/diffusion_pytorch_model.safetensors \
-         share/moonreel/types/moonreel.lua share/moonreel/types/moonreel/pack.lua share/moonreel/types/moonreel/recipe.lua; do
+         share/moonreel/types/moonreel.lua share/moonreel/types/moonreel/pack.lua share/moonreel/types/moonreel/recipe.lua \
+         share/moonreel/types/moonreel/repl.lua share/moonreel/docs/lua-api.md; do
   [ -e "$PREFIX/$f" ] || fail "not installed: $f"
 done
 [ ! -e "$PREFIX/share/moonreel/recipes/hello.lua" ] || fail "hello.lua (it needs the tree's test data) was installed"
@@ -72,6 +73,7 @@ LUA_CPATH="$PREFIX/lib/lua/5.4/?.so" LUA_PATH="$PREFIX/share/lua/5.4/?.lua" PREF
   local want = os.getenv("PREFIX_REAL") .. "/share/moonreel/recipes"
   assert(first == want, "mr.recipes_path starts with " .. tostring(first) .. ", not " .. want)
   for _, m in ipairs{"t2v", "ti2v", "flf2v", "r2v"} do assert(R.load_mode(m).name == m) end
+  assert(mr.repl.help(mr.zeros), "no help for mr.zeros (share/moonreel/docs/lua-api.md)")
   local y = mr.matmul(mr.tensor{{1, 2, 3}, {4, 5, 6}}, mr.tensor({{0.5, 0, 0}, {0, 1, 0}}, "bf16")):totable()
   assert(y[1][1] == 0.5 and y[1][2] == 2 and y[2][1] == 2 and y[2][2] == 5, "matmul")
   print("module " .. mr.version .. " on " .. mr.device().name .. "; recipes from " .. first)

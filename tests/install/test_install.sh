@@ -55,7 +55,7 @@ if readelf -d "$PREFIX/lib/lua/5.4/moonreel.so" | grep -q 'NEEDED.*liblua'; then
   fail "the Lua module links liblua (the interpreter provides Lua)"
 fi
 # the example programs use the installed library, not the build's
-for exe in example build-example/example host; do
+for exe in example build-example/example host build-example/host; do
   LD_LIBRARY_PATH="$PREFIX/lib" ldd "$work/$exe" | grep -q "libmoonreel.so.0.1 => $PREFIX/lib/" || fail "$exe does not load $PREFIX/lib/libmoonreel.so.0.1"
 done
 

@@ -72,6 +72,7 @@ void mrl_open_sample(lua_State *L, int module);
 void mrl_open_media(lua_State *L, int module);
 /* The JSON table {encode, decode, null} the embedded Lua parts get as "cjson" (l_json.c). */
 void mrl_push_json(lua_State *L);
+void mrl_open_redis(lua_State *L, int module);
 
 /* Runs an allocating engine call; on MR_EDEVMEM collects garbage (Lua may
    hold dead tensors it has not finalized yet) and tries once more. */

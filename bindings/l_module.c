@@ -1,6 +1,7 @@
 /* The moonreel Lua module: luaopen_moonreel, the per-state context, device
    queries and the GC-pressure accounting that lets Lua's collector see VRAM. */
 #define _GNU_SOURCE /* dladdr1: where the module was loaded from */
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
@@ -341,6 +342,110 @@ static int l_sleep(lua_State *L) {
   return 0;
 }
 
+/* mr.sha256_string(s) -> 64 hex digits of the bytes of s */
+static int l_sha256_string(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  mr_ctx *ctx = mrl_ctx(L);
+  char hex[65];
+  mr_status st = mr_sha256(ctx, s, n, hex);
+  if (st != MR_OK) return mrl_raise(L, ctx);
+  lua_pushstring(L, hex);
+  return 1;
+}
+
+static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* An open directory held by a userdata, so a raise while the names are
+   collected (no Lua memory) cannot leak it. */
+#define DIR_BOX "mr.Dir"
+static int dir_release(lua_State *L) {
+  DIR **d = luaL_checkudata(L, 1, DIR_BOX);
+  if (*d) closedir(*d);
+  *d = NULL;
+  return 0;
+}
+
+/* mr.listdir(path) -> the names in a folder (no . and ..), sorted bytewise |
+   nil, message, code */
+static int l_listdir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  DIR **box = lua_newuserdatauv(L, sizeof *box, 0); /* box first, then opendir */
+  *box = NULL;
+  if (luaL_newmetatable(L, DIR_BOX)) {
+    lua_pushcfunction(L, dir_release);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  *box = opendir(path);
+  if (!*box) {
+    int err = errno;
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot open folder '%s': %s", path, strerror(err));
+    lua_pushstring(L, err == ENOENT ? "MR_ENOTFOUND" : "MR_EIO");
+    return 3;
+  }
+  lua_createtable(L, 16, 0);
+  int n = 0, err;
+  struct dirent *e;
+  for (;;) {
+    errno = 0;
+    if ((e = readdir(*box)) == NULL) break;
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    lua_pushstring(L, e->d_name);
+    lua_rawseti(L, -2, ++n);
+  }
+  err = errno;
+  closedir(*box);
+  *box = NULL;
+  if (err) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot read folder '%s': %s", path, strerror(err));
+    lua_pushliteral(L, "MR_EIO");
+    return 3;
+  }
+  /* sorted in C (bytewise, whatever the locale) through a scratch array the GC owns */
+  const char **names = lua_newuserdatauv(L, (size_t)n * sizeof *names + 1, 0);
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, -2, i);
+    names[i - 1] = lua_tostring(L, -1);
+    lua_pop(L, 1); /* the string stays alive in the table */
+  }
+  qsort(names, (size_t)n, sizeof *names, cmp_names);
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_pushstring(L, names[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
+/* mr.mkdir(path) -> true | nil, message, code: the folder and its parents
+   (as mkdir -p); one that exists already is fine. */
+static int l_mkdir(lua_State *L) {
+  size_t n;
+  const char *path = luaL_checklstring(L, 1, &n);
+  luaL_argcheck(L, n > 0 && strlen(path) == n, 1, "a folder path");
+  char *p = lua_newuserdatauv(L, n + 1, 0); /* a copy to cut at each '/', owned by the GC */
+  memcpy(p, path, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (p[i] != '/' && p[i] != 0) continue;
+    char c = p[i];
+    p[i] = 0;
+    struct stat st;
+    if (mkdir(p, 0777) != 0 && !(errno == EEXIST && stat(p, &st) == 0 && S_ISDIR(st.st_mode))) {
+      int err = errno == EEXIST ? ENOTDIR : errno;
+      lua_pushnil(L);
+      lua_pushfstring(L, "cannot make folder '%s': %s", p, strerror(err));
+      lua_pushstring(L, err == ENOENT ? "MR_ENOTFOUND" : "MR_EIO");
+      return 3;
+    }
+    p[i] = c;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* mr.clock() -> seconds on a monotonic wall clock (os.clock is CPU time,
    which a multi-threaded device driver makes run faster than the wall). */
 static int l_clock(lua_State *L) {
@@ -354,6 +459,9 @@ static const luaL_Reg module_funcs[] = {
   {"device", l_device}, {"devices", l_devices}, {"sync", l_sync}, {"interrupt", l_interrupt},
   {"profile", l_profile}, {"memory", l_memory}, {"trim", l_trim}, {"sha256", l_sha256}, {"gc_threshold", l_gc_threshold},
   {"is_terminal", l_is_terminal}, {"clock", l_clock}, {"sleep", l_sleep},
+  {"profile", l_profile}, {"memory", l_memory}, {"trim", l_trim}, {"sha256", l_sha256}, {"sha256_string", l_sha256_string},
+  {"listdir", l_listdir}, {"mkdir", l_mkdir}, {"gc_threshold", l_gc_threshold},
+  {"is_terminal", l_is_terminal}, {"clock", l_clock},
   {NULL, NULL}};
 
 /* The embedded pure-Lua modules (generated from the files in bindings/lua). */
@@ -537,6 +645,7 @@ int luaopen_moonreel(lua_State *L) {
   mrl_open_models(L, module);
   mrl_open_sample(L, module);
   mrl_open_media(L, module);
+  mrl_open_redis(L, module);
   open_embedded(L, module);
   lua_settop(L, module);
   return 1;

@@ -265,7 +265,10 @@ end
 M.LOADING = setmetatable({}, {__tostring = function() return "moonreel.recipe.LOADING" end})
 
 -- Options a caller may pass beside the flags (not on a command line).
-local PROGRAM_KEYS = {mode = true, pack = true, on_step = true, after_step = true}
+-- attached_loras: adapters the caller attached to the pack and keeps across
+-- runs (a batch keeps a template's while its jobs run), each {handle=, file=,
+-- strength=, sha256=, high=}: recorded in the plan and the sidecar, not removed.
+local PROGRAM_KEYS = {mode = true, pack = true, on_step = true, after_step = true, attached_loras = true}
 
 function M.mode(def)
   assert(type(def) == "table" and type(def.name) == "string", "mode{name = ..., condition = function(run) ... end}")
@@ -714,6 +717,11 @@ end
 -- Attaches the run's LoRAs (checked files) to the pack's DiT(s).
 local function attach_loras(run, lora_specs)
   local loras = {}
+  for _, l in ipairs(run.opts.attached_loras or {}) do
+    local info = l.handle:info()
+    loras[#loras + 1] = {file = l.file, sha256 = l.sha256 or assert(mr.sha256(l.file)), strength = l.strength,
+                         mode = info.mode, naming = info.naming, targets = info.targets, high = l.high or nil}
+  end
   for _, l in ipairs(lora_specs) do
     local dit = run.pack.dit
     if l.high then dit = run.pack.dit_high end

@@ -342,6 +342,8 @@ mr_status mr_weights_to_tensor(mr_ctx *ctx, const mr_weights *w, int i, mr_dtype
 
 /* The SHA-256 of a file's bytes as 64 lowercase hex digits (NUL-terminated). */
 mr_status mr_file_sha256(mr_ctx *ctx, const char *path, char hex[65]);
+/* The SHA-256 of size bytes at data, the same way. */
+mr_status mr_sha256(mr_ctx *ctx, const void *data, size_t size, char hex[65]);
 
 /* Writes tensors to a .safetensors file atomically (temp file + rename).
    metadata_json: a JSON object of string values, or NULL. */

@@ -131,6 +131,31 @@ describe("memory", function()
     assert.are.equal("MR_ENOTFOUND", code)
   end)
 
+  it("hashes a string with SHA-256 (FIPS 180-2 vectors, and bytes past a NUL)", function()
+    assert.are.equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", mr.sha256_string("abc"))
+    assert.are.equal("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", mr.sha256_string(""))
+    assert.are.equal("248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+      mr.sha256_string("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"))
+    assert.are_not.equal(mr.sha256_string("a\0b"), mr.sha256_string("a\0c"))
+  end)
+
+  it("lists a folder sorted and makes folders with their parents", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert.is_true(mr.mkdir(dir .. "/b/c"))
+    assert.is_true(mr.mkdir(dir .. "/b/c")) -- there already: fine
+    for _, n in ipairs{"z.png", "a.png", ".hidden", "B.jpg"} do assert(io.open(dir .. "/" .. n, "wb")):close() end
+    assert.are.same({".hidden", "B.jpg", "a.png", "b", "z.png"}, mr.listdir(dir))
+    local none, msg, code = mr.listdir(dir .. "/nothing")
+    assert.is_nil(none)
+    assert.truthy(msg:find(dir .. "/nothing", 1, true))
+    assert.are.equal("MR_ENOTFOUND", code)
+    local no, merr = mr.mkdir(dir .. "/a.png/x") -- a file in the way
+    assert.is_nil(no)
+    assert.truthy(merr:find("a.png", 1, true))
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+
   it("lets the threshold be tuned", function()
     local old = mr.gc_threshold(8 << 20)
     assert.are.equal(8 << 20, mr.gc_threshold(old))

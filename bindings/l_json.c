@@ -12,6 +12,7 @@
    same on every run. */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,9 +23,9 @@
 
 /* ------------------------------------------------------------------ decode */
 
-static void push_value(lua_State *L, const cJSON *v, int depth) {
+static void push_value(lua_State *L, const cJSON *v, int depth, int max_depth) {
   luaL_checkstack(L, 3, "JSON nested too deep");
-  if (depth > JSON_MAX_DEPTH) luaL_error(L, "JSON nested deeper than %d levels", JSON_MAX_DEPTH);
+  if (depth > max_depth) luaL_error(L, "JSON nested deeper than %d levels", max_depth);
   if (cJSON_IsNumber(v)) {
     lua_pushnumber(L, (lua_Number)v->valuedouble);
   } else if (cJSON_IsString(v)) {
@@ -35,14 +36,14 @@ static void push_value(lua_State *L, const cJSON *v, int depth) {
     lua_createtable(L, cJSON_GetArraySize(v), 0);
     lua_Integer i = 1;
     for (const cJSON *e = v->child; e; e = e->next) {
-      push_value(L, e, depth + 1);
+      push_value(L, e, depth + 1, max_depth);
       lua_rawseti(L, -2, i++);
     }
   } else if (cJSON_IsObject(v)) {
     lua_newtable(L);
     for (const cJSON *e = v->child; e; e = e->next) {
       lua_pushstring(L, e->string);
-      push_value(L, e, depth + 1);
+      push_value(L, e, depth + 1, max_depth);
       lua_rawset(L, -3);
     }
   } else { /* null */
@@ -53,8 +54,15 @@ static void push_value(lua_State *L, const cJSON *v, int depth) {
 /* The root is converted in a protected call, so the parsed tree is freed
    even when the conversion raises (out of memory, nesting). */
 static int decode_tree(lua_State *L) {
-  push_value(L, lua_touserdata(L, 1), 1);
+  push_value(L, lua_touserdata(L, 1), 1, (int)lua_tointeger(L, 2));
   return 1;
+}
+
+/* The nesting limit of a decoder: its upvalue (a decoder made by new()), else
+   JSON_MAX_DEPTH. */
+static int decoder_depth(lua_State *L) {
+  int *limit = lua_touserdata(L, lua_upvalueindex(1));
+  return limit ? *limit : JSON_MAX_DEPTH;
 }
 
 static int json_decode(lua_State *L) {
@@ -73,7 +81,8 @@ static int json_decode(lua_State *L) {
   }
   lua_pushcfunction(L, decode_tree);
   lua_pushlightuserdata(L, root);
-  int st = lua_pcall(L, 1, 1, 0);
+  lua_pushinteger(L, decoder_depth(L));
+  int st = lua_pcall(L, 2, 1, 0);
   cJSON_Delete(root);
   if (st != LUA_OK) return lua_error(L);
   return 1;
@@ -273,10 +282,57 @@ static int json_encode(lua_State *L) {
   return 1;
 }
 
-/* Pushes the JSON table {encode, decode, null}. */
-void mrl_push_json(lua_State *L) {
-  static const luaL_Reg fns[] = {{"encode", json_encode}, {"decode", json_decode}, {NULL, NULL}};
-  luaL_newlib(L, fns);
+/* decoder:decode_max_depth(n): the nesting a decoder made by new() accepts. */
+static int json_decode_max_depth(lua_State *L) {
+  int *limit = lua_touserdata(L, lua_upvalueindex(1));
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 1 && n <= JSON_MAX_DEPTH, 1, "depth must be 1 .. 1000");
+  *limit = (int)n;
+  return 0;
+}
+
+/* decoder:decode_invalid_numbers(on): cJSON never reads NaN, Infinity or hex,
+   so off is what every decoder does; on cannot be honoured and is refused. */
+static int json_decode_invalid_numbers(lua_State *L) {
+  luaL_argcheck(L, !lua_toboolean(L, 1), 1, "NaN and Infinity are never accepted here");
+  return 0;
+}
+
+static void push_json_table(lua_State *L, bool with_limit);
+
+/* new(): a decoder of its own settings, as lua-cjson's cjson.new() (a template
+   reader bounds its nesting this way). */
+static int json_new(lua_State *L) {
+  push_json_table(L, true);
+  return 1;
+}
+
+static void push_json_table(lua_State *L, bool with_limit) {
+  lua_newtable(L);
+  if (with_limit) {
+    int *limit = lua_newuserdatauv(L, sizeof *limit, 0);
+    *limit = JSON_MAX_DEPTH;
+    int ud = lua_gettop(L);
+    lua_pushvalue(L, ud);
+    lua_pushcclosure(L, json_decode, 1);
+    lua_setfield(L, -3, "decode");
+    lua_pushvalue(L, ud);
+    lua_pushcclosure(L, json_decode_max_depth, 1);
+    lua_setfield(L, -3, "decode_max_depth");
+    lua_pop(L, 1);
+  } else {
+    lua_pushcfunction(L, json_decode);
+    lua_setfield(L, -2, "decode");
+  }
+  lua_pushcfunction(L, json_decode_invalid_numbers);
+  lua_setfield(L, -2, "decode_invalid_numbers");
+  lua_pushcfunction(L, json_encode);
+  lua_setfield(L, -2, "encode");
+  lua_pushcfunction(L, json_new);
+  lua_setfield(L, -2, "new");
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
 }
+
+/* Pushes the JSON table {encode, decode, null, new, decode_invalid_numbers}. */
+void mrl_push_json(lua_State *L) { push_json_table(L, false); }

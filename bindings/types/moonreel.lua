@@ -84,6 +84,25 @@ function mr.trim(reset_peak) end
 ---@return mr.ErrorCode? code
 function mr.sha256(path) end
 
+---The SHA-256 of a string's bytes, as 64 hex digits.
+---@param s string
+---@return string hex
+function mr.sha256_string(s) end
+
+---The names in a folder, sorted (without "." and "..").
+---@param dir string
+---@return string[]? names
+---@return string? message
+---@return mr.ErrorCode? code
+function mr.listdir(dir) end
+
+---Makes a folder and its parents (an existing folder is fine).
+---@param dir string
+---@return boolean? ok
+---@return string? message
+---@return mr.ErrorCode? code
+function mr.mkdir(dir) end
+
 ---Sets the byte count of device allocations that forces a garbage collection.
 ---@param bytes? integer
 ---@return integer previous
@@ -973,5 +992,44 @@ mr.recipe = require "moonreel.recipe"
 
 ---What the REPL uses to show values, complete names and find help (require "moonreel.repl").
 mr.repl = require "moonreel.repl"
+
+---Effect templates as data (require "moonreel.template").
+mr.template = require "moonreel.template"
+
+---The batch runner behind recipes/effects.lua (require "moonreel.batch").
+mr.batch = require "moonreel.batch"
+
+---The Redis Streams queue of --enqueue / --queue (require "moonreel.queue").
+mr.queue = require "moonreel.queue"
+
+---@class mr.Redis
+local Redis = {}
+
+---Sends one command; the reply (strings, integers, tables; mr.redis.null for nil),
+---or nil, the server's message and its first word (or "MR_EIO" when the connection is lost).
+---@param cmd string
+---@param ... string|number
+---@return any reply
+---@return string? message
+---@return string? code
+function Redis:call(cmd, ...) end
+
+---Closes the connection (also <close>).
+function Redis:close() end
+
+---A minimal Redis client (libhiredis), for the batch queue.
+mr.redis = {}
+
+---A nil reply (so reply arrays stay sequences).
+mr.redis.null = nil ---@type lightuserdata
+
+---A Redis connection (libhiredis).
+---@param host string
+---@param port integer
+---@param opts? {timeout?: number}
+---@return mr.Redis? conn
+---@return string? message
+---@return string? code
+function mr.redis.connect(host, port, opts) end
 
 return mr

@@ -33,7 +33,8 @@ describe("repl", function()
   end)
 
   it("completes globals, fields, embedded modules, modes and methods", function()
-    assert.are.same({"mr.recipe", "mr.recipes_path", "mr.repl"}, R.complete("mr.re", {mr = mr}))
+    assert.are.same({"mr.recipe", "mr.recipes_path"}, R.complete("mr.reci", {mr = mr}))
+    assert.are.same({"mr.repl"}, R.complete("mr.rep", {mr = mr}))
     assert.are.same({"mr.zeros"}, R.complete("x = mr.zer", {mr = mr}))
     local env = {pack = {encode_text = function() end, name = "p"}, print = print}
     assert.are.same({"pack:encode_text"}, R.complete("pack:e", env))

@@ -84,6 +84,25 @@ function mr.trim(reset_peak) end
 ---@return mr.ErrorCode? code
 function mr.sha256(path) end
 
+---The SHA-256 of the bytes of a string, as 64 hex digits.
+---@param s string
+---@return string hex
+function mr.sha256_string(s) end
+
+---The entries of a folder without . and .., sorted bytewise.
+---@param path string
+---@return string[]? names
+---@return string? message
+---@return mr.ErrorCode? code
+function mr.listdir(path) end
+
+---Makes the folder and any missing parents (mkdir -p); one that exists is fine.
+---@param path string
+---@return true? ok
+---@return string? message
+---@return mr.ErrorCode? code
+function mr.mkdir(path) end
+
 ---Sets the byte count of device allocations that forces a garbage collection.
 ---@param bytes? integer
 ---@return integer previous
@@ -963,6 +982,40 @@ function ClipVision:close() end
 ---@return mr.ErrorCode? code
 function mr.detect(path, config) end
 
+-------------------------------------------------------------------- Redis
+
+---A Redis connection (libhiredis).
+---@class mr.Redis
+local Redis = {}
+
+---@class mr.RedisOpts
+---@field timeout? number seconds
+
+mr.redis = {}
+
+---Stands for a nil reply.
+---@type lightuserdata
+mr.redis.null = nil
+
+---@param host string
+---@param port integer
+---@param opts? mr.RedisOpts
+---@return mr.Redis? connection
+---@return string? message
+---@return mr.ErrorCode? code
+function mr.redis.connect(host, port, opts) end
+
+---Runs a command: the reply (strings, integers, tables; mr.redis.null for nil), or nil, the
+---message and a server error's first word (or MR_EIO).
+---@param cmd string
+---@param ... string|number
+---@return any? reply
+---@return string? message
+---@return string? code
+function Redis:call(cmd, ...) end
+
+function Redis:close() end
+
 -------------------------------------------------------------------- the Lua parts
 
 ---Model packs (require "moonreel.pack").
@@ -973,5 +1026,14 @@ mr.recipe = require "moonreel.recipe"
 
 ---What the REPL uses to show values, complete names and find help (require "moonreel.repl").
 mr.repl = require "moonreel.repl"
+
+---Effect templates as data (require "moonreel.template").
+mr.template = require "moonreel.template"
+
+---The batch runner behind recipes/effects.lua (require "moonreel.batch").
+mr.batch = require "moonreel.batch"
+
+---The Redis Streams queue of --enqueue / --queue (require "moonreel.queue").
+mr.queue = require "moonreel.queue"
 
 return mr

@@ -1,18 +1,24 @@
 /* JSON for the module's embedded Lua parts (moonreel.pack reads manifests
-   and shard indexes, moonreel.recipe writes sidecars). They `require "cjson"`;
-   the module hands them this table under that name (l_module.c), so an
-   installed module never depends on lua-cjson being on the host's path.
+   and shard indexes, moonreel.recipe writes sidecars, moonreel.template and
+   moonreel.batch read templates and manifests). They `require "cjson"`; the
+   module hands them this table under that name (l_module.c), so an installed
+   module never depends on lua-cjson being on the host's path.
 
-   It behaves as lua-cjson 2.1 does where the Lua parts can tell: decode
-   (cJSON's parser) gives every number as a float and null as `null` (a NULL
-   light userdata, as cjson.null); encode writes an empty table as {}, a table
-   whose keys are 1..n as an array, integers as integers, and refuses NaN,
-   infinities, cycles past 1000 levels and values JSON has no form for.
-   Unlike lua-cjson, object keys come out sorted, so a sidecar's text is the
-   same on every run. */
+   It offers the part of lua-cjson 2.1's interface they use (encode, decode,
+   null, new, decode_max_depth, decode_invalid_numbers) and behaves as
+   lua-cjson does where they can tell: decode (cJSON's parser) gives every
+   number as a float and null as `null` (a NULL light userdata, as
+   cjson.null); encode escapes strings byte for byte as lua-cjson does
+   (including "\/" and "\u007f"), writes an empty table as {}, a table whose
+   keys are 1..n as an array, and refuses NaN, infinities, cycles past 1000
+   levels and values JSON has no form for. Where it differs: integers are
+   written exactly and floats with the fewest digits (14 to 17) that read
+   back the same (lua-cjson: 14 digits for both), object keys come out
+   sorted (so a sidecar's text is the same on every run), and NaN, Infinity
+   and hexadecimal numbers are never accepted (cJSON's grammar), whatever
+   decode_invalid_numbers says. */
 #include <cjson/cJSON.h>
 #include <math.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,11 +27,19 @@
 
 #define JSON_MAX_DEPTH 1000
 
+/* An instance's settings (lua-cjson's cjson.new() makes one with its own). */
+typedef struct json_cfg {
+  int decode_max_depth;
+  bool decode_invalid_numbers; /* recorded; cJSON's grammar refuses them regardless */
+} json_cfg;
+
 /* ------------------------------------------------------------------ decode */
 
 static void push_value(lua_State *L, const cJSON *v, int depth, int max_depth) {
   luaL_checkstack(L, 3, "JSON nested too deep");
-  if (depth > max_depth) luaL_error(L, "JSON nested deeper than %d levels", max_depth);
+  /* depth counts arrays and objects, as lua-cjson's decode_max_depth */
+  if ((cJSON_IsArray(v) || cJSON_IsObject(v)) && depth > max_depth)
+    luaL_error(L, "found too many nested data structures (more than %d)", max_depth);
   if (cJSON_IsNumber(v)) {
     lua_pushnumber(L, (lua_Number)v->valuedouble);
   } else if (cJSON_IsString(v)) {
@@ -58,14 +72,8 @@ static int decode_tree(lua_State *L) {
   return 1;
 }
 
-/* The nesting limit of a decoder: its upvalue (a decoder made by new()), else
-   JSON_MAX_DEPTH. */
-static int decoder_depth(lua_State *L) {
-  int *limit = lua_touserdata(L, lua_upvalueindex(1));
-  return limit ? *limit : JSON_MAX_DEPTH;
-}
-
 static int json_decode(lua_State *L) {
+  const json_cfg *cfg = lua_touserdata(L, lua_upvalueindex(1));
   size_t len;
   const char *text = luaL_checklstring(L, 1, &len);
   const char *end = NULL;
@@ -81,7 +89,7 @@ static int json_decode(lua_State *L) {
   }
   lua_pushcfunction(L, decode_tree);
   lua_pushlightuserdata(L, root);
-  lua_pushinteger(L, decoder_depth(L));
+  lua_pushinteger(L, cfg->decode_max_depth);
   int st = lua_pcall(L, 2, 1, 0);
   cJSON_Delete(root);
   if (st != LUA_OK) return lua_error(L);
@@ -113,6 +121,8 @@ static void add_string(luaL_Buffer *b, const char *s, size_t len) {
     switch (c) {
     case '"': luaL_addstring(b, "\\\""); break;
     case '\\': luaL_addstring(b, "\\\\"); break;
+    case '/': luaL_addstring(b, "\\/"); break;
+    case 0x7f: luaL_addstring(b, "\\u007f"); break;
     case '\n': luaL_addstring(b, "\\n"); break;
     case '\r': luaL_addstring(b, "\\r"); break;
     case '\t': luaL_addstring(b, "\\t"); break;
@@ -282,50 +292,45 @@ static int json_encode(lua_State *L) {
   return 1;
 }
 
-/* decoder:decode_max_depth(n): the nesting a decoder made by new() accepts. */
+/* cjson.decode_max_depth([n]) -> the depth in force */
 static int json_decode_max_depth(lua_State *L) {
-  int *limit = lua_touserdata(L, lua_upvalueindex(1));
-  lua_Integer n = luaL_checkinteger(L, 1);
-  luaL_argcheck(L, n >= 1 && n <= JSON_MAX_DEPTH, 1, "depth must be 1 .. 1000");
-  *limit = (int)n;
-  return 0;
-}
-
-/* decoder:decode_invalid_numbers(on): cJSON never reads NaN, Infinity or hex,
-   so off is what every decoder does; on cannot be honoured and is refused. */
-static int json_decode_invalid_numbers(lua_State *L) {
-  luaL_argcheck(L, !lua_toboolean(L, 1), 1, "NaN and Infinity are never accepted here");
-  return 0;
-}
-
-static void push_json_table(lua_State *L, bool with_limit);
-
-/* new(): a decoder of its own settings, as lua-cjson's cjson.new() (a template
-   reader bounds its nesting this way). */
-static int json_new(lua_State *L) {
-  push_json_table(L, true);
+  json_cfg *cfg = lua_touserdata(L, lua_upvalueindex(1));
+  if (!lua_isnoneornil(L, 1)) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 1 && n <= JSON_MAX_DEPTH, 1, "a depth of 1 .. 1000");
+    cfg->decode_max_depth = (int)n;
+  }
+  lua_pushinteger(L, cfg->decode_max_depth);
   return 1;
 }
 
-static void push_json_table(lua_State *L, bool with_limit) {
-  lua_newtable(L);
-  if (with_limit) {
-    int *limit = lua_newuserdatauv(L, sizeof *limit, 0);
-    *limit = JSON_MAX_DEPTH;
-    int ud = lua_gettop(L);
-    lua_pushvalue(L, ud);
-    lua_pushcclosure(L, json_decode, 1);
-    lua_setfield(L, -3, "decode");
-    lua_pushvalue(L, ud);
-    lua_pushcclosure(L, json_decode_max_depth, 1);
-    lua_setfield(L, -3, "decode_max_depth");
-    lua_pop(L, 1);
-  } else {
-    lua_pushcfunction(L, json_decode);
-    lua_setfield(L, -2, "decode");
+/* cjson.decode_invalid_numbers([on]) -> the setting (NaN, Infinity and hex
+   numbers are refused either way: cJSON's grammar has none of them) */
+static int json_decode_invalid_numbers(lua_State *L) {
+  json_cfg *cfg = lua_touserdata(L, lua_upvalueindex(1));
+  if (!lua_isnoneornil(L, 1)) cfg->decode_invalid_numbers = lua_toboolean(L, 1);
+  lua_pushboolean(L, cfg->decode_invalid_numbers);
+  return 1;
+}
+
+static int json_new(lua_State *L);
+
+/* Pushes an instance {encode, decode, null, new, decode_max_depth,
+   decode_invalid_numbers} with settings of its own. */
+static void push_instance(lua_State *L) {
+  lua_createtable(L, 0, 6);
+  json_cfg *cfg = lua_newuserdatauv(L, sizeof *cfg, 0);
+  cfg->decode_max_depth = JSON_MAX_DEPTH;
+  cfg->decode_invalid_numbers = true;
+  static const struct { const char *name; lua_CFunction fn; } with_cfg[] = {
+    {"decode", json_decode}, {"decode_max_depth", json_decode_max_depth},
+    {"decode_invalid_numbers", json_decode_invalid_numbers}};
+  for (size_t i = 0; i < sizeof with_cfg / sizeof *with_cfg; i++) {
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, with_cfg[i].fn, 1);
+    lua_setfield(L, -3, with_cfg[i].name);
   }
-  lua_pushcfunction(L, json_decode_invalid_numbers);
-  lua_setfield(L, -2, "decode_invalid_numbers");
+  lua_pop(L, 1); /* cfg, held by the closures */
   lua_pushcfunction(L, json_encode);
   lua_setfield(L, -2, "encode");
   lua_pushcfunction(L, json_new);
@@ -334,5 +339,10 @@ static void push_json_table(lua_State *L, bool with_limit) {
   lua_setfield(L, -2, "null");
 }
 
-/* Pushes the JSON table {encode, decode, null, new, decode_invalid_numbers}. */
-void mrl_push_json(lua_State *L) { push_json_table(L, false); }
+static int json_new(lua_State *L) {
+  push_instance(L);
+  return 1;
+}
+
+/* Pushes the JSON table the Lua parts get as "cjson". */
+void mrl_push_json(lua_State *L) { push_instance(L); }

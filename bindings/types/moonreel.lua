@@ -84,24 +84,24 @@ function mr.trim(reset_peak) end
 ---@return mr.ErrorCode? code
 function mr.sha256(path) end
 
----The SHA-256 of a string's bytes, as 64 hex digits.
+---The SHA-256 of the bytes of a string, as 64 hex digits.
 ---@param s string
 ---@return string hex
 function mr.sha256_string(s) end
 
----The names in a folder, sorted (without "." and "..").
----@param dir string
+---The entries of a folder without . and .., sorted bytewise.
+---@param path string
 ---@return string[]? names
 ---@return string? message
 ---@return mr.ErrorCode? code
-function mr.listdir(dir) end
+function mr.listdir(path) end
 
----Makes a folder and its parents (an existing folder is fine).
----@param dir string
----@return boolean? ok
+---Makes the folder and any missing parents (mkdir -p); one that exists is fine.
+---@param path string
+---@return true? ok
 ---@return string? message
 ---@return mr.ErrorCode? code
-function mr.mkdir(dir) end
+function mr.mkdir(path) end
 
 ---Sets the byte count of device allocations that forces a garbage collection.
 ---@param bytes? integer
@@ -982,6 +982,40 @@ function ClipVision:close() end
 ---@return mr.ErrorCode? code
 function mr.detect(path, config) end
 
+-------------------------------------------------------------------- Redis
+
+---A Redis connection (libhiredis).
+---@class mr.Redis
+local Redis = {}
+
+---@class mr.RedisOpts
+---@field timeout? number seconds
+
+mr.redis = {}
+
+---Stands for a nil reply.
+---@type lightuserdata
+mr.redis.null = nil
+
+---@param host string
+---@param port integer
+---@param opts? mr.RedisOpts
+---@return mr.Redis? connection
+---@return string? message
+---@return mr.ErrorCode? code
+function mr.redis.connect(host, port, opts) end
+
+---Runs a command: the reply (strings, integers, tables; mr.redis.null for nil), or nil, the
+---message and a server error's first word (or MR_EIO).
+---@param cmd string
+---@param ... string|number
+---@return any? reply
+---@return string? message
+---@return string? code
+function Redis:call(cmd, ...) end
+
+function Redis:close() end
+
 -------------------------------------------------------------------- the Lua parts
 
 ---Model packs (require "moonreel.pack").
@@ -1001,35 +1035,5 @@ mr.batch = require "moonreel.batch"
 
 ---The Redis Streams queue of --enqueue / --queue (require "moonreel.queue").
 mr.queue = require "moonreel.queue"
-
----@class mr.Redis
-local Redis = {}
-
----Sends one command; the reply (strings, integers, tables; mr.redis.null for nil),
----or nil, the server's message and its first word (or "MR_EIO" when the connection is lost).
----@param cmd string
----@param ... string|number
----@return any reply
----@return string? message
----@return string? code
-function Redis:call(cmd, ...) end
-
----Closes the connection (also <close>).
-function Redis:close() end
-
----A minimal Redis client (libhiredis), for the batch queue.
-mr.redis = {}
-
----A nil reply (so reply arrays stay sequences).
-mr.redis.null = nil ---@type lightuserdata
-
----A Redis connection (libhiredis).
----@param host string
----@param port integer
----@param opts? {timeout?: number}
----@return mr.Redis? conn
----@return string? message
----@return string? code
-function mr.redis.connect(host, port, opts) end
 
 return mr

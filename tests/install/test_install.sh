@@ -40,7 +40,8 @@ for f in lib/libmoonreel.so lib/libmoonreel.so.0.1 lib/libmoonreel_lua.so lib/li
          lib/cmake/moonreel/moonreel-config.cmake lib/cmake/moonreel/moonreel-config-version.cmake \
          lib/cmake/moonreel/moonreel-targets.cmake lib/lua/5.4/moonreel.so bin/moonreel \
          share/moonreel/recipes/t2v.lua share/moonreel/recipes/ti2v.lua share/moonreel/recipes/flf2v.lua \
-         share/moonreel/recipes/r2v.lua share/moonreel/models/default/moonreel_pack.json \
+         share/moonreel/recipes/r2v.lua share/moonreel/recipes/effects.lua share/moonreel/recipes/templates/move.json \
+         share/moonreel/docs/template.schema.json share/moonreel/models/default/moonreel_pack.json \
          share/moonreel/models/default/diffusion_pytorch_model.safetensors \
          share/moonreel/types/moonreel.lua share/moonreel/types/moonreel/pack.lua share/moonreel/types/moonreel/recipe.lua \
          share/moonreel/types/moonreel/repl.lua share/moonreel/docs/lua-api.md; do

@@ -1,7 +1,7 @@
 -- The JSON the module's Lua parts use (bindings/l_json.c): they `require
 -- "cjson"` and get the module's own, so an installed module needs no
--- lua-cjson. Held here to lua-cjson's behaviour (the system's, which the
--- tests have) wherever the Lua parts can tell the difference.
+-- lua-cjson. Held here to lua-cjson's behaviour and interface (the system's,
+-- which the tests have) wherever the Lua parts can tell the difference.
 require "moonreel"
 local pack = require "moonreel.pack" -- loading it hands it the JSON table
 local cjson = require "cjson"         -- lua-cjson, the reference
@@ -71,6 +71,35 @@ describe("the Lua parts' JSON", function()
     assert.are.equal('{"1":"a","3":"b"}', json.encode({[1] = "a", [3] = "b"}))
     assert.are.equal('"a\\\\b\\"c\\u0001"', json.encode("a\\b\"c\1"))
     assert.are.equal("null", json.encode(json.null))
+  end)
+
+  it("escapes every byte of a string as lua-cjson does", function()
+    for b = 0, 255 do
+      local s = "a" .. string.char(b) .. "z"
+      assert.are.equal(cjson.encode(s), json.encode(s), "byte " .. b)
+    end
+    local path = "/models/default/x.json"
+    assert.are.equal(cjson.encode(path), json.encode(path))
+  end)
+
+  it("has lua-cjson's new, decode_max_depth and decode_invalid_numbers (moonreel.template uses them)", function()
+    local j = json.new()
+    assert.are_not.equal(json, j)
+    assert.are.equal(json.null, j.null)
+    assert.are.equal(1000, j.decode_max_depth())
+    assert.are.equal(3, j.decode_max_depth(3))
+    assert.are.same({{{1}}}, j.decode("[[[1]]]"))
+    local ok, msg = pcall(j.decode, "[[[[1]]]]")
+    assert.is_false(ok)
+    assert.truthy(tostring(msg):find("nest", 1, true), msg)
+    assert.are.same({{{{1}}}}, json.decode("[[[[1]]]]")) -- the module's own instance keeps its depth
+    assert.are.same({{{{1}}}}, json.new().decode("[[[[1]]]]"))
+    assert.is_false(j.decode_invalid_numbers(false))
+    for _, t in ipairs{"[NaN]", "[Infinity]", "[-Infinity]", "[0x10]"} do
+      assert.has_error(function() j.decode(t) end)
+      assert.has_error(function() json.decode(t) end) -- never accepted
+    end
+    assert.are.equal('[1,"\\/"]', j.encode({1, "/"}))
   end)
 
   it("sorts object keys, so a sidecar's text is the same every run", function()

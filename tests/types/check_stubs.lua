@@ -222,6 +222,24 @@ local function runtime()
   local pl = new_runtime("mr.ProgressLine")
   scan_table(pl, R.progress("check", 1, true), "", {}, 0)
   rts["mr.ProgressLine"] = pl
+
+  -- the batch runner's objects (moonreel.batch), where the module has it
+  local B = package.preload["moonreel.batch"] and require "moonreel.batch"
+  if B then
+    local function object(cname, obj, methods_in_index)
+      local o = new_runtime(cname)
+      scan_table(o, methods_in_index and getmetatable(obj).__index or obj, "", {}, 0)
+      o.fields = {}
+      for key, v in pairs(obj) do if type(v) ~= "function" then o.fields[key] = true end end
+      rts[cname] = o
+    end
+    local report_path = os.tmpname()
+    object("mr.BatchTemplates", B.templates(), true)
+    object("mr.BatchRunner", B.runner({}), true)
+    object("mr.BatchReport", B.open_report(report_path), true)
+    object("mr.BatchProgress", B.progress(1, true), false)
+    os.remove(report_path)
+  end
   return rts
 end
 

@@ -1,34 +1,40 @@
 ---@meta moonreel.queue
 -- LuaLS annotations for `require "moonreel.queue"` (mr.queue): the Redis
--- Streams queue behind recipes/effects.lua --enqueue / --queue
+-- Streams queue of recipes/effects.lua --enqueue / --queue
 -- (docs/templates.md). Editors only.
+
+---@class mr.QueueUrl
+---@field host string
+---@field port integer
+---@field stream string
+---@field url string
 
 ---@class moonreel.queue
 local M = {}
 
----`redis://HOST:PORT/STREAM` as its parts; raises one line naming the flag when malformed.
+---A job whose worker died this many times fails.
+M.MAX_DELIVERIES = 0
+
+---How long one read waits for new entries (ms).
+M.BLOCK_MS = 0
+
+---At most one refresh of a running job's entry this often (s).
+M.HEARTBEAT_S = 0
+
+---"redis://HOST[:PORT]/STREAM" -> {host, port, stream, url}; raises one line.
 ---@param url string
 ---@param flag? string
----@return {host: string, port: integer, stream: string}
+---@return mr.QueueUrl
 function M.parse_url(url, flag) end
 
----Fills the stream from a manifest or a folder (the options of --enqueue); returns the exit code.
+---Puts the jobs of the options on the stream; returns the exit code.
 ---@param o table
 ---@return integer
 function M.enqueue_main(o) end
 
----Works the stream through its consumer group (the options of --queue); returns the exit code.
+---Works jobs from the stream until it is drained (or forever with wait); returns the exit code.
 ---@param o table
 ---@return integer
 function M.work_main(o) end
-
----how long one read waits for new entries
-M.BLOCK_MS = nil ---@type integer
-
----at most one refresh of a running job this often
-M.HEARTBEAT_S = nil ---@type number
-
----deliveries after which a job fails
-M.MAX_DELIVERIES = nil ---@type integer
 
 return M

@@ -83,8 +83,9 @@ LUA_CPATH="$PREFIX/lib/lua/5.4/?.so" LUA_PATH="$PREFIX/share/lua/5.4/?.lua" PREF
 # ---------------------------------------------------------- the CLI's run, from the installed files
 echo "== the installed CLI's generation"
 [ -s "$work/square.mp4" ] || fail "the CLI example wrote no square.mp4"
-grep -q "\"dir\":\"$PREFIX/share/moonreel/models/default\"" "$work/square.mp4.json" ||
-  fail "the sidecar does not name the installed model $PREFIX/share/moonreel/models/default"
+model_dir=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["model"]["dir"])' "$work/square.mp4.json")
+[ "$model_dir" = "$PREFIX/share/moonreel/models/default" ] ||
+  fail "the sidecar names the model $model_dir, not the installed $PREFIX/share/moonreel/models/default"
 [ -s "$work/circle.mp4" ] || fail "the stock lua5.4 example wrote no circle.mp4"
 
 # ---------------------------------------------------------- editor support

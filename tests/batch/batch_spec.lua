@@ -185,24 +185,30 @@ describe("effects batch", function()
     assert.is_true(first_fail < load)
   end)
 
+  -- enough work that three runs die mid-batch however fast the machine is
+  local N_KILL_JOBS = 12
+
   it("resumes after kill -9 at random moments with every clip made once and whole", function()
     local seed = os.time()
     math.randomseed(seed)
     local d = fresh("kill")
     local t = F.template()
-    t.sampling.steps = 6 -- a job long enough to be killed inside
+    t.sampling.steps = 8 -- a job long enough to be killed inside
     local tpl = F.write_json(f.dir .. "/tpl/kill.json", t)
     local lines = {}
-    for i = 1, 6 do
+    for i = 1, N_KILL_JOBS do
       lines[i] = cjson.encode{template = tpl, images = {f.photos[(i - 1) % 3 + 1]}, seed = tostring(i)}
     end
     F.write(d .. "/jobs.jsonl", table.concat(lines, "\n") .. "\n")
     local out = d .. "/out"
     local argv = {EFFECTS, "--manifest", d .. "/jobs.jsonl", "--out", out, "--model", f.packs.ti2v}
+    -- runs killed at random moments until three died mid-batch (a run that
+    -- finishes first, the machine being slow or fast, just makes progress)
     local kills, delays = 0, {}
-    for k = 1, 5 do
+    for k = 1, 10 do
+      if kills >= 3 then break end
       local pid = F.start(argv, d .. "/run" .. k .. ".log")
-      local delay = 0.3 + math.random() * 2.5
+      local delay = 0.3 + math.random() * 2.0
       delays[#delays + 1] = string.format("%.2f", delay)
       F.sleep(delay)
       if F.alive(pid) then
@@ -222,7 +228,7 @@ describe("effects batch", function()
       ids[r.id] = r
     end
     local clips = F.files(out, "%.mp4$")
-    assert.are.equal(6, #clips, why)
+    assert.are.equal(N_KILL_JOBS, #clips, why)
     for _, c in ipairs(clips) do
       local id = c:match("^(.*)%.mp4$")
       assert.is_table(ids[id], c .. " " .. why)
@@ -234,7 +240,7 @@ describe("effects batch", function()
     local broken = 0
     for _, r in ipairs(F.report(out .. "/report.jsonl")) do if not r then broken = broken + 1 end end
     assert.is_true(broken <= kills)
-    assert.truthy(o:find("6 jobs: ", 1, true), o)
+    assert.truthy(o:find(N_KILL_JOBS .. " jobs: ", 1, true), o)
   end)
 
   it("reads a report whose last line a kill cut short, and starts the next line on its own", function()

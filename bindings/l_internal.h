@@ -70,6 +70,9 @@ void mrl_open_io(lua_State *L, int module);
 void mrl_open_models(lua_State *L, int module);
 void mrl_open_sample(lua_State *L, int module);
 void mrl_open_media(lua_State *L, int module);
+/* The JSON table the embedded Lua parts get as "cjson": lua-cjson's encode, decode,
+   null, new, decode_max_depth, decode_invalid_numbers (l_json.c). */
+void mrl_push_json(lua_State *L);
 void mrl_open_redis(lua_State *L, int module);
 
 /* Runs an allocating engine call; on MR_EDEVMEM collects garbage (Lua may

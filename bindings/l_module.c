@@ -1,10 +1,14 @@
 /* The moonreel Lua module: luaopen_moonreel, the per-state context, device
    queries and the GC-pressure accounting that lets Lua's collector see VRAM. */
+#define _GNU_SOURCE /* dladdr1: where the module was loaded from */
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
-#include <sys/stat.h>
+#include <limits.h>
+#include <link.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -329,6 +333,15 @@ static int l_sha256(lua_State *L) {
   return 1;
 }
 
+/* mr.sleep(seconds): waits without spinning (mr.repl.show paces frames with it). */
+static int l_sleep(lua_State *L) {
+  lua_Number s = luaL_checknumber(L, 1);
+  luaL_argcheck(L, s >= 0 && s <= 86400, 1, "seconds must be 0 .. 86400");
+  struct timespec ts = {(time_t)s, (long)((s - (lua_Number)(time_t)s) * 1e9)};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+  return 0;
+}
+
 /* mr.sha256_string(s) -> 64 hex digits of the bytes of s */
 static int l_sha256_string(lua_State *L) {
   size_t n;
@@ -444,6 +457,8 @@ static int l_clock(lua_State *L) {
 
 static const luaL_Reg module_funcs[] = {
   {"device", l_device}, {"devices", l_devices}, {"sync", l_sync}, {"interrupt", l_interrupt},
+  {"profile", l_profile}, {"memory", l_memory}, {"trim", l_trim}, {"sha256", l_sha256}, {"gc_threshold", l_gc_threshold},
+  {"is_terminal", l_is_terminal}, {"clock", l_clock}, {"sleep", l_sleep},
   {"profile", l_profile}, {"memory", l_memory}, {"trim", l_trim}, {"sha256", l_sha256}, {"sha256_string", l_sha256_string},
   {"listdir", l_listdir}, {"mkdir", l_mkdir}, {"gc_threshold", l_gc_threshold},
   {"is_terminal", l_is_terminal}, {"clock", l_clock},
@@ -456,9 +471,42 @@ struct mrl_lua_chunk {
 };
 extern const struct mrl_lua_chunk mrl_lua_chunks[];
 
+#define JSON_KEY "moonreel.json"
+
+/* require as the embedded parts see it: "cjson" is the module's own JSON
+   (l_json.c), so they never depend on lua-cjson being installed where the
+   host looks; any other name goes to the global require. */
+static int embedded_require(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  if (strcmp(name, "cjson") == 0) {
+    if (lua_getfield(L, LUA_REGISTRYINDEX, JSON_KEY) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      mrl_push_json(L);
+      lua_pushvalue(L, -1);
+      lua_setfield(L, LUA_REGISTRYINDEX, JSON_KEY);
+    }
+    return 1;
+  }
+  lua_getglobal(L, "require");
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
 static int load_embedded(lua_State *L) {
   const struct mrl_lua_chunk *c = lua_touserdata(L, lua_upvalueindex(1));
   if (luaL_loadbuffer(L, c->bytes, c->size, c->chunkname) != LUA_OK) return lua_error(L);
+  /* its _ENV: the globals, read and written through, with that require */
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, embedded_require);
+  lua_setfield(L, -2, "require");
+  lua_createtable(L, 0, 2);
+  lua_pushglobaltable(L);
+  lua_setfield(L, -2, "__index");
+  lua_pushglobaltable(L);
+  lua_setfield(L, -2, "__newindex");
+  lua_setmetatable(L, -2);
+  lua_setupvalue(L, -2, 1);
   lua_pushvalue(L, 1); /* the module name, as require passes it */
   lua_call(L, 1, 1);
   return 1;
@@ -469,6 +517,13 @@ static int load_embedded(lua_State *L) {
 static int module_index(lua_State *L) {
   if (lua_type(L, 2) != LUA_TSTRING) return 0;
   const char *key = lua_tostring(L, 2);
+  if (strcmp(key, "show") == 0) { /* mr.show(video): mr.repl.show */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "moonreel.repl");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "show");
+    return 1;
+  }
   for (const struct mrl_lua_chunk *c = mrl_lua_chunks; c->name; c++) {
     if (strcmp(c->name + sizeof "moonreel." - 1, key) != 0) continue;
     lua_getglobal(L, "require");
@@ -503,6 +558,71 @@ static void open_embedded(lua_State *L, int module) {
   lua_setmetatable(L, module);
 }
 
+/* ------------------------------------------------------------ recipes path */
+
+/* The file this code was loaded from: the CLI executable, moonreel.so or
+   libmoonreel_lua.so, as an absolute path; false when it cannot be told. */
+static bool own_file(char *out, size_t size) {
+  Dl_info info;
+  struct link_map *map = NULL;
+  if (dladdr1((void *)luaopen_moonreel, &info, (void **)&map, RTLD_DL_LINKMAP) == 0 || map == NULL) return false;
+  const char *name = map->l_name;
+  if (name == NULL || name[0] == '\0') name = "/proc/self/exe"; /* the main program */
+  char resolved[PATH_MAX];
+  if (realpath(name, resolved) == NULL || strlen(resolved) >= size) return false;
+  memcpy(out, resolved, strlen(resolved) + 1);
+  return true;
+}
+
+/* mr.recipes_path: the recipes installed beside the file the module runs
+   from (share/moonreel/recipes relative to the Lua module folder, the library
+   folder or bin/, so any prefix given at install time works), then the source
+   tree it was built from, then the prefix it was configured for. Relative
+   candidates that do not exist are left out; the last two always stand
+   (messages name them). Existing folders appear once, resolved. */
+static void push_recipes_path(lua_State *L) {
+  enum { MAX_DIRS = 5 };
+  char dirs[MAX_DIRS][PATH_MAX + 1];
+  bool always[MAX_DIRS] = {false};
+  int n = 0;
+  char file[PATH_MAX];
+  if (own_file(file, sizeof file)) {
+    static const char *const relative[] = {MR_RECIPES_FROM_CMOD, MR_RECIPES_FROM_LIB, MR_RECIPES_FROM_BIN};
+    char *slash = strrchr(file, '/');
+    if (slash) *slash = '\0';
+    for (size_t i = 0; i < sizeof relative / sizeof *relative; i++)
+      if (snprintf(dirs[n], sizeof dirs[n], "%s/%s", file, relative[i]) < (int)sizeof dirs[n]) n++;
+  }
+  snprintf(dirs[n], sizeof dirs[n], "%s", MR_RECIPES_SOURCE);
+  always[n++] = true;
+  snprintf(dirs[n], sizeof dirs[n], "%s", MR_RECIPES_INSTALLED);
+  always[n++] = true;
+
+  char listed[MAX_DIRS][PATH_MAX];
+  int n_listed = 0;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (int i = 0; i < n; i++) {
+    char real[PATH_MAX];
+    struct stat st;
+    const char *dir = NULL;
+    if (realpath(dirs[i], real) != NULL && stat(real, &st) == 0 && S_ISDIR(st.st_mode)) {
+      bool dup = false;
+      for (int j = 0; j < n_listed; j++) dup = dup || strcmp(listed[j], real) == 0;
+      if (dup) continue;
+      memcpy(listed[n_listed++], real, sizeof real);
+      dir = real;
+    } else if (always[i]) {
+      dir = dirs[i];
+    } else {
+      continue;
+    }
+    if (luaL_bufflen(&b) > 0) luaL_addchar(&b, ';');
+    luaL_addstring(&b, dir);
+  }
+  luaL_pushresult(&b);
+}
+
 int luaopen_moonreel(lua_State *L) {
   mrl_state_get(L);
   luaL_newlib(L, module_funcs);
@@ -510,7 +630,7 @@ int luaopen_moonreel(lua_State *L) {
   lua_pushliteral(L, MR_VERSION_STRING);
   lua_setfield(L, module, "version");
   /* where mr.recipe finds the recipe modes after $MOONREEL_RECIPES and ./recipes */
-  lua_pushliteral(L, MR_RECIPES_SOURCE ";" MR_RECIPES_INSTALLED);
+  push_recipes_path(L);
   lua_setfield(L, module, "recipes_path");
 
   luaL_newmetatable(L, MRL_TENSOR);

@@ -1,7 +1,7 @@
 -- Reference images to video: several references (people, objects, a scene)
 -- kept in one video. Two methods; the pack says which (docs/recipes.md):
 --
---   phantom  (Phantom-Wan; the default model): each reference is VAE-encoded
+--   phantom  (Phantom-Wan; packs whose moonreel_pack.json says so): each reference is VAE-encoded
 --            alone and appended after the video's latent frames, held clean
 --            (t = 0 on models with per-token timesteps) and cut off before
 --            decoding. Three forwards a step:
@@ -14,7 +14,7 @@
 --
 -- Each reference is fitted on a white canvas (--ref-fit). The prompt can name
 -- a reference as @1, @2, ...: its role text (--ref face.png:"the woman"), else
--- the pack's name for that position ("the first object" on the default model).
+-- the pack's name for that position (its references.names).
 --
 --   moonreel recipes/r2v.lua --ref a.png --ref b.png \
 --     --prompt "the first object moving right and the second object moving down on a gray background"

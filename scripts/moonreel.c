@@ -8,10 +8,13 @@
  * incomplete chunk (a syntax error ending in <eof>) asks for more lines.
  * Ctrl-C sets a Lua hook (a signal handler must not touch the state) and also
  * interrupts the engine, because a hook never fires while a long GPU call
- * runs inside C.
+ * runs inside C. SIGTERM does the same and then ends the run: the script
+ * unwinds (its writers delete their temporary files), and the process exits
+ * 143, as a run stopped by Ctrl-C exits 130.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <limits.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -33,10 +36,15 @@
 
 static const char *progname = "moonreel";
 
-/* For the SIGINT handler only: it can reach nothing else. */
+/* For the signal handler only: it can reach nothing else. */
 static lua_State *volatile sig_state = NULL;
 static _Atomic(mr_ctx *) sig_ctx = NULL;
 static volatile sig_atomic_t sig_seen = 0;
+/* The signal that ends this run (SIGTERM; SIGINT outside the REPL), 0 if
+   none: the exit status becomes 128 + it (exit_status). */
+static volatile sig_atomic_t sig_stop = 0;
+/* In the REPL Ctrl-C stops the line, not the run. */
+static volatile sig_atomic_t in_repl = 0;
 
 /* ------------------------------------------------------------- messages */
 
@@ -67,11 +75,17 @@ static void print_message(const char *msg) {
   fflush(stderr);
 }
 
-/* Prints the error on top of the stack (if any) and pops it. */
+/* Prints the error on top of the stack (if any) and pops it. A run that a
+   signal stops gets its message's first line only: the traceback says
+   nothing about where the signal happened to land. */
 static int report(lua_State *L, int status) {
   if (status != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
-    print_message(msg ? msg : "(error object is not a string)");
+    if (msg == NULL) msg = "(error object is not a string)";
+    const char *nl = sig_stop ? strchr(msg, '\n') : NULL;
+    if (progname) fprintf(stderr, "%s: ", progname);
+    fprintf(stderr, "%.*s\n", nl ? (int)(nl - msg) : (int)strlen(msg), msg);
+    fflush(stderr);
     lua_pop(L, 1);
   }
   return status;
@@ -85,10 +99,12 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
   luaL_error(L, "interrupted!");
 }
 
-static void on_sigint(int sig) {
-  signal(sig, SIG_DFL); /* a second Ctrl-C ends the process */
+static void on_signal(int sig) {
+  signal(sig, SIG_DFL); /* a second one ends the process at once */
   sig_seen = 1;
-  lua_sethook(sig_state, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  if (sig == SIGTERM || !in_repl) sig_stop = sig;
+  lua_State *L = sig_state;
+  if (L) lua_sethook(L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
   mr_ctx *ctx = atomic_load(&sig_ctx);
   if (ctx) mr_ctx_interrupt(ctx); /* signal-safe: an atomic store */
 }
@@ -130,12 +146,51 @@ static int docall(lua_State *L, int narg, int nres) {
   lua_pushcfunction(L, msg_handler);
   lua_insert(L, base);
   sig_state = L;
-  signal(SIGINT, on_sigint);
+  signal(SIGINT, on_signal);
+  signal(SIGTERM, on_signal);
   int status = lua_pcall(L, narg, nres, base);
   signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
   lua_remove(L, base);
   clear_interrupt(L);
   return status;
+}
+
+/* ---------------------------------------------------------- exit status */
+
+/* What the process exits with: 143 once SIGTERM stopped the run, 130 for a
+   run that failed after Ctrl-C, else the script's own status. */
+static int exit_status(int status) {
+  if (sig_stop == SIGTERM) return 128 + SIGTERM;
+  if (sig_stop == SIGINT && status != EXIT_SUCCESS) return 128 + SIGINT;
+  return status;
+}
+
+static void note_signal(int sig) {
+  if (sig == SIGTERM || !sig_stop) sig_stop = sig;
+}
+
+/* From here to the end a signal is only noted (for the status): closing the
+   state runs the finalizers that delete temporary files, and a hook raising
+   inside one (Lua then skips the rest of that finalizer) or a default
+   SIGTERM would leave a file behind. Handlers rather than a blocked mask,
+   because the engine's threads (lavapipe's among them) take signals too. */
+static void hold_signals(lua_State *L) {
+  signal(SIGINT, note_signal);
+  signal(SIGTERM, note_signal);
+  sig_state = NULL;
+  lua_sethook(L, NULL, 0, 0);
+}
+
+/* os.exit([code [, close]]) as the stock one does it, with signals held and
+   the status from exit_status. */
+static int cli_exit(lua_State *L) {
+  int status = lua_isboolean(L, 1) ? (lua_toboolean(L, 1) ? EXIT_SUCCESS : EXIT_FAILURE)
+                                   : (int)luaL_optinteger(L, 1, EXIT_SUCCESS);
+  bool close = lua_toboolean(L, 2);
+  hold_signals(L);
+  if (close) lua_close(L);
+  exit(exit_status(status));
 }
 
 static int dochunk(lua_State *L, int status) {
@@ -168,6 +223,13 @@ static void create_arg_table(lua_State *L, char **argv, int argc, int script) {
     lua_rawseti(L, -2, i - script);
   }
   lua_setglobal(L, "arg");
+}
+
+static void replace_exit(lua_State *L) {
+  lua_getglobal(L, "os");
+  lua_pushcfunction(L, cli_exit);
+  lua_setfield(L, -2, "exit");
+  lua_pop(L, 1);
 }
 
 enum { HAS_ERROR = 1, HAS_I = 2, HAS_V = 4, HAS_E = 8, HAS_H = 16 };
@@ -297,6 +359,63 @@ static void preload_module(lua_State *L) {
 static bool use_readline = false;
 static char history_path[PATH_MAX];
 
+#ifdef MR_HAVE_READLINE
+static sigjmp_buf prompt_jmp;
+static volatile sig_atomic_t at_prompt = 0;
+
+static void on_sigint_prompt(int sig) {
+  (void)sig;
+  if (at_prompt) siglongjmp(prompt_jmp, 1);
+}
+
+/* Tab: the names mr.repl.complete gives for the expression before the cursor
+   (globals, fields after '.', methods after ':'). */
+static lua_State *complete_state = NULL;
+
+static char *complete_next(const char *text, int state) {
+  (void)text;
+  lua_State *L = complete_state;
+  if (!L) return NULL;
+  /* the list is made on state 0 and kept in the registry until the last one */
+  if (state == 0) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "moonreel.repl");
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+      lua_pop(L, 1);
+      return NULL;
+    }
+    lua_getfield(L, -1, "complete");
+    lua_remove(L, -2);
+    lua_pushlstring(L, rl_line_buffer, (size_t)rl_point);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_istable(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushnil(L);
+    }
+    lua_setfield(L, LUA_REGISTRYINDEX, "moonreel.completions");
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, "moonreel.completions");
+  char *out = NULL;
+  if (lua_istable(L, -1)) {
+    lua_rawgeti(L, -1, state + 1);
+    /* the word readline replaces is the whole expression ('.' and ':' do not
+       break words), so a completion is the expression completed */
+    const char *c = lua_tostring(L, -1);
+    if (c) out = strdup(c);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return out;
+}
+
+static char **complete(const char *text, int start, int end) {
+  (void)start;
+  (void)end;
+  rl_attempted_completion_over = 1; /* no file names */
+  rl_completion_append_character = '\0'; /* "mr.recipe" may go on with "." */
+  return rl_completion_matches(text, complete_next);
+}
+#endif
+
 static const char *get_prompt(lua_State *L, int first) {
   if (lua_getglobal(L, first ? "_PROMPT" : "_PROMPT2") == LUA_TNIL) {
     lua_pop(L, 1);
@@ -315,7 +434,19 @@ static int read_line(lua_State *L, int first) {
   size_t len = 0;
 #ifdef MR_HAVE_READLINE
   if (use_readline) {
+    /* Ctrl-C at the prompt abandons the line being typed and gives a fresh
+       prompt (readline restores the terminal, then calls our handler) */
+    if (sigsetjmp(prompt_jmp, 1)) {
+      rl_free_line_state();
+      rl_reset_after_signal();
+      fputs("^C\n", stdout);
+      fflush(stdout);
+    }
+    signal(SIGINT, on_sigint_prompt);
+    at_prompt = 1;
     line = readline(prompt);
+    at_prompt = 0;
+    signal(SIGINT, SIG_DFL);
   } else
 #endif
   {
@@ -341,7 +472,10 @@ static void save_line(lua_State *L, int idx) {
 #ifdef MR_HAVE_READLINE
   size_t len;
   const char *line = lua_tolstring(L, idx, &len);
-  if (use_readline && len > 0) add_history(line);
+  if (use_readline && len > 0) {
+    add_history(line);
+    if (history_path[0]) write_history(history_path); /* kept even if the process dies */
+  }
 #else
   (void)L;
   (void)idx;
@@ -402,11 +536,22 @@ static int load_line(lua_State *L) {
   return status;
 }
 
+/* Results print through mr.repl.print (tables nested, tensors with shape and
+   values, objects with their configuration); the global print if that fails
+   to load. */
 static void print_results(lua_State *L) {
   int n = lua_gettop(L);
   if (n == 0) return;
   luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
-  lua_getglobal(L, "print");
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "moonreel.repl");
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+    lua_getfield(L, -1, "print");
+    lua_remove(L, -2);
+  } else {
+    lua_pop(L, 1);
+    lua_getglobal(L, "print");
+  }
   lua_insert(L, 1);
   if (lua_pcall(L, n, 0, 0) != LUA_OK)
     print_message(lua_pushfstring(L, "error calling 'print' (%s)", lua_tostring(L, -1)));
@@ -419,6 +564,9 @@ static void repl(lua_State *L) {
   use_readline = isatty(STDIN_FILENO);
   if (use_readline) {
     rl_readline_name = "moonreel";
+    complete_state = L;
+    rl_attempted_completion_function = complete;
+    rl_basic_word_break_characters = " \t\n\"'`@$><=;|&{(,+-*/%^#~[]"; /* '.' and ':' stay in a word */
     const char *home = getenv("HOME");
     if (home && *home) {
       snprintf(history_path, sizeof history_path, "%s/.moonreel_history", home);
@@ -432,13 +580,19 @@ static void repl(lua_State *L) {
   lua_pushliteral(L, "moonreel");
   if (lua_pcall(L, 1, 1, 0) == LUA_OK) lua_setglobal(L, "mr");
   else lua_pop(L, 1);
+  /* help(x): the documentation of a function or object (mr.repl.help) */
+  (void)luaL_dostring(L, "help = function(x) local r = require 'moonreel.repl' local s, err = r.help(x) "
+                         "print(s or err) end");
 
   int status;
+  in_repl = 1;
   while ((status = load_line(L)) != -1) {
     if (status == LUA_OK) status = docall(L, 0, LUA_MULTRET);
     if (status == LUA_OK) print_results(L);
     else report(L, status);
+    if (sig_stop == SIGTERM) break; /* the REPL was told to end */
   }
+  in_repl = 0;
   lua_settop(L, 0);
   fputs("\n", stdout);
   fflush(stdout);
@@ -467,6 +621,7 @@ static int pmain(lua_State *L) {
   if (flags & HAS_V) print_version();
   luaL_checkversion(L);
   luaL_openlibs(L);
+  replace_exit(L);
   set_paths(L);
   preload_module(L);
   create_arg_table(L, argv, argc, script);
@@ -502,6 +657,7 @@ int main(int argc, char **argv) {
   int status = lua_pcall(L, 2, 1, 0);
   int ok = lua_toboolean(L, -1);
   report(L, status);
+  hold_signals(L);
   lua_close(L);
-  return (status == LUA_OK && ok) ? EXIT_SUCCESS : EXIT_FAILURE;
+  return exit_status((status == LUA_OK && ok) ? EXIT_SUCCESS : EXIT_FAILURE);
 }

@@ -8,7 +8,8 @@ libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
 glslang-tools spirv-tools
 lua5.4 liblua5.4-dev lua-cjson lua-busted libreadline-dev
 libwebp-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev ffmpeg
-libcjson-dev python3-numpy
+libcjson-dev python3-numpy luarocks
+clang libclang-rt-dev llvm
 libhiredis-dev redis-server python3-jsonschema"
 
 missing=""

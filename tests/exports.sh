@@ -9,8 +9,8 @@ shift
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 nm -D --defined-only "$lib" | awk '$2 ~ /^[TDBRW]$/ {print $3}' | sort -u > "$tmp/exported"
-# declared functions: a name followed by "(" at the start of a declaration
-sed 's,/\*.*\*/,,g' "$@" | grep -oE '\b(mr|moonreel_lua|luaopen)_[a-z0-9_]+\(' | tr -d '(' | sort -u > "$tmp/declared"
+# declared functions: a name followed by "(", outside comments (which may span lines)
+perl -0pe 's{/\*.*?\*/}{}gs' "$@" | grep -oE '\b(mr|moonreel_lua|luaopen)_[a-z0-9_]+\(' | tr -d '(' | sort -u > "$tmp/declared"
 extra=$(comm -23 "$tmp/exported" "$tmp/declared")
 missing=$(comm -13 "$tmp/exported" "$tmp/declared")
 status=0

@@ -110,6 +110,20 @@ mr_status mr_media_frame_to_rgba(mr_ctx *ctx, const char *path, const struct AVF
    img->px is the caller's to free) and fills info. */
 mr_status mr_media_decode_still(mr_ctx *ctx, const char *path, mr_rgba8 *img, mr_image_info *info);
 
+/* A video's frames as decoded and fitted, before any device sees them:
+   bytes [n][3][h][w]. */
+typedef struct mr_media_frames {
+  uint8_t *px; /* malloc'd; the caller frees it */
+  int64_t n;
+  int w, h;
+} mr_media_frames;
+
+/* The host half of mr_video_read: probes path, decodes the frames o selects
+   and fits them (o is already checked). Needs no device, so the video fuzz
+   target (tests/fuzz) runs the whole decoder on a context without one. */
+mr_status mr_media_video_decode(mr_ctx *ctx, const char *path, const mr_video_read_opts *o, mr_media_frames *out,
+                                mr_video_info *info);
+
 /* Called by every public media entry point: lowers FFmpeg's default log
    level (info) to errors, once per process. */
 void mr_media_init(void);

@@ -116,19 +116,6 @@ static mr_status collect(collector *c, const mr_rgba8 *img) {
   return MR_OK;
 }
 
-/* Uploads the bytes and makes the [3, F, H, W] tensor in [-1, 1]. */
-static mr_status collector_tensor(collector *c, mr_tensor **out) {
-  int64_t shape[4] = {c->n, 3, c->out_h, c->out_w};
-  mr_tensor *raw = NULL, *view = NULL;
-  mr_status s = mr_tensor_from_host(c->ctx, c->o->dtype, 4, shape, MR_U8, c->buf, &raw);
-  static const int perm[4] = {1, 0, 2, 3};
-  if (s == MR_OK) s = mr_tensor_permute(raw, perm, &view);
-  if (s == MR_OK) s = mr_op_scale(view, 2.0f / 255.0f, -1.0f, out);
-  mr_tensor_free(view);
-  mr_tensor_free(raw);
-  return s;
-}
-
 /* ------------------------------------------------------------------ WebP */
 
 static mr_status webp_bad(mr_ctx *ctx, const char *path, const uint8_t *d, size_t n) {
@@ -210,14 +197,27 @@ typedef struct av_in {
 
 static void av_in_close(av_in *in) { avformat_close_input(&in->fc); }
 
+/* The demuxers of the formats moonreel reads (FFmpeg's names). Probing
+   alone would also pick, by content, demuxers that open other files: an HLS
+   playlist or an ffconcat list saved as "x.mp4" would make a read of it
+   read whatever local files it names. */
+#define VIDEO_DEMUXERS "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,gif"
+
 static mr_status av_in_open(mr_ctx *ctx, const char *path, av_in *in) {
   memset(in, 0, sizeof *in);
   in->orientation = 1;
   char eb[128];
-  int r = avformat_open_input(&in->fc, path, NULL, NULL);
+  AVDictionary *opts = NULL;
+  av_dict_set(&opts, "format_whitelist", VIDEO_DEMUXERS, 0);
+  av_dict_set(&opts, "protocol_whitelist", "file", 0);
+  int r = avformat_open_input(&in->fc, path, NULL, &opts);
+  av_dict_free(&opts);
   if (r == AVERROR(ENOENT)) return mr_error(ctx, MR_ENOTFOUND, "cannot open '%s': No such file or directory", path);
   if (r == AVERROR_INVALIDDATA)
     return mr_error(ctx, MR_EFORMAT, "'%s' is not a video FFmpeg can read (MP4, WebM, MKV, GIF; WebP by libwebp)", path);
+  if (r == AVERROR(EINVAL)) /* what a demuxer off the list gives */
+    return mr_error(ctx, MR_EUNSUPPORTED, "'%s' is not in a video format moonreel reads (MP4/MOV, WebM, MKV, GIF, WebP)",
+                    path);
   if (r < 0) return mr_error(ctx, MR_EIO, "cannot open '%s': %s", path, mr_media_av_err(r, eb, sizeof eb));
   if ((r = avformat_find_stream_info(in->fc, NULL)) < 0) {
     av_in_close(in);
@@ -379,21 +379,13 @@ done:
   return s;
 }
 
-mr_status mr_video_read(mr_ctx *ctx, const char *path, const mr_video_read_opts *opts, mr_tensor **out,
-                        mr_video_info *info) {
-  if (out) *out = NULL;
-  if (info) memset(info, 0, sizeof *info);
-  if (path == NULL || out == NULL) return mr_error(ctx, MR_EINVAL, "mr_video_read: path and out are required");
-  mr_media_init();
-  mr_video_read_opts o = opts ? *opts : mr_video_read_opts_default();
-  mr_status s = mr_media_check_dtype(ctx, path, o.dtype);
-  if (s != MR_OK) return s;
-  if (o.start < 0 || o.max_frames < 0)
-    return mr_error(ctx, MR_EINVAL, "'%s': start %lld and max_frames %lld must be >= 0", path, (long long)o.start,
-                    (long long)o.max_frames);
+mr_status mr_media_video_decode(mr_ctx *ctx, const char *path, const mr_video_read_opts *o, mr_media_frames *out,
+                                mr_video_info *info) {
+  memset(out, 0, sizeof *out);
   mr_video_info inf;
-  if ((s = mr_video_probe(ctx, path, &inf)) != MR_OK) return s;
-  collector c = {.ctx = ctx, .path = path, .o = &o, .fit = o.resize};
+  mr_status s = mr_video_probe(ctx, path, &inf);
+  if (s != MR_OK) return s;
+  collector c = {.ctx = ctx, .path = path, .o = o, .fit = o->resize};
   uint8_t head[12];
   if (head12(path, head) && webp_magic(head, 12)) {
     uint8_t *d;
@@ -410,11 +402,51 @@ mr_status mr_video_read(mr_ctx *ctx, const char *path, const mr_video_read_opts 
     }
   }
   if (s == MR_OK && c.n == 0)
-    s = mr_error(ctx, MR_EINVAL, "'%s': no frames to read (start %lld, the file has %lld)", path, (long long)o.start,
+    s = mr_error(ctx, MR_EINVAL, "'%s': no frames to read (start %lld, the file has %lld)", path, (long long)o->start,
                  (long long)c.seen);
-  if (s == MR_OK) s = collector_tensor(&c, out);
-  free(c.buf);
   free(c.scratch);
+  if (s != MR_OK) {
+    free(c.buf);
+    return s;
+  }
+  out->px = c.buf;
+  out->n = c.n;
+  out->w = c.out_w;
+  out->h = c.out_h;
+  if (info) *info = inf;
+  return MR_OK;
+}
+
+/* Uploads the bytes and makes the [3, F, H, W] tensor in [-1, 1]. */
+static mr_status frames_tensor(mr_ctx *ctx, const mr_media_frames *f, mr_dtype dtype, mr_tensor **out) {
+  int64_t shape[4] = {f->n, 3, f->h, f->w};
+  mr_tensor *raw = NULL, *view = NULL;
+  mr_status s = mr_tensor_from_host(ctx, dtype, 4, shape, MR_U8, f->px, &raw);
+  static const int perm[4] = {1, 0, 2, 3};
+  if (s == MR_OK) s = mr_tensor_permute(raw, perm, &view);
+  if (s == MR_OK) s = mr_op_scale(view, 2.0f / 255.0f, -1.0f, out);
+  mr_tensor_free(view);
+  mr_tensor_free(raw);
+  return s;
+}
+
+mr_status mr_video_read(mr_ctx *ctx, const char *path, const mr_video_read_opts *opts, mr_tensor **out,
+                        mr_video_info *info) {
+  if (out) *out = NULL;
+  if (info) memset(info, 0, sizeof *info);
+  if (path == NULL || out == NULL) return mr_error(ctx, MR_EINVAL, "mr_video_read: path and out are required");
+  mr_media_init();
+  mr_video_read_opts o = opts ? *opts : mr_video_read_opts_default();
+  mr_status s = mr_media_check_dtype(ctx, path, o.dtype);
+  if (s != MR_OK) return s;
+  if (o.start < 0 || o.max_frames < 0)
+    return mr_error(ctx, MR_EINVAL, "'%s': start %lld and max_frames %lld must be >= 0", path, (long long)o.start,
+                    (long long)o.max_frames);
+  mr_media_frames f;
+  mr_video_info inf;
+  if ((s = mr_media_video_decode(ctx, path, &o, &f, &inf)) != MR_OK) return s;
+  s = frames_tensor(ctx, &f, o.dtype, out);
+  free(f.px);
   if (s == MR_OK && info) *info = inf;
   return s;
 }

@@ -152,14 +152,52 @@ static float scalar(const mr_weights *w, int key, float dflt) {
   return isfinite(v) ? v : dflt;
 }
 
-/* a · b as matrices ([m, k] · [k, n]) through mr_op_matmul, which takes bᵀ. */
+/* a · b as matrices ([m, k] · [k, n]) through mr_op_matmul, which takes bᵀ.
+   full_delta has checked the factors' shapes (factors_fit). */
 static mr_status matprod(const mr_tensor *a, const mr_tensor *b, mr_tensor **out) {
+  MR_ASSERT(mr_tensor_ndim(a) == 2 && mr_tensor_ndim(b) == 2);
   mr_tensor *bt = NULL;
   int perm[2] = {1, 0};
   mr_status st = mr_tensor_permute((mr_tensor *)b, perm, &bt);
   if (st == MR_OK) st = mr_op_matmul(a, bt, NULL, out);
   mr_tensor_free(bt);
   return st;
+}
+
+/* The shape of a factor in the file, if it is a matrix with no empty side. */
+static bool factor_shape(const mr_weights *w, int key, int64_t *rows, int64_t *cols) {
+  mr_weight_info info;
+  if (key < 0 || mr_weights_get(w, key, &info) != MR_OK || info.ndim != 2) return false;
+  *rows = info.shape[0];
+  *cols = info.shape[1];
+  return *rows > 0 && *cols > 0;
+}
+
+/* The shape of a factor given whole (key full) or as key_a · key_b. */
+static bool product_shape(const mr_weights *w, int full, int key_a, int key_b, int64_t *rows, int64_t *cols) {
+  if (full >= 0) return factor_shape(w, full, rows, cols);
+  int64_t r1, c1, r2, c2;
+  if (!factor_shape(w, key_a, &r1, &c1) || !factor_shape(w, key_b, &r2, &c2) || c1 != r2) return false;
+  *rows = r1;
+  *cols = c2;
+  return true;
+}
+
+/* Whether a LoHa or LoKr module's factors, as the file declares them, make
+   exactly the [rows, cols] delta of the parameter. Checked before anything
+   is uploaded: the delta is computed at the size its factors declare, and a
+   LoKr of two 512K-element factors would declare 2^38 elements. */
+static bool factors_fit(const mr_weights *w, const module *m, bool loha, int ndim, const int64_t *shape) {
+  int64_t xr, xc, yr, yc;
+  if (ndim != 2) return false;
+  if (loha)
+    return product_shape(w, -1, m->key[P_H1A], m->key[P_H1B], &xr, &xc) &&
+           product_shape(w, -1, m->key[P_H2A], m->key[P_H2B], &yr, &yc) && xr == shape[0] && xc == shape[1] &&
+           yr == shape[0] && yc == shape[1];
+  /* kron(w1, w2) is [xr yr, xc yc]; each side at most the weight's, so the products cannot overflow */
+  return product_shape(w, m->key[P_K1], m->key[P_K1A], m->key[P_K1B], &xr, &xc) &&
+         product_shape(w, m->key[P_K2], m->key[P_K2A], m->key[P_K2B], &yr, &yc) && xr <= shape[0] &&
+         yr <= shape[0] && xc <= shape[1] && yc <= shape[1] && xr * yr == shape[0] && xc * yc == shape[1];
 }
 
 /* The full delta of a LoHa or LoKr module, f32, in the parameter's shape. */
@@ -169,6 +207,13 @@ static mr_status full_delta(mr_ctx *ctx, const mr_weights *w, const module *m, b
   mr_status st = MR_OK;
   *out = NULL;
   int rank = 0;
+  if (!factors_fit(w, m, loha, ndim, shape)) {
+    char b[64];
+    return mr_error(ctx, MR_EFORMAT,
+                    "%s '%s': its factors (matrices, %s) do not make the delta of a %s weight", loha ? "LoHa" : "LoKr",
+                    m->name, loha ? "(w1_a w1_b) * (w2_a w2_b)" : "kron(w1, w2), each whole or as _a _b",
+                    mr_shape_str(ndim, shape, b, sizeof b));
+  }
   if (loha) {
     const part ps[4] = {P_H1A, P_H1B, P_H2A, P_H2B};
     for (int i = 0; i < 4 && st == MR_OK; i++) st = upload(ctx, w, m->key[ps[i]], &t[i]);
@@ -281,8 +326,9 @@ static mr_status add_module(mr_lora *l, const mr_weights *w, const module *m, co
         }
         const int64_t *as = mr_tensor_shape(e.a), *bs = mr_tensor_shape(e.b);
         /* conv-shaped factors ([r, in, 1, 1, 1]) of a linear are accepted as matrices */
-        int64_t r = as[0], in = mr_tensor_numel(e.a) / r, out = bs[0];
-        bool ok = pp->ndim >= 2 && mr_tensor_numel(e.b) == out * r && out == pp->shape[0] &&
+        /* a rank of 0 (an empty A) is refused by the check, not divided by */
+        int64_t r = as[0], in = r > 0 ? mr_tensor_numel(e.a) / r : 0, out = bs[0];
+        bool ok = r > 0 && pp->ndim >= 2 && mr_tensor_numel(e.b) == out * r && out == pp->shape[0] &&
                   in * pp->shape[0] == param_numel(pp);
         if (!ok) {
           int64_t ws[2] = {out, in};
@@ -347,10 +393,11 @@ static mr_status add_module(mr_lora *l, const mr_weights *w, const module *m, co
       *matched = true;
       lora_entry e = {.param = p, .kind = E_DELTA, .scale = 1.0f};
       if ((st = upload(ctx, w, m->key[P_DIFF_B], &e.a)) != MR_OK) return st;
-      if (mr_tensor_numel(e.a) != P->p[p].shape[0]) {
-        mr_tensor_free(e.a);
+      int64_t values = mr_tensor_numel(e.a);
+      if (values != P->p[p].shape[0]) {
+        mr_tensor_free(e.a); /* the message is made from `values`, not from the freed tensor */
         return mr_error(ctx, MR_EFORMAT, "LoRA '%s': '%s.diff_b' has %lld values for a bias of %lld", l->name, m->name,
-                        (long long)mr_tensor_numel(e.a), (long long)P->p[p].shape[0]);
+                        (long long)values, (long long)P->p[p].shape[0]);
       }
       if ((st = add_entry(l, e)) != MR_OK) return st;
     }

@@ -89,13 +89,28 @@ mr_status mr_wan_dit_detect(mr_ctx *ctx, const mr_weights *w, const char *config
                     out->text_len < 1 || out->text_len > 65536 ? 65536 : 4096);
   }
   const cJSON *eps = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "eps") : NULL;
-  out->eps = cJSON_IsNumber(eps) ? (float)eps->valuedouble : 1e-6f;
+  /* a norm's epsilon: a negative or huge one would turn every norm into NaN or 0 */
+  double eps_v = cJSON_IsNumber(eps) ? eps->valuedouble : 1e-6;
+  if (!(eps_v >= 0.0 && eps_v <= 1.0)) {
+    cJSON_Delete(root);
+    return mr_error(ctx, MR_EFORMAT, "Wan DiT: config.json: eps %g is out of range (0 .. 1)", eps_v);
+  }
+  out->eps = (float)eps_v;
   const cJSON *type = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "model_type") : NULL;
   const cJSON *vl = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "vace_layers") : NULL;
   if (n_vace > 0) {
     if (cJSON_IsArray(vl) && cJSON_GetArraySize(vl) == n_vace) {
-      for (int i = 0; i < n_vace && i < MR_WAN_MAX_VACE_LAYERS; i++)
-        out->vace_layers[i] = cJSON_GetArrayItem(vl, i)->valueint;
+      for (int i = 0; i < n_vace && i < MR_WAN_MAX_VACE_LAYERS; i++) {
+        /* hint i is added after block vace_layers[i]: one past the blocks would be computed and dropped */
+        const cJSON *li = cJSON_GetArrayItem(vl, i);
+        if (!cJSON_IsNumber(li) || li->valuedouble != (double)li->valueint || li->valueint < 0 ||
+            li->valueint >= out->num_layers) {
+          cJSON_Delete(root);
+          return mr_error(ctx, MR_EFORMAT, "Wan DiT: config.json: vace_layers[%d] must be a block index 0 .. %d",
+                          i, out->num_layers - 1);
+        }
+        out->vace_layers[i] = li->valueint;
+      }
     } else { /* the released VACE models place hints every num_layers / n_vace blocks from block 0 */
       for (int i = 0; i < n_vace && i < MR_WAN_MAX_VACE_LAYERS; i++) out->vace_layers[i] = i * (out->num_layers / n_vace);
     }

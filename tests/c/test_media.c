@@ -1070,6 +1070,22 @@ static void test_bad_inputs(mr_ctx *ctx) {
   CHECK_FAIL(ctx, mr_video_read(ctx, tmp_path("cut_anim.webp"), NULL, &t, NULL), MR_EFORMAT, "cut_anim.webp",
              "truncated");
   CHECK(t == NULL);
+
+  /* A playlist (HLS) or a concat list saved as a video reads the files it
+     names; only the demuxers of the formats moonreel reads are used. */
+  char list[1024];
+  snprintf(list, sizeof list, "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:1,\n%s\n#EXT-X-ENDLIST\n",
+           tmp_path("mp4/a.mp4"));
+  mr_test_write_bytes(tmp_path("playlist.mp4"), list, strlen(list));
+  CHECK_FAIL(ctx, mr_video_probe(ctx, tmp_path("playlist.mp4"), &info), MR_EUNSUPPORTED, "playlist.mp4",
+             "not in a video format");
+  CHECK_FAIL(ctx, mr_video_read(ctx, tmp_path("playlist.mp4"), NULL, &t, NULL), MR_EUNSUPPORTED, "playlist.mp4",
+             "not in a video format");
+  snprintf(list, sizeof list, "ffconcat version 1.0\nfile '%s'\n", tmp_path("mp4/a.mp4"));
+  mr_test_write_bytes(tmp_path("concat.mp4"), list, strlen(list));
+  CHECK_FAIL(ctx, mr_video_read(ctx, tmp_path("concat.mp4"), NULL, &t, NULL), MR_EUNSUPPORTED, "concat.mp4",
+             "not in a video format");
+  CHECK(t == NULL);
 }
 
 /* Other inputs made by the ffmpeg CLI: VP9 WebM, GIF, a rotation tag. */

@@ -90,7 +90,7 @@ repl_in = "\n".join([
 ]) + "\n"
 rc, out, err = run(["-i"], stdin=repl_in)
 check("pipe: expression prints", "> 2\n" in out, out)
-check("pipe: __tostring via print", "mr.Tensor(f32, 2x2)" in out, out)
+check("pipe: a tensor prints with its shape (mr.repl.pretty)", "Tensor f32 [2, 2]" in out, out)
 check("pipe: continuation lines", "loop\t1\nloop\t2" in out and ">> " in out, out)
 check("pipe: error does not exit", "boom" in err and "still here" in out and "> 9" in out, out + err)
 check("pipe: misuse message", "shape 3 has 3 elements, tensor has 4" in err, err)
@@ -186,6 +186,43 @@ take()
 send("\x1b[A\r")
 ok = read_until("12\r\n")
 check("pty: history recall", ok, take())
+read_until("> ")
+take()
+
+# values print readably: a table nested, a tensor with its shape and values
+send("mr.tensor{{1, 2}, {3, 4}}\r")
+ok = read_until("Tensor f32 [2, 2]")
+ok = ok and read_until("{1, 2, 3, 4}")
+check("pty: a tensor prints with shape and values", ok, take())
+read_until("> ")
+take()
+
+# Tab completes a field of the module
+send("mr.zer\t({3})\r")
+ok = read_until("Tensor f32 [3]")
+check("pty: Tab completes mr.zer to mr.zeros", ok, take())
+read_until("> ")
+take()
+
+# help(x) prints the function's line of docs/lua-api.md
+send("help(mr.zeros)\r")
+ok = read_until("zero-filled")
+check("pty: help(mr.zeros)", ok, take())
+read_until("> ")
+take()
+
+# history is on disk after each line, not only at exit
+hist = os.path.join(HOME, ".moonreel_history")
+check("pty: history saved after each line", os.path.exists(hist) and "help(mr.zeros)" in open(hist).read())
+
+# Ctrl-C at the prompt drops the line being typed and prompts again
+send("this is not lua")
+time.sleep(0.3)
+send("\x03")
+ok = read_until("> ")
+send("40 + 2\r")
+ok = ok and read_until("42\r\n")
+check("pty: Ctrl-C at the prompt clears the line", ok, take())
 read_until("> ")
 take()
 

@@ -15,18 +15,7 @@ local H = dofile(SRC .. "/tests/lua/helpers.lua")
 local q, read, ls = H.q, H.read, H.ls
 
 -- Runs the CLI with a recipe and flags; returns exit code, stdout, stderr.
-local function run(recipe, flags, prefix)
-  local parts = {}
-  for _, f in ipairs(flags) do parts[#parts + 1] = q(f) end
-  local out, err = os.tmpname(), os.tmpname()
-  local cmd = string.format("%s%s %s %s >%s 2>%s", prefix or "", q(BIN), q(SRC .. "/recipes/" .. recipe .. ".lua"),
-    table.concat(parts, " "), q(out), q(err))
-  local _, _, code = os.execute(cmd)
-  local o, e = read(out), read(err)
-  os.remove(out)
-  os.remove(err)
-  return code, o, e
-end
+local function run(recipe, flags, prefix) return H.run_recipe(BIN, SRC, recipe, flags, prefix) end
 
 local function ffprobe(path)
   local p = io.popen("ffprobe -v error -count_frames -select_streams v:0 -show_entries " ..

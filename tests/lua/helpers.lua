@@ -44,4 +44,19 @@ end
 -- Removes path and all it holds.
 function H.rm(path) os.execute("rm -rf " .. H.q(path)) end
 
+-- Runs the CLI bin on src/recipes/<recipe>.lua with flags (a list of strings),
+-- after an optional shell prefix; returns exit code, stdout, stderr.
+function H.run_recipe(bin, src, recipe, flags, prefix)
+  local parts = {}
+  for _, f in ipairs(flags) do parts[#parts + 1] = H.q(f) end
+  local out, err = os.tmpname(), os.tmpname()
+  local cmd = string.format("%s%s %s %s >%s 2>%s", prefix or "", H.q(bin), H.q(src .. "/recipes/" .. recipe .. ".lua"),
+    table.concat(parts, " "), H.q(out), H.q(err))
+  local _, _, code = os.execute(cmd)
+  local o, e = H.read(out), H.read(err)
+  os.remove(out)
+  os.remove(err)
+  return code, o, e
+end
+
 return H

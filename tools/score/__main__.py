@@ -79,6 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("--r2v", type=int, default=0, help="two-reference cases (packs that take references)")
     ap.add_argument("--step-cache", type=float, default=None, metavar="THRESHOLD",
                     help="generate with mr.recipe.step_cache{threshold = THRESHOLD} (reused steps are counted)")
+    ap.add_argument("--cfg-img", type=float, default=None, help="r2v: guidance of the references (default: the pack's)")
     ap.add_argument("--r2v-swapped", type=int, default=None, help="of those, run again swapped (default: all)")
     ap.add_argument("--seed", type=int, default=0, help="the training seed (held-out and pair streams)")
     ap.add_argument("--weights", default="f32")
@@ -152,7 +153,7 @@ def _score(a, frames: int, size: int, tmp: str, reference: dict) -> int:
             order = [1, 0] if swapped else [0, 1]
             out = os.path.join(tmp, f"r2v{len(jobs)}.out")
             jobs.append({"kind": "r2v", "prompt": prompt, "seed": str(sd), "refs": [files[j] for j in order],
-                         "out": out})
+                         "out": out, **({"cfg_img": a.cfg_img} if a.cfg_img is not None else {})})
             # the n-th object named in the prompt is the n-th reference's, with the n-th motion
             exp = [{"colour": spec.objects[j].colour, "shape": spec.objects[j].shape, "motion": m.motion}
                    for j, m in zip(order, spec.objects)]

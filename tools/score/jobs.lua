@@ -44,7 +44,7 @@ for i, job in ipairs(spec.jobs) do
     local image = job.image and raw_tensor(job.image, job.shape) or nil
     local hook = spec.step_cache ~= cjson.null and spec.step_cache and mr.recipe.step_cache{threshold = spec.step_cache}
     local r = mr.recipe.generate{pack = pack, mode = job.kind, prompt = job.prompt, seed = job.seed, image = image,
-                                 ref = job.refs, out = false, quiet = true, on_step = hook or nil}
+                                 ref = job.refs, cfg_img = job.cfg_img, out = false, quiet = true, on_step = hook or nil}
     reused, steps = reused + (r.params.steps_reused or 0), steps + r.params.steps
     write_raw(job.out, r.frames)
     r.frames:close()

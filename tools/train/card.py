@@ -15,7 +15,7 @@ import json
 import os
 from typing import Optional
 
-GATES = {"vae": 30.0, "t2v": 0.90, "ti2v_psnr": 25.0, "ti2v": 0.90}
+GATES = {"vae": 30.0, "t2v": 0.90, "ti2v_psnr": 25.0, "ti2v": 0.90, "r2v": 0.90}
 
 
 def _dur(seconds) -> str:
@@ -60,7 +60,9 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
         "`tools/train` on **tinyworld**, a procedural world of short clips: one object (circle, square,",
         "triangle; red, green, blue, yellow, white, purple) on a plain background (black, gray, dark",
         "blue) moving left, right, up or down, growing, shrinking or staying still, with captions in",
-        "several phrasings. It knows nothing else. It is moonreel's default pack",
+        "several phrasings." + (" A second stage taught it two objects, shades and sizes off the palette, and "
+                                "reference images (Phantom-style: `recipes/r2v.lua`)." if info.get("references") else "")
+        + " It knows nothing else. It is moonreel's default pack",
         "(`build/moonreel recipes/t2v.lua` with no `--model`) and the end-to-end oracle of the tests:",
         "what it generates can be checked automatically (`tools/tinyworld/checker.py`).",
         "",
@@ -124,6 +126,30 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
         f"| **total** | | **{_dur(m.get('total_seconds'))}** |",
         "",
     ]
+    rs = info.get("refs_stage")
+    if rs:
+        rc, rm = rs["config"], rs["metrics"]
+        lines += [
+            "Then the reference stage, from this pack: `/usr/bin/python3 -m tools.train.stage_refs --pack "
+            "models/default --out runs/refs --export models/default` (seed "
+            f"{rc['seed']}; docs/default-model.md):",
+            "",
+            "| stage | steps | time |",
+            "| --- | --- | --- |",
+            f"| tokenizer retrained on every caption form, the text encoder's rows remapped; latent cache "
+            f"({rc['n_clips']} varied clips, {_pct(rc['p_two'])} with two objects, and their reference images) "
+            f"| | {_dur(rm.get('refs_cache_seconds'))} |",
+            f"| DiT + text encoder: {_pct(rc['p_refs'])} of the steps with references appended clean "
+            f"(two in {_pct(rc['p_two_refs'])} of them), captions naming them by reference in "
+            f"{_pct(rc['p_ref_caption'])}, references dropped {_pct(rc['p_drop_refs'])}, empty caption "
+            f"{_pct(rc['p_uncond'])}; the rest T2V / TI2V on the varied world (batch {rc['batch']}, lr {rc['lr']}) "
+            f"| {_n(rm.get('refs_steps'))} | {_dur(rm.get('refs_seconds'))} |",
+            f"| evaluation (PyTorch, two-reference cases and swapped) | | {_dur(rm.get('refs_eval_seconds'))} |",
+            "",
+        ]
+        for before, count in rc.get("extended", []):
+            lines += [f"The reference stage's cosine learning-rate schedule ran towards {count:,} steps until step "
+                      f"{before:,}, where its length was changed (recorded in its configuration).", ""]
     for key, what in (("vae_img_extended", "VAE image phase"), ("vae_extended", "VAE window phase"), ("vae_long_extended", "VAE whole-clip phase"),
                       ("dit_extended", "DiT stage"), ("vae_dec_extended", "VAE decoder phase")):
         for before, count in cfg.get(key, []):
@@ -149,8 +175,23 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
         f"| {_db(m.get('ti2v_first_frame_psnr'))} | {_db(s.get('ti2v_psnr'))} |",
         f"| TI2V: motion follows the prompt (checker) | ≥ {_pct(GATES['ti2v'])} | — | {_pct(s.get('ti2v_pass'))}"
         f"{' (%d/%d)' % (s['ti2v_ok'], s['n_ti2v']) if s.get('n_ti2v') else ''} |",
-        "",
     ]
+    if s.get("ti2v_varied_psnr") is not None:
+        lines += [
+            f"| TI2V on images off the palette and sizes: first frame PSNR | ≥ {GATES['ti2v_psnr']:.0f} dB | — "
+            f"| {_db(s.get('ti2v_varied_psnr'))} |",
+            f"| TI2V on images off the palette and sizes: checker | ≥ {_pct(GATES['ti2v'])} | — "
+            f"| {_pct(s.get('ti2v_varied_pass'))} ({s.get('n_ti2v_varied')}) |"]
+    if info.get("references"):
+        rm = (info.get("refs_stage") or {}).get("metrics", {})
+        lines += [
+            f"| R2V, two references named only by reference: both objects with the references' colours and "
+            f"shapes and the prompt's motions (checker) | ≥ {_pct(GATES['r2v'])} | {_pct(rm.get('r2v_checker_pass'))} "
+            f"| {_pct(s.get('r2v_pass'))}{' (%d)' % s['n_r2v'] if s.get('n_r2v') else ''} |",
+            f"| R2V with the references swapped: the objects swap | ≥ {_pct(GATES['r2v'])} "
+            f"| {_pct(rm.get('r2v_swapped_checker_pass'))} | {_pct(s.get('r2v_swapped_pass'))}"
+            f"{' (%d)' % s['n_r2v_swapped'] if s.get('n_r2v_swapped') else ''} |"]
+    lines += [""]
     attr = s.get("t2v_attr")
     if attr:
         lines += ["T2V checker through the engine, by attribute: " +
@@ -182,7 +223,9 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
         "",
         "## Limits",
         "",
-        "- One object per clip, the world's shapes, colours, backgrounds and motions only; prompts outside",
+        ("- One or two objects per clip (two only in the reference stage's captions), the world's shapes, "
+         "colours, backgrounds and motions only; prompts outside" if info.get("references") else
+         "- One object per clip, the world's shapes, colours, backgrounds and motions only; prompts outside"),
         "  the caption phrasings give arbitrary results.",
         f"- Trained at {cfg['size']}×{cfg['size']} and {cfg['frames']} frames; other sizes run but were never"
         " trained.",

@@ -48,3 +48,32 @@ class Timer:
             self.last = time.time()
             return True
         return False
+
+
+def logger(out_dir: str):
+    """log(msg): a timestamped line on stdout and appended to <out_dir>/train.log."""
+    f = open(os.path.join(out_dir, "train.log"), "a")
+
+    def log(msg: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        f.write(line + "\n")
+        f.flush()
+    return log
+
+
+def dit_state(dit, t5, ema, opt, rng, gen, step: int, seconds: float) -> dict:
+    """What a DiT + text encoder stage checkpoints (stage_dit, stage_refs)."""
+    return {"dit": dit.state_dict(), "t5": t5.state_dict(), "ema": [s.state_dict() for s in ema.shadow],
+            "opt": opt.state_dict(), "rng": rng_state(rng, gen), "step": step, "seconds": seconds}
+
+
+def dit_restore(st: dict, dit, t5, ema, opt, rng, gen):
+    """dit_state's inverse; returns (step, seconds)."""
+    dit.load_state_dict(st["dit"])
+    t5.load_state_dict(st["t5"])
+    for s, sd in zip(ema.shadow, st["ema"]):
+        s.load_state_dict(sd)
+    opt.load_state_dict(st["opt"])
+    rng_restore(st["rng"], rng, gen)
+    return st["step"], st["seconds"]

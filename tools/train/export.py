@@ -197,6 +197,11 @@ def export_refs_pack(src: str, out: str, dit, t5, spiece_path: str, rc, metrics:
                           "guide_img": rc.guide_img, "guide_text": rc.guide_text,
                           "names": [n[0] for n in REF_NAMES]}
     info["refs_stage"] = {"config": dataclasses.asdict(rc), "metrics": metrics}
+    # the earlier DiT's PyTorch T2V figure no longer describes this one (the VAE's
+    # figures, and TI2V frame 0, which the VAE alone makes, still do)
+    stale = info["metrics"].pop("t2v_checker_pass", None)
+    if stale is not None:
+        info["metrics"]["t2v_checker_pass_before_refs"] = stale
     info["metrics"].update(metrics)
     info["config"]["dit"]["text_len"] = dit.text_len
     with open(os.path.join(tmp, "moonreel_pack.json"), "w") as f:

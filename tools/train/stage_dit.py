@@ -76,19 +76,11 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
     step, seconds = 0, 0.0
     st = ckpt.load(path)
     if st is not None:
-        dit.load_state_dict(st["dit"])
-        t5.load_state_dict(st["t5"])
-        for s, sd in zip(ema.shadow, st["ema"]):
-            s.load_state_dict(sd)
-        opt.load_state_dict(st["opt"])
-        ckpt.rng_restore(st["rng"], rng, gen)
-        step, seconds = st["step"], st["seconds"]
+        step, seconds = ckpt.dit_restore(st, dit, t5, ema, opt, rng, gen)
         log(f"dit: resumed at step {step}")
 
     def save():
-        ckpt.save({"dit": dit.state_dict(), "t5": t5.state_dict(), "ema": [s.state_dict() for s in ema.shadow],
-                   "opt": opt.state_dict(), "rng": ckpt.rng_state(rng, gen), "step": step,
-                   "seconds": seconds + time.time() - t0}, path)
+        ckpt.save(ckpt.dit_state(dit, t5, ema, opt, rng, gen, step, seconds + time.time() - t0), path)
 
     n = latents.shape[0]
     pt, ph, pw = cfg.dit.patch_size

@@ -42,6 +42,7 @@ from ..tinyworld.evalset import r2v_cases, reference_images
 from ..tinyworld.world import sample_spec2, varied_clip
 from . import ckpt
 from .data import Tokenizer, clips_tensor, encode_text, train_sentencepiece
+from .config import cosine_horizon
 from .stage_dit import EMA, shift_sigma
 
 
@@ -69,6 +70,9 @@ class RefsConfig:
     # guidance the pack recommends (Phantom: 5 for the images, 7.5 for the text)
     guide_img: float = 3.0
     guide_text: float = 5.0
+    # (before step, count) pairs: the steps before `before` ran towards `count` (a run
+    # whose --steps changed while it ran; config.cosine_horizon)
+    extended: list = dataclasses.field(default_factory=list)
     ckpt_every_s: float = 300.0
     threads: int = 2
     bf16: bool = True
@@ -185,20 +189,12 @@ def train_refs(rc: RefsConfig, dit, t5, tok: Tokenizer, cache: dict, out_dir: st
     step, seconds = 0, 0.0
     st = ckpt.load(path)
     if st is not None:
-        dit.load_state_dict(st["dit"])
-        t5.load_state_dict(st["t5"])
-        for s, sd in zip(ema.shadow, st["ema"]):
-            s.load_state_dict(sd)
-        opt.load_state_dict(st["opt"])
-        ckpt.rng_restore(st["rng"], rng, gen)
-        step, seconds = st["step"], st["seconds"]
+        step, seconds = ckpt.dit_restore(st, dit, t5, ema, opt, rng, gen)
         log(f"refs: resumed at step {step}")
     t0 = time.time()
 
     def save():
-        ckpt.save({"dit": dit.state_dict(), "t5": t5.state_dict(), "ema": [s.state_dict() for s in ema.shadow],
-                   "opt": opt.state_dict(), "rng": ckpt.rng_state(rng, gen), "step": step,
-                   "seconds": seconds + time.time() - t0}, path)
+        ckpt.save(ckpt.dit_state(dit, t5, ema, opt, rng, gen, step, seconds + time.time() - t0), path)
 
     _, _, F, H, W = lat.shape
     hw = (H // dit.patch_size[1]) * (W // dit.patch_size[2])
@@ -206,7 +202,7 @@ def train_refs(rc: RefsConfig, dit, t5, tok: Tokenizer, cache: dict, out_dir: st
     dit.train()
     t5.train()
     while step < rc.steps:
-        frac = step / rc.steps
+        frac = step / cosine_horizon(step, rc.steps, rc.extended)
         lr = rc.lr * min(1.0, (step + 1) / rc.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -337,21 +333,30 @@ def main(argv=None) -> int:
     os.makedirs(a.out, exist_ok=True)
     cfg_path = os.path.join(a.out, "refs_config.json")
     if os.path.exists(cfg_path):
+        # Resuming: the run's own settings. --steps may change while the stage is
+        # unfinished: the steps already taken ran towards the old count, recorded in
+        # `extended` (as tools/train/train.py does), so the config reproduces the run.
         with open(cfg_path) as f:
             old = json.load(f)
-        if old != json.loads(json.dumps(dataclasses.asdict(rc))):
+        rc.extended = [tuple(e) for e in old.get("extended", [])]
+        if a.steps is None:
+            rc.steps = old["steps"]
+        elif a.steps != old["steps"]:
+            if os.path.exists(os.path.join(a.out, "refs_done.pt")):
+                raise SystemExit(f"{cfg_path}: the stage is finished; its step count stays {old['steps']}")
+            st = ckpt.load(os.path.join(a.out, "refs_ckpt.pt"))
+            at = st["step"] if st is not None else 0
+            if at > 0:
+                rc.extended.append((at, old["steps"]))
+        new = json.loads(json.dumps(dataclasses.asdict(rc)))
+        free = ("steps", "extended")
+        if {k: v for k, v in old.items() if k not in free} != {k: v for k, v in new.items() if k not in free}:
             raise SystemExit(f"{cfg_path}: an earlier run with other settings is in {a.out}")
     with open(cfg_path, "w") as f:
         json.dump(dataclasses.asdict(rc), f, indent=1)
     torch.set_num_threads(rc.threads)
     torch.manual_seed(rc.seed)
-    logf = open(os.path.join(a.out, "train.log"), "a")
-
-    def log(msg):
-        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-        print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+    log = ckpt.logger(a.out)
 
     dit, vae, t5, spiece = load_pack(a.pack)
     with open(os.path.join(a.pack, "moonreel_pack.json")) as f:
@@ -369,6 +374,17 @@ def main(argv=None) -> int:
         raise SystemExit(f"captions of {longest} tokens do not fit text_len {dit.text_len}")
     log(f"tokenizer: {figs['pieces']} pieces, {figs['kept']} rows kept; longest caption {longest} tokens")
 
+    done_path = os.path.join(a.out, "refs_done.pt")
+    done = ckpt.load(done_path)
+    if done is not None:                      # a finished run: its EMA weights and figures
+        dit.load_state_dict(done["dit"])
+        t5.load_state_dict(done["t5"])
+        log("refs metrics " + json.dumps(done["metrics"]))
+        if a.export:
+            from .export import export_refs_pack
+            export_refs_pack(a.pack, a.export, dit.eval(), t5.eval(), new_spiece, rc, done["metrics"])
+            log(f"wrote {a.export}")
+        return 0
     cache = build_cache(rc, vae, frames, size, os.path.join(a.out, "refs_cache.pt"), log)
     log(f"refs cache: {len(cache['specs'])} clips in {cache['seconds']:.0f}s")
     r = train_refs(rc, dit, t5, tok, cache, a.out, log)
@@ -381,8 +397,7 @@ def main(argv=None) -> int:
     metrics["r2v_swapped_checker_pass"] = eval_r2v(rc, vae, dit_e, t5_e, tok, max(a.eval // 2, 1), log, swap=True)
     metrics["refs_eval_seconds"] = time.time() - t0
     log("refs metrics " + json.dumps(metrics))
-    torch.save({"dit": dit_e.state_dict(), "t5": t5_e.state_dict(), "metrics": metrics},
-               os.path.join(a.out, "refs_done.pt"))
+    ckpt.save({"dit": dit_e.state_dict(), "t5": t5_e.state_dict(), "metrics": metrics}, done_path)
     if a.export:
         from .export import export_refs_pack
         export_refs_pack(a.pack, a.export, dit_e, t5_e, new_spiece, rc, metrics)

@@ -84,13 +84,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(cfg.threads)
     seed_all(cfg.seed)
     os.makedirs(cfg.out_dir, exist_ok=True)
-    logf = open(os.path.join(cfg.out_dir, "train.log"), "a")
-
-    def log(msg):
-        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-        print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+    log = ckpt.logger(cfg.out_dir)
 
     cfg_path = os.path.join(cfg.out_dir, "config.json")
     extended = []

@@ -469,7 +469,16 @@ end
 local Report = {}
 Report.__index = Report
 
-function M.open_report(path)
+-- open_report(path [, writable]): with writable, raises one line unless the
+-- file can be appended to (its folder made), so that is known before any work.
+function M.open_report(path, writable)
+  if writable then
+    local ok, merr = mr.mkdir(dirname(path))
+    if not ok then error("--report: " .. merr, 0) end
+    local f, err = io.open(path, "ab")
+    if not f then error(string.format("--report: cannot append to '%s': %s", path, err), 0) end
+    f:close()
+  end
   local rep = setmetatable({path = path, done = {}, failed = {}, broken = 0, lines = 0}, Report)
   local f = io.open(path, "rb")
   if not f then return rep end
@@ -801,7 +810,7 @@ function M.run_local(o)
     end
   end
   local prepared, dups = M.prepare_all(jobs, templates, {seed = o.seed})
-  local report = M.open_report(o.report or join(out_dir, "report.jsonl"))
+  local report = M.open_report(o.report or join(out_dir, "report.jsonl"), not o.dry_run)
   local notes = {}
   if skipped_files > 0 then
     notes[#notes + 1] = string.format("%d file%s in --images %s not .png/.jpg/.jpeg/.webp: left out", skipped_files,

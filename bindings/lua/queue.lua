@@ -160,7 +160,7 @@ function M.work_main(o)
   if not ok then error("--out: " .. merr, 0) end
   local c <close> = connect(u)
   ensure_group(c, u, group)
-  local report = B.open_report(o.report or B.join(o.out, "report.jsonl"))
+  local report = B.open_report(o.report or B.join(o.out, "report.jsonl"), true)
   local templates = B.templates()
   local runner = B.runner(o)
   local say = o.quiet and function() end or function(fmt, ...) io.stderr:write(string.format(fmt, ...), "\n") end

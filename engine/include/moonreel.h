@@ -101,6 +101,17 @@ void mr_ctx_free(mr_ctx *ctx);
 
 /* The message of the last failed call on this context (borrowed; "" if none). */
 const char *mr_ctx_last_error(const mr_ctx *ctx);
+/* The status that failure returned (MR_OK if none yet), so a layer that sees
+   only the message (a Lua error, say) can still tell MR_ECANCELED apart. */
+mr_status mr_ctx_last_status(const mr_ctx *ctx);
+/* Records a failure as the engine does (printf-style message, which may quote
+   mr_ctx_last_error): for libraries built on the engine that report through
+   the context. Returns st. */
+mr_status mr_ctx_set_error(mr_ctx *ctx, mr_status st, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
 /* Submits recorded work and waits for it. */
 mr_status mr_ctx_sync(mr_ctx *ctx);
 /* Thread-safe, signal-safe: makes the running or next engine call return MR_ECANCELED. */
@@ -455,6 +466,14 @@ mr_status mr_wan_vae_encode(mr_wan_vae *vae, const mr_tensor *video, mr_progress
 /* latent [z, T', h, w] -> new video [3, 1+4(T'-1), h*s, w*s], not clamped. */
 mr_status mr_wan_vae_decode(mr_wan_vae *vae, const mr_tensor *latent, mr_progress_fn progress, void *user,
                             mr_tensor **out);
+/* Frames as they are ready: a borrowed [3, n, H, W] view of the output (valid
+   during the call) holding video frames [first, first + n). Return false to
+   cancel (the call returns MR_ECANCELED). */
+typedef bool (*mr_frames_fn)(const mr_tensor *frames, int64_t first, void *user);
+/* mr_wan_vae_decode, handing each chunk's frames to on_frames once computed
+   (after the progress call), so a host can show a video while it decodes. */
+mr_status mr_wan_vae_decode_each(mr_wan_vae *vae, const mr_tensor *latent, mr_progress_fn progress,
+                                 mr_frames_fn on_frames, void *user, mr_tensor **out);
 int mr_wan_vae_z_dim(const mr_wan_vae *vae);
 int mr_wan_vae_spatial_stride(const mr_wan_vae *vae);   /* 8 or 16 */
 int mr_wan_vae_version(const mr_wan_vae *vae);          /* 21 or 22 */
@@ -786,6 +805,13 @@ mr_image_write_opts mr_image_write_opts_default(void);
 /* Writes image [3, H, W] (or [3, 1, H, W]), any storage dtype, atomically.
    opts may be NULL. */
 mr_status mr_image_write(mr_ctx *ctx, const char *path, const mr_tensor *image, const mr_image_write_opts *opts);
+
+/* Each frame of a [3, H, W] or [3, F, H, W] tensor (any storage dtype) as
+   packed RGB bytes, rows top to bottom, stride width * 3, converted as the
+   writers convert (clamp to [-1, 1], (x + 1) / 2 * 255, truncate). rgb is
+   borrowed for the call. Return false to stop (the call returns MR_ECANCELED). */
+typedef bool (*mr_rgb8_fn)(const uint8_t *rgb, int width, int height, int64_t index, void *user);
+mr_status mr_tensor_frames_rgb8(const mr_tensor *frames, mr_rgb8_fn fn, void *user);
 
 typedef enum mr_odd_size {
   MR_ODD_ERROR, /* an odd width or height is MR_EINVAL, naming the size (default) */

@@ -232,7 +232,7 @@ describe("recipe modes", function()
 
   it("the mode written in docs/recipes.md (Writing a mode) runs as a command and from Lua", function()
     local doc = assert(read(SRC .. "/docs/recipes.md"))
-    local code = doc:match("## Writing a mode.-```lua\n(.-)```")
+    local code = doc:match("## Writing a mode.-```lua test=e2e\n(.-)```")
     assert.truthy(code and code:find("R.mode{", 1, true), "no mode example in docs/recipes.md")
     assert(os.execute("mkdir -p " .. q(tmp .. "/recipes")))
     local f = assert(io.open(tmp .. "/recipes/fade.lua", "wb"))

@@ -451,6 +451,39 @@ static int l_video_probe(lua_State *L) {
 
 /* --------------------------------------------------------- registration */
 
+/* mr.video.rgb8(frames) -> bytes, count, width, height: the frames of a
+   [3, F, H, W] (or [3, H, W]) tensor as packed RGB bytes, frame after frame,
+   converted as the writers convert (what a terminal or a window shows). */
+typedef struct rgb8_buf {
+  luaL_Buffer b;
+  int64_t count;
+  int w, h;
+} rgb8_buf;
+
+static bool add_rgb8(const uint8_t *rgb, int w, int h, int64_t index, void *user) {
+  rgb8_buf *r = user;
+  luaL_addlstring(&r->b, (const char *)rgb, (size_t)w * (size_t)h * 3);
+  r->count = index + 1;
+  r->w = w;
+  r->h = h;
+  return true;
+}
+
+static int l_video_rgb8(lua_State *L) {
+  mr_tensor *t = mrl_check_tensor(L, 1);
+  mr_ctx *ctx = mrl_ctx(L);
+  lua_settop(L, 1);
+  rgb8_buf r = {.count = 0};
+  luaL_buffinit(L, &r.b);
+  mr_status st = mr_tensor_frames_rgb8(t, add_rgb8, &r);
+  luaL_pushresult(&r.b);
+  if (st != MR_OK) return mrl_raise(L, ctx);
+  lua_pushinteger(L, (lua_Integer)r.count);
+  lua_pushinteger(L, r.w);
+  lua_pushinteger(L, r.h);
+  return 4;
+}
+
 void mrl_open_media(lua_State *L, int module) {
   static const luaL_Reg writer_meta[] = {{"__gc", writer_abort}, {"__close", writer_abort},
                                          {"__tostring", writer_tostring}, {NULL, NULL}};
@@ -466,7 +499,7 @@ void mrl_open_media(lua_State *L, int module) {
 
   static const luaL_Reg image_fns[] = {{"load", l_image_load}, {"save", l_image_save}, {NULL, NULL}};
   static const luaL_Reg video_fns[] = {{"writer", l_video_writer}, {"check_output", l_video_check_output}, {"save", l_video_save}, {"load", l_video_load},
-                                       {"probe", l_video_probe}, {NULL, NULL}};
+                                       {"probe", l_video_probe}, {"rgb8", l_video_rgb8}, {NULL, NULL}};
   luaL_newlib(L, image_fns);
   lua_setfield(L, module, "image");
   luaL_newlib(L, video_fns);

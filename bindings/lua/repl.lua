@@ -331,45 +331,36 @@ end
 
 ------------------------------------------------------------------ show
 
--- A clip in the terminal: truecolor half-block characters (each character
--- two pixels, upper and lower), redrawn in place at the clip's fps.
--- video: [3, F, H, W] or [3, H, W] in [-1, 1]. opts: width (characters,
--- default 48), fps (8), loop (times, default 1), out (a file, default stdout).
+-- A clip in the terminal, played in place at the clip's fps: kitty graphics
+-- or sixel where the terminal says it has them, else truecolor half blocks
+-- (moonreel.termgfx). video: [3, F, H, W] or [3, H, W] in [-1, 1]. opts:
+-- width (characters, default 48), fps (8), loop (times, default 1), out (a
+-- file, default stdout), mode ("kitty", "sixel", "blocks"; default: detected).
 function M.show(video, opts)
   opts = opts or {}
   local s = video:shape()
-  if #s == 3 then s = {s[1], 1, s[2], s[3]} end
-  if #s ~= 4 or s[1] ~= 3 then error("show: a video [3, F, H, W] or an image [3, H, W]", 2) end
-  local F, H, W = s[2], s[3], s[4]
-  local cols = math.min(opts.width or 48, W)
-  local rows = math.max(1, math.floor(H * cols / W / 2 + 0.5))
-  local out = opts.out or io.stdout
-  local data = video:reshape(3, F, H, W):contiguous():totable()
-  local function px(c, f, y, x)
-    local v = data[c][f][y][x]
-    return math.max(0, math.min(255, math.floor((v + 1) * 127.5 + 0.5)))
+  if not ((#s == 3 or #s == 4) and s[1] == 3) then error("show: a video [3, F, H, W] or an image [3, H, W]", 2) end
+  local gfx = require "moonreel.termgfx"
+  local mode = opts.mode or gfx.detect()
+  if mode ~= "kitty" and mode ~= "sixel" and mode ~= "blocks" then
+    error(string.format("show: mode '%s' (kitty, sixel or blocks)", tostring(mode)), 2)
   end
+  local rgb, count, w, h = mr.video.rgb8(video)
+  local prelude, frames, back, finish = gfx.animation(mode, rgb, count, w, h, opts.width or 48)
+  local out = opts.out or io.stdout
   local frame_s = 1 / (opts.fps or 8)
+  out:write(prelude)
   for l = 1, opts.loop or 1 do
-    for f = 1, F do
+    for f = 1, count do
       local t0 = mr.clock()
-      if f > 1 or l > 1 then out:write(string.format("\27[%dA", rows)) end
-      local buf = {}
-      for r = 1, rows do
-        for c = 1, cols do
-          local x = math.min(W, math.floor((c - 0.5) * W / cols) + 1)
-          local y1 = math.min(H, math.floor((2 * r - 1.5) * H / (2 * rows)) + 1)
-          local y2 = math.min(H, math.floor((2 * r - 0.5) * H / (2 * rows)) + 1)
-          buf[#buf + 1] = string.format("\27[38;2;%d;%d;%dm\27[48;2;%d;%d;%dm\u{2580}", px(1, f, y1, x),
-            px(2, f, y1, x), px(3, f, y1, x), px(1, f, y2, x), px(2, f, y2, x), px(3, f, y2, x))
-        end
-        buf[#buf + 1] = "\27[0m\n"
-      end
-      out:write(table.concat(buf))
+      if f > 1 or l > 1 then out:write(back) end
+      out:write(frames[f])
       out:flush()
-      if F > 1 then mr.sleep(math.max(0, frame_s - (mr.clock() - t0))) end
+      if count > 1 then mr.sleep(math.max(0, frame_s - (mr.clock() - t0))) end
     end
   end
+  out:write(finish)
+  out:flush()
 end
 
 return M

@@ -121,7 +121,7 @@ function mr.clock() end
 ---@param seconds number 0 .. 86400
 function mr.sleep(seconds) end
 
----Plays [3, F, H, W] (or an image [3, H, W]) in [-1, 1] in the terminal as truecolor half blocks (mr.repl.show).
+---Plays [3, F, H, W] (or an image [3, H, W]) in [-1, 1] in the terminal: kitty graphics or sixel where the terminal says it has them, else truecolor half blocks (mr.repl.show).
 ---@param video mr.Tensor
 ---@param opts? mr.ShowOpts
 function mr.show(video, opts) end
@@ -669,6 +669,14 @@ function mr.video.save(path, frames, opts) end
 ---@return mr.ErrorCode? code
 function mr.video.load(path, opts) end
 
+---The frames of [3, F, H, W] (or [3, H, W]) as packed RGB bytes, frame after frame, converted as the writers convert.
+---@param frames mr.Tensor
+---@return string rgb
+---@return integer count
+---@return integer width
+---@return integer height
+function mr.video.rgb8(frames) end
+
 ---The video's properties without decoding pictures.
 ---@param path string
 ---@return mr.VideoInfo? info
@@ -1029,6 +1037,9 @@ mr.recipe = require "moonreel.recipe"
 
 ---What the REPL uses to show values, complete names and find help (require "moonreel.repl").
 mr.repl = require "moonreel.repl"
+
+---Pictures in a terminal: kitty graphics, sixel or truecolor half blocks (what mr.show writes).
+mr.termgfx = require "moonreel.termgfx"
 
 ---Effect templates as data (require "moonreel.template").
 mr.template = require "moonreel.template"

@@ -12,6 +12,7 @@
 ---@field fps? number 8
 ---@field loop? integer times to play (1)
 ---@field out? file* default stdout
+---@field mode? "kitty"|"sixel"|"blocks" default: what the terminal says it has (moonreel.termgfx.detect)
 
 ---@class moonreel.repl
 local M = {}
@@ -38,7 +39,7 @@ function M.complete(line, env) end
 ---@return string? message
 function M.help(x) end
 
----Plays [3, F, H, W] (or an image [3, H, W]) in [-1, 1] in the terminal as truecolor half blocks, redrawn in place.
+---Plays [3, F, H, W] (or an image [3, H, W]) in [-1, 1] in the terminal, in place: kitty graphics or sixel where the terminal says it has them, else truecolor half blocks.
 ---@param video mr.Tensor
 ---@param opts? mr.ShowOpts
 function M.show(video, opts) end

@@ -335,6 +335,7 @@ end
 -- two pixels, upper and lower), redrawn in place at the clip's fps.
 -- video: [3, F, H, W] or [3, H, W] in [-1, 1]. opts: width (characters,
 -- default 48), fps (8), loop (times, default 1), out (a file, default stdout).
+-- Returns the rows of text a frame takes.
 function M.show(video, opts)
   opts = opts or {}
   local s = video:shape()
@@ -370,6 +371,7 @@ function M.show(video, opts)
       if F > 1 then mr.sleep(math.max(0, frame_s - (mr.clock() - t0))) end
     end
   end
+  return rows
 end
 
 return M

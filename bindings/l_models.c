@@ -552,20 +552,19 @@ static mr_status vae_load(mr_ctx *c, const mr_weights *w, const mr_model_opts *o
 }
 static int l_vae(lua_State *L) { return load_component(L, MRL_VAE, vae_load, vae_free); }
 
-/* The one trampoline from engine progress to a Lua function: a Lua error
-   cancels the engine call and is re-raised after it returns. */
+/* The one trampoline from engine progress (and decoded frames) to Lua
+   functions: a Lua error cancels the engine call and is re-raised after it
+   returns. */
 typedef struct progress_tramp {
   lua_State *L;
-  int fn;        /* stack index of the function, 0 = none */
+  int fn;        /* stack index of the progress function, 0 = none */
+  int frames_fn; /* stack index of the frames function, 0 = none */
   bool errored;
 } progress_tramp;
 
-static bool on_progress(float done, void *user) {
-  progress_tramp *p = user;
-  if (!p->fn) return true;
-  lua_pushvalue(p->L, p->fn);
-  lua_pushnumber(p->L, done);
-  if (lua_pcall(p->L, 1, 1, 0) != LUA_OK) {
+/* Calls the function at fn with the nargs values on top of the stack. */
+static bool tramp_call(progress_tramp *p, int nargs) {
+  if (lua_pcall(p->L, nargs, 1, 0) != LUA_OK) {
     p->errored = true; /* the message stays on the stack for the re-raise */
     return false;
   }
@@ -574,22 +573,50 @@ static bool on_progress(float done, void *user) {
   return go_on;
 }
 
-typedef mr_status (*vae_fn)(mr_wan_vae *, const mr_tensor *, mr_progress_fn, void *, mr_tensor **);
+static bool on_progress(float done, void *user) {
+  progress_tramp *p = user;
+  if (!p->fn) return true;
+  lua_pushvalue(p->L, p->fn);
+  lua_pushnumber(p->L, done);
+  return tramp_call(p, 1);
+}
 
-/* vae:encode(video[, progress]) / vae:decode(latent[, progress]) */
-static int vae_call(lua_State *L, vae_fn fn) {
+/* The chunk is handed over as a tensor of its own (a copy: the engine's view
+   lives only during the call, a Lua value may be kept), first frame 1-based. */
+static bool on_frames(const mr_tensor *frames, int64_t first, void *user) {
+  progress_tramp *p = user;
+  lua_State *L = p->L;
+  lua_pushvalue(L, p->frames_fn);
+  mrl_tensor_box *b = mrl_push_box(L);
+  mr_tensor *copy = NULL;
+  if (mr_tensor_cast((mr_tensor *)frames, MR_F32, &copy) != MR_OK) {
+    lua_pop(L, 2);
+    return false; /* the context holds the message */
+  }
+  mrl_box_set(L, b, copy, true);
+  lua_pushinteger(L, (lua_Integer)first + 1);
+  return tramp_call(p, 2);
+}
+
+/* vae:encode(video[, progress]) / vae:decode(latent[, progress[, on_frames]]) */
+static int vae_call(lua_State *L, bool decode) {
   mr_wan_vae *vae = check_box(L, 1, MRL_VAE)->p;
   mr_tensor *in = mrl_check_tensor(L, 2);
-  progress_tramp p = {L, 0, false};
+  progress_tramp p = {L, 0, 0, false};
   if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TFUNCTION);
     p.fn = 3;
   }
-  lua_settop(L, 3);
+  if (decode && !lua_isnoneornil(L, 4)) {
+    luaL_checktype(L, 4, LUA_TFUNCTION);
+    p.frames_fn = 4;
+  }
+  lua_settop(L, 4);
   mr_ctx *ctx = mrl_ctx(L);
   mrl_tensor_box *b = mrl_push_box(L);
   mr_tensor *out = NULL;
-  mr_status st = fn(vae, in, on_progress, &p, &out);
+  mr_status st = decode ? mr_wan_vae_decode_each(vae, in, on_progress, p.frames_fn ? on_frames : NULL, &p, &out)
+                        : mr_wan_vae_encode(vae, in, on_progress, &p, &out);
   if (p.errored) return lua_error(L); /* the callback's own error, on top of the stack */
   if (st == MR_ECANCELED) return mrl_fail(L, ctx, st);
   if (st != MR_OK) return mrl_raise(L, ctx);
@@ -597,8 +624,8 @@ static int vae_call(lua_State *L, vae_fn fn) {
   return 1;
 }
 
-static int vae_encode(lua_State *L) { return vae_call(L, mr_wan_vae_encode); }
-static int vae_decode(lua_State *L) { return vae_call(L, mr_wan_vae_decode); }
+static int vae_encode(lua_State *L) { return vae_call(L, false); }
+static int vae_decode(lua_State *L) { return vae_call(L, true); }
 
 /* Reads a table of numbers or a tensor at arg into a malloc'd float array. */
 static float *check_floats(lua_State *L, int arg, int *n) {

@@ -117,9 +117,12 @@ void moonreel_lua_on_ctx(lua_State *L, moonreel_lua_ctx_fn fn, void *user) {
 
 /* ------------------------------------------------------------- helpers */
 
+/* The engine's message names what failed; the Lua line that called is not
+   added (it would be a line of the recipe, not of the user's script). */
 int mrl_raise(lua_State *L, mr_ctx *ctx) {
   const char *msg = mr_ctx_last_error(ctx);
-  return luaL_error(L, "%s", msg && *msg ? msg : "moonreel: engine call failed");
+  lua_pushstring(L, msg && *msg ? msg : "moonreel: engine call failed");
+  return lua_error(L);
 }
 
 int mrl_fail(lua_State *L, mr_ctx *ctx, mr_status st) {

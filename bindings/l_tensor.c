@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "l_internal.h"
+#include "moonreel_lua.h"
 
 /* ------------------------------------------------------------------ boxes */
 
@@ -52,6 +53,11 @@ mr_tensor *mrl_opt_tensor(lua_State *L, int arg) {
 }
 
 bool mrl_is_tensor(lua_State *L, int arg) { return luaL_testudata(L, arg, MRL_TENSOR) != NULL; }
+
+mr_tensor *moonreel_lua_totensor(lua_State *L, int idx) {
+  mrl_tensor_box *b = luaL_testudata(L, idx, MRL_TENSOR);
+  return b ? b->t : NULL;
+}
 
 /* __gc, __close and :close(): one idempotent release. */
 static int t_release(lua_State *L) {

@@ -42,6 +42,10 @@ void moonreel_lua_set_ctx(lua_State *L, mr_ctx *ctx);
    lazily). Never raises. */
 mr_ctx *moonreel_lua_ctx(lua_State *L);
 
+/* The tensor of the moonreel tensor value at idx (borrowed: it lives while
+   that value is open), or NULL when idx holds no open tensor. Never raises. */
+mr_tensor *moonreel_lua_totensor(lua_State *L, int idx);
+
 /* Called with the context when the module creates its own, and with NULL just
    before it frees it (a CLI keeps the pointer for its SIGINT handler). */
 typedef void (*moonreel_lua_ctx_fn)(mr_ctx *ctx, void *user);

@@ -10,7 +10,8 @@ lua5.4 liblua5.4-dev lua-cjson lua-busted libreadline-dev
 libwebp-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev ffmpeg
 libcjson-dev python3-numpy luarocks
 clang libclang-rt-dev llvm
-libhiredis-dev redis-server python3-jsonschema"
+libhiredis-dev redis-server python3-jsonschema
+libsdl2-dev xvfb x11-apps"
 
 missing=""
 for p in $PKGS; do

@@ -233,14 +233,28 @@ end
 
 ------------------------------------------------------------------ defaults
 
+local function is_pack(dir)
+  local f = io.open(dir .. "/moonreel_pack.json", "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
 -- The pack a run uses: opts.model, else $MOONREEL_MODEL, else models/default
--- beside the recipes folder of the running script.
+-- beside the recipes folder of the running script, else ./models/default,
+-- else the default model installed beside the module's recipes
+-- (share/moonreel/models/default), so a script or host outside any tree
+-- finds it.
 local function default_model_dir()
   local env = os.getenv("MOONREEL_MODEL")
   if env and env ~= "" then return env end
   local script = arg and arg[0]
   local dir = script and script:match("^(.*)/recipes/[^/]+$")
   if dir then return dir .. "/models/default" end
+  if is_pack("models/default") then return "models/default" end
+  for d in (mr.recipes_path or ""):gmatch("[^;]+") do
+    local m = d:gsub("/recipes/?$", "") .. "/models/default"
+    if is_pack(m) then return m end
+  end
   return "models/default"
 end
 M.default_model_dir = default_model_dir
@@ -268,8 +282,14 @@ M.LOADING = setmetatable({}, {__tostring = function() return "moonreel.recipe.LO
 -- attached_loras: adapters the caller attached to the pack and keeps across
 -- runs (a batch keeps a template's while its jobs run), each {handle=, file=,
 -- strength=, sha256=, high=}: recorded in the plan and the sidecar, not removed.
+-- progress(stage, done, total): each stage's progress ("text", "image",
+-- "denoise", "decode", "write"); return false to cancel the run.
+-- on_frames(frames, first, count): each decoded chunk [3, n, H, W] (closed
+-- after the call; clone it to keep it), the 1-based index of its first frame
+-- and the video's frame count; return false to cancel.
 -- preview = true: each step's preview drawn in the terminal (M.preview_hook).
-local PROGRAM_KEYS = {mode = true, pack = true, on_step = true, after_step = true, attached_loras = true, preview = true}
+local PROGRAM_KEYS = {mode = true, pack = true, on_step = true, after_step = true, attached_loras = true,
+                      progress = true, on_frames = true, preview = true}
 
 function M.mode(def)
   assert(type(def) == "table" and type(def.name) == "string", "mode{name = ..., condition = function(run) ... end}")
@@ -547,12 +567,27 @@ function M.cfg_guide(run, pass)
 end
 
 -- Stage 2, the text: the prompt, and the negative prompt when any guidance needs it.
+-- Tells opts.progress where the run is; a false answer cancels the run.
+local function report(run, stage, done, total)
+  local fn = run.opts.progress
+  if fn and fn(stage, done, total) == false then
+    error(string.format("canceled by the progress callback (%s %d/%d)", stage, done, total), 0)
+  end
+end
+M.report = report
+
 function M.encode_text(run)
   local t0 = mr.clock()
   local p = run.p
-  run.ctx_c = run:own(run.pack:encode_text(p.prompt_expanded or p.prompt))
   local need_uncond = p.cfg ~= 1 or (p.cfg_high ~= nil and p.cfg_high ~= 1) or run.mode.always_uncond
-  run.ctx_u = need_uncond and run:own(run.pack:encode_text(p.negative, "negative prompt")) or nil
+  local n = need_uncond and 2 or 1
+  report(run, "text", 0, n)
+  run.ctx_c = run:own(run.pack:encode_text(p.prompt_expanded or p.prompt))
+  report(run, "text", 1, n)
+  if need_uncond then
+    run.ctx_u = run:own(run.pack:encode_text(p.negative, "negative prompt"))
+    report(run, "text", 2, n)
+  end
   run.timings.text = mr.clock() - t0
 end
 
@@ -631,6 +666,7 @@ function M.denoise(run)
   local timesteps = sampler:timesteps()
   local bar = M.progress("denoise", #timesteps, opts.quiet)
   bar:update(0)
+  report(run, "denoise", 0, #timesteps)
   local t0 = mr.clock()
   local guide = run.guide or M.cfg_guide
   local after_step = opts.preview and M.preview_hook{then_ = opts.after_step} or opts.after_step
@@ -676,6 +712,11 @@ function M.denoise(run)
     -- so the bar and the timings tell the truth (a step is long; this costs nothing)
     mr.sync()
     bar:update(i)
+    if opts.progress and opts.progress("denoise", i, #timesteps) == false then
+      x:close()
+      if last_v then last_v:close() end
+      error(string.format("canceled by the progress callback (denoise %d/%d)", i, #timesteps), 0)
+    end
   end
   bar:done()
   if last_v then last_v:close() end
@@ -729,10 +770,17 @@ function M.finish(run, x)
     x:close()
   end
   local dbar = M.progress("decode", 100, opts.quiet)
+  local chunks = video:shape(2)
+  report(run, "decode", 0, chunks)
+  local on_frames = opts.on_frames and function(chunk, first)
+    local go = opts.on_frames(chunk, first, p.frames)
+    chunk:close()
+    return go
+  end
   local frames = check(run.pack.vae:decode(video, function(done)
     dbar:update(done * 100)
-    return true
-  end))
+    return not opts.progress or opts.progress("decode", math.floor(done * chunks + 0.5), chunks) ~= false
+  end, on_frames))
   dbar:done()
   video:close()
   run.timings.decode = mr.clock() - t0
@@ -741,6 +789,7 @@ function M.finish(run, x)
     return {frames = frames, seed = p.seed, params = p, seconds = run.timings}
   end
   t0 = mr.clock()
+  report(run, "write", 0, 1)
   local writer <close> = check(mr.video.writer(p.out, writer_opts(p)))
   local wok, werr = writer:write(frames)
   frames:close()
@@ -757,6 +806,8 @@ function M.finish(run, x)
       device = mr.device().name, seconds = run.timings, command = M.command_line(run.mode, p, run.pack),
     })
   end
+  -- the video is whole: a false answer here no longer cancels anything
+  if opts.progress then opts.progress("write", 1, 1) end
   return {out = p.out, sidecar = sidecar, seed = p.seed, params = p, seconds = run.timings}
 end
 
@@ -826,7 +877,9 @@ function M.run(mode, opts)
     -- leaves nothing behind
     if p.out then check(mr.video.check_output(p.out, writer_opts(p))) end
     local t0 = mr.clock()
+    report(run, "image", 0, 1)
     mode.condition(run)
+    report(run, "image", 1, 1)
     run.timings.condition = mr.clock() - t0
     local x = M.denoise(run)
     for k, v in pairs(run.extra) do -- the conditioning is done with; free it before decoding

@@ -901,13 +901,16 @@ function mr.wan_vae(path, opts) end
 ---@return mr.ErrorCode? code
 function WanVAE:encode(video, progress) end
 
----Latent -> video [3, T, H, W] (not clamped).
+---Latent -> video [3, T, H, W] (not clamped). on_frames(frames, first) gets each chunk's
+---frames [3, n, H, W] (a copy of its own) and the 1-based index of the first as soon as
+---the chunk is decoded; false cancels.
 ---@param latent mr.Tensor
 ---@param progress? mr.Progress
+---@param on_frames? fun(frames: mr.Tensor, first: integer): boolean?
 ---@return mr.Tensor? video
 ---@return string? message
 ---@return mr.ErrorCode? code
-function WanVAE:decode(latent, progress) end
+function WanVAE:decode(latent, progress, on_frames) end
 
 ---@return mr.VaeInfo
 function WanVAE:info() end

@@ -64,11 +64,20 @@ size_t mr_ctx_profile_report(mr_ctx *ctx, char *buf, size_t cap) {
   return mr_gpu_profile_report(ctx->gpu, buf, cap);
 }
 
+/* Formats into a copy first: a message may quote the one it replaces
+   (mr_ctx_last_error as an argument). */
+static void set_error(mr_ctx *ctx, mr_status st, const char *fmt, va_list ap) {
+  char msg[sizeof ctx->last_error];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  memcpy(ctx->last_error, msg, sizeof msg);
+  ctx->last_status = st;
+}
+
 mr_status mr_error(mr_ctx *ctx, mr_status st, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   if (ctx) {
-    vsnprintf(ctx->last_error, sizeof ctx->last_error, fmt, ap);
+    set_error(ctx, st, fmt, ap);
   } else {
     fputs("moonreel: ", stderr);
     vfprintf(stderr, fmt, ap);
@@ -77,6 +86,17 @@ mr_status mr_error(mr_ctx *ctx, mr_status st, const char *fmt, ...) {
   va_end(ap);
   return st;
 }
+
+mr_status mr_ctx_set_error(mr_ctx *ctx, mr_status st, const char *fmt, ...) {
+  if (ctx == NULL) return st;
+  va_list ap;
+  va_start(ap, fmt);
+  set_error(ctx, st, fmt ? fmt : "", ap);
+  va_end(ap);
+  return st;
+}
+
+mr_status mr_ctx_last_status(const mr_ctx *ctx) { return ctx ? ctx->last_status : MR_EINVAL; }
 
 void mr_log(mr_ctx *ctx, mr_log_level level, const char *fmt, ...) {
   char msg[2048];

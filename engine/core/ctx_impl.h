@@ -16,6 +16,7 @@ struct mr_ctx {
   atomic_uint_fast64_t validation_messages;
   bool validation_strict;           /* a validation message aborts (test suites) */
   char last_error[2048];
+  mr_status last_status;            /* of the failure last_error describes */
 };
 
 #endif

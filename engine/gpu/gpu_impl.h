@@ -66,6 +66,13 @@ struct mr_gpu {
   uint32_t staging_type;        /* host-visible type for uploads/downloads */
   VkDeviceSize max_allocation;  /* maxMemoryAllocationSize */
   PFN_vkCmdPushDescriptorSetKHR push_descriptor;
+  /* On a host's device (mr_vk_host): instance, device and queue are the
+     host's, never destroyed here; submissions take the host's queue lock and
+     are bracketed by full memory barriers (vk_stream.c). */
+  bool host;
+  void (*lock)(void *user);
+  void (*unlock)(void *user);
+  void *lock_user;
 
   /* memory */
   mr_block *blocks;

@@ -253,24 +253,13 @@ static mr_status choose_device(mr_gpu *g, const char *want) {
   return MR_OK;
 }
 
-static mr_status create_device(mr_gpu *g) {
+/* The device facts ops use, for the queue family g->queue_family (qf). */
+static void read_caps(mr_gpu *g, const VkQueueFamilyProperties *qf) {
   mr_ctx *ctx = g->ctx;
-  uint32_t nq = 0;
-  vkGetPhysicalDeviceQueueFamilyProperties(g->phys, &nq, NULL);
-  VkQueueFamilyProperties qf[16];
-  if (nq > 16) nq = 16;
-  vkGetPhysicalDeviceQueueFamilyProperties(g->phys, &nq, qf);
-  int family = -1;
-  /* A compute queue; one that also does graphics is fine (and is all lavapipe has). */
-  for (uint32_t i = 0; i < nq && family < 0; i++)
-    if (qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) family = (int)i;
-  if (family < 0) return mr_error(ctx, MR_ENODEVICE, "device '%s' has no compute queue", g->caps.info.name);
-  g->queue_family = (uint32_t)family;
-
   VkPhysicalDeviceProperties props;
   vkGetPhysicalDeviceProperties(g->phys, &props);
   g->ns_per_tick = props.limits.timestampPeriod;
-  bool timestamps = props.limits.timestampComputeAndGraphics && qf[family].timestampValidBits > 0;
+  bool timestamps = props.limits.timestampComputeAndGraphics && qf->timestampValidBits > 0;
   if (g->profile && !timestamps) {
     mr_log(ctx, MR_LOG_WARN, "device '%s' has no compute timestamps; profiling is off", g->caps.info.name);
     g->profile = false;
@@ -300,6 +289,22 @@ static mr_status create_device(mr_gpu *g) {
     lanes = (fp.bufferFeatures & VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT) != 0;
   }
   g->caps.lanes_sg = lanes ? sub.subgroupSize : 0;
+}
+
+static mr_status create_device(mr_gpu *g) {
+  mr_ctx *ctx = g->ctx;
+  uint32_t nq = 0;
+  vkGetPhysicalDeviceQueueFamilyProperties(g->phys, &nq, NULL);
+  VkQueueFamilyProperties qf[16];
+  if (nq > 16) nq = 16;
+  vkGetPhysicalDeviceQueueFamilyProperties(g->phys, &nq, qf);
+  int family = -1;
+  /* A compute queue; one that also does graphics is fine (and is all lavapipe has). */
+  for (uint32_t i = 0; i < nq && family < 0; i++)
+    if (qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) family = (int)i;
+  if (family < 0) return mr_error(ctx, MR_ENODEVICE, "device '%s' has no compute queue", g->caps.info.name);
+  g->queue_family = (uint32_t)family;
+  read_caps(g, &qf[family]);
 
   float prio = 1.0f;
   VkDeviceQueueCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
@@ -324,6 +329,84 @@ static mr_status create_device(mr_gpu *g) {
   return MR_OK;
 }
 
+static bool listed(const char *const *names, uint32_t n, const char *name) {
+  for (uint32_t i = 0; i < n; i++)
+    if (names && names[i] && strcmp(names[i], name) == 0) return true;
+  return false;
+}
+
+/* The host's device (mr_vk_host): checks what the engine needs, then takes
+   the handles as they are. Vulkan cannot report which extensions and features
+   another party enabled on a VkDevice, so those come from the host's
+   statement; what the physical device can tell is checked on it. */
+static mr_status adopt_device(mr_gpu *g, const mr_vk_host *h) {
+  mr_ctx *ctx = g->ctx;
+  if (!h->instance || !h->physical_device || !h->device || !h->queue)
+    return mr_error(ctx, MR_EINVAL, "mr_vk_host: instance, physical_device, device and queue are all required");
+  if (!h->lock != !h->unlock)
+    return mr_error(ctx, MR_EINVAL, "mr_vk_host: lock and unlock are both set or both NULL");
+  g->instance = (VkInstance)h->instance;
+  g->phys = (VkPhysicalDevice)h->physical_device;
+  uint32_t n = 0;
+  vkEnumeratePhysicalDevices(g->instance, &n, NULL);
+  VkPhysicalDevice *pds = calloc(n ? n : 1, sizeof *pds);
+  if (!pds) return mr_error(ctx, MR_ENOMEM, "out of host memory");
+  vkEnumeratePhysicalDevices(g->instance, &n, pds);
+  int index = -1;
+  for (uint32_t i = 0; i < n && index < 0; i++)
+    if (pds[i] == g->phys) index = (int)i;
+  free(pds);
+  if (index < 0) return mr_error(ctx, MR_EINVAL, "mr_vk_host: physical_device is not one of instance's devices");
+  describe(g->phys, index, &g->caps.info);
+
+  /* Everything missing in one message, so a host fixes it in one go. */
+  char missing[1024] = "";
+  size_t len = 0;
+#define MISSING(...)                                                                                         \
+  do {                                                                                                       \
+    if (len < sizeof missing) len += (size_t)snprintf(missing + len, sizeof missing - len, __VA_ARGS__);     \
+  } while (0)
+  VkPhysicalDeviceProperties props;
+  vkGetPhysicalDeviceProperties(g->phys, &props);
+  if (h->api_version < VK_API_VERSION_1_2)
+    MISSING("; Vulkan 1.2 (the instance was made for %u.%u: mr_vk_host.api_version)",
+            VK_API_VERSION_MAJOR(h->api_version), VK_API_VERSION_MINOR(h->api_version));
+  if (props.apiVersion < VK_API_VERSION_1_2)
+    MISSING("; Vulkan 1.2 (the device has %u.%u)", VK_API_VERSION_MAJOR(props.apiVersion),
+            VK_API_VERSION_MINOR(props.apiVersion));
+  if (!listed(h->device_extensions, h->device_extension_count, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME))
+    MISSING("; the device extension " VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME
+            " (enable it at vkCreateDevice and list it in mr_vk_host.device_extensions)");
+  if (!h->storage_buffer_16bit)
+    MISSING("; the feature storageBuffer16BitAccess (enable it at vkCreateDevice and set "
+            "mr_vk_host.storage_buffer_16bit)");
+  uint32_t nq = 0;
+  vkGetPhysicalDeviceQueueFamilyProperties(g->phys, &nq, NULL);
+  VkQueueFamilyProperties qf[16];
+  if (nq > 16) nq = 16;
+  vkGetPhysicalDeviceQueueFamilyProperties(g->phys, &nq, qf);
+  if (h->queue_family >= nq || !(qf[h->queue_family].queueFlags & VK_QUEUE_COMPUTE_BIT))
+    MISSING("; a compute queue (queue family %u %s)", h->queue_family,
+            h->queue_family >= nq ? "does not exist" : "has no VK_QUEUE_COMPUTE_BIT");
+#undef MISSING
+  if (len > 0)
+    return mr_error(ctx, MR_EUNSUPPORTED, "the host's Vulkan device '%s' lacks what moonreel needs: %s",
+                    g->caps.info.name, missing + 2);
+
+  g->queue_family = h->queue_family;
+  read_caps(g, &qf[h->queue_family]);
+  g->device = (VkDevice)h->device;
+  g->queue = (VkQueue)h->queue;
+  g->lock = h->lock;
+  g->unlock = h->unlock;
+  g->lock_user = h->lock_user;
+  g->push_descriptor = (PFN_vkCmdPushDescriptorSetKHR)vkGetDeviceProcAddr(g->device, "vkCmdPushDescriptorSetKHR");
+  if (!g->push_descriptor)
+    return mr_error(ctx, MR_EUNSUPPORTED, "the host's Vulkan device '%s' has no vkCmdPushDescriptorSetKHR "
+                    "(is " VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME " enabled?)", g->caps.info.name);
+  return MR_OK;
+}
+
 /* "1", "on", "strict" and the like turn a switch on; unset gives dflt. */
 static int env_switch(const char *name, int dflt) {
   const char *v = getenv(name);
@@ -344,9 +427,17 @@ mr_status mr_gpu_new(mr_ctx *ctx, const mr_ctx_opts *opts, mr_gpu **out) {
   const char *want = opts->device ? opts->device : getenv("MOONREEL_DEVICE");
   const char *cache_dir = opts->cache_dir ? opts->cache_dir : getenv("MOONREEL_CACHE_DIR");
 
-  mr_status st = create_instance(ctx, validation, &g->instance, &g->messenger);
-  if (st == MR_OK) st = choose_device(g, want);
-  if (st == MR_OK) st = create_device(g);
+  mr_status st;
+  if (opts->vk_host) {
+    /* The host's instance carries (or not) its own validation layer. */
+    g->host = true;
+    ctx->validation_strict = false;
+    st = adopt_device(g, opts->vk_host);
+  } else {
+    st = create_instance(ctx, validation, &g->instance, &g->messenger);
+    if (st == MR_OK) st = choose_device(g, want);
+    if (st == MR_OK) st = create_device(g);
+  }
   if (st == MR_OK) st = mr_gpu_memory_init(g);
   if (st == MR_OK) st = mr_gpu_pipelines_init(g, cache_dir);
   if (st == MR_OK) st = mr_gpu_stream_init(g);
@@ -363,7 +454,10 @@ mr_status mr_gpu_new(mr_ctx *ctx, const mr_ctx_opts *opts, mr_gpu **out) {
 
 void mr_gpu_free_all(mr_gpu *g) {
   if (!g) return;
-  if (g->device) vkDeviceWaitIdle(g->device);
+  /* vkDeviceWaitIdle would want every queue of a host's device locked; the
+     engine's own work is waited for by its fence at each submit (and the
+     stream's last sync below), which is all it has to wait for. */
+  if (g->device && !g->host) vkDeviceWaitIdle(g->device);
   if (g->profile && g->nkinds > 0) {
     char report[8192];
     mr_gpu_profile_report(g, report, sizeof report);
@@ -372,6 +466,10 @@ void mr_gpu_free_all(mr_gpu *g) {
   mr_gpu_stream_free_all(g);
   mr_gpu_pipelines_free_all(g);
   mr_gpu_memory_free_all(g);
+  if (g->host) {
+    free(g); /* the instance, device and queue are the host's */
+    return;
+  }
   if (g->device) vkDestroyDevice(g->device, NULL);
   if (g->messenger) {
     PFN_vkDestroyDebugUtilsMessengerEXT destroy =

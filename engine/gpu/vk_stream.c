@@ -45,12 +45,25 @@ void mr_gpu_stream_free_all(mr_gpu *g) {
   free(g->views);
 }
 
+/* On a host's device the host's own work touches tensors' buffers (through
+   mr_tensor_vk_buffer) in the same queue: a barrier over all memory at each
+   end of the engine's command buffer orders that work against the engine's
+   without the host knowing which stages the engine used. */
+static void full_barrier(mr_gpu *g) {
+  VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                        .srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT,
+                        .dstAccessMask = VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT};
+  vkCmdPipelineBarrier(g->cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, 0, 1, &mb, 0,
+                       NULL, 0, NULL);
+}
+
 static mr_status begin(mr_gpu *g) {
   if (g->recording) return MR_OK;
   VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                  .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
   mr_status st = mr_vk_check(g->ctx, vkBeginCommandBuffer(g->cmd, &bi), "vkBeginCommandBuffer");
   if (st != MR_OK) return st;
+  if (g->host) full_barrier(g); /* after whatever the host submitted before */
   if (g->queries) vkCmdResetQueryPool(g->cmd, g->queries, 0, MR_PROFILE_QUERIES);
   g->recording = true;
   g->ndispatch = 0;
@@ -88,10 +101,16 @@ mr_status mr_gpu_sync(mr_ctx *ctx) {
   mr_gpu *g = ctx->gpu;
   if (!g->recording) return MR_OK;
   g->recording = false;
+  if (g->host) full_barrier(g); /* before whatever the host submits next */
   mr_status st = mr_vk_check(ctx, vkEndCommandBuffer(g->cmd), "vkEndCommandBuffer");
   if (st == MR_OK) {
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &g->cmd};
-    st = mr_vk_check(ctx, vkQueueSubmit(g->queue, 1, &si, g->fence), "vkQueueSubmit");
+    /* A host's queue may be shared with its other threads: Vulkan wants
+       submissions to one queue externally synchronised. */
+    if (g->lock) g->lock(g->lock_user);
+    VkResult r = vkQueueSubmit(g->queue, 1, &si, g->fence);
+    if (g->unlock) g->unlock(g->lock_user);
+    st = mr_vk_check(ctx, r, "vkQueueSubmit");
   }
   if (st == MR_OK) {
     /* Submitted work cannot be aborted; the interrupt is honoured at the next dispatch. */

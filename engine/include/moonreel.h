@@ -81,6 +81,60 @@ typedef void (*mr_log_fn)(mr_log_level level, const char *msg, void *user);
 /* Progress of a long call; return false to cancel (the call returns MR_ECANCELED). */
 typedef bool (*mr_progress_fn)(float done, void *user);
 
+/* ------------------------------------------------------ the host's Vulkan */
+
+/* A host that already runs Vulkan (a game, an editor) can give the engine its
+   own device, so generated frames stay on the GPU the host draws with (see
+   mr_tensor_vk_buffer). The Vulkan handles are passed as void * (dispatchable
+   handles are pointers on every platform), so this header needs no
+   <vulkan/vulkan.h>; cast them back in the host.
+
+   What the engine needs of the host's objects; a context refuses with
+   MR_EUNSUPPORTED and a message naming the first thing missing:
+   - Vulkan 1.2: the instance made with VkApplicationInfo.apiVersion at least
+     MR_VK_API_VERSION (stated in api_version) and a physical device of 1.2 or
+     later (the shaders are SPIR-V 1.5).
+   - The device extension VK_KHR_push_descriptor, enabled at vkCreateDevice
+     and listed in device_extensions (the engine manages no descriptor pools).
+   - The feature storageBuffer16BitAccess (VkPhysicalDevice16BitStorageFeatures
+     or VkPhysicalDeviceVulkan11Features), enabled and stated in
+     storage_buffer_16bit (f16 and bf16 tensors are 16-bit storage words).
+   - queue from queue_family, a family with VK_QUEUE_COMPUTE_BIT.
+   Nothing else is required. What the engine uses when present is read from
+   the physical device, never enabled: subgroup shuffles and uniform texel
+   buffer formats (faster matmul and conv3d kernels, else plain ones) and
+   compute timestamps (MOONREEL_PROFILE, else profiling is off with a warning).
+   VK_NV_cooperative_matrix is only reported in mr_device_info.
+   Vulkan cannot tell the engine which extensions and features another
+   party's VkDevice has enabled; that is why the host states them. A false
+   statement is undefined behaviour in Vulkan terms, which the validation
+   layer reports.
+
+   The handles must come from the system Vulkan loader (libvulkan) the engine
+   links; the engine calls the loader's entry points on them. */
+#define MR_VK_API_VERSION ((1u << 22) | (2u << 12)) /* VK_API_VERSION_1_2 */
+
+typedef struct mr_vk_host {
+  void *instance;          /* VkInstance */
+  void *physical_device;   /* VkPhysicalDevice the device was made on */
+  void *device;            /* VkDevice */
+  void *queue;             /* VkQueue the engine submits to; may be one the host uses too */
+  uint32_t queue_family;   /* the queue's family index */
+  uint32_t api_version;    /* VkApplicationInfo.apiVersion of the instance (VK_MAKE_API_VERSION form) */
+  const char *const *device_extensions; /* the names enabled at vkCreateDevice; read during mr_ctx_new only */
+  uint32_t device_extension_count;
+  bool storage_buffer_16bit;            /* storageBuffer16BitAccess was enabled */
+  /* When the host uses queue itself from other threads: the engine calls
+     lock before and unlock after each vkQueueSubmit it makes on queue (its
+     only calls that need the queue externally synchronised; it waits on its
+     own fence, never on the queue, and never calls vkDeviceWaitIdle). Both
+     set or both NULL; NULL means the host never touches queue while an engine
+     call runs. The lock is never held across an engine return. */
+  void (*lock)(void *user);
+  void (*unlock)(void *user);
+  void *lock_user;
+} mr_vk_host;
+
 typedef struct mr_ctx_opts {
   const char *device;     /* index ("1") or name substring ("llvmpipe"); NULL = $MOONREEL_DEVICE, else
                              discrete, integrated, then CPU */
@@ -90,17 +144,37 @@ typedef struct mr_ctx_opts {
   void *log_user;
   int validation;         /* Vulkan validation layer: -1 = from $MOONREEL_VALIDATION, 0 off, 1 on */
   int profile;            /* per-op GPU timestamps: -1 = from $MOONREEL_PROFILE, 0 off, 1 on */
+  const mr_vk_host *vk_host; /* NULL = the engine makes its own instance and device. Else the context
+                               runs on the host's device (read during mr_ctx_new; the struct need not
+                               outlive it): device and validation above are ignored (validation is
+                               the host's instance's: the engine adds no layer and no messenger, so
+                               mr_ctx_validation_messages stays 0), and mr_ctx_free destroys only
+                               what the engine made on that device, never the host's objects. */
 } mr_ctx_opts;
 
 mr_ctx_opts mr_ctx_opts_default(void);
 
 /* Creates a context on one Vulkan device. opts may be NULL. */
 mr_status mr_ctx_new(const mr_ctx_opts *opts, mr_ctx **out);
-/* Waits for the device, saves the pipeline cache, prints the profile if enabled. */
+/* Waits for the device, saves the pipeline cache, prints the profile if enabled.
+   On a host's device it waits only for the engine's own work and leaves the
+   instance, device and queue to the host, which may go on using them (and
+   must destroy them only after this). */
 void mr_ctx_free(mr_ctx *ctx);
 
 /* The message of the last failed call on this context (borrowed; "" if none). */
 const char *mr_ctx_last_error(const mr_ctx *ctx);
+/* The status that failure returned (MR_OK if none yet), so a layer that sees
+   only the message (a Lua error, say) can still tell MR_ECANCELED apart. */
+mr_status mr_ctx_last_status(const mr_ctx *ctx);
+/* Records a failure as the engine does (printf-style message, which may quote
+   mr_ctx_last_error): for libraries built on the engine that report through
+   the context. Returns st. */
+mr_status mr_ctx_set_error(mr_ctx *ctx, mr_status st, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
 /* Submits recorded work and waits for it. */
 mr_status mr_ctx_sync(mr_ctx *ctx);
 /* Thread-safe, signal-safe: makes the running or next engine call return MR_ECANCELED. */
@@ -210,6 +284,37 @@ bool mr_tensor_is_contiguous(const mr_tensor *t);
 mr_status mr_tensor_write(mr_tensor *t, mr_dtype src_type, const void *data, size_t count);
 /* Reads t into dst as dst_type (F32, F16, BF16 or F64), count = numel. Waits for the GPU. */
 mr_status mr_tensor_read(mr_tensor *t, mr_dtype dst_type, void *dst, size_t count);
+
+/* Where a tensor's bytes live on the device, for a host that made the
+   context on its own device (mr_vk_host) and uses them there without a copy
+   through host memory: a generated frame drawn as a texture source, say. */
+typedef struct mr_vk_buffer {
+  uint64_t buffer;   /* VkBuffer: (VkBuffer)(uintptr_t)buffer where handles are pointers (64-bit) */
+  uint64_t offset;   /* bytes into buffer of element 0 */
+  uint64_t size;     /* numel * the dtype's size: the elements row-major, in mr_tensor_dtype(t) (BF16 as
+                        16-bit words) */
+} mr_vk_buffer;
+
+/* Fills *out for a contiguous t (MR_EINVAL for other views: take
+   mr_tensor_contiguous first); on failure *out is zeroed.
+   Ownership: the buffer is the engine's; the host never destroys, binds
+   memory to or frees it. The range is valid while t's storage lives (t or a
+   view of it not yet freed); after that its bytes serve later engine work at
+   once, so the host must have finished its own GPU use of the range (waited
+   its fence) before the last mr_tensor_free.
+   Synchronisation: engine work that writes t is only recorded, so call
+   mr_ctx_sync (or any sync point) before submitting host work that reads the
+   range, and do not call into the engine for t until host work that writes
+   it has completed (waited its fence). The engine's buffers are
+   VK_SHARING_MODE_EXCLUSIVE: use them in the context's queue family. On a
+   host's device the engine begins and ends each of its submissions with a
+   full memory barrier, so host work on the same queue, ordered as above,
+   needs no barrier of its own for these bytes. The engine signals no
+   semaphores: host work on another queue of the family is ordered only by
+   the waits above, and should begin with its own memory barrier (srcStage
+   COMPUTE_SHADER, srcAccess SHADER_WRITE). The buffer was made with STORAGE_BUFFER,
+   UNIFORM_TEXEL_BUFFER, TRANSFER_SRC and TRANSFER_DST usage. */
+mr_status mr_tensor_vk_buffer(const mr_tensor *t, mr_vk_buffer *out);
 
 /* Views share storage with t; each is a new handle the caller frees. */
 /* Reshape a contiguous tensor; one entry of shape may be -1. */
@@ -455,6 +560,14 @@ mr_status mr_wan_vae_encode(mr_wan_vae *vae, const mr_tensor *video, mr_progress
 /* latent [z, T', h, w] -> new video [3, 1+4(T'-1), h*s, w*s], not clamped. */
 mr_status mr_wan_vae_decode(mr_wan_vae *vae, const mr_tensor *latent, mr_progress_fn progress, void *user,
                             mr_tensor **out);
+/* Frames as they are ready: a borrowed [3, n, H, W] view of the output (valid
+   during the call) holding video frames [first, first + n). Return false to
+   cancel (the call returns MR_ECANCELED). */
+typedef bool (*mr_frames_fn)(const mr_tensor *frames, int64_t first, void *user);
+/* mr_wan_vae_decode, handing each chunk's frames to on_frames once computed
+   (after the progress call), so a host can show a video while it decodes. */
+mr_status mr_wan_vae_decode_each(mr_wan_vae *vae, const mr_tensor *latent, mr_progress_fn progress,
+                                 mr_frames_fn on_frames, void *user, mr_tensor **out);
 int mr_wan_vae_z_dim(const mr_wan_vae *vae);
 int mr_wan_vae_spatial_stride(const mr_wan_vae *vae);   /* 8 or 16 */
 int mr_wan_vae_version(const mr_wan_vae *vae);          /* 21 or 22 */
@@ -786,6 +899,13 @@ mr_image_write_opts mr_image_write_opts_default(void);
 /* Writes image [3, H, W] (or [3, 1, H, W]), any storage dtype, atomically.
    opts may be NULL. */
 mr_status mr_image_write(mr_ctx *ctx, const char *path, const mr_tensor *image, const mr_image_write_opts *opts);
+
+/* Each frame of a [3, H, W] or [3, F, H, W] tensor (any storage dtype) as
+   packed RGB bytes, rows top to bottom, stride width * 3, converted as the
+   writers convert (clamp to [-1, 1], (x + 1) / 2 * 255, truncate). rgb is
+   borrowed for the call. Return false to stop (the call returns MR_ECANCELED). */
+typedef bool (*mr_rgb8_fn)(const uint8_t *rgb, int width, int height, int64_t index, void *user);
+mr_status mr_tensor_frames_rgb8(const mr_tensor *frames, mr_rgb8_fn fn, void *user);
 
 typedef enum mr_odd_size {
   MR_ODD_ERROR, /* an odd width or height is MR_EINVAL, naming the size (default) */

@@ -259,3 +259,25 @@ mr_status mr_image_write(mr_ctx *ctx, const char *path, const mr_tensor *image, 
   still_job j = {ctx, path, fmt, o.quality, o.lossless};
   return mr_media_tensor_frames(ctx, path, image, write_still, &j);
 }
+
+/* mr_tensor_frames_rgb8: the writers' conversion, handed to the caller. */
+typedef struct rgb8_job {
+  mr_ctx *ctx;
+  mr_rgb8_fn fn;
+  void *user;
+  int64_t index;
+} rgb8_job;
+
+static mr_status give_rgb8(void *user, const uint8_t *rgb, int w, int h) {
+  rgb8_job *j = user;
+  if (!j->fn(rgb, w, h, j->index, j->user))
+    return mr_error(j->ctx, MR_ECANCELED, "frames to RGB: stopped by the callback at frame %lld", (long long)j->index);
+  j->index++;
+  return MR_OK;
+}
+
+mr_status mr_tensor_frames_rgb8(const mr_tensor *frames, mr_rgb8_fn fn, void *user) {
+  if (frames == NULL || fn == NULL) return MR_EINVAL;
+  rgb8_job j = {mr_tensor_ctx(frames), fn, user, 0};
+  return mr_media_tensor_frames(j.ctx, "frames to RGB", frames, give_rgb8, &j);
+}

@@ -225,6 +225,11 @@ static void decode_chunk(mr_scope *s, mr_wan_vae *vae, const mr_tensor *latent, 
 
 mr_status mr_wan_vae_decode(mr_wan_vae *vae, const mr_tensor *latent, mr_progress_fn progress, void *user,
                             mr_tensor **out) {
+  return mr_wan_vae_decode_each(vae, latent, progress, NULL, user, out);
+}
+
+mr_status mr_wan_vae_decode_each(mr_wan_vae *vae, const mr_tensor *latent, mr_progress_fn progress,
+                                 mr_frames_fn on_frames, void *user, mr_tensor **out) {
   *out = NULL;
   mr_ctx *ctx = vae->ctx;
   char txt[64];
@@ -246,6 +251,13 @@ mr_status mr_wan_vae_decode(mr_wan_vae *vae, const mr_tensor *latent, mr_progres
     decode_chunk(s, vae, latent, i, sc_slice(s, video, 1, f0, f1));
     mr_scope_collect(s, mark, NULL, NULL);
     if (mr_scope_ok(s)) mr_scope_own(s, chunk_done(ctx, i, n, progress, user, "decode"), NULL);
+    /* the chunk is computed and synced: its frames are final */
+    if (on_frames && mr_scope_ok(s)) {
+      mr_tensor *done = sc_slice(s, video, 1, f0, f1);
+      if (done && !on_frames(done, f0, user))
+        mr_scope_fail(s, MR_ECANCELED, "Wan VAE decode: canceled by the frames callback after chunk %d of %d", i + 1, n);
+      mr_scope_collect(s, mark, NULL, NULL);
+    }
   }
   mr_vae_coder_reset(&vae->dec);
   mr_status st = mr_scope_end(s, &video);

@@ -122,6 +122,20 @@ bool mr_tensor_is_contiguous(const mr_tensor *t) {
   return true;
 }
 
+mr_status mr_tensor_vk_buffer(const mr_tensor *t, mr_vk_buffer *out) {
+  memset(out, 0, sizeof *out);
+  /* A strided view has no single range a host could read as rows. */
+  if (!mr_tensor_is_contiguous(t))
+    return mr_error(t->ctx, MR_EINVAL, "mr_tensor_vk_buffer: the tensor is not contiguous (take mr_tensor_contiguous)");
+  const mr_alloc *a = &t->storage->alloc;
+  size_t es = mr_dtype_size(t->dtype);
+  /* VkBuffer is a pointer on 64-bit platforms and a uint64_t on 32-bit ones */
+  memcpy(&out->buffer, &a->buffer, sizeof a->buffer);
+  out->offset = (uint64_t)a->offset + (uint64_t)t->offset * es;
+  out->size = (uint64_t)mr_tensor_numel(t) * es;
+  return MR_OK;
+}
+
 bool mr_tensor_window(const mr_tensor *t, int64_t lo, int64_t hi, bool write, mr_binding *b, int64_t *base) {
   const mr_alloc *a = &t->storage->alloc;
   const mr_gpu_caps *caps = mr_gpu_caps_get(t->ctx);

@@ -1,10 +1,11 @@
 -- docs/templates.md as written: its templates are valid and in step with the
 -- example file, and its commands run, read out of the page, in a folder laid
 -- out as the page assumes (build/moonreel, recipes/, models/default, photos/)
--- on the default model. Two need what a test machine has not got and are
--- named here: the Remade squish on a Wan 2.1 I2V 14B pack, and the 50-clip
--- benchmark (run with 1 clip of 2 steps). The Redis commands use a server of the test's
--- own, on a free port, in place of 6379.
+-- on the default model: the blocks tagged ```sh test=batch and ```json
+-- test=batch (tests/docs/doc_examples.py checks that every block of the page
+-- is one of these or marked as not run, as the Remade squish on a Wan 2.1 I2V
+-- 14B pack is). The 50-clip benchmark runs with 1 clip of 2 steps. The Redis
+-- commands use a server of the test's own, on a free port, in place of 6379.
 local mr = require "moonreel"
 local cjson = require "cjson"
 
@@ -15,10 +16,10 @@ local T = mr.template
 
 local DOC = assert(H.read(SRC .. "/docs/templates.md"))
 
--- The page's commands: each line of a ```sh block, "\" continuations joined.
+-- The page's commands: each line of a ```sh test=batch block, "\" continuations joined.
 local function doc_commands()
   local out = {}
-  for block in DOC:gmatch("```sh\n(.-)```") do
+  for block in DOC:gmatch("```sh test=batch\n(.-)```") do
     local cur = ""
     for line in block:gmatch("[^\n]+") do
       if line:sub(-1) == "\\" then
@@ -31,10 +32,6 @@ local function doc_commands()
   end
   return out
 end
-
-local NOT_RUN = {
-  ["--model /models/Wan2.1-I2V-14B-480P"] = "needs a Wan 2.1 I2V 14B pack",
-}
 
 describe("docs/templates.md", function()
   local tmp, redis_pid, port
@@ -53,7 +50,7 @@ describe("docs/templates.md", function()
 
   it("shows valid templates, the first as docs/templates/remade-squish.json has it", function()
     local blocks = {}
-    for block in DOC:gmatch("```json\n(.-)```") do
+    for block in DOC:gmatch("```json test=batch\n(.-)```") do
       local v = T.decode_json(block)
       assert.is_not_nil(v, block)
       if v.schema then blocks[#blocks + 1] = v end
@@ -85,7 +82,7 @@ describe("docs/templates.md", function()
     F.photo(d .. "/photos/b.png", 24, 24, 2) -- under move.json's min_side 32
     -- the manifest line the page shows
     local manifest
-    for block in DOC:gmatch("```json\n(.-)```") do
+    for block in DOC:gmatch("```json test=batch\n(.-)```") do
       local v = T.decode_json(block)
       if v.template then manifest = block end
     end
@@ -114,7 +111,7 @@ describe("docs/templates.md", function()
     end
     assert.is_number(redis_pid)
 
-    local ran, skipped = {}, {}
+    local ran = {}
     local function run(cmd)
       cmd = cmd:gsub("6379", tostring(port)):gsub("%-%-jobs 50", "--jobs 1 --steps 2 --memory-at 1")
       local code, o, e = F.sh("cd " .. H.q(d) .. " && " .. cmd)
@@ -122,11 +119,7 @@ describe("docs/templates.md", function()
       return code, o or "", e or ""
     end
     for _, cmd in ipairs(doc_commands()) do
-      local why
-      for k, v in pairs(NOT_RUN) do if cmd:find(k, 1, true) then why = v end end
-      if why then
-        skipped[#skipped + 1] = why
-      elseif cmd:find("^build/moonreel recipes/effects.lua") or cmd:find("^build/moonreel tools/") or cmd:find("^redis%-cli") then
+      if cmd:find("^build/moonreel recipes/effects.lua") or cmd:find("^build/moonreel tools/") or cmd:find("^redis%-cli") then
         local code, o, e = run(cmd)
         if cmd:find("--dry-run", 1, true) then
           assert.are.equal(1, code, e) -- b.png would fail
@@ -158,9 +151,10 @@ describe("docs/templates.md", function()
         else
           error("a command of the page no case covers: " .. cmd)
         end
+      else
+        error("a command of the page no case covers: " .. cmd)
       end
     end
-    assert.are.same({"needs a Wan 2.1 I2V 14B pack"}, skipped)
     assert.is_true(#ran >= 9, table.concat(ran, "\n"))
     -- what the runs left: clips named by id, the manifest's own name, one report line each
     local rep = F.report(d .. "/out/report.jsonl")

@@ -51,11 +51,11 @@ local function errors_of(doc)
   return errs
 end
 
--- The JSON blocks of docs/templates.md that are templates.
+-- The JSON blocks of docs/templates.md that are templates (tagged ```json test=batch).
 local function doc_templates()
   local text = assert(H.read(SRC .. "/docs/templates.md"))
   local out = {}
-  for block in text:gmatch("```json\n(.-)```") do
+  for block in text:gmatch("```json test=batch\n(.-)```") do
     local v = T.decode_json(block)
     if type(v) == "table" and v.schema then out[#out + 1] = v end
   end

@@ -58,11 +58,11 @@ def apply(base, patch):
 
 
 def doc_templates():
-    """The JSON blocks of docs/templates.md holding a "schema" field."""
+    """The JSON blocks of docs/templates.md (tagged ```json test=batch) holding a "schema" field."""
     with open(os.path.join(SRC, "docs", "templates.md"), encoding="utf-8") as f:
         text = f.read()
     out = []
-    for block in re.findall(r"```json\n(.*?)```", text, re.S):
+    for block in re.findall(r"```json test=batch\n(.*?)```", text, re.S):
         v = json.loads(block)
         if isinstance(v, dict) and "schema" in v:
             out.append(v)

@@ -205,9 +205,34 @@ describe("recipe modes", function()
     end
   end)
 
+  it("hooks: progress reports every stage in order, on_frames hands over the decoded video chunk by chunk", function()
+    local pack <close> = mr.pack.load(packs.t2v)
+    local stages, chunks, count = {}, {}, nil
+    local r = mr.recipe.t2v(opts{pack = pack, prompt = "a red ball", seed = 2,
+      progress = function(stage, done, total) stages[#stages + 1] = string.format("%s %d/%d", stage, done, total) end,
+      on_frames = function(frames, first, n)
+        chunks[#chunks + 1] = {first, frames:clone()}
+        count = n
+      end})
+    -- out = false: no write stage
+    assert.are.same({"text 0/2", "text 1/2", "text 2/2", "image 0/1", "image 1/1", "denoise 0/3", "denoise 1/3",
+                     "denoise 2/3", "denoise 3/3", "decode 0/2", "decode 1/2", "decode 2/2"}, stages)
+    assert.are.equal(5, count)
+    assert.are.equal(2, #chunks) -- 5 frames = latent frames of 1 and 4
+    assert.are.same({1, 2}, {chunks[1][1], chunks[2][1]})
+    assert.are.equal(0, max_abs(chunks[1][2], r.frames:slice(2, 1, 1)))
+    assert.are.equal(0, max_abs(chunks[2][2], r.frames:slice(2, 2, 5)))
+    for _, hook in ipairs{"progress", "on_frames"} do
+      local ok, err = pcall(mr.recipe.t2v, opts{pack = pack, prompt = "a red ball", seed = 2,
+                                                [hook] = function(_, done) return done ~= 1 and hook ~= "on_frames" end})
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find("cancel", 1, true), err)
+    end
+  end)
+
   it("the mode written in docs/recipes.md (Writing a mode) runs as a command and from Lua", function()
     local doc = assert(read(SRC .. "/docs/recipes.md"))
-    local code = doc:match("## Writing a mode.-```lua\n(.-)```")
+    local code = doc:match("## Writing a mode.-```lua test=e2e\n(.-)```")
     assert.truthy(code and code:find("R.mode{", 1, true), "no mode example in docs/recipes.md")
     assert(os.execute("mkdir -p " .. q(tmp .. "/recipes")))
     local f = assert(io.open(tmp .. "/recipes/fade.lua", "wb"))

@@ -33,9 +33,22 @@ cd "$work"
 echo "== docs/embedding.md examples (PREFIX=$PREFIX, in $work)"
 (export PREFIX && set -eux && . ./run.sh) || fail "an example of docs/embedding.md failed"
 
+# ---------------------------------------------------------- the example hosts
+echo "== examples/ against the installed files"
+cmp "$work/headless.c" "$src/examples/headless.c" || fail "docs/embedding.md's headless.c is not examples/headless.c"
+[ -s "$work/blue.mp4" ] || fail "the headless example wrote no blue.mp4"
+model_dir=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["model"]["dir"])' "$work/blue.mp4.json")
+[ "$model_dir" = "$PREFIX/share/moonreel/models/default" ] ||
+  fail "the headless example used the model $model_dir, not the installed $PREFIX/share/moonreel/models/default"
+cmake -S "$src/examples" -B "$work/build-hosts" -DCMAKE_PREFIX_PATH="$PREFIX" > /dev/null || fail "examples/ does not configure against the prefix"
+cmake --build "$work/build-hosts" > /dev/null || fail "examples/ does not build against the prefix"
+(cd "$work" && build-hosts/lua_host lua_host.webp) || fail "examples/lua_host from the prefix"
+[ -s "$work/lua_host.webp" ] || fail "lua_host wrote nothing"
+
 # ---------------------------------------------------------- what gets installed
 echo "== installed files"
 for f in lib/libmoonreel.so lib/libmoonreel.so.0.1 lib/libmoonreel_lua.so lib/libmoonreel_lua.so.0.1 \
+         lib/libmoonreel_gen.so lib/libmoonreel_gen.so.0.1 include/moonreel_gen.h \
          include/moonreel.h include/moonreel_lua.h lib/pkgconfig/moonreel.pc lib/pkgconfig/moonreel-lua.pc \
          lib/cmake/moonreel/moonreel-config.cmake lib/cmake/moonreel/moonreel-config-version.cmake \
          lib/cmake/moonreel/moonreel-targets.cmake lib/lua/5.4/moonreel.so bin/moonreel \
@@ -48,7 +61,7 @@ for f in lib/libmoonreel.so lib/libmoonreel.so.0.1 lib/libmoonreel_lua.so lib/li
   [ -e "$PREFIX/$f" ] || fail "not installed: $f"
 done
 [ ! -e "$PREFIX/share/moonreel/recipes/hello.lua" ] || fail "hello.lua (it needs the tree's test data) was installed"
-for lib in moonreel moonreel_lua; do
+for lib in moonreel moonreel_lua moonreel_gen; do
   soname=$(readelf -d "$PREFIX/lib/lib$lib.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
   [ "$soname" = "lib$lib.so.0.1" ] || fail "lib$lib.so has soname '$soname', not lib$lib.so.0.1"
 done
@@ -56,7 +69,8 @@ if readelf -d "$PREFIX/lib/lua/5.4/moonreel.so" | grep -q 'NEEDED.*liblua'; then
   fail "the Lua module links liblua (the interpreter provides Lua)"
 fi
 # the example programs use the installed library, not the build's
-for exe in example build-example/example host build-example/host; do
+for exe in example build-example/example host build-example/host headless build-hosts/headless build-hosts/lua_host \
+           build-hosts/player; do
   LD_LIBRARY_PATH="$PREFIX/lib" ldd "$work/$exe" | grep -q "libmoonreel.so.0.1 => $PREFIX/lib/" || fail "$exe does not load $PREFIX/lib/libmoonreel.so.0.1"
 done
 

@@ -42,6 +42,8 @@
 ---@field on_step? fun(step: mr.Step): boolean? before each step; false stops the run
 ---@field after_step? fun(step: mr.Step): boolean? after each step (step.x, step.x0, step:preview()); false stops the run
 ---@field preview? boolean draw each step's preview in the terminal (mr.recipe.preview_hook), after any after_step
+---@field progress? fun(stage: "text"|"image"|"denoise"|"decode"|"write", done: integer, total: integer): boolean? each stage's progress; false cancels the run
+---@field on_frames? fun(frames: mr.Tensor, first: integer, count: integer): boolean? each decoded chunk [3, n, H, W] (closed after the call), its first frame (1-based), the video's frame count; false cancels
 
 ---@class mr.GenerateOpts: mr.RecipeOpts
 ---@field mode? string default "t2v"
@@ -270,6 +272,13 @@ function M.command_line(mode, p, pack) end
 ---@param pack mr.Pack
 ---@return table
 function M.plan(mode, opts, pack) end
+
+---Calls opts.progress(stage, done, total) of the run, raising "canceled by the progress callback" when it answers false.
+---@param run mr.Run
+---@param stage string
+---@param done integer
+---@param total integer
+function M.report(run, stage, done, total) end
 
 ---Stage 2: the prompt's states (run.ctx_c) and, when guidance needs them, the negative's (run.ctx_u).
 ---@param run mr.Run

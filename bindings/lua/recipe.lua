@@ -660,6 +660,10 @@ end
 --   preview = true: M.preview_hook draws each step, after any after_step.
 function M.denoise(run)
   local p, d, opts = run.p, run.pack.defaults, run.opts
+  if opts.preview then -- a pack with no preview factors fails here, not after its first step
+    local ok, err = pack_mod.preview_factors(run.pack.z_dim, run.pack.vae_version, run.pack.manifest)
+    if not ok then error("preview = true: " .. err, 0) end
+  end
   local sampler <close> = mr.sampler[p.sampler]{steps = p.steps, shift = p.shift}
   local x = mr.randn(run:latent_shape(), p.seed)
   put_held(run, x)

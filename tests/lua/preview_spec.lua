@@ -296,6 +296,16 @@ describe("previews", function()
     local bad, msg = pcall(mr.recipe.t2v, {pack = pack, prompt = "a red circle", preview = "yes", out = false})
     assert.is_false(bad)
     assert.truthy(tostring(msg):find("preview = yes: must be true or false", 1, true), msg)
+    -- a pack with no factors (no manifest field, a VAE with no published ones) fails before its first step
+    local manifest, z = pack.manifest, pack.z_dim
+    pack.manifest, pack.z_dim = nil, 12
+    local steps = 0
+    local none, why = pcall(mr.recipe.t2v, {pack = pack, prompt = "a red circle", steps = 2, frames = 5, out = false,
+      quiet = true, preview = true, on_step = function() steps = steps + 1 end})
+    pack.manifest, pack.z_dim = manifest, z
+    assert.is_false(none)
+    assert.are.equal(0, steps)
+    assert.truthy(tostring(why):find("preview = true: no latent preview for this VAE (Wan 2.1, z_dim 12)", 1, true), why)
   end)
 
   it("runs the examples of the docs tagged ```lua test=lua_specs", function()

@@ -166,6 +166,9 @@ local DEFAULT_FIELDS = {
 -- "references": how the pack takes reference images (recipes/r2v.lua).
 local REFERENCE_FIELDS = {method = true, max = true, canvas = true, guide_img = true, guide_text = true, names = true}
 local FILE_FIELDS = {dit = true, vae = true, t5 = true, tokenizer = true, clip = true, clip_config = true, config = true}
+-- "preview": the pack's latent-to-RGB projection (Pack:preview); "fit" is a
+-- record of how it was made, not read.
+local PREVIEW_FIELDS = {rgb_factors = true, rgb_bias = true, fit = true}
 
 local function check_manifest(m, path)
   local function bad(field, what) error(string.format("%s: %s %s", path, field, what), 0) end
@@ -217,6 +220,30 @@ local function check_manifest(m, path)
       end
     end
   end
+  if m.preview ~= nil then
+    local pv = m.preview
+    if type(pv) ~= "table" or (next(pv) ~= nil and #pv > 0) then
+      bad("preview", "must be an object {rgb_factors = [[r, g, b] per latent channel], rgb_bias = [r, g, b]}")
+    end
+    for k in pairs(pv) do
+      if not PREVIEW_FIELDS[k] then bad("preview." .. tostring(k), "is not a preview setting (rgb_factors, rgb_bias, fit)") end
+    end
+    local function rgb(field, v)
+      if type(v) ~= "table" or #v ~= 3 then bad(field, "must be 3 numbers [r, g, b]") end
+      for i = 1, 3 do
+        local x = v[i]
+        if type(x) ~= "number" or x ~= x or x < -1000 or x > 1000 then
+          bad(field, string.format("must be 3 numbers [r, g, b] -1000 .. 1000 (entry %d is %s)", i, tostring(x)))
+        end
+      end
+    end
+    local f = pv.rgb_factors
+    if type(f) ~= "table" or #f == 0 or #f > 1024 then
+      bad("preview.rgb_factors", "must be a list of [r, g, b], one per latent channel")
+    end
+    for i, row in ipairs(f) do rgb(string.format("preview.rgb_factors[%d]", i), row) end
+    if pv.rgb_bias ~= nil then rgb("preview.rgb_bias", pv.rgb_bias) end
+  end
   if m.defaults ~= nil then
     if type(m.defaults) ~= "table" or #m.defaults > 0 then bad("defaults", "must be an object") end
     for k, v in pairs(m.defaults) do
@@ -252,7 +279,7 @@ local function resolve(spec)
       local m, err = read_json(manifest_path)
       if not m then error(err, 0) end
       check_manifest(m, manifest_path)
-      plan.manifest, plan.layout = m, "moonreel"
+      plan.manifest, plan.layout, plan.manifest_path = m, "moonreel", manifest_path
     else
       plan.layout = "official"
     end
@@ -371,6 +398,11 @@ function M.load(spec, opts)
   end
   local vi = p.vae:info()
   p.z_dim, p.vae_stride, p.vae_tstride, p.vae_version = vi.z_dim, vi.spatial_stride, vi.temporal_stride, vi.version
+  local pv = plan.manifest and plan.manifest.preview
+  if pv and #pv.rgb_factors ~= p.z_dim then
+    error(string.format("%s: preview.rgb_factors has %d rows; the VAE makes %d latent channels", plan.manifest_path,
+      #pv.rgb_factors, p.z_dim), 0)
+  end
   local expect_in = (p.model_type == "i2v" or p.model_type == "flf2v") and 2 * p.z_dim + 4 or p.z_dim
   if p.model_type ~= "vace" and p.config.in_dim ~= expect_in then
     error(string.format("model pack: the DiT takes %d latent channels but the VAE makes %d (a %s DiT needs %d)",
@@ -440,6 +472,121 @@ function Pack:encode_text(prompt, what)
   end
   local valid = table.move(ids, 1, n, 1, {})
   return self.t5:encode(valid, n)
+end
+
+------------------------------------------------------------------ previews
+
+-- Latent-to-RGB factors published for the released VAEs, as ComfyUI ships
+-- them (comfy/latent_formats.py, classes Wan21 and Wan22: latent_rgb_factors,
+-- one [r, g, b] row per latent channel, and latent_rgb_factors_bias).
+-- Convention: ComfyUI's Latent2RGB previewer applies them to the sampler's
+-- x0 in its model space, which for Wan is process_in(latent) =
+-- (mu - latents_mean) / latents_std (scale_factor 1), with the same
+-- statistics the engine builds in (engine/models/wan_vae.c), so they apply to
+-- this engine's latents as they are; the result is in [-1, 1] (ComfyUI maps
+-- it to bytes by (v + 1) / 2), the range of this engine's videos.
+local PUBLISHED = {
+  {version = 21, z_dim = 16, name = "Wan 2.1 VAE (published)", bias = {-0.1835, -0.0868, -0.3360}, factors = {
+    {-0.1299, -0.1692, 0.2932}, {0.0671, 0.0406, 0.0442}, {0.3568, 0.2548, 0.1747}, {0.0372, 0.2344, 0.1420},
+    {0.0313, 0.0189, -0.0328}, {0.0296, -0.0956, -0.0665}, {-0.3477, -0.4059, -0.2925}, {0.0166, 0.1902, 0.1975},
+    {-0.0412, 0.0267, -0.1364}, {-0.1293, 0.0740, 0.1636}, {0.0680, 0.3019, 0.1128}, {0.0032, 0.0581, 0.0639},
+    {-0.1251, 0.0927, 0.1699}, {0.0060, -0.0633, 0.0005}, {0.3477, 0.2275, 0.2950}, {0.1984, 0.0913, 0.1861}}},
+  {version = 22, z_dim = 48, name = "Wan 2.2 VAE (published)", bias = {0.0317, -0.0878, -0.1388}, factors = {
+    {0.0119, 0.0103, 0.0046}, {-0.1062, -0.0504, 0.0165}, {0.0140, 0.0409, 0.0491}, {-0.0813, -0.0677, 0.0607},
+    {0.0656, 0.0851, 0.0808}, {0.0264, 0.0463, 0.0912}, {0.0295, 0.0326, 0.0590}, {-0.0244, -0.0270, 0.0025},
+    {0.0443, -0.0102, 0.0288}, {-0.0465, -0.0090, -0.0205}, {0.0359, 0.0236, 0.0082}, {-0.0776, 0.0854, 0.1048},
+    {0.0564, 0.0264, 0.0561}, {0.0006, 0.0594, 0.0418}, {-0.0319, -0.0542, -0.0637}, {-0.0268, 0.0024, 0.0260},
+    {0.0539, 0.0265, 0.0358}, {-0.0359, -0.0312, -0.0287}, {-0.0285, -0.1032, -0.1237}, {0.1041, 0.0537, 0.0622},
+    {-0.0086, -0.0374, -0.0051}, {0.0390, 0.0670, 0.2863}, {0.0069, 0.0144, 0.0082}, {0.0006, -0.0167, 0.0079},
+    {0.0313, -0.0574, -0.0232}, {-0.1454, -0.0902, -0.0481}, {0.0714, 0.0827, 0.0447}, {-0.0304, -0.0574, -0.0196},
+    {0.0401, 0.0384, 0.0204}, {-0.0758, -0.0297, -0.0014}, {0.0568, 0.1307, 0.1372}, {-0.0055, -0.0310, -0.0380},
+    {0.0239, -0.0305, 0.0325}, {-0.0663, -0.0673, -0.0140}, {-0.0416, -0.0047, -0.0023}, {0.0166, 0.0112, -0.0093},
+    {-0.0211, 0.0011, 0.0331}, {0.1833, 0.1466, 0.2250}, {-0.0368, 0.0370, 0.0295}, {-0.3441, -0.3543, -0.2008},
+    {-0.0479, -0.0489, -0.0420}, {-0.0660, -0.0153, 0.0800}, {-0.0101, 0.0068, 0.0156}, {-0.0690, -0.0452, -0.0927},
+    {-0.0145, 0.0041, 0.0015}, {0.0421, 0.0451, 0.0373}, {0.0504, -0.0483, -0.0356}, {-0.0837, 0.0168, 0.0055}}},
+}
+M.PUBLISHED_PREVIEW = PUBLISHED
+
+-- The latent-to-RGB factors for a VAE: the manifest's "preview" field, else
+-- the published ones of a released VAE (2.1 with z_dim 16, 2.2 with 48: the
+-- VAEs whose latent statistics the engine builds in), else nil and why.
+-- Returns {factors = {{r, g, b} per channel}, bias = {r, g, b}, source = text}.
+function M.preview_factors(z_dim, version, manifest)
+  local pv = manifest and manifest.preview
+  if pv then
+    return {factors = pv.rgb_factors, bias = pv.rgb_bias or {0, 0, 0}, source = "the pack's manifest"}
+  end
+  for _, f in ipairs(PUBLISHED) do
+    if f.z_dim == z_dim and f.version == version then
+      return {factors = f.factors, bias = f.bias, source = f.name}
+    end
+  end
+  return nil, string.format("no latent preview for this VAE (Wan %d.%d, z_dim %d): the published factors are for " ..
+    "the Wan 2.1 VAE (z_dim 16) and the Wan 2.2 VAE (z_dim 48); give others in moonreel_pack.json as " ..
+    "\"preview\": {\"rgb_factors\": [[r, g, b] per channel], \"rgb_bias\": [r, g, b]}", version // 10, version % 10, z_dim)
+end
+
+-- rgb = clamp(Fᵀ z + b, -1, 1) for each latent pixel z of latent [C, T, h, w]
+-- (or [C, h, w]), on the device: a matmul over the channels, then a clamp
+-- made of two max reductions (max(x, -1), then -max(-x, -1)). factors: C
+-- rows {r, g, b}; bias {r, g, b} (default 0); scale (integer >= 1) repeats
+-- each pixel scale x scale times (nearest). Returns a new [3, T, h*scale,
+-- w*scale] (or [3, h*scale, w*scale]) tensor of the latent's dtype.
+function M.project_rgb(latent, factors, bias, scale)
+  local s = latent:shape()
+  local C = #factors
+  if not ((#s == 4 or #s == 3) and s[1] == C) then
+    error(string.format("preview: a latent [%d, T, h, w] or [%d, h, w], got [%s]", C, C, table.concat(s, ", ")), 2)
+  end
+  local image = #s == 3
+  local T, h, w = image and 1 or s[2], s[#s - 1], s[#s]
+  local n = T * h * w * 3
+  local rows = {{}, {}, {}}
+  for c, r in ipairs(factors) do
+    for k = 1, 3 do rows[k][c] = r[k] end
+  end
+  bias = bias or {0, 0, 0}
+  local wt <close> = mr.tensor(rows) -- [3, C]
+  local b <close> = mr.tensor({bias[1], bias[2], bias[3]})
+  local src <close> = latent:contiguous()
+  local z <close> = src:reshape(C, T, h, w):permute{2, 3, 4, 1} -- [T, h, w, C]
+  local lin <close> = mr.matmul(z, wt, b) -- [T, h, w, 3]
+  local flat <close> = lin:reshape(1, n)
+  local lo <close> = mr.full({1, n}, -1, flat:dtype())
+  local both <close> = mr.concat({flat, lo}, 1)
+  local above <close> = mr.max(both, 1) -- max(x, -1)
+  local neg <close> = mr.neg(above)
+  local neg2 <close> = neg:reshape(1, n)
+  local both2 <close> = mr.concat({neg2, lo}, 1)
+  local m <close> = mr.max(both2, 1) -- max(-x, -1) = -min(x, 1)
+  local clamped <close> = mr.neg(m)
+  local hwc <close> = clamped:reshape(T, h, w, 3)
+  scale = scale or 1
+  if scale == 1 then
+    local out <close> = hwc:permute{4, 1, 2, 3}:contiguous() -- [3, T, h, w]
+    return out:reshape(table.unpack(image and {3, h, w} or {3, T, h, w}))
+  end
+  local chw <close> = hwc:permute{4, 1, 2, 3}:contiguous()
+  local grid <close> = chw:reshape(3 * T * h, 1, w, 1)
+  local ones <close> = mr.ones({1, scale, 1, scale}, grid:dtype())
+  local big <close> = grid * ones -- [3 T h, scale, w, scale]
+  local H, W = h * scale, w * scale
+  return big:reshape(table.unpack(image and {3, H, W} or {3, T, H, W}))
+end
+
+-- The preview of a latent of this pack [z_dim, T, h, w] (or [z_dim, h, w]):
+-- its RGB at latent resolution, [3, T, h, w] in [-1, 1], by the pack's
+-- latent-to-RGB factors (M.preview_factors). opts.scale (integer 1 .. 64)
+-- repeats each pixel scale x scale times. The caller closes the result.
+function Pack:preview(latent, opts)
+  opts = opts or {}
+  local scale = opts.scale or 1
+  if math.tointeger(scale) == nil or scale < 1 or scale > 64 then
+    error(string.format("preview: scale must be an integer 1 .. 64, not %s", tostring(scale)), 2)
+  end
+  local f, err = M.preview_factors(self.z_dim, self.vae_version, self.manifest)
+  if not f then error(err, 2) end
+  return M.project_rgb(latent, f.factors, f.bias, math.tointeger(scale))
 end
 
 -- What a sidecar records about the model.

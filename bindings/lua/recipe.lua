@@ -287,8 +287,9 @@ M.LOADING = setmetatable({}, {__tostring = function() return "moonreel.recipe.LO
 -- on_frames(frames, first, count): each decoded chunk [3, n, H, W] (closed
 -- after the call; clone it to keep it), the 1-based index of its first frame
 -- and the video's frame count; return false to cancel.
+-- preview = true: each step's preview drawn in the terminal (M.preview_hook).
 local PROGRAM_KEYS = {mode = true, pack = true, on_step = true, after_step = true, attached_loras = true,
-                      progress = true, on_frames = true}
+                      progress = true, on_frames = true, preview = true}
 
 function M.mode(def)
   assert(type(def) == "table" and type(def.name) == "string", "mode{name = ..., condition = function(run) ... end}")
@@ -387,6 +388,10 @@ end
 -- the mode's own checks, LoRA files. Returns the LoRA specs.
 function M.check_options(mode, opts)
   check_keys(mode, opts)
+  if opts.preview ~= nil and type(opts.preview) ~= "boolean" then
+    error(string.format("preview = %s: must be true or false (mr.recipe.preview_hook{...} as after_step sets more)",
+      tostring(opts.preview)), 0)
+  end
   if opts.prompt ~= nil and (type(opts.prompt) ~= "string" or opts.prompt == "") then
     error("the prompt must be a non-empty string", 0)
   end
@@ -608,14 +613,57 @@ local function put_held(run, x)
   for k, z in pairs(run.held) do x:slice(2, k, k):copy_(z) end
 end
 
+-- step:preview([opts]) in after_step: the RGB preview of step.x0 (the
+-- clean latent the step predicts), the video's frames only (the mode's lead
+-- and trail frames cut off): [3, T, h, w] in [-1, 1] at latent resolution,
+-- by pack:preview (opts.scale as there). The caller closes it.
+local function step_preview(step, opts)
+  local run, x0 = step.run, step.x0
+  if x0 == nil or x0:is_closed() then error("step:preview() works in after_step (it previews step.x0)", 2) end
+  local video <close> = (run.lead > 0 or run.trail > 0) and x0:slice(2, run.lead + 1, run.lead + run.shape[2]) or nil
+  return run.pack:preview(video or x0, opts)
+end
+
+-- An after_step hook that draws each step's preview in the terminal, in
+-- place: up to opts.frames (4) latent frames side by side, evenly spaced,
+-- opts.width (80) characters wide at most, on opts.out (io.stdout), as
+-- mr.show draws. opts.then_(step) runs first (return false to stop).
+-- preview = true on a run sets it, chained after the run's own after_step.
+function M.preview_hook(opts)
+  opts = opts or {}
+  local out = opts.out or io.stdout
+  local rows = 0
+  return function(step)
+    if opts.then_ and opts.then_(step) == false then return false end
+    local rgb <close> = step:preview()
+    local T = rgb:shape(2)
+    local k = math.min(opts.frames or 4, T)
+    local parts = {}
+    for j = 1, k do
+      local f = k == 1 and 1 or 1 + math.floor((j - 1) * (T - 1) / (k - 1) + 0.5)
+      parts[j] = rgb:slice(2, f, f)
+    end
+    local strip <close> = mr.concat(parts, 4) -- [3, 1, h, k w]
+    for _, v in ipairs(parts) do v:close() end
+    -- over the last picture (the progress bar, on its line below, follows)
+    out:write(rows > 0 and string.format("\27[%dA\r", rows) or "\r\27[K")
+    rows = require("moonreel.repl").show(strip, {width = opts.width or 80, out = out})
+  end
+end
+
 -- Stage 4, the denoising loop. Hooks (options):
 --   on_step(step) before each step, step = {index, steps, t, cfg, loras, run}:
 --     set step.cfg, call step.loras[i]:set_strength(s), or return false to stop;
 --   after_step(step) after it, with step.x (the latent) and step.x0 (the
---     clean latent the step predicts, x - sigma v): save a preview, or return
---     false to stop.
+--     clean latent the step predicts, x - sigma v), and step:preview() (its
+--     RGB, see step_preview): save a preview, or return false to stop;
+--   preview = true: M.preview_hook draws each step, after any after_step.
 function M.denoise(run)
   local p, d, opts = run.p, run.pack.defaults, run.opts
+  if opts.preview then -- a pack with no preview factors fails here, not after its first step
+    local ok, err = pack_mod.preview_factors(run.pack.z_dim, run.pack.vae_version, run.pack.manifest)
+    if not ok then error("preview = true: " .. err, 0) end
+  end
   local sampler <close> = mr.sampler[p.sampler]{steps = p.steps, shift = p.shift}
   local x = mr.randn(run:latent_shape(), p.seed)
   put_held(run, x)
@@ -625,9 +673,11 @@ function M.denoise(run)
   report(run, "denoise", 0, #timesteps)
   local t0 = mr.clock()
   local guide = run.guide or M.cfg_guide
+  local after_step = opts.preview and M.preview_hook{then_ = opts.after_step} or opts.after_step
   local last_v
   for i, t in ipairs(timesteps) do
-    local step = {index = i, steps = #timesteps, t = t, cfg = p.cfg, loras = run.loras, run = run, x = x}
+    local step = {index = i, steps = #timesteps, t = t, cfg = p.cfg, loras = run.loras, run = run, x = x,
+                  preview = step_preview}
     if opts.on_step then
       if opts.on_step(step) == false then
         x:close()
@@ -652,10 +702,10 @@ function M.denoise(run)
       last_v = v
     end
     local nx = sampler:step(v, t, x)
-    if opts.after_step then
+    if after_step then
       step.x = nx
       step.x0 = x - v * (t / 1000) -- flow matching: x_t = (1 - s) x0 + s eps, v = eps - x0
-      local go = opts.after_step(step)
+      local go = after_step(step)
       step.x0:close()
       if go == false then x:close() nx:close() last_v:close() error("stopped by after_step at step " .. i, 0) end
     end

@@ -336,6 +336,7 @@ end
 -- (moonreel.termgfx). video: [3, F, H, W] or [3, H, W] in [-1, 1]. opts:
 -- width (characters, default 48), fps (8), loop (times, default 1), out (a
 -- file, default stdout), mode ("kitty", "sixel", "blocks"; default: detected).
+-- Returns the rows of text the picture takes (the cursor ends below it).
 function M.show(video, opts)
   opts = opts or {}
   local s = video:shape()
@@ -346,7 +347,7 @@ function M.show(video, opts)
     error(string.format("show: mode '%s' (kitty, sixel or blocks)", tostring(mode)), 2)
   end
   local rgb, count, w, h = mr.video.rgb8(video)
-  local prelude, frames, back, finish = gfx.animation(mode, rgb, count, w, h, opts.width or 48)
+  local prelude, frames, back, finish, rows = gfx.animation(mode, rgb, count, w, h, opts.width or 48)
   local out = opts.out or io.stdout
   local frame_s = 1 / (opts.fps or 8)
   out:write(prelude)
@@ -361,6 +362,7 @@ function M.show(video, opts)
   end
   out:write(finish)
   out:flush()
+  return rows
 end
 
 return M

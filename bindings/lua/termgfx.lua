@@ -132,8 +132,8 @@ end
 
 -- A clip (packed RGB, count frames of w x h) as an animation in place,
 -- cols characters wide: returns prelude, frames (the bytes of each), back
--- (written before every frame but the first, to draw over the last) and
--- finish (leaves the cursor below the picture). Sixel takes a cell as 10 x 20
+-- (written before every frame but the first, to draw over the last), finish
+-- (leaves the cursor below the picture) and the rows of text it takes. Sixel takes a cell as 10 x 20
 -- pixels (terminals do not say; foot and xterm are close to it).
 function M.animation(mode, rgb, count, w, h, cols)
   cols = math.max(1, math.min(cols, w))
@@ -143,7 +143,7 @@ function M.animation(mode, rgb, count, w, h, cols)
   local function frame(f) return rgb:sub((f - 1) * size + 1, f * size) end
   if mode == "blocks" then
     for f = 1, count do frames[f] = M.blocks(frame(f), w, h, cols, rows) end
-    return "", frames, string.format("\27[%dA", rows), ""
+    return "", frames, string.format("\27[%dA", rows), "", rows
   end
   local scale = math.max(1, cols * 10 // w)
   if mode == "sixel" then rows = (h * scale + 19) // 20 end
@@ -153,7 +153,7 @@ function M.animation(mode, rgb, count, w, h, cols)
   -- room first, so the picture never scrolls the screen while it plays;
   -- then each frame drawn from the saved cursor position (DECSC / DECRC)
   local prelude = ("\n"):rep(rows) .. string.format("\27[%dA\0277", rows)
-  return prelude, frames, "\0278", string.format("\0278\27[%dB", rows)
+  return prelude, frames, "\0278", string.format("\0278\27[%dB", rows), rows
 end
 
 return M

@@ -124,6 +124,7 @@ function mr.sleep(seconds) end
 ---Plays [3, F, H, W] (or an image [3, H, W]) in [-1, 1] in the terminal: kitty graphics or sixel where the terminal says it has them, else truecolor half blocks (mr.repl.show).
 ---@param video mr.Tensor
 ---@param opts? mr.ShowOpts
+---@return integer rows the rows of text a frame takes
 function mr.show(video, opts) end
 
 -------------------------------------------------------------------- tensors

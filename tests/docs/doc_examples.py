@@ -47,6 +47,7 @@ import time
 CONSUMERS = {
     "e2e": ["tests/e2e/modes_spec.lua"],
     "batch": ["tests/batch/docs_spec.lua", "tests/batch/template_spec.lua"],   # and template_schema's
+    "lua_specs": ["tests/lua/preview_spec.lua"],
 }
 EMBEDDING = "docs/embedding.md"        # tests/install/examples.sh reads every block of it
 RUNNABLE = {"lua", "sh", "c", "console"}

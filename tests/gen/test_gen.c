@@ -5,6 +5,7 @@
    contexts generating at once in two threads with their own callbacks.
    usage: test_gen MODEL_DIR TMP_DIR */
 #include <dirent.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -56,17 +57,18 @@ typedef struct seen {
   int max_stage;
   int frames, frame_errors, count, width, height;
   uint8_t *pixels;   /* every frame, in order */
-  int previews;
   int cancel_stage, cancel_done;  /* progress answers false there (-1 = never) */
   int cancel_frame;               /* frame answers false there (-1 = never) */
   atomic_bool *denoising;         /* set at the first denoise step */
+  int previews, preview_errors, pw, ph, cancel_preview;
+  uint8_t *preview_first, *preview_last;
   pthread_t thread;               /* the thread the callbacks must run on */
 } seen;
 
 static void seen_init(seen *s) {
   memset(s, 0, sizeof *s);
   s->max_stage = -1;
-  s->cancel_stage = s->cancel_frame = -1;
+  s->cancel_stage = s->cancel_frame = s->cancel_preview = -1;
   s->thread = pthread_self();
 }
 
@@ -98,8 +100,13 @@ static bool on_frame(int index, int count, const uint8_t *rgb, int width, int he
 
 static bool on_preview(int step, int steps, const uint8_t *rgb, int frames, int width, int height, void *user) {
   seen *s = user;
+  if (step != s->previews + 1 || steps != 4 || frames != 3 || width != s->pw || height != s->ph) s->preview_errors++;
+  size_t n = (size_t)frames * width * height * 3;
+  s->preview_first = s->preview_first ? s->preview_first : memcpy(malloc(n), rgb, n);
+  s->preview_last = realloc(s->preview_last, n);
+  memcpy(s->preview_last, rgb, n);
   s->previews++;
-  return true;
+  return step != s->cancel_preview;
 }
 
 static mr_gen_params small(const char *prompt, const char *seed, const char *out) {
@@ -173,6 +180,47 @@ static void test_run(mr_gen *gen, mr_ctx *ctx) {
   mr_gen_result_free(r);
   free(s.pixels);
   free(again.pixels);
+}
+
+/* The preview of each step: the latent's frames (3 for 9 video frames) at
+   latent resolution, one per step, changing from the first step to the last
+   and close to the decoded frames at the end (the default model's fitted
+   factors: 0.2 mean error in [-1, 1], docs/lua-api.md); answering false
+   cancels like the other callbacks. */
+static void test_preview(mr_gen *gen, mr_ctx *ctx) {
+  seen s;
+  seen_init(&s);
+  s.pw = s.ph = 8; /* 64 / the VAE's stride 8 */
+  mr_gen_callbacks cb = {on_progress, on_preview, on_frame, &s};
+  mr_gen_params p = small("a red circle moving right on a black background", "7", NULL);
+  mr_gen_result *r = NULL;
+  mr_status st = mr_gen_run(gen, &p, &cb, &r);
+  if (st != MR_OK) fprintf(stderr, "preview: %s\n", mr_ctx_last_error(ctx));
+  REQUIRE(st == MR_OK);
+  mr_gen_result_free(r);
+  CHECK(s.previews == 4 && s.preview_errors == 0);
+  size_t n = 3 * 8 * 8 * 3;
+  if (s.previews == 4) {
+    CHECK(memcmp(s.preview_first, s.preview_last, n) != 0);
+    /* the last preview against the first video frame, averaged over 8x8 cells */
+    double err = 0;
+    for (int y = 0; y < 8; y++)
+      for (int x = 0; x < 8; x++)
+        for (int c = 0; c < 3; c++) {
+          double sum = 0;
+          for (int yy = 0; yy < 8; yy++)
+            for (int xx = 0; xx < 8; xx++) sum += s.pixels[((y * 8 + yy) * 64 + x * 8 + xx) * 3 + c];
+          err += fabs(sum / 64 - s.preview_last[(y * 8 + x) * 3 + c]);
+        }
+    err /= 8 * 8 * 3;
+    printf("preview: 4 steps of 3x8x8; last step against the first decoded frame %.1f levels mean\n", err);
+    CHECK(err < 40);
+  }
+  s.cancel_preview = 2;
+  s.previews = 0;
+  r = NULL;
+  CHECK(mr_gen_run(gen, &p, &cb, &r) == MR_ECANCELED && r == NULL);
+  free(s.pixels), free(s.preview_first), free(s.preview_last);
 }
 
 /* A callback answering false cancels: MR_ECANCELED, no result, nothing
@@ -344,6 +392,7 @@ int main(int argc, char **argv) {
   }
   CHECK(strstr(mr_gen_model_json(gen), "\"name\"") != NULL);
   test_run(gen, ctx);
+  test_preview(gen, ctx);
   test_cancel(gen, ctx);
   test_interrupt(gen, ctx);
   test_errors(gen, ctx);

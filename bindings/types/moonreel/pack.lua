@@ -79,6 +79,27 @@ M.VARIANTS = {}
 ---@return mr.Pack
 function M.load(spec, opts) end
 
+---Latent-to-RGB factors published for the released VAEs (ComfyUI's Wan21 / Wan22 latent formats).
+---@type {version: integer, z_dim: integer, name: string, factors: number[][], bias: number[]}[]
+M.PUBLISHED_PREVIEW = {}
+
+---The latent-to-RGB factors of a VAE: the manifest's "preview", else the published ones for
+---(z_dim, version) 16/21 or 48/22; nil and a message when there are none.
+---@param z_dim integer
+---@param version integer 21 or 22
+---@param manifest? table moonreel_pack.json
+---@return {factors: number[][], bias: number[], source: string}?
+---@return string? message
+function M.preview_factors(z_dim, version, manifest) end
+
+---rgb = clamp(Fᵀ z + b, -1, 1) per latent pixel of [C, T, h, w] (or [C, h, w]) on the device.
+---@param latent mr.Tensor
+---@param factors number[][] C rows {r, g, b}
+---@param bias? number[] {r, g, b} (0)
+---@param scale? integer repeat each pixel scale x scale times (1)
+---@return mr.Tensor
+function M.project_rgb(latent, factors, bias, scale) end
+
 ---Finds every part of a pack without loading anything.
 ---@param spec string|mr.PackFiles
 ---@return mr.PackPlan
@@ -106,6 +127,14 @@ function Pack:latent_shape(width, height, frames) end
 ---@param what? string names the text in messages ("prompt")
 ---@return mr.Tensor
 function Pack:encode_text(prompt, what) end
+
+---The RGB preview of a latent [z_dim, T, h, w] (or [z_dim, h, w]): clamp(Fᵀ z + b) per latent pixel,
+---[3, T, h, w] in [-1, 1] at latent resolution, by the manifest's "preview" factors, else the published
+---ones of the Wan 2.1 (z_dim 16) or Wan 2.2 (z_dim 48) VAE; raises when there are none. The caller closes it.
+---@param latent mr.Tensor
+---@param opts? {scale: integer?} scale (1 .. 64): repeat each pixel scale x scale times
+---@return mr.Tensor
+function Pack:preview(latent, opts) end
 
 ---What a sidecar records about the model.
 ---@return {name: string, variant: string, layout: string, dir: string?, weights: string, files: mr.PackFiles}

@@ -40,7 +40,8 @@
 ---@field vace_end? number r2v (vace)
 ---@field pack? mr.Pack a loaded pack to reuse
 ---@field on_step? fun(step: mr.Step): boolean? before each step; false stops the run
----@field after_step? fun(step: mr.Step): boolean? after each step (step.x, step.x0); false stops the run
+---@field after_step? fun(step: mr.Step): boolean? after each step (step.x, step.x0, step:preview()); false stops the run
+---@field preview? boolean draw each step's preview in the terminal (mr.recipe.preview_hook), after any after_step
 ---@field progress? fun(stage: "text"|"image"|"denoise"|"decode"|"write", done: integer, total: integer): boolean? each stage's progress; false cancels the run
 ---@field on_frames? fun(frames: mr.Tensor, first: integer, count: integer): boolean? each decoded chunk [3, n, H, W] (closed after the call), its first frame (1-based), the video's frame count; false cancels
 
@@ -66,6 +67,7 @@
 ---@field run mr.Run
 ---@field x mr.Tensor the latent (after_step: the new one)
 ---@field x0? mr.Tensor after_step: the clean latent the step predicts
+---@field preview fun(self: mr.Step, opts?: {scale: integer?}): mr.Tensor after_step: x0's RGB [3, T, h, w] in [-1, 1] (the video's frames; pack:preview); the caller closes it
 ---@field reuse? boolean set by a hook: take the last velocity instead of running the DiT
 
 ---One pass of the DiT in a step.
@@ -317,6 +319,12 @@ function M.encode_image(run, img) end
 ---@param first mr.Tensor
 ---@param last? mr.Tensor
 function M.i2v_condition(run, first, last) end
+
+---An after_step hook that draws each step's preview in place in the terminal: up to `frames` (4) latent
+---frames side by side, at most `width` (80) characters wide, on `out` (io.stdout); then_ runs first.
+---@param opts? {frames: integer?, width: integer?, out: file*?, then_: fun(step: mr.Step): boolean?}
+---@return fun(step: mr.Step): boolean?
+function M.preview_hook(opts) end
 
 ---An on_step hook that reuses the last velocity while the latent changes little (TeaCache's idea).
 ---@param opts? {threshold: number?, then_: fun(step: mr.Step): boolean?}

@@ -42,6 +42,7 @@ function M.help(x) end
 ---Plays [3, F, H, W] (or an image [3, H, W]) in [-1, 1] in the terminal, in place: kitty graphics or sixel where the terminal says it has them, else truecolor half blocks.
 ---@param video mr.Tensor
 ---@param opts? mr.ShowOpts
+---@return integer rows the rows of text a frame takes
 function M.show(video, opts) end
 
 return M

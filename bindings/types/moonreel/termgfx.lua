@@ -47,6 +47,7 @@ function M.blocks(rgb, w, h, cols, rows) end
 ---@return string[] frames
 ---@return string back
 ---@return string finish
+---@return integer rows rows of text the picture takes
 function M.animation(mode, rgb, count, w, h, cols) end
 
 ---Base64 of a string.

@@ -505,16 +505,14 @@ function M.open_report(path, writable)
 end
 
 -- Appends one record as a single write of one line (O_APPEND: writers
--- beside each other on a local disk never interleave within a line).
+-- beside each other on a local disk never interleave within a line). A
+-- write the disk cuts short is taken back (mr.append_line), so the report
+-- never ends in half a record and a rerun reads it as before.
 function Report:append(rec)
   local line = cjson.encode(rec) .. "\n"
   if self.needs_newline then line = "\n" .. line end
-  local f, err = io.open(self.path, "ab")
-  if not f then error(string.format("cannot append to the report '%s': %s", self.path, err), 0) end
-  f:setvbuf("full", #line + 1)
-  local ok, werr = f:write(line)
-  local cok, cerr = f:close()
-  if not ok or not cok then error(string.format("cannot append to the report '%s': %s", self.path, tostring(werr or cerr)), 0) end
+  local ok, err = mr.append_line(self.path, line)
+  if not ok then error((err:gsub("^cannot append to ", "cannot append to the report ", 1)), 0) end
   self.needs_newline = false
   if rec.status == "done" then self.done[rec.id] = rec end
 end

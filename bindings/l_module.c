@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <link.h>
 #include <stdio.h>
@@ -449,6 +450,58 @@ static int l_mkdir(lua_State *L) {
   return 1;
 }
 
+/* mr.append_line(path, line) -> true | nil, message, code: appends line
+   (which ends in "\n") to the file, created when missing, in one write
+   (O_APPEND: appenders beside each other never interleave within a line).
+   A write cut short (a full disk, a file-size limit) is taken back, the file
+   cut to the size it had, so the file never ends in part of a line; when
+   another process appended after the cut line, that cannot be done and the
+   cut line stays, unterminated, for a reader to skip. */
+static int l_append_line(lua_State *L) {
+  size_t n, pn;
+  const char *path = luaL_checklstring(L, 1, &pn);
+  const char *line = luaL_checklstring(L, 2, &n);
+  luaL_argcheck(L, pn > 0 && strlen(path) == pn, 1, "a file path");
+  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) {
+    int e = errno;
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot append to '%s': %s", path, strerror(e));
+    lua_pushstring(L, e == ENOENT ? "MR_ENOTFOUND" : "MR_EIO");
+    return 3;
+  }
+  struct stat st;
+  off_t before = fstat(fd, &st) == 0 ? st.st_size : -1;
+  size_t done = 0;
+  int e = 0;
+  while (done < n) { /* a short write is followed by one that says why */
+    ssize_t w = write(fd, line + done, n - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      e = w < 0 ? errno : EIO;
+      break;
+    }
+    done += (size_t)w;
+  }
+  if (e == 0) {
+    int c = close(fd);
+    fd = -1;
+    if (c != 0) e = errno;
+  }
+  if (e != 0) {
+    /* take the part back when it is the file's end (no one appended since) */
+    if (fd >= 0 && done > 0 && before >= 0 && fstat(fd, &st) == 0 && st.st_size == before + (off_t)done)
+      (void)!ftruncate(fd, before);
+    if (fd >= 0) close(fd);
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot append to '%s': %s", path, strerror(e));
+    lua_pushstring(L, "MR_EIO");
+    return 3;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* mr.clock() -> seconds on a monotonic wall clock (os.clock is CPU time,
    which a multi-threaded device driver makes run faster than the wall). */
 static int l_clock(lua_State *L) {
@@ -463,7 +516,7 @@ static const luaL_Reg module_funcs[] = {
   {"profile", l_profile}, {"memory", l_memory}, {"trim", l_trim}, {"sha256", l_sha256}, {"gc_threshold", l_gc_threshold},
   {"is_terminal", l_is_terminal}, {"clock", l_clock}, {"sleep", l_sleep},
   {"profile", l_profile}, {"memory", l_memory}, {"trim", l_trim}, {"sha256", l_sha256}, {"sha256_string", l_sha256_string},
-  {"listdir", l_listdir}, {"mkdir", l_mkdir}, {"gc_threshold", l_gc_threshold},
+  {"listdir", l_listdir}, {"mkdir", l_mkdir}, {"append_line", l_append_line}, {"gc_threshold", l_gc_threshold},
   {"is_terminal", l_is_terminal}, {"clock", l_clock},
   {NULL, NULL}};
 

@@ -218,7 +218,7 @@ function M.jobs_from_manifest(path)
       for k in pairs(j) do keys[#keys + 1] = tostring(k) end
       table.sort(keys)
       for _, k in ipairs(keys) do
-        if not MANIFEST_KEYS[k] then bad("%s: unknown field (a job takes template, images, vars, seed, variant, output)", k) end
+        if not MANIFEST_KEYS[k] then bad("%s: unknown field (a job takes template, images, vars, seed, variant, output)", T.key_path("", k)) end
       end
       if type(j.template) ~= "string" or j.template == "" then bad("template: required, a file name") end
       local images = {}
@@ -305,15 +305,15 @@ function Templates:resolve(path, variant)
   if r then return r end
   local tpl = self:get(path)
   local doc, verr = T.overlay(tpl.doc, variant)
-  if not doc then error(string.format("%s: variant: %s", path, verr), 0) end
-  local where = variant and string.format("%s (variant %s)", path, variant) or path
+  if not doc then error(string.format("%s: variant: %s", T.shown(path), verr), 0) end
+  local where = T.shown(variant and string.format("%s (variant %s)", path, variant) or path)
   local loras = {}
   for i, l in ipairs(doc.loras or {}) do
     local file = join(tpl.dir, l.file)
     local sha, serr = self:file_sha(file)
-    if not sha then error(string.format("%s: loras[%d].file: %s", where, i, serr), 0) end
+    if not sha then error(string.format("%s: loras[%d].file: %s", where, i, T.shown(serr)), 0) end
     if l.sha256 and l.sha256 ~= sha then
-      error(string.format("%s: loras[%d].sha256: %s has sha256 %s, the template says %s", where, i, file, sha, l.sha256), 0)
+      error(string.format("%s: loras[%d].sha256: %s has sha256 %s, the template says %s", where, i, T.shown(file), sha, l.sha256), 0)
     end
     loras[i] = {file = file, sha256 = sha, strength = l.strength or 1, mode = l.mode, high = l.high}
   end
@@ -378,7 +378,7 @@ function M.prepare(job, templates, defaults)
   for i, path in ipairs(images) do
     local sha, serr = mr.sha256(path)
     if not sha then
-      problem = problem or string.format("images[%d]: %s", i, serr)
+      problem = problem or string.format("images[%d]: %s", i, T.shown(serr))
       sha = "unreadable:" .. path -- still a stable id for the report
     end
     shas[i] = sha
@@ -409,19 +409,19 @@ function M.check_images(job)
   for i, path in ipairs(job.images or {}) do
     local img, info = mr.image.load(path)
     if not img then
-      job.error = string.format("images[%d]: %s", i, info)
+      job.error = string.format("images[%d]: %s", i, T.shown(info))
       return nil
     end
     img:close()
     local w, h = info.width, info.height
     sizes[i] = {w, h}
     if slots.min_side and math.min(w, h) < slots.min_side then
-      job.error = string.format("images[%d]: %s is %dx%d; the template needs at least %d pixels on each side", i, path,
+      job.error = string.format("images[%d]: %s is %dx%d; the template needs at least %d pixels on each side", i, T.shown(path),
         w, h, slots.min_side)
       return nil
     end
     if slots.max_aspect and math.max(w, h) / math.min(w, h) > slots.max_aspect then
-      job.error = string.format("images[%d]: %s is %dx%d; the template takes an aspect of at most %g:1", i, path, w, h,
+      job.error = string.format("images[%d]: %s is %dx%d; the template takes an aspect of at most %g:1", i, T.shown(path), w, h,
         slots.max_aspect)
       return nil
     end
@@ -505,16 +505,14 @@ function M.open_report(path, writable)
 end
 
 -- Appends one record as a single write of one line (O_APPEND: writers
--- beside each other on a local disk never interleave within a line).
+-- beside each other on a local disk never interleave within a line). A
+-- write the disk cuts short is taken back (mr.append_line), so the report
+-- never ends in half a record and a rerun reads it as before.
 function Report:append(rec)
   local line = cjson.encode(rec) .. "\n"
   if self.needs_newline then line = "\n" .. line end
-  local f, err = io.open(self.path, "ab")
-  if not f then error(string.format("cannot append to the report '%s': %s", self.path, err), 0) end
-  f:setvbuf("full", #line + 1)
-  local ok, werr = f:write(line)
-  local cok, cerr = f:close()
-  if not ok or not cok then error(string.format("cannot append to the report '%s': %s", self.path, tostring(werr or cerr)), 0) end
+  local ok, err = mr.append_line(self.path, line)
+  if not ok then error((err:gsub("^cannot append to ", "cannot append to the report ", 1)), 0) end
   self.needs_newline = false
   if rec.status == "done" then self.done[rec.id] = rec end
 end

@@ -101,16 +101,26 @@ local function join(dir, name)
   return (dir:gsub("/+$", "")) .. "/" .. name
 end
 
+-- A path or value from a file in a message: its control characters (a
+-- newline above all) as \xNN, so the message stays one line.
+local function shown(v)
+  return (tostring(v):gsub("%c", function(c) return string.format("\\x%02x", c:byte()) end))
+end
+
 -- The shards of diffusion_pytorch_model in dir: from the index's weight_map,
 -- or by the -0000i-of-0000n naming. nil when there are none.
 local function find_shards(dir, stem)
   local index = join(dir, stem .. ".safetensors.index.json")
   if exists(index) then
     local j, err = read_json(index)
-    if not j then error(err, 0) end
-    if type(j.weight_map) ~= "table" then error(index .. ": no weight_map", 0) end
+    if j == nil then error(err, 0) end -- (false and null are JSON too: refused below)
+    if type(j) ~= "table" or type(j.weight_map) ~= "table" then error(index .. ": no weight_map", 0) end
     local seen, files = {}, {}
-    for _, file in pairs(j.weight_map) do
+    for name, file in pairs(j.weight_map) do
+      if type(file) ~= "string" or file == "" or file:sub(1, 1) == "/" or ("/" .. file .. "/"):find("/%.%./") then
+        error(string.format("%s: weight_map[%s] must name a shard file inside the pack", index,
+          cjson.encode(tostring(name))), 0)
+      end
       if not seen[file] then
         seen[file] = true
         files[#files + 1] = file
@@ -119,7 +129,7 @@ local function find_shards(dir, stem)
     table.sort(files)
     for i, f in ipairs(files) do
       files[i] = join(dir, f)
-      if not exists(files[i]) then error(string.format("%s: shard '%s' is missing", index, f), 0) end
+      if not exists(files[i]) then error(string.format("%s: shard '%s' is missing", index, shown(f)), 0) end
     end
     return files
   end
@@ -170,6 +180,13 @@ local FILE_FIELDS = {dit = true, vae = true, t5 = true, tokenizer = true, clip =
 -- record of how it was made, not read.
 local PREVIEW_FIELDS = {rgb_factors = true, rgb_bias = true, fit = true}
 
+-- A field's name in a message: a.b for a plain key, a["..."] (JSON-quoted)
+-- for any other, so a key holding a newline or a quote stays on one line.
+local function field_name(prefix, k)
+  if type(k) == "string" and k:match("^[%a_][%w_]*$") then return prefix .. "." .. k end
+  return string.format("%s[%s]", prefix, type(k) == "string" and cjson.encode(k) or tostring(k))
+end
+
 local function check_manifest(m, path)
   local function bad(field, what) error(string.format("%s: %s %s", path, field, what), 0) end
   if type(m) ~= "table" or #m > 0 then bad("the manifest", "must be a JSON object") end
@@ -177,13 +194,14 @@ local function check_manifest(m, path)
   local function inside(field, f)
     if type(f) ~= "string" or f == "" then bad(field, "must be a file name (a string)") end
     if f:sub(1, 1) == "/" or ("/" .. f .. "/"):find("/%.%./") then
-      bad(field, string.format("'%s' names a file outside the pack (pass it to mr.pack.load{...} instead)", f))
+      bad(field, string.format("'%s' names a file outside the pack (pass it to mr.pack.load{...} instead)",
+        shown(f)))
     end
   end
   if m.files ~= nil then
     if type(m.files) ~= "table" or #m.files > 0 then bad("files", "must be an object of part = file") end
     for k, v in pairs(m.files) do
-      if not FILE_FIELDS[k] then bad("files." .. tostring(k), "is not a part (dit, vae, t5, tokenizer, clip, clip_config, config)") end
+      if not FILE_FIELDS[k] then bad(field_name("files", k), "is not a part (dit, vae, t5, tokenizer, clip, clip_config, config)") end
       if type(v) == "table" then
         if #v == 0 then bad("files." .. k, "must be a file or a list of shard files") end
         for i, f in ipairs(v) do inside(string.format("files.%s[%d]", k, i), f) end
@@ -196,7 +214,7 @@ local function check_manifest(m, path)
     local r = m.references
     if type(r) ~= "table" or #r > 0 then bad("references", "must be an object") end
     for k in pairs(r) do
-      if not REFERENCE_FIELDS[k] then bad("references." .. tostring(k), "is not a reference setting (method, max, canvas, guide_img, guide_text, names)") end
+      if not REFERENCE_FIELDS[k] then bad(field_name("references", k), "is not a reference setting (method, max, canvas, guide_img, guide_text, names)") end
     end
     if r.method ~= "phantom" and r.method ~= "vace" then bad("references.method", "must be \"phantom\" or \"vace\"") end
     if r.max ~= nil and (math.tointeger(r.max) == nil or r.max < 1 or r.max > 16) then
@@ -248,7 +266,7 @@ local function check_manifest(m, path)
     if type(m.defaults) ~= "table" or #m.defaults > 0 then bad("defaults", "must be an object") end
     for k, v in pairs(m.defaults) do
       local spec = DEFAULT_FIELDS[k]
-      if not spec then bad("defaults." .. tostring(k), "is not a setting a recipe reads") end
+      if not spec then bad(field_name("defaults", k), "is not a setting a recipe reads") end
       local field = "defaults." .. k
       if spec[1] == "string" then
         if type(v) ~= "string" then bad(field, "must be a string") end
@@ -277,7 +295,7 @@ local function resolve(spec)
     local manifest_path = join(spec, OFFICIAL.manifest)
     if exists(manifest_path) then
       local m, err = read_json(manifest_path)
-      if not m then error(err, 0) end
+      if m == nil then error(err, 0) end -- a manifest `false` is JSON, refused by check_manifest
       check_manifest(m, manifest_path)
       plan.manifest, plan.layout, plan.manifest_path = m, "moonreel", manifest_path
     else
@@ -337,7 +355,7 @@ local function resolve(spec)
   end
   for k, v in pairs(plan.files) do
     for _, p in ipairs(type(v) == "table" and v or {v}) do
-      if not exists(p) then error(string.format("model pack: %s file '%s' does not exist", k, p), 0) end
+      if not exists(p) then error(string.format("model pack: %s file '%s' does not exist", k, shown(p)), 0) end
     end
   end
   return plan

@@ -52,6 +52,13 @@ local function key_path(path, key)
 end
 M.key_path = key_path
 
+-- A string from outside in a message: its control characters (a newline
+-- above all) written as \xNN, so the message stays one line.
+local function shown(v)
+  return (tostring(v):gsub("%c", function(c) return string.format("\\x%02x", c:byte()) end))
+end
+M.shown = shown
+
 ------------------------------------------------------------------ the checks
 
 -- A node is function(v, path, errs): it adds "path: message" to errs.
@@ -579,7 +586,7 @@ function M.overlay(doc, name)
     local names = {}
     for k in pairs(variants) do names[#names + 1] = k end
     table.sort(names)
-    return nil, string.format("no variant '%s' (%s)", tostring(name),
+    return nil, string.format("no variant '%s' (%s)", shown(name),
       #names > 0 and "it has " .. table.concat(names, ", ") or "it has none")
   end
   local out = overlay_patch(doc, patch)
@@ -630,7 +637,9 @@ end
 -- naming the file and the field.
 function M.load(path)
   local f, oerr = io.open(path, "rb")
-  if not f then return nil, {string.format("%s: cannot read: %s", path, oerr)} end
+  local name = path
+  path = shown(path) -- (in messages; a batch manifest names the file)
+  if not f then return nil, {string.format("%s: cannot read: %s", path, shown(oerr))} end
   local size = f:seek("end")
   if not size then
     f:close()
@@ -652,7 +661,7 @@ function M.load(path)
     for i, e in ipairs(errs) do lines[i] = path .. ": " .. e end
     return nil, lines
   end
-  return {doc = doc, path = path, dir = path:match("^(.*)/[^/]*$") or ".", text = text}
+  return {doc = doc, path = name, dir = name:match("^(.*)/[^/]*$") or ".", text = text}
 end
 
 ------------------------------------------------------------------ using a template
@@ -671,7 +680,7 @@ function M.bind_vars(doc, given)
       local known = {}
       for n in pairs(decl) do known[#known + 1] = n end
       table.sort(known)
-      return nil, string.format("vars.%s: the template has no such variable (%s)", k,
+      return nil, string.format("%s: the template has no such variable (%s)", key_path("vars", k),
         #known > 0 and "it takes " .. table.concat(known, ", ") or "it takes none")
     end
   end
@@ -693,7 +702,7 @@ function M.bind_vars(doc, given)
     if d.choices then
       local ok = false
       for _, c in ipairs(d.choices) do if c == v then ok = true end end
-      if not ok then return nil, string.format("vars.%s: '%s' is not one of %s", name, v, table.concat(d.choices, ", ")) end
+      if not ok then return nil, string.format("vars.%s: '%s' is not one of %s", name, shown(v), shown(table.concat(d.choices, ", "))) end
     end
     out[name] = v
   end

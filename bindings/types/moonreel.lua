@@ -103,6 +103,16 @@ function mr.listdir(path) end
 ---@return mr.ErrorCode? code
 function mr.mkdir(path) end
 
+---Appends a line (ending in "\n") to a file, created when missing, in one
+---write; a write cut short (a full disk) is taken back, so the file never
+---ends in part of the line.
+---@param path string
+---@param line string
+---@return true? ok
+---@return string? message
+---@return mr.ErrorCode? code
+function mr.append_line(path, line) end
+
 ---Sets the byte count of device allocations that forces a garbage collection.
 ---@param bytes? integer
 ---@return integer previous

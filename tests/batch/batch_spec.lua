@@ -275,6 +275,74 @@ describe("effects batch", function()
     assert.are.equal(3, #F.files(out, "%.mp4$"))
   end)
 
+  -- A full disk, played by a file-size limit (SIGXFSZ ignored: writes fail
+  -- with EFBIG, a write that crosses the limit is cut short as on a full disk).
+  local FULL = "trap '' XFSZ; ulimit -f %d; "
+
+  it("a full disk at the report: the clip stays whole, the report gets no half line, a rerun resumes", function()
+    local d = fresh("full-report")
+    local out = d .. "/out"
+    assert(mr.mkdir(out))
+    local manifest = F.write(d .. "/jobs.jsonl", cjson.encode({template = f.tpl_a, images = {f.photos[3]}}) .. "\n")
+    -- earlier runs' lines up to 60 bytes under the limit (64 blocks of 512 bytes): the clip (about 7 KB) and its
+    -- sidecar fit, the job's report line does not
+    local limit = 64 * 512
+    local lines = {}
+    local size = 0
+    while size < limit - 60 - 200 do
+      local l = cjson.encode({id = "old-" .. #lines, status = "failed", error = string.rep("x", 100)}) .. "\n"
+      lines[#lines + 1] = l
+      size = size + #l
+    end
+    local pad = limit - 60 - size - #cjson.encode({id = "pad", status = "failed", error = ""}) - 1
+    lines[#lines + 1] = cjson.encode({id = "pad", status = "failed", error = string.rep("y", pad)}) .. "\n"
+    local before = table.concat(lines)
+    assert.are.equal(limit - 60, #before)
+    local rep = F.write(out .. "/report.jsonl", before)
+    local args = {"--manifest", manifest, "--out", out, "--model", f.packs.ti2v, "--quiet"}
+    local code, _, e = effects(args, {env = FULL:format(64)})
+    assert.are.equal(1, code, e)
+    assert.truthy(e:find("effects: cannot append to the report '" .. F.esc(rep) .. "': File too large\n$"), e)
+    -- the report as it was: every line whole
+    assert.are.equal(before, H.read(rep))
+    -- the clip and its sidecar whole under their names, no temporary
+    local clips = F.files(out, "%.mp4$")
+    assert.are.equal(1, #clips)
+    assert.are.equal("5", F.ffprobe(out .. "/" .. clips[1]).nb_read_frames)
+    assert.truthy(F.read_json(out .. "/" .. clips[1] .. ".json").params)
+    assert.are.same({}, F.files(out, "tmp"))
+    -- the rerun makes the job again (no done line) and records it; the next finds it done
+    code, _, e = effects(args)
+    assert.are.equal(0, code, e)
+    assert.are.equal(1, #done_lines(rep))
+    assert.are.equal(#lines + 1, #F.report(rep))
+    local o
+    code, o, e = effects(args)
+    assert.are.equal(0, code, e)
+    assert.truthy(o:find("1 jobs: 0 done now, 1 done before, 0 failed", 1, true), o)
+  end)
+
+  it("a full disk at a clip: the job fails, no part of the clip is left, the report parses, a rerun makes it", function()
+    local d = fresh("full-clip")
+    local out = d .. "/out"
+    local manifest = F.write(d .. "/jobs.jsonl", cjson.encode({template = f.tpl_a, images = {f.photos[3]}}) .. "\n")
+    local args = {"--manifest", manifest, "--out", out, "--model", f.packs.ti2v, "--quiet"}
+    -- 4 KB: the report line fits, the clip (about 7 KB) does not
+    local code, _, e = effects(args, {env = FULL:format(8)})
+    assert.are.equal(1, code, e)
+    assert.are.same({"report.jsonl"}, mr.listdir(out))
+    local rep = F.report(out .. "/report.jsonl")
+    assert.are.equal(1, #rep)
+    assert.are.equal("failed", rep[1].status)
+    assert.truthy(rep[1].error:find("File too large", 1, true), rep[1].error)
+    code, _, e = effects(args)
+    assert.are.equal(0, code, e)
+    local clips = F.files(out, "%.mp4$")
+    assert.are.equal(1, #clips)
+    assert.are.equal("5", F.ffprobe(out .. "/" .. clips[1]).nb_read_frames)
+    assert.are.equal(1, #done_lines(out .. "/report.jsonl"))
+  end)
+
   it("splits the jobs into shards that cover each exactly once, by --shard I/N and $JOB_COMPLETION_INDEX", function()
     local d = fresh("shard")
     local lines = {}

@@ -404,6 +404,35 @@ describe("recipes end to end", function()
       -- without a sidecar the video itself is what cannot be written
       expect_error("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--seed", "1", "--no-sidecar", "--out",
         out("big.mp4")}, "big%.mp4': File too large", "trap '' XFSZ; ulimit -f 1; ")
+      -- an animated WebP (assembled at close) and a PNG sequence (a temporary folder): nothing left
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--seed", "1", "--no-sidecar", "--out",
+        out("big.webp")}, "big%.webp'", "trap '' XFSZ; ulimit -f 1; ")
+      expect_error("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--seed", "1", "--no-sidecar", "--out",
+        out("big_%02d.png")}, "big_%%02d%.png'", "trap '' XFSZ; ulimit -f 1; ")
+    end)
+
+    it("a full disk at the sidecar leaves the whole video and no sidecar", function()
+      -- one 16x16 frame (a WebP of about 250 bytes, a PNG of about 850) fits in
+      -- 1024 bytes; the sidecar, which records the long folder twice, does not
+      local dir = tmp .. "/full-sidecar-" .. string.rep("x", 200)
+      assert(mr.mkdir(dir))
+      for _, c in ipairs({{"s.webp", "s.webp.json"}, {"s_%02d.png", "s.json", "s_01.png"}}) do
+        local code, _, e = run("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--seed", "1", "--frames", "1",
+          "--width", "16", "--height", "16", "--quiet", "--out", dir .. "/" .. c[1]}, "trap '' XFSZ; ulimit -f 2; ")
+        assert.are_not.equal(0, code)
+        local last = e:match("([^\n]*)\n?$")
+        assert.truthy(last:find("^t2v: cannot write '.*/" .. c[2]:gsub("%.", "%%.") .. "': File too large$"), e)
+        local video = c[3] or c[1]
+        assert.are.same({video}, ls(dir))
+        -- whole: a WebP's RIFF size is its file's, and the picture decodes
+        local bytes = assert(read(dir .. "/" .. video))
+        if video:match("%.webp$") then assert.are.equal(#bytes, string.unpack("<I4", bytes, 5) + 8) end
+        local img, info = mr.image.load(dir .. "/" .. video)
+        assert.truthy(img, info)
+        assert.are.same({16, 16}, {info.width, info.height})
+        img:close()
+        os.remove(dir .. "/" .. video)
+      end
     end)
 
     it("a run killed while sampling leaves nothing; the next run clears a killed run's temporary", function()

@@ -433,6 +433,114 @@ def seeds_lora(out):
         "transformer.blocks.0.attn1.to_q.lora_B.weight": ("F32", [64, 2])}))
 
 
+# ------------------------------------------------------------- pack manifests, templates, batch manifests
+
+E2E_DEFAULTS = {"steps": 3, "shift": 3.0, "guide": 4.0, "frames": 5, "fps": 8, "width": 32, "height": 32,
+                "negative": ""}
+
+
+def seeds_pack(out):
+    """moonreel_pack.json: the default model's, the tests/e2e packs' (fixture.lua), every field."""
+    put(out, "pack", "default.json", read(os.path.join(SRC, "models", "default", "moonreel_pack.json")))
+    packs = {
+        "t2v": {"name": "tiny-t2v", "defaults": E2E_DEFAULTS},
+        "i2v": {"name": "tiny-i2v", "defaults": E2E_DEFAULTS,
+                "files": {"clip": "clip.safetensors", "clip_config": "clip.json"}},
+        "phantom": {"name": "tiny-phantom", "defaults": E2E_DEFAULTS,
+                    "references": {"method": "phantom", "max": 4, "guide_img": 2.0,
+                                   "names": ["the first object", "the second object"]}},
+        "vace": {"name": "tiny-vace", "references": {"method": "vace", "canvas": "#808080", "guide_text": 5}},
+        "files": {"files": {"dit": ["a.safetensors", "diffusion_pytorch_model.safetensors"], "vae": "Wan2.1_VAE.pth",
+                            "t5": "models_t5_umt5-xxl-enc-bf16.pth", "tokenizer": "google/umt5-xxl/spiece.model",
+                            "config": "config.json"},
+                  "defaults": {"steps": 20, "frames": 17, "width": 64, "height": 64, "fps": 8, "guide": 5.0,
+                               "guide_high": 3.5, "shift": 3.0, "boundary": 0.875, "sampler": "euler",
+                               "negative": "", "prompt": "a yellow square"}},
+        "outside": {"files": {"dit": "../x.safetensors"}},
+        "empty": {},
+    }
+    for name, m in packs.items():
+        put(out, "pack", name + ".json", json.dumps(m).encode())
+    put(out, "pack", "false.json", b"false")
+    put(out, "pack", "array.json", b"[]")
+
+
+def merge_patch(doc, patch):
+    """template_cases.json's patches: a JSON merge patch with its '@' forms."""
+    def value(v):
+        if isinstance(v, str):
+            if v == "@null":
+                return None
+            if v == "@[]":
+                return []
+            if v.startswith("@repeat(") and v.endswith(")"):
+                x, n = v[8:-1].rsplit(",", 1)
+                return x * int(n)
+        if isinstance(v, dict):
+            return {k: value(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [value(x) for x in v]
+        return v
+    if isinstance(patch, str) and patch.startswith("@replace(") and patch.endswith(")"):
+        return json.loads(patch[9:-1])
+    if not isinstance(patch, dict):
+        return value(patch)
+    out = dict(doc) if isinstance(doc, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict):
+            out[k] = merge_patch(out.get(k), v)
+        else:
+            out[k] = value(v)
+    return out
+
+
+def seeds_template(out):
+    """The tree's templates and every case of tests/batch/template_cases.json (most of them refused)."""
+    for d in (os.path.join(SRC, "recipes", "templates"), os.path.join(SRC, "docs", "templates")):
+        for name in sorted(os.listdir(d)):
+            if name.endswith(".json"):
+                put(out, "template", name, read(os.path.join(d, name)))
+    with open(os.path.join(SRC, "tests", "batch", "template_cases.json"), encoding="utf-8") as f:
+        cases = json.load(f)
+    put(out, "template", "cases_base.json", json.dumps(cases["base"]).encode())
+    for i, c in enumerate(cases["cases"]):
+        try:
+            doc = merge_patch(cases["base"], c["patch"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        put(out, "template", "case%03d.json" % i, json.dumps(doc).encode())
+
+
+def seeds_batch(out):
+    """Manifests over fuzz_batch.c's templates (t.json, t2v.json) and photos (a.png, b.png), and reports."""
+    jobs = [
+        {"template": "t.json", "images": ["a.png"], "vars": {"subject": "cat", "mood": "wild"}, "seed": "7",
+         "output": "a-left.mp4"},
+        {"template": "t.json", "images": ["b.png"], "variant": "fast", "seed": 18446744073709551615},
+        {"template": "t.json", "images": ["a.png", "b.png"], "vars": {"subject": "a very long subject"}},
+        {"template": "t2v.json", "vars": {"what": "dog"}, "seed": 3, "output": "sub/dog.webp"},
+        {"template": "t2v.json"},
+        {"template": "missing.json", "images": ["nope.png"]},
+        {"template": "t.json", "images": ["a.png"], "vars": {"nosuch": "x"}, "variant": "slow"},
+    ]
+    put(out, "batch", "jobs.jsonl", "".join(json.dumps(j) + "\n" for j in jobs).encode())
+    for i, j in enumerate(jobs):
+        put(out, "batch", "job%d.jsonl" % i, json.dumps(j).encode())
+    put(out, "batch", "docs.jsonl", b'{"template": "recipes/templates/move.json", "images": ["photos/a.png"], '
+        b'"vars": {"object": "a blue square", "direction": "left"}, "seed": "7", "output": "a-left.mp4"}\n')
+    put(out, "batch", "bad_lines.jsonl", b'\n{"template": "t.json", "seed": -1}\n[1]\n{"x": 1}\n{"output": "../a.mp4"}\n')
+    report = [
+        {"id": "fx-0123456789abcdef", "status": "done", "output": "fx-0123456789abcdef.mp4", "bytes": 1234,
+         "seconds": 2.5, "source": "jobs.jsonl:1"},
+        {"id": "fx-1111111111111111", "status": "failed", "error": "images[1]: cannot read"},
+    ]
+    text = "".join(json.dumps(r) + "\n" for r in report)
+    put(out, "batch", "report.jsonl", text.encode())
+    put(out, "batch", "report_cut.jsonl", (text + json.dumps(report[0]))[:-7].encode())
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: make_corpus.py OUTDIR")
@@ -444,6 +552,9 @@ def main():
     seeds_media(out)
     seeds_config(out)
     seeds_lora(out)
+    seeds_pack(out)
+    seeds_template(out)
+    seeds_batch(out)
     for t in sorted(os.listdir(out)):
         files = os.listdir(os.path.join(out, t))
         size = sum(os.path.getsize(os.path.join(out, t, f)) for f in files)

@@ -24,7 +24,7 @@ src=$(cd "$here/../.." && pwd)
 build=$1
 secs=$2
 shift 2
-targets=${*:-safetensors pth pickle spiece prompt image video config lora}
+targets=${*:-safetensors pth pickle spiece prompt image video config lora pack template batch}
 jobs=${JOBS:-$(nproc)}
 
 if [ ! -f "$build/CMakeCache.txt" ]; then
@@ -54,7 +54,8 @@ max_len() {
   case $1 in
     spiece) echo 262144 ;;
     prompt|config) echo 4096 ;;
-    lora) echo 16384 ;;
+    lora|pack) echo 16384 ;;
+    batch) echo 70000 ;; # a manifest line's limit is 64 KB
     *) echo 65536 ;;
   esac
 }

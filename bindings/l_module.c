@@ -450,6 +450,19 @@ static int l_mkdir(lua_State *L) {
   return 1;
 }
 
+/* mr.write_file(path, data) -> true | nil, message, code: the whole file,
+   atomically (mr_file_write_atomic). */
+static int l_write_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  size_t n;
+  const char *data = luaL_checklstring(L, 2, &n);
+  mr_ctx *ctx = mrl_ctx(L);
+  mr_status st = mr_file_write_atomic(ctx, path, data, n);
+  if (st != MR_OK) return mrl_fail(L, ctx, st);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* mr.append_line(path, line) -> true | nil, message, code: appends line
    (which ends in "\n") to the file, created when missing, in one write
    (O_APPEND: appenders beside each other never interleave within a line).
@@ -516,7 +529,7 @@ static const luaL_Reg module_funcs[] = {
   {"profile", l_profile}, {"memory", l_memory}, {"trim", l_trim}, {"sha256", l_sha256}, {"gc_threshold", l_gc_threshold},
   {"is_terminal", l_is_terminal}, {"clock", l_clock}, {"sleep", l_sleep},
   {"profile", l_profile}, {"memory", l_memory}, {"trim", l_trim}, {"sha256", l_sha256}, {"sha256_string", l_sha256_string},
-  {"listdir", l_listdir}, {"mkdir", l_mkdir}, {"append_line", l_append_line}, {"gc_threshold", l_gc_threshold},
+  {"listdir", l_listdir}, {"mkdir", l_mkdir}, {"append_line", l_append_line}, {"write_file", l_write_file}, {"gc_threshold", l_gc_threshold},
   {"is_terminal", l_is_terminal}, {"clock", l_clock},
   {NULL, NULL}};
 

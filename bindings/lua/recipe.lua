@@ -175,22 +175,11 @@ end
 
 ------------------------------------------------------------------ output helpers
 
--- Writes a table as JSON atomically: a temporary file, then a rename.
+-- Writes a table as JSON atomically (mr.write_file: a temporary, fsync, rename).
 function M.write_json(path, value)
-  local tmp = string.format("%s.tmp-%d", path, math.random(1, 1 << 30))
-  local f, err = io.open(tmp, "wb")
-  if not f then error(string.format("cannot write '%s': %s", path, err), 0) end
-  local ok, werr = f:write(cjson.encode(value), "\n")
-  local cok, cerr = f:close()
-  if not ok or not cok then
-    os.remove(tmp)
-    error(string.format("cannot write '%s': %s", path, tostring(werr or cerr)), 0)
-  end
-  local rok, rerr = os.rename(tmp, path)
-  if not rok then
-    os.remove(tmp)
-    error(string.format("cannot write '%s': %s", path, rerr), 0)
-  end
+  -- atomic and synced, as the engine writes videos (a sidecar is never half a file)
+  local ok, err = mr.write_file(path, cjson.encode(value) .. "\n")
+  if not ok then error(err, 0) end
 end
 
 local function fmt_time(s)

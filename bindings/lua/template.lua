@@ -650,9 +650,13 @@ function M.load(path)
     return nil, {string.format("%s: %d bytes; a template is at most %d", path, size, M.LIMITS.file_bytes)}
   end
   f:seek("set")
-  local text = f:read("a")
+  -- read no more than the limit allows whatever the size said: a device such
+  -- as /dev/zero reports 0 bytes and never ends
+  local text = f:read(M.LIMITS.file_bytes + 1) or ""
   f:close()
-  if not text then return nil, {string.format("%s: cannot read", path)} end
+  if #text > M.LIMITS.file_bytes then
+    return nil, {string.format("%s: more than %d bytes; a template is at most that", path, M.LIMITS.file_bytes)}
+  end
   local doc, jerr = M.decode_json(text)
   if doc == nil then return nil, {string.format("%s: not JSON: %s", path, jerr)} end
   local ok, errs = M.validate(doc)

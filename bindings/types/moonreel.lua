@@ -113,6 +113,14 @@ function mr.mkdir(path) end
 ---@return mr.ErrorCode? code
 function mr.append_line(path, line) end
 
+---Writes data as the whole file at path atomically (a temporary beside it, fsync, rename): a reader sees the old file or the new one, never a part.
+---@param path string
+---@param data string
+---@return true? ok
+---@return string? message
+---@return mr.ErrorCode? code
+function mr.write_file(path, data) end
+
 ---Sets the byte count of device allocations that forces a garbage collection.
 ---@param bytes? integer
 ---@return integer previous

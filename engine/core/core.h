@@ -55,7 +55,6 @@ mr_status mr_file_commit(mr_ctx *ctx, int fd, const char *tmp, const char *path)
 /* Closes fd and removes tmp, for a write that failed; errno is kept. */
 void mr_file_discard(int fd, const char *tmp);
 
-/* data written to path atomically (mr_file_temp_create, then mr_file_commit). */
-mr_status mr_file_write_atomic(mr_ctx *ctx, const char *path, const void *data, size_t n);
+/* mr_file_write_atomic (mr_file_temp_create, then mr_file_commit) is public: moonreel.h. */
 
 #endif

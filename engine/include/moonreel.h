@@ -900,6 +900,13 @@ mr_image_write_opts mr_image_write_opts_default(void);
    opts may be NULL. */
 mr_status mr_image_write(mr_ctx *ctx, const char *path, const mr_tensor *image, const mr_image_write_opts *opts);
 
+/* Writes n bytes as the whole file at path, atomically: a temporary file
+   beside it, fsync, rename over path, then the folder synced. A reader sees
+   the old file or the new one, never a part; on failure path is untouched
+   and no temporary is left. (What the engine's own writers do; the Lua
+   parts write sidecars and manifests with it.) */
+mr_status mr_file_write_atomic(mr_ctx *ctx, const char *path, const void *data, size_t n);
+
 /* Each frame of a [3, H, W] or [3, F, H, W] tensor (any storage dtype) as
    packed RGB bytes, rows top to bottom, stride width * 3, converted as the
    writers convert (clamp to [-1, 1], (x + 1) / 2 * 255, truncate). rgb is

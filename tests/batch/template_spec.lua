@@ -136,6 +136,10 @@ describe("template validation", function()
     tpl, errs = T.load(dir .. "/missing.json")
     assert.is_nil(tpl)
     assert.truthy(errs[1]:find(dir .. "/missing.json: cannot read", 1, true))
+    -- a device that says it is empty and never ends: read up to the limit only
+    tpl, errs = T.load("/dev/zero")
+    assert.is_nil(tpl)
+    assert.truthy(errs[1]:find("/dev/zero: more than " .. T.LIMITS.file_bytes .. " bytes", 1, true), errs[1])
     H.rm(dir)
   end)
 

@@ -40,6 +40,11 @@ M.null = nil
 ---@return string? message
 function M.decode_json(text) end
 
+---A value as one line of a message: control characters (a newline above all) written as \xNN.
+---@param v any
+---@return string
+function M.shown(v) end
+
 ---The path of a field: "loras[1].strength", "vars[\"a b\"]".
 ---@param path string
 ---@param key string|integer

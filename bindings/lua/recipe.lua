@@ -794,10 +794,15 @@ function M.finish(run, x)
   run.timings.write = mr.clock() - t0
   run.timings.total = mr.clock() - run.clock0
   if sidecar then
-    M.write_json(sidecar, {
+    local ok, err = pcall(M.write_json, sidecar, {
       moonreel = mr.version, recipe = run.mode.name, params = p, model = run.pack:describe(),
       device = mr.device().name, seconds = run.timings, command = M.command_line(run.mode, p, run.pack),
     })
+    if not ok then
+      -- an earlier run's sidecar would now describe this run's video: better none
+      os.remove(sidecar)
+      error(err, 0)
+    end
   end
   -- the video is whole: a false answer here no longer cancels anything
   if opts.progress then opts.progress("write", 1, 1) end

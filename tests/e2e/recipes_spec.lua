@@ -411,12 +411,16 @@ describe("recipes end to end", function()
         out("big_%02d.png")}, "big_%%02d%.png'", "trap '' XFSZ; ulimit -f 1; ")
     end)
 
-    it("a full disk at the sidecar leaves the whole video and no sidecar", function()
+    it("a full disk at the sidecar leaves the whole video and no sidecar, not even an earlier run's", function()
       -- one 16x16 frame (a WebP of about 250 bytes, a PNG of about 850) fits in
       -- 1024 bytes; the sidecar, which records the long folder twice, does not
       local dir = tmp .. "/full-sidecar-" .. string.rep("x", 200)
       assert(mr.mkdir(dir))
       for _, c in ipairs({{"s.webp", "s.webp.json"}, {"s_%02d.png", "s.json", "s_01.png"}}) do
+        -- an earlier run's sidecar of that name would describe the new video: it goes
+        local stale = assert(io.open(dir .. "/" .. c[2], "wb"))
+        stale:write('{"params": {"seed": "999"}}\n')
+        stale:close()
         local code, _, e = run("t2v", {"--model", packs.t2v, "--prompt", "a red ball", "--seed", "1", "--frames", "1",
           "--width", "16", "--height", "16", "--quiet", "--out", dir .. "/" .. c[1]}, "trap '' XFSZ; ulimit -f 2; ")
         assert.are_not.equal(0, code)

@@ -359,7 +359,7 @@ local function parse_prompt(s)
       if not close then return nil, string.format("a '{' at character %d is not closed (write {{ for a brace)", i) end
       local name = s:sub(i + 1, close - 1)
       if #name > 32 or not name:match(NAME_SET) then
-        return nil, string.format("{%s} at character %d is not a variable name (%s)", name, i, NAME_WHAT)
+        return nil, string.format("{%s} at character %d is not a variable name (%s)", shown(name), i, NAME_WHAT)
       end
       if #lit > 0 then parts[#parts + 1] = table.concat(lit) lit = {} end
       parts[#parts + 1] = {var = name}

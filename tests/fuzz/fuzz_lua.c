@@ -81,7 +81,9 @@ static bool has_lua_position(const char *s) {
     if (*d != ':') continue;
     const char *b = p; /* the chunk name before it */
     while (b > s && (isalnum((unsigned char)b[-1]) || strchr("_/.-", b[-1]) != NULL)) b--;
-    if (!in_input(b, (size_t)(d + 1 - b))) return true;
+    /* quoted from the input (its chunk name may be escaped in the message,
+       "\n" for a newline, so the ".lua:N:" itself is enough) */
+    if (!in_input(b, (size_t)(d + 1 - b)) && !in_input(p, (size_t)(d + 1 - p))) return true;
   }
   return false;
 }

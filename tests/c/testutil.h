@@ -8,25 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-extern int mr_test_failures;
-
-#define CHECK(c)                                                                   \
-  do {                                                                             \
-    if (!(c)) {                                                                    \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);        \
-      mr_test_failures++;                                                          \
-    }                                                                              \
-  } while (0)
-
-/* A CHECK that also leaves the (void) test function when it fails. */
-#define REQUIRE(c)                                                                 \
-  do {                                                                             \
-    if (!(c)) {                                                                    \
-      fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #c);      \
-      mr_test_failures++;                                                          \
-      return;                                                                      \
-    }                                                                              \
-  } while (0)
+#include "check.h"
 
 /* Checks an mr_status and prints the context's message when it is not MR_OK. */
 #define CHECK_OK(ctx, expr)                                                        \

@@ -14,26 +14,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "moonreel_gen.h"
 
-static int failures;
+int mr_test_failures;
 static const char *model, *tmp;
-
-#define CHECK(c)                                                             \
-  do {                                                                       \
-    if (!(c)) {                                                              \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);  \
-      failures++;                                                            \
-    }                                                                        \
-  } while (0)
-#define REQUIRE(c)                                                           \
-  do {                                                                       \
-    if (!(c)) {                                                              \
-      fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #c); \
-      failures++;                                                            \
-      return;                                                                \
-    }                                                                        \
-  } while (0)
 
 static bool exists(const char *path) {
   struct stat st;
@@ -368,7 +353,7 @@ static void test_threads(mr_gen *gen_a) {
     printf("two threads: both runs equal to the same runs alone\n");
     free(a.s.pixels), free(b.s.pixels), free(a1.s.pixels), free(b1.s.pixels);
   } else {
-    failures++;
+    mr_test_failures++;
   }
   mr_gen_free(gen_b);
   mr_ctx_free(ctx_b);
@@ -401,7 +386,7 @@ int main(int argc, char **argv) {
   uint64_t vmsg = mr_ctx_validation_messages(ctx);
   mr_ctx_free(ctx);
   CHECK(vmsg == 0);
-  if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
+  if (mr_test_failures) fprintf(stderr, "%d check(s) failed\n", mr_test_failures);
   else printf("all checks passed\n");
-  return failures ? 1 : 0;
+  return mr_test_failures ? 1 : 0;
 }

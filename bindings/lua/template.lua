@@ -62,8 +62,10 @@ M.shown = shown
 ------------------------------------------------------------------ the checks
 
 -- A node is function(v, path, errs): it adds "path: message" to errs.
+-- Every message is one line, whatever text of the template it quotes
+-- (shown writes control characters as \xNN).
 local function err(errs, path, fmt, ...)
-  errs[#errs + 1] = string.format("%s: " .. fmt, path == "" and "template" or path, ...)
+  errs[#errs + 1] = shown(string.format("%s: " .. fmt, path == "" and "template" or path, ...))
 end
 
 local function is_null(v) return v == cjson_mod.null end

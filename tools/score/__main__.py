@@ -99,7 +99,8 @@ def main(argv=None) -> int:
     ap.add_argument("--effect", default=",".join(EFFECTS), help="which effects (default: all)")
     ap.add_argument("--templates", default=os.path.join(ROOT, "recipes", "templates"),
                     help="the folder of the effect templates (<effect>.json)")
-    ap.add_argument("--no-base", action="store_true", help="--effects: skip the runs without the LoRA")
+    ap.add_argument("--no-base", action="store_true", help="--effects: only the runs with the LoRA")
+    ap.add_argument("--base-only", action="store_true", help="--effects: only the runs without the LoRA")
     ap.add_argument("--seed", type=int, default=0, help="the training seed (held-out and pair streams)")
     ap.add_argument("--weights", default="f32")
     ap.add_argument("--gate", action="store_true", help="exit 1 below the issue's figures")
@@ -305,18 +306,29 @@ def _score_effects(a, frames: int, size: int, tmp: str) -> int:
     if bad:
         print(f"--effect: unknown {', '.join(bad)} (there are {', '.join(EFFECTS)})", file=sys.stderr)
         return 2
+    if a.no_base and a.base_only:
+        print("--no-base and --base-only leave nothing to run", file=sys.stderr)
+        return 2
+    runs = (True,) if a.no_base else (False,) if a.base_only else (True, False)
     jobs, checks = [], []
     for e in names:
         template = os.path.join(a.templates, f"{e}.json")
         if not os.path.exists(template):
             print(f"{template}: no such template", file=sys.stderr)
             return 2
+        # the base model's runs: the same template without its LoRAs (so they need no LoRA file)
+        with open(template) as f:
+            doc = json.load(f)
+        doc.pop("loras", None)
+        bare = os.path.join(tmp, f"{e}-base.json")
+        with open(bare, "w") as f:
+            json.dump(doc, f)
         for k, (spec, photo, sd) in enumerate(effect_cases(a.seed, e, a.effects, frames, size)):
             png = os.path.join(tmp, f"{e}{k:02d}.png")
             write_png(png, photo)
             obj = spec.objects[0]
-            for lora in ((True,) if a.no_base else (True, False)):
-                jobs.append({"template": template, "image": png, "seed": str(sd), "lora": lora,
+            for lora in runs:
+                jobs.append({"template": template if lora else bare, "image": png, "seed": str(sd), "lora": lora,
                              "vars": {"object": f"a {obj.colour} {SHAPES[obj.shape].nouns[0]}"},
                              "out": os.path.join(tmp, f"{e}{k:02d}{'' if lora else '_base'}.out")})
                 checks.append((e, lora, spec))
@@ -332,7 +344,7 @@ def _score_effects(a, frames: int, size: int, tmp: str) -> int:
         print(f"the engine failed (exit {r.returncode})", file=sys.stderr)
         return 2
     print(r.stdout.strip())
-    passed = {(e, lora): 0 for e in names for lora in (True, False)}
+    passed = {(e, lora): 0 for e in names for lora in runs}
     for job, (e, lora, spec) in zip(jobs, checks):
         out = np.fromfile(job["out"], dtype=np.float32).reshape(3, frames, size, size)
         res = check_effect(out, e, spec.colour, spec.shape)
@@ -343,17 +355,19 @@ def _score_effects(a, frames: int, size: int, tmp: str) -> int:
             print(f"  {e} {what}: {effect_prompt(spec)!r} seed {job['seed']}: {res.match}; {ms}")
     m, failed = {}, []
     for e in names:
-        m[f"effect_{e}_pass"] = passed[(e, True)] / a.effects
-        line = f"effect {e}: with its LoRA {passed[(e, True)]}/{a.effects} = {100 * m[f'effect_{e}_pass']:.0f}%"
-        if m[f"effect_{e}_pass"] < EFFECT_GATE:
-            failed.append(f"{e} with the LoRA")
-        if not a.no_base:
+        parts = []
+        if True in runs:
+            m[f"effect_{e}_pass"] = passed[(e, True)] / a.effects
+            parts.append(f"with its LoRA {passed[(e, True)]}/{a.effects} = {100 * m[f'effect_{e}_pass']:.0f}%")
+            if m[f"effect_{e}_pass"] < EFFECT_GATE:
+                failed.append(f"{e} with the LoRA")
+        if False in runs:
             m[f"effect_{e}_base_pass"] = passed[(e, False)] / a.effects
-            line += (f"; the base model without it {passed[(e, False)]}/{a.effects} = "
-                     f"{100 * m[f'effect_{e}_base_pass']:.0f}%")
+            parts.append(f"the base model without it {passed[(e, False)]}/{a.effects} = "
+                         f"{100 * m[f'effect_{e}_base_pass']:.0f}%")
             if m[f"effect_{e}_base_pass"] > EFFECT_BASE_MAX:
                 failed.append(f"{e} without the LoRA")
-        print(line + f" (gate {100 * EFFECT_GATE:.0f}% / {100 * EFFECT_BASE_MAX:.0f}%)")
+        print(f"effect {e}: " + "; ".join(parts) + f" (gate {100 * EFFECT_GATE:.0f}% / {100 * EFFECT_BASE_MAX:.0f}%)")
     m.update(n_effects=a.effects, effects_seconds=time.time() - t0)
     per_job = re.search(r"seconds per job: ([\d.]+) on (.+)", r.stdout)
     if per_job:

@@ -4,7 +4,7 @@ EFFECTS: squish, spin, bounce) as a LoRA on its frozen DiT, for an image-to-vide
     /usr/bin/python3 -m tools.train.stage_effect --effect squish --out runs/fx_squish \\
         --export recipes/templates/loras/squish.safetensors
 
-Method: a low-rank adapter (rank 8, alpha 8) on every linear layer of the DiT's blocks
+Method: a low-rank adapter (rank 16, alpha 16) on every linear layer of the DiT's blocks
 (self- and cross-attention q, k, v, o and both feed-forward layers); the DiT, the text encoder
 and the VAE stay frozen. The data are clips of the effect in the varied world (shades and
 sizes off the palette, as users' photos are; world.vary_spec), VAE-encoded once into a cache.
@@ -12,7 +12,7 @@ Every step is the TI2V task of the template (stage_dit): the first latent frame 
 latent of the clip's first frame (the user's photo), its tokens get t = 0 and it is left out
 of the loss; the caption ties the trigger word to the motion (captions.effect_caption), empty
 with probability p_uncond for guidance. Flow matching as stage_dit, forward in bfloat16
-autocast.
+autocast; the adapter exported is the exponential moving average of its weights.
 
 Counted in steps, so a seed gives the same adapter on any machine; resumable like every stage
 (fx_cache.pt, fx_ckpt.pt, each written atomically at most every ckpt_every_s). The adapter is
@@ -48,11 +48,12 @@ TARGETS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
 class EffectConfig:
     effect: str = "squish"
     seed: int = 0
-    rank: int = 8
-    alpha: float = 8.0
-    steps: int = 1500
-    batch: int = 16
-    lr: float = 1e-3
+    rank: int = 16
+    alpha: float = 16.0
+    steps: int = 1600
+    batch: int = 8
+    lr: float = 1.5e-3
+    ema: float = 0.995                # the exported adapter is the moving average of its weights
     warmup: int = 50
     n_clips: int = 384                # cache of effect clips (each step draws from it)
     p_uncond: float = 0.1             # empty caption (the guidance's unconditional branch)
@@ -146,17 +147,20 @@ def build_cache(ec: EffectConfig, vae, frames: int, size: int, path: str, log=pr
     st = ckpt.load(path) or {"lat": [], "specs": [], "seconds": 0.0}
     if st.get("done"):
         return st
-    t0, timer = time.time(), ckpt.Timer(ec.ckpt_every_s)
+    st.setdefault("cpu_seconds", 0.0)
+    t0, c0, timer = time.time(), time.process_time(), ckpt.Timer(ec.ckpt_every_s)
     for i in range(len(st["specs"]), ec.n_clips, 8):
         clips = [effect_clip(ec, j, frames, size) for j in range(i, min(ec.n_clips, i + 8))]
         st["lat"].append(vae.encode(clips_tensor(clips), chunked=False))
         st["specs"].extend(c.spec for c in clips)
         if timer.due():
-            ckpt.save({**st, "seconds": st["seconds"] + time.time() - t0}, path)
+            ckpt.save({**st, "seconds": st["seconds"] + time.time() - t0,
+                       "cpu_seconds": st["cpu_seconds"] + time.process_time() - c0}, path)
             st["seconds"] += time.time() - t0
-            t0 = time.time()
+            st["cpu_seconds"] += time.process_time() - c0
+            t0, c0 = time.time(), time.process_time()
     st = {"lat": [torch.cat(st["lat"])], "specs": st["specs"], "seconds": st["seconds"] + time.time() - t0,
-          "done": True}
+          "cpu_seconds": st["cpu_seconds"] + time.process_time() - c0, "done": True}
     ckpt.save(st, path)
     return st
 
@@ -168,21 +172,27 @@ def train(ec: EffectConfig, dit, t5, tok: Tokenizer, mods, cache: dict, out_dir:
     gen = torch.Generator().manual_seed(ec.seed + 32)
     lat, specs = cache["lat"][0], cache["specs"]
     params = [p for m in mods.values() for p in (m.A, m.B)]
+    names = [f"{k}.{n}" for k in mods for n in ("A", "B")]
+    ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=ec.lr, weight_decay=0.0, betas=(0.9, 0.99))
     path = os.path.join(out_dir, "fx_ckpt.pt")
-    step, seconds = 0, 0.0
+    step, seconds, cpu = 0, 0.0, 0.0
     st = ckpt.load(path)
     if st is not None:
         lora_load(mods, st["lora"])
+        for e, n in zip(ema, names):
+            e.copy_(st["ema"][n])
         opt.load_state_dict(st["opt"])
         ckpt.rng_restore(st["rng"], rng, gen)
-        step, seconds = st["step"], st["seconds"]
+        step, seconds, cpu = st["step"], st["seconds"], st.get("cpu_seconds", 0.0)
         log(f"{ec.effect}: resumed at step {step}")
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
 
     def save():
-        ckpt.save({"lora": lora_state(mods), "opt": opt.state_dict(), "rng": ckpt.rng_state(rng, gen),
-                   "step": step, "seconds": seconds + time.time() - t0}, path)
+        ckpt.save({"lora": lora_state(mods), "ema": dict(zip(names, ema)), "opt": opt.state_dict(),
+                   "rng": ckpt.rng_state(rng, gen),
+                   "step": step, "seconds": seconds + time.time() - t0,
+                   "cpu_seconds": cpu + time.process_time() - c0}, path)
 
     _, _, F, H, W = lat.shape
     grid = (F // dit.patch_size[0], H // dit.patch_size[1], W // dit.patch_size[2])
@@ -214,6 +224,10 @@ def train(ec: EffectConfig, dit, t5, tok: Tokenizer, mods, cache: dict, out_dir:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        with torch.no_grad():
+            d = min(ec.ema, (1 + step) / (10 + step))
+            for e, p in zip(ema, params):
+                e.mul_(d).add_(p.detach(), alpha=1 - d)
         if step % 100 == 0:
             log(f"{ec.effect} step {step}/{ec.steps} t={seconds + time.time() - t0:.0f}s lr={lr:.2e} "
                 f"loss={float(loss):.4f}")
@@ -222,7 +236,9 @@ def train(ec: EffectConfig, dit, t5, tok: Tokenizer, mods, cache: dict, out_dir:
             save()
     save()
     dit.eval()
-    return {"steps": step, "train_seconds": seconds + time.time() - t0}
+    lora_load(mods, dict(zip(names, ema)))          # from here on, the averaged weights
+    return {"steps": step, "train_seconds": seconds + time.time() - t0,
+            "train_cpu_seconds": cpu + time.process_time() - c0}
 
 
 # --------------------------------------------------------------------------- evaluation (PyTorch)
@@ -262,6 +278,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="run folder (resumable)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default 2; recorded in the run)")
     ap.add_argument("--export", help="write the LoRA (safetensors) here when done")
     ap.add_argument("--eval", type=int, default=8, help="held-out photos scored in PyTorch (0: none)")
     ap.add_argument("--smoke", action="store_true", help="a few steps of everything")
@@ -269,6 +286,8 @@ def main(argv=None) -> int:
     ec = EffectConfig(effect=a.effect, seed=a.seed)
     if a.steps is not None:
         ec.steps = a.steps
+    if a.threads is not None:
+        ec.threads = a.threads
     if a.smoke:
         ec.steps, ec.n_clips, a.eval = 3, 16, 1
     os.makedirs(a.out, exist_ok=True)
@@ -302,8 +321,12 @@ def main(argv=None) -> int:
         cache = build_cache(ec, vae, frames, size, os.path.join(a.out, "fx_cache.pt"), log)
         log(f"{ec.effect} cache: {len(cache['specs'])} clips in {cache['seconds']:.0f}s")
         r = train(ec, dit, t5, tok, mods, cache, a.out, log)
+        # wall-clock seconds, and the process's CPU seconds (both threads): on a machine
+        # shared with other work the first overstates the cost, CPU / 2 approximates two
+        # cores of one's own
         metrics = {"effect": ec.effect, "steps": r["steps"], "train_seconds": r["train_seconds"],
-                   "cache_seconds": cache["seconds"], "lora_params": n_params}
+                   "train_cpu_seconds": r["train_cpu_seconds"], "cache_seconds": cache["seconds"],
+                   "cache_cpu_seconds": cache.get("cpu_seconds"), "lora_params": n_params}
         if a.eval:
             t0 = time.time()
             metrics.update(evaluate(ec, dit, t5, tok, vae, mods, a.eval, frames, size, log))

@@ -60,7 +60,7 @@ class EffectConfig:
     shift: float = 3.0                # sigma shift of training-time sampling (the base's)
     bf16: bool = True
     ckpt_every_s: float = 120.0
-    threads: int = 2
+    threads: int = 1                   # the shipped LoRAs: three runs side by side on two cores
 
 
 # --------------------------------------------------------------------------- the adapter
@@ -278,7 +278,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="run folder (resumable)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default 2; recorded in the run)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default 1; recorded in the run)")
     ap.add_argument("--export", help="write the LoRA (safetensors) here when done")
     ap.add_argument("--eval", type=int, default=8, help="held-out photos scored in PyTorch (0: none)")
     ap.add_argument("--smoke", action="store_true", help="a few steps of everything")

@@ -7,7 +7,12 @@
 2. `tools.score` on a handful of held-out clips and prompt/seed pairs through
    the engine: the per-item figures that do not depend on sampling noise (VAE
    PSNR per clip, TI2V first frame per pair) equal the pack's PyTorch reference
-   (--reference), and the checker finds colour and motion as HOLD asks.
+   (--reference), and the checker finds colour and motion as HOLD asks;
+3. an effect template (recipes/templates/squish.json, its LoRA trained by
+   tools/train/stage_effect.py) run by the batch runner on two photos makes two
+   MP4s in which the checker finds the squish on the photo's object, and
+   `tools.score --effects 2` finds it with the LoRA on both photos and without
+   it (the base model, same prompt and photo) on neither.
 The full 40-pair score against the issue's gates is `python3 -m tools.score --gate`,
 a benchmark (docs/default-model.md).
 
@@ -25,7 +30,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from tools.tinyworld.checker import check  # noqa: E402
+from tools.tinyworld.checker import check, check_effect  # noqa: E402
 
 MOONREEL = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else os.path.join(ROOT, "build", "moonreel"))
 PACK = os.path.join(ROOT, "models", "default")
@@ -80,6 +85,35 @@ class TestDefaultModel(unittest.TestCase):
                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
         print(r.stdout)
         self.assertEqual(r.returncode, 0, r.stdout)
+
+    def test_effect_template(self):
+        from tools.score.__main__ import write_png
+        from tools.tinyworld.evalset import effect_cases
+        cases = effect_cases(0, "squish", 2, self.defaults["frames"], self.defaults["width"])
+        with tempfile.TemporaryDirectory() as tmp:
+            os.mkdir(os.path.join(tmp, "photos"))
+            for k, (_, photo, _) in enumerate(cases):
+                write_png(os.path.join(tmp, "photos", f"{k}.png"), photo)
+            r = subprocess.run([MOONREEL, os.path.join(ROOT, "recipes", "effects.lua"), "--template",
+                                os.path.join(ROOT, "recipes", "templates", "squish.json"), "--images",
+                                os.path.join(tmp, "photos"), "--out", os.path.join(tmp, "out"), "--model", PACK],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+            self.assertEqual(r.returncode, 0, r.stdout)
+            with open(os.path.join(tmp, "out", "report.jsonl")) as f:
+                report = sorted((json.loads(line) for line in f), key=lambda rec: rec["job"])
+            self.assertEqual([rec["status"] for rec in report], ["done", "done"])
+            for rec, (spec, _, _) in zip(report, cases):
+                frames = decode_mp4(os.path.join(tmp, "out", rec["output"]), self.defaults["width"],
+                                    self.defaults["height"])
+                res = check_effect(frames, "squish", spec.colour, spec.shape)
+                print(f"squish on {spec.colour} {spec.shape}: {res.match} {res.measures}")
+                self.assertTrue(res.ok, (spec, res.match, res.measures))
+        r = subprocess.run([sys.executable, "-m", "tools.score", "--pack", PACK, "--moonreel", MOONREEL,
+                            "--effects", "2", "--effect", "squish", "--gate"],
+                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+        print(r.stdout)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertIn("effect squish: with its LoRA 2/2 = 100%; the base model without it 0/2 = 0%", r.stdout)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ for f in lib/libmoonreel.so lib/libmoonreel.so.0.1 lib/libmoonreel_lua.so lib/li
          lib/cmake/moonreel/moonreel-targets.cmake lib/lua/5.4/moonreel.so bin/moonreel \
          share/moonreel/recipes/t2v.lua share/moonreel/recipes/ti2v.lua share/moonreel/recipes/flf2v.lua \
          share/moonreel/recipes/r2v.lua share/moonreel/recipes/effects.lua share/moonreel/recipes/templates/move.json \
+         share/moonreel/recipes/templates/squish.json share/moonreel/recipes/templates/loras/squish.safetensors \
+         share/moonreel/recipes/templates/spin.json share/moonreel/recipes/templates/loras/spin.safetensors \
+         share/moonreel/recipes/templates/bounce.json share/moonreel/recipes/templates/loras/bounce.safetensors \
          share/moonreel/docs/template.schema.json share/moonreel/models/default/moonreel_pack.json \
          share/moonreel/models/default/diffusion_pytorch_model.safetensors \
          share/moonreel/types/moonreel.lua share/moonreel/types/moonreel/pack.lua share/moonreel/types/moonreel/recipe.lua \

@@ -12,6 +12,13 @@
   object followed by its reference's colour and judged on its shape and the
   prompt's motion for it; --r2v-swapped runs them again with the references in
   the other order, where the objects must swap.
+- Effects: --effects n photo/seed pairs per effect template (recipes/templates/
+  squish.json, spin.json, bounce.json): each photo the first frame of a held-out
+  clip of the effect in the varied world (a user's shades and sizes), run through
+  the template as the batch runner runs it (tools/score/effects.lua), once with
+  the template's LoRA and once without; the checker (check_effect) measures the
+  effect and the photo's colour and shape kept. The LoRA must pass >= 90 % and
+  the base model without it at most 10 % (--gate).
 Generation runs in the moonreel CLI (tools/score/jobs.lua) with the pack's own
 defaults, so this measures what a user gets. --gate exits non-zero below the
 figures of issue 5 (VAE >= 30 dB, checker >= 90 %, TI2V first frame >= 25 dB and
@@ -38,13 +45,19 @@ import numpy as np
 
 from ..tinyworld import canonical_caption, sample_clip
 from ..tinyworld.captions import ref_caption
-from ..tinyworld.checker import check, check_objects
-from ..tinyworld.evalset import holdout_clip, prompt_seed_pairs, r2v_cases, varied_ti2v_cases
+from ..tinyworld.captions import effect_prompt
+from ..tinyworld.checker import check, check_effect, check_objects
+from ..tinyworld.evalset import effect_cases, holdout_clip, prompt_seed_pairs, r2v_cases, varied_ti2v_cases
+from ..tinyworld.world import EFFECTS, SHAPES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # TI2V is held to the T2V checker figure too: the motion must follow the prompt.
 GATES = {"vae_psnr": 30.0, "t2v_pass": 0.90, "ti2v_psnr": 25.0, "ti2v_pass": 0.90, "ti2v_varied_psnr": 25.0,
          "ti2v_varied_pass": 0.90, "r2v_pass": 0.90, "r2v_swapped_pass": 0.90}
+# Effects (issue 18): each template with its LoRA passes the checker this often; the base
+# model on the same prompts and photos (the LoRA left off) at most EFFECT_BASE_MAX.
+EFFECT_GATE = 0.90
+EFFECT_BASE_MAX = 0.10
 
 
 def write_png(path: str, img: np.ndarray) -> None:
@@ -72,15 +85,22 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="score a tinyworld pack through the engine")
     ap.add_argument("--pack", default=os.path.join(ROOT, "models", "default"))
     ap.add_argument("--moonreel", default=os.path.join(ROOT, "build", "moonreel"))
-    ap.add_argument("--n", type=int, default=40, help="T2V prompt/seed pairs")
-    ap.add_argument("--ti2v", type=int, default=8, help="TI2V pairs")
-    ap.add_argument("--vae", type=int, default=16, help="held-out clips for the VAE")
+    ap.add_argument("--n", type=int, default=None, help="T2V prompt/seed pairs (default 40; 0 with --effects)")
+    ap.add_argument("--ti2v", type=int, default=None, help="TI2V pairs (default 8; 0 with --effects)")
+    ap.add_argument("--vae", type=int, default=None, help="held-out clips for the VAE (default 16; 0 with --effects)")
     ap.add_argument("--ti2v-varied", type=int, default=0, help="TI2V pairs from the varied world")
     ap.add_argument("--r2v", type=int, default=0, help="two-reference cases (packs that take references)")
     ap.add_argument("--step-cache", type=float, default=None, metavar="THRESHOLD",
                     help="generate with mr.recipe.step_cache{threshold = THRESHOLD} (reused steps are counted)")
     ap.add_argument("--cfg-img", type=float, default=None, help="r2v: guidance of the references (default: the pack's)")
     ap.add_argument("--r2v-swapped", type=int, default=None, help="of those, run again swapped (default: all)")
+    ap.add_argument("--effects", type=int, default=0, metavar="N",
+                    help="photo/seed pairs per effect template, each run with and without its LoRA")
+    ap.add_argument("--effect", default=",".join(EFFECTS), help="which effects (default: all)")
+    ap.add_argument("--templates", default=os.path.join(ROOT, "recipes", "templates"),
+                    help="the folder of the effect templates (<effect>.json)")
+    ap.add_argument("--no-base", action="store_true", help="--effects: only the runs with the LoRA")
+    ap.add_argument("--base-only", action="store_true", help="--effects: only the runs without the LoRA")
     ap.add_argument("--seed", type=int, default=0, help="the training seed (held-out and pair streams)")
     ap.add_argument("--weights", default="f32")
     ap.add_argument("--gate", action="store_true", help="exit 1 below the issue's figures")
@@ -93,6 +113,9 @@ def main(argv=None) -> int:
                     help="exit 1 unless at least FRAC (default 1) of the T2V and TI2V clips match their "
                          "prompt in each of these checker attributes (colour, shape, motion)")
     a = ap.parse_args(argv)
+    for k, default in (("n", 40), ("ti2v", 8), ("vae", 16)):
+        if getattr(a, k) is None:
+            setattr(a, k, 0 if a.effects else default)
 
     with open(os.path.join(a.pack, "moonreel_pack.json")) as f:
         info = json.load(f)
@@ -106,6 +129,10 @@ def main(argv=None) -> int:
         return 2
     tmp = tempfile.mkdtemp(prefix="moonreel-score-")
     try:
+        if a.effects:
+            rc = _score_effects(a, frames, size, tmp)
+            if rc or not (a.n or a.ti2v or a.vae or a.ti2v_varied or a.r2v):
+                return rc
         return _score(a, frames, size, tmp, info.get("reference", {}))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -265,6 +292,92 @@ def _score(a, frames: int, size: int, tmp: str, reference: dict) -> int:
         print("below --hold: " + ", ".join(short))
         return 1
     failed = [k for k, g in GATES.items() if m[k] is not None and m[k] < g]
+    if a.gate and failed:
+        print("below the gates: " + ", ".join(failed))
+        return 1
+    return 0
+
+
+def _score_effects(a, frames: int, size: int, tmp: str) -> int:
+    """--effects: each effect's template on a.effects held-out photos, with and without its
+    LoRA, through the engine; the checker's pass rates. Returns the exit code."""
+    names = [e for e in a.effect.split(",") if e]
+    bad = [e for e in names if e not in EFFECTS]
+    if bad:
+        print(f"--effect: unknown {', '.join(bad)} (there are {', '.join(EFFECTS)})", file=sys.stderr)
+        return 2
+    if a.no_base and a.base_only:
+        print("--no-base and --base-only leave nothing to run", file=sys.stderr)
+        return 2
+    runs = (True,) if a.no_base else (False,) if a.base_only else (True, False)
+    jobs, checks = [], []
+    for e in names:
+        template = os.path.join(a.templates, f"{e}.json")
+        if not os.path.exists(template):
+            print(f"{template}: no such template", file=sys.stderr)
+            return 2
+        # the base model's runs: the same template without its LoRAs (so they need no LoRA file)
+        with open(template) as f:
+            doc = json.load(f)
+        doc.pop("loras", None)
+        bare = os.path.join(tmp, f"{e}-base.json")
+        with open(bare, "w") as f:
+            json.dump(doc, f)
+        for k, (spec, photo, sd) in enumerate(effect_cases(a.seed, e, a.effects, frames, size)):
+            png = os.path.join(tmp, f"{e}{k:02d}.png")
+            write_png(png, photo)
+            obj = spec.objects[0]
+            for lora in runs:
+                jobs.append({"template": template if lora else bare, "image": png, "seed": str(sd), "lora": lora,
+                             "vars": {"object": f"a {obj.colour} {SHAPES[obj.shape].nouns[0]}"},
+                             "out": os.path.join(tmp, f"{e}{k:02d}{'' if lora else '_base'}.out")})
+                checks.append((e, lora, spec))
+    # the LoRA runs of each template first, then its base runs: one LoRA swap per template
+    order = sorted(range(len(jobs)), key=lambda i: (names.index(checks[i][0]), not checks[i][1], i))
+    jobs, checks = [jobs[i] for i in order], [checks[i] for i in order]
+    with open(os.path.join(tmp, "effects.json"), "w") as f:
+        json.dump({"pack": a.pack, "weights": a.weights, "jobs": jobs}, f)
+    t0 = time.time()
+    r = subprocess.run([a.moonreel, os.path.join(ROOT, "tools", "score", "effects.lua"),
+                        os.path.join(tmp, "effects.json")], stdout=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        print(f"the engine failed (exit {r.returncode})", file=sys.stderr)
+        return 2
+    print(r.stdout.strip())
+    passed = {(e, lora): 0 for e in names for lora in runs}
+    for job, (e, lora, spec) in zip(jobs, checks):
+        out = np.fromfile(job["out"], dtype=np.float32).reshape(3, frames, size, size)
+        res = check_effect(out, e, spec.colour, spec.shape)
+        passed[(e, lora)] += res.ok
+        if res.ok != lora:
+            what = "miss" if lora else "base passes"
+            ms = ", ".join(f"{k} {v:.2f}" for k, v in res.measures.items())
+            print(f"  {e} {what}: {effect_prompt(spec)!r} seed {job['seed']}: {res.match}; {ms}")
+    m, failed = {}, []
+    for e in names:
+        parts = []
+        if True in runs:
+            m[f"effect_{e}_pass"] = passed[(e, True)] / a.effects
+            parts.append(f"with its LoRA {passed[(e, True)]}/{a.effects} = {100 * m[f'effect_{e}_pass']:.0f}%")
+            if m[f"effect_{e}_pass"] < EFFECT_GATE:
+                failed.append(f"{e} with the LoRA")
+        if False in runs:
+            m[f"effect_{e}_base_pass"] = passed[(e, False)] / a.effects
+            parts.append(f"the base model without it {passed[(e, False)]}/{a.effects} = "
+                         f"{100 * m[f'effect_{e}_base_pass']:.0f}%")
+            if m[f"effect_{e}_base_pass"] > EFFECT_BASE_MAX:
+                failed.append(f"{e} without the LoRA")
+        print(f"effect {e}: " + "; ".join(parts) + f" (gate {100 * EFFECT_GATE:.0f}% / {100 * EFFECT_BASE_MAX:.0f}%)")
+    m.update(n_effects=a.effects, effects_seconds=time.time() - t0)
+    per_job = re.search(r"seconds per job: ([\d.]+) on (.+)", r.stdout)
+    if per_job:
+        m.update(effects_seconds_per_job=float(per_job.group(1)), device=per_job.group(2).strip())
+    print(f"effects: {len(jobs)} clips in {time.time() - t0:.0f} s")
+    if a.json:
+        path = a.json if not (a.n or a.ti2v or a.vae or a.ti2v_varied or a.r2v) else a.json + ".effects"
+        with open(path + ".tmp", "w") as f:
+            json.dump(m, f, indent=1)
+        os.replace(path + ".tmp", path)
     if a.gate and failed:
         print("below the gates: " + ", ".join(failed))
         return 1

@@ -217,3 +217,51 @@ def parse_caption(text: str) -> Dict[str, Optional[str]]:
             if " " + ph + " " in t and len(ph) > longest:
                 motion, longest = name, len(ph)
     return {"colour": colour, "shape": shape, "motion": motion, "background": background}
+
+
+# ---------------------------------------------------------------------------
+# Effects (world.EFFECTS): captions around a trigger word
+# ---------------------------------------------------------------------------
+
+# An effect template's prompt is "{object}, <trigger> <phrase>" ("a red square, sqsh squish
+# effect"), with the object's words optional: the photo (the first frame) shows the object,
+# so the effect LoRAs are trained on the object named by colour and shape, with or without
+# its background, by a generic word, or not at all.
+EFFECT_GENERIC = ("a shape", "the shape", "an object", "the object")
+
+
+def effect_prompt(spec: ClipSpec, background: bool = False) -> str:
+    """The effect templates' prompt for a one-object effect spec: "a red square, sqsh squish
+    effect" (with background: "a red square on a black background, sqsh squish effect")."""
+    from .world import EFFECTS
+    obj = spec.objects[0]
+    e = EFFECTS[obj.motion]
+    desc = f"a {obj.colour} {SHAPES[obj.shape].nouns[0]}"
+    if background:
+        desc += f" on a {BACKGROUND_WORDS[spec.background][0]} background"
+    return f"{desc}, {e.trigger} {e.phrase}"
+
+
+def effect_caption(rng: np.random.Generator, spec: ClipSpec) -> str:
+    """A training caption of a one-object effect spec: the trigger and the effect's phrase
+    (or its -ing words), after the object named in one of several ways or not at all."""
+    from .world import EFFECTS
+    obj = spec.objects[0]
+    e = EFFECTS[obj.motion]
+    nouns = SHAPES[obj.shape].nouns
+    r = rng.random()
+    if r < 0.45:
+        desc = f"a {obj.colour} {nouns[rng.integers(len(nouns))]}"
+    elif r < 0.65:
+        words = BACKGROUND_WORDS[spec.background]
+        desc = (f"a {obj.colour} {nouns[rng.integers(len(nouns))]} on a "
+                f"{words[rng.integers(len(words))]} background")
+    elif r < 0.85:
+        desc = EFFECT_GENERIC[rng.integers(len(EFFECT_GENERIC))]
+    else:
+        desc = ""
+    if rng.random() < 0.75:
+        tail = f"{e.trigger} {e.phrase}"
+    else:
+        tail = f"{e.trigger} {e.motion.ing[rng.integers(len(e.motion.ing))]}"
+    return f"{desc}, {tail}" if desc else tail

@@ -65,3 +65,31 @@ def varied_ti2v_cases(seed: int, n: int, frames: int = 17, size: int = 64):
         clip = varied_clip(rng, sample_spec(rng), frames, size)
         out.append((clip.spec, clip, int(rng.integers(1 << 31))))
     return out
+
+
+# Effects (world.EFFECTS): the training clips of an effect LoRA (tools/train/stage_effect.py)
+# are stream 30 of its seed; the photos it is scored on (tools.score --effects and the
+# trainer's own check) come from held-out streams, first frames of clips of the effect
+# in the varied world: the object in a user's shade and size, placed where the effect fits.
+EFFECT_TRAIN_STREAM = 30
+
+
+def effect_clip(seed: int, effect: str, index: int, frames: int = 17, size: int = 64,
+                stream: int = EFFECT_TRAIN_STREAM) -> Clip:
+    """The index-th clip of an effect's set (deterministic in seed, stream, index)."""
+    from .world import EFFECTS, sample_effect_spec
+    rng = np.random.default_rng([seed, stream, index])
+    spec = sample_effect_spec(rng, effect)
+    return varied_clip(rng, spec, frames, size, scale_range=EFFECTS[effect].scale_range)
+
+
+def effect_cases(seed: int, effect: str, n: int, frames: int = 17, size: int = 64, stream: int = 31):
+    """n held-out photo/seed pairs of an effect: (spec, photo uint8 [size, size, 3], sampling
+    seed), never trained on (seed + HOLDOUT_OFFSET). stream 31: tools.score; 33: the trainer's
+    PyTorch check."""
+    out = []
+    for i in range(n):
+        clip = effect_clip(seed + HOLDOUT_OFFSET, effect, i, frames, size, stream)
+        sd = int(np.random.default_rng([seed + HOLDOUT_OFFSET, stream + 100, i]).integers(1 << 31))
+        out.append((clip.spec, clip.frames[0], sd))
+    return out

@@ -278,3 +278,84 @@ class TestVariedWorld(unittest.TestCase):
         texts = all_caption_texts(two_objects=True)
         self.assertTrue(any(t.startswith("the first object") and " and the second object " in t for t in texts))
         self.assertTrue(any(" and a " in t and t.startswith("a ") for t in texts))
+
+
+class TestEffects(unittest.TestCase):
+    """The effect motions (world.EFFECTS) the effect LoRAs teach, and their checks."""
+
+    def test_base_data_never_draws_an_effect(self):
+        from tools.tinyworld.world import EFFECTS, sample_spec2
+        rng = np.random.default_rng(0)
+        for _ in range(500):
+            self.assertNotIn(sample_spec(rng).motion, EFFECTS)
+            self.assertFalse(any(o.motion in EFFECTS for o in sample_spec2(rng).objects))
+        texts = " ".join(all_caption_texts())
+        for e in EFFECTS.values():
+            self.assertNotIn(e.trigger, texts)
+            self.assertNotIn(e.name, MOTIONS)
+
+    def test_effect_captions_carry_the_trigger(self):
+        from tools.tinyworld.captions import effect_caption, effect_prompt
+        from tools.tinyworld.world import EFFECTS, sample_effect_spec
+        for name, e in EFFECTS.items():
+            rng = np.random.default_rng(1)
+            for _ in range(20):
+                spec = sample_effect_spec(rng, name)
+                self.assertIn(spec.shape, e.shapes)
+                self.assertIn(e.trigger, effect_caption(rng, spec))
+            p = effect_prompt(spec)
+            self.assertTrue(p.startswith(f"a {spec.colour} ") and p.endswith(f"{e.trigger} {e.phrase}"), p)
+
+    def _clips(self, effect, motion=None, n=8):
+        from tools.tinyworld.world import EFFECTS, sample_effect_spec, varied_clip
+        out = []
+        for i in range(n):
+            rng = np.random.default_rng([21, i])
+            spec = sample_effect_spec(rng, effect)
+            if motion is not None:
+                spec = ClipSpec.single(spec.shape, spec.colour, motion, spec.background)
+            out.append(varied_clip(rng, spec, scale_range=EFFECTS[effect].scale_range))
+        return out
+
+    def test_true_effect_clips_pass(self):
+        from tools.tinyworld.checker import check_effect
+        from tools.tinyworld.world import EFFECTS
+        for e in EFFECTS:
+            for clip in self._clips(e):
+                r = check_effect(clip.frames, e, clip.spec.colour, clip.spec.shape)
+                self.assertTrue(r.ok, (e, clip.spec, r.match, r.measures))
+
+    def test_plain_motions_and_still_clips_fail(self):
+        from tools.tinyworld.checker import check_effect
+        from tools.tinyworld.world import EFFECTS
+        for e in EFFECTS:
+            for m in MOTIONS:
+                for clip in self._clips(e, m, 3):
+                    r = check_effect(clip.frames, e, clip.spec.colour, clip.spec.shape)
+                    self.assertFalse(r.match["effect"], (e, m, r.measures))
+            # and another effect is not this one
+            for other in EFFECTS:
+                if other != e:
+                    for clip in self._clips(other, None, 3):
+                        if clip.spec.shape in EFFECTS[e].shapes:
+                            r = check_effect(clip.frames, e, clip.spec.colour, clip.spec.shape)
+                            self.assertFalse(r.match["effect"], (e, other, r.measures))
+
+    def test_wrong_colour_or_shape_fails(self):
+        from tools.tinyworld.checker import check_effect
+        from tools.tinyworld.world import EFFECTS
+        for e in EFFECTS:
+            clip = self._clips(e, None, 1)[0]
+            other_c = next(c for c in ("red", "green") if c != clip.spec.colour)
+            other_s = next(s for s in EFFECTS[e].shapes if s != clip.spec.shape)
+            self.assertFalse(check_effect(clip.frames, e, other_c, clip.spec.shape).ok)
+            r = check_effect(clip.frames, e, clip.spec.colour, other_s)
+            self.assertFalse(r.ok)
+            self.assertFalse(r.match["shape"])
+            self.assertTrue(r.match["effect"])
+
+    def test_spin_tracks_the_angle(self):
+        from tools.tinyworld.checker import check_effect
+        for clip in self._clips("spin", None, 4):
+            r = check_effect(clip.frames, "spin", clip.spec.colour, clip.spec.shape)
+            self.assertAlmostEqual(abs(r.measures["turn_deg"]), math.degrees(clip.tracks[0].angle[-1]), delta=8)

@@ -9,7 +9,8 @@ Extension points (used by later LoRA training sets):
   in the object's local frame, where the object fills the box [-1, 1]^2.
 - ``register_motion``: a new motion samples its parameters once per clip and
   maps the clip time u in [0, 1] to a ``Pose`` (offset, per-axis scale,
-  rotation), so effects like spin, squish or bounce are one entry each.
+  rotation). ``register_effect`` adds one to ``EFFECTS`` instead: the motions the
+  effect LoRAs teach (squish, spin, bounce), which the base model's data never draws.
 - ``ClipSpec.objects`` is a tuple: a second object is just a second entry.
 - ``reference_image`` renders an object alone, for reference-image sets.
 """
@@ -173,6 +174,111 @@ register_motion(MotionDef("still", lambda rng, size: {}, lambda u, p: Pose(), (0
                           ("stays still", "does not move", "rests in place")))
 
 # ---------------------------------------------------------------------------
+# Effects: motions the base model never sees
+# ---------------------------------------------------------------------------
+
+# The effect LoRAs (tools/train/stage_effect.py) each teach the default model one motion it
+# does not know. They live in their own registry, not in MOTIONS, so that nothing that draws
+# the base model's data (sample_spec, sample_spec2, all_caption_texts, the evaluation sets)
+# ever draws them; a spec names one like a motion (ObjectSpec.motion) and renders the same way.
+
+
+@dataclasses.dataclass(frozen=True)
+class EffectDef:
+    motion: MotionDef
+    trigger: str                      # the rare word the LoRA ties to the effect
+    shapes: Tuple[str, ...]           # the shapes it shows on (spin: not the circle)
+    scale_range: Tuple[float, float]  # vary_spec's size factor for its clips
+    phrase: str                       # what the prompt says after the trigger ("squish effect")
+
+    @property
+    def name(self) -> str:
+        return self.motion.name
+
+
+EFFECTS: Dict[str, EffectDef] = {}
+
+
+def register_effect(effect: EffectDef) -> None:
+    if effect.name in MOTIONS:
+        raise ValueError(f"{effect.name!r} is a motion of the base world")
+    EFFECTS[effect.name] = effect
+
+
+def motion_def(name: str) -> MotionDef:
+    """The motion or effect of that name."""
+    if name in MOTIONS:
+        return MOTIONS[name]
+    return EFFECTS[name].motion
+
+
+def _smooth(x: float) -> float:
+    x = min(max(x, 0.0), 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _squish_params(rng, size):
+    sy = float(rng.uniform(0.5, 0.6))
+    return {"sy": sy, "sx": sy ** -0.8, "ramp": float(rng.uniform(0.65, 0.8))}
+
+
+def _squish_pose(u, p):
+    # flattens vertically and widens, its bottom edge kept (pressed against the floor),
+    # over the first `ramp` of the clip, then stays flat
+    k = _smooth(u / p["ramp"])
+    sy = 1.0 + (p["sy"] - 1.0) * k
+    sx = 1.0 + (p["sx"] - 1.0) * k
+    return Pose(dy=p.get("half", 0.0) * (1.0 - sy), sx=sx, sy=sy)
+
+
+def _spin_params(rng, size):
+    return {"turns": float(rng.uniform(0.22, 0.28))}
+
+
+def _spin_pose(u, p):
+    # about a quarter turn, counter-clockwise on screen, at a constant speed, in place. The
+    # base VAE was trained on no rotation: it decodes the frames between its latent frames'
+    # (every 4th) as blobs when the turn is faster (measured: half a turn over the clip).
+    return Pose(angle=2.0 * math.pi * p["turns"] * u)
+
+
+def _bounce_params(rng, size):
+    return {"drop": float(rng.uniform(0.22, 0.27)) * size, "hit": float(rng.uniform(0.45, 0.55)),
+            "rebound": float(rng.uniform(0.6, 0.8))}
+
+
+def _bounce_pose(u, p):
+    # falls from rest, accelerating, hits the floor at u = hit, and rises decelerating to
+    # `rebound` of the drop height by the end
+    if u <= p["hit"]:
+        return Pose(dy=p["drop"] * (u / p["hit"]) ** 1.5)
+    tau = (u - p["hit"]) / (1.0 - p["hit"])
+    return Pose(dy=p["drop"] * (1.0 - p["rebound"] * (1.0 - (1.0 - tau) ** 1.5)))
+
+
+register_effect(EffectDef(
+    MotionDef("squish", _squish_params, _squish_pose, (0.15, 0.18), ("squishing flat", "getting squished"),
+              ("squishes flat", "gets squished")),
+    "sqsh", ("circle", "square", "triangle"), (0.8, 1.2), "squish effect"))
+register_effect(EffectDef(
+    MotionDef("spin", _spin_params, _spin_pose, (0.19, 0.22), ("spinning", "turning around"),
+              ("spins", "turns around")),
+    "spnz", ("square", "triangle"), (0.8, 1.2), "spin effect"))
+register_effect(EffectDef(
+    MotionDef("bounce", _bounce_params, _bounce_pose, (0.14, 0.17), ("bouncing", "bouncing on the floor"),
+              ("bounces", "bounces on the floor")),
+    "bncz", ("circle", "square", "triangle"), (0.8, 1.2), "bounce effect"))
+
+
+def sample_effect_spec(rng: np.random.Generator, effect: str) -> ClipSpec:
+    """A random one-object spec of the effect: one of its shapes, any colour and background."""
+    e = EFFECTS[effect]
+    colours, bgs = list(COLOURS), list(BACKGROUNDS)
+    return ClipSpec.single(e.shapes[rng.integers(len(e.shapes))], colours[rng.integers(len(colours))], effect,
+                           bgs[rng.integers(len(bgs))])
+
+
+# ---------------------------------------------------------------------------
 # Specs and clips
 # ---------------------------------------------------------------------------
 
@@ -192,7 +298,7 @@ class ObjectSpec:
             raise ValueError(f"unknown shape {self.shape!r}")
         if self.colour not in COLOURS:
             raise ValueError(f"unknown colour {self.colour!r}")
-        if self.motion not in MOTIONS:
+        if self.motion not in MOTIONS and self.motion not in EFFECTS:
             raise ValueError(f"unknown motion {self.motion!r}")
 
 
@@ -281,9 +387,10 @@ def _pose_extent(motion: MotionDef, params: dict, half: float, n: int = 33):
 
 
 def _sample_track(rng, obj: ObjectSpec, frames: int, size: int) -> ObjectTrack:
-    motion = MOTIONS[obj.motion]
+    motion = motion_def(obj.motion)
     params = motion.sample_params(rng, size)
     half = float(rng.uniform(*motion.size_range)) * size * obj.scale
+    params = dict(params, half=half)    # an effect may act relative to the object's size
     dx0, dx1, dy0, dy1, ext = _pose_extent(motion, params, half)
     margin = 1.0
     lo_x, hi_x = ext + margin - dx0, size - ext - margin - dx1
@@ -406,7 +513,7 @@ COLOUR_JITTER = 20          # per channel, either way, clipped to 0..255
 SCALE_RANGE = (0.6, 1.3)    # factor on a motion's size range (log-uniform): 11 px squares to 35 px
 
 
-def vary_spec(rng: np.random.Generator, spec: ClipSpec) -> ClipSpec:
+def vary_spec(rng: np.random.Generator, spec: ClipSpec, scale_range: Tuple[float, float] = SCALE_RANGE) -> ClipSpec:
     """The spec with its shades drawn: the background within its range (gray shades stay
     gray, one value on all channels), each object's colour jittered and its size scaled."""
     lo_hi = BACKGROUND_RANGES[spec.background]
@@ -419,7 +526,7 @@ def vary_spec(rng: np.random.Generator, spec: ClipSpec) -> ClipSpec:
     for o in spec.objects:
         base = np.array(COLOURS[o.colour])
         rgb = tuple(int(c) for c in np.clip(base + rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, 3), 0, 255))
-        scale = float(math.exp(rng.uniform(math.log(SCALE_RANGE[0]), math.log(SCALE_RANGE[1]))))
+        scale = float(math.exp(rng.uniform(math.log(scale_range[0]), math.log(scale_range[1]))))
         objs.append(dataclasses.replace(o, rgb=rgb, scale=scale))
     return dataclasses.replace(spec, objects=tuple(objs), bg_rgb=bg)
 
@@ -435,11 +542,11 @@ def sample_spec2(rng: np.random.Generator) -> ClipSpec:
 
 
 def varied_clip(rng: np.random.Generator, spec: ClipSpec, frames: int = 17, size: int = 64,
-                tries: int = 20) -> Clip:
+                tries: int = 20, scale_range: Tuple[float, float] = SCALE_RANGE) -> Clip:
     """A clip of spec in the varied world: shades and sizes drawn (vary_spec); a draw whose
     objects cannot be placed apart is redrawn."""
     for _ in range(tries):
-        v = vary_spec(rng, spec)
+        v = vary_spec(rng, spec, scale_range)
         try:
             return sample_clip(rng, v, frames, size)
         except ValueError:

@@ -2,6 +2,7 @@
 
     /usr/bin/python3 -m unittest tools.train.test_train
 """
+import copy
 import json
 import os
 import tempfile
@@ -311,3 +312,98 @@ class TestRefsStage(unittest.TestCase):
         if o.colour != "white":
             self.assertEqual(tuple(img[0, 0]), (255, 255, 255))
             self.assertTrue(((img == o.rgb).all(axis=-1)).sum() > 50)
+
+
+@unittest.skipIf(torch is None, "python3-torch / python3-sentencepiece missing (tools/setup_training.sh)")
+class TestEffectStage(unittest.TestCase):
+    """The effect LoRA stage's pieces (tools/train/stage_effect.py), on a tiny model."""
+
+    def setUp(self):
+        from tools.train.config import TrainConfig
+        from tools.train.stage_dit import build_dit, build_t5
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        cfg = TrainConfig(seed=3)
+        cfg.t5.dim = cfg.t5.dim_attn = 16
+        cfg.t5.dim_ffn = 24
+        cfg.dit.dim, cfg.dit.ffn_dim, cfg.dit.num_heads, cfg.dit.num_layers = 32, 48, 2, 2
+        self.dit, self.t5 = build_dit(cfg).eval(), build_t5(cfg).eval()
+        self.tmp = tempfile.TemporaryDirectory()
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_adapter_starts_at_the_base_and_exports_what_it_computes(self):
+        from tools.train.stage_effect import EffectConfig, attach_lora, export_lora
+        from tools.wan_torch import st
+        x, t, ctx = torch.randn(1, 16, 2, 4, 4), torch.tensor([500.0]), torch.randn(1, 32, 16)
+        with torch.no_grad():
+            before = self.dit(x, t, ctx)
+            ec = EffectConfig(rank=4, alpha=2.0)
+            mods = attach_lora(self.dit, ec.rank, ec.alpha, 0)
+            torch.testing.assert_close(self.dit(x, t, ctx), before)       # B = 0: the base model
+            self.assertEqual(len(mods), 2 * 10)
+            for m in mods.values():
+                m.B.normal_(0, 0.1)
+            after = self.dit(x, t, ctx)
+        self.assertGreater(float((after - before).abs().max()), 1e-3)
+        path = os.path.join(self.tmp.name, "fx.safetensors")
+        export_lora(mods, ec, path, {"moonreel.effect": "spin"})
+        w = st.load(path)
+        a = w["diffusion_model.blocks.1.ffn.0.lora_A.weight"]
+        self.assertEqual((a.shape, a.dtype.name), ((4, 32), "float16"))
+        self.assertEqual(w["diffusion_model.blocks.1.ffn.0.lora_B.weight"].shape, (48, 4))
+        self.assertEqual(float(w["diffusion_model.blocks.0.cross_attn.k.alpha"]), 2.0)
+        self.assertEqual(st.read_header(path)["__metadata__"]["moonreel.effect"], "spin")
+        # merged as the engine merges it: W + (alpha / rank) B A gives the adapter's output
+        m = mods["blocks.0.self_attn.q"]
+        merged = m.base.weight + (2.0 / 4) * torch.from_numpy(
+            w["diffusion_model.blocks.0.self_attn.q.lora_B.weight"].astype("float32")
+            @ w["diffusion_model.blocks.0.self_attn.q.lora_A.weight"].astype("float32"))
+        h = torch.randn(3, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(m(h), h @ merged.t() + m.base.bias, atol=2e-3, rtol=1e-2)
+
+    def test_resumed_training_gives_the_same_adapter(self):
+        from tools.train import ckpt, stage_effect
+        from tools.train.data import Tokenizer
+        from tools.tinyworld.world import sample_effect_spec
+        import numpy as np
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        tok = Tokenizer(os.path.join(root, "models", "default", "google", "umt5-xxl", "spiece.model"), 32)
+        rng = np.random.default_rng(0)
+        cache = {"lat": [torch.randn(6, 16, 2, 4, 4)], "specs": [sample_effect_spec(rng, "bounce") for _ in range(6)]}
+        ec = stage_effect.EffectConfig(effect="bounce", rank=4, alpha=4.0, steps=4, batch=2, bf16=False,
+                                       ckpt_every_s=0.0)
+        base = self.dit.state_dict()
+
+        def run(out, die_after=None):
+            self.dit.load_state_dict(base)
+            dit = copy.deepcopy(self.dit)
+            mods = stage_effect.attach_lora(dit, ec.rank, ec.alpha, ec.seed)
+            saves = [0]
+            real_save = ckpt.save
+
+            def save(obj, path):
+                real_save(obj, path)
+                saves[0] += 1
+                if die_after is not None and saves[0] >= die_after:
+                    raise KeyboardInterrupt
+            ckpt.save = save
+            try:
+                stage_effect.train(ec, dit, self.t5, tok, mods, cache, out, log=lambda *_: None)
+            finally:
+                ckpt.save = real_save
+            return stage_effect.lora_state(mods)
+
+        a = os.path.join(self.tmp.name, "a")
+        b = os.path.join(self.tmp.name, "b")
+        os.makedirs(a)
+        os.makedirs(b)
+        whole = run(a)
+        with self.assertRaises(KeyboardInterrupt):
+            run(b, die_after=2)
+        resumed = run(b)
+        for k in whole:
+            torch.testing.assert_close(resumed[k], whole[k], rtol=0, atol=0)
+        self.assertGreater(float(whole["blocks.0.ffn.2.B"].abs().max()), 0.0)

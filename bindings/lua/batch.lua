@@ -69,45 +69,9 @@ function M.usage()
   return table.concat(lines, "\n") .. "\n"
 end
 
--- argv -> options keyed like the flags (dry-run is dry_run); raises one line.
-function M.parse_args(argv)
-  local by = {}
-  for _, f in ipairs(M.FLAGS) do by[f[1]] = f end
-  local o, i = {}, 1
-  while argv[i] ~= nil do
-    local a = argv[i]
-    local name, value = a:match("^%-%-([%w%-_]+)=(.*)$")
-    if not name then name = a:match("^%-%-([%w%-_]+)$") end
-    if not name then error(string.format("unexpected argument '%s' (flags start with --; see --help)", a), 0) end
-    local f = by[name]
-    if not f then error(string.format("unknown flag --%s (see --help)", name), 0) end
-    local key = name:gsub("%-", "_")
-    if f[2] == "boolean" then
-      if value ~= nil then error(string.format("--%s takes no value", name), 0) end
-      o[key] = true
-      i = i + 1
-    else
-      if value == nil then
-        value = argv[i + 1]
-        if value == nil then error(string.format("--%s needs a value", name), 0) end
-        i = i + 2
-      else
-        i = i + 1
-      end
-      if f[2] == "list" then
-        o[key] = o[key] or {}
-        table.insert(o[key], value)
-      elseif f[2] == "number" then
-        o[key] = tonumber(value)
-        if not o[key] then error(string.format("--%s: '%s' is not a number", name, value), 0) end
-      else
-        if o[key] ~= nil then error(string.format("--%s is given twice", name), 0) end
-        o[key] = value
-      end
-    end
-  end
-  return o
-end
+-- argv -> options keyed like the flags (dry-run is dry_run); a string flag
+-- given twice is refused; raises one line.
+function M.parse_args(argv) return R.parse_flags(argv, M.FLAGS, true) end
 
 -- "I/N" (or "/N" with $JOB_COMPLETION_INDEX as I) -> i, n; raises one line.
 function M.parse_shard(spec, env_index)

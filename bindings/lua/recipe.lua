@@ -71,12 +71,12 @@ local function usage(mode)
 end
 M.usage = usage
 
--- Parses argv (the CLI's arg) into an options table keyed like the flags
--- ("no-sidecar" becomes no_sidecar) of mode (default: the common flags).
--- Raises with a one-line message.
-function M.parse_args(argv, mode)
+-- Parses argv into an options table keyed like flags, a list of {name,
+-- type, help} ("no-sidecar" becomes no_sidecar). once: a string flag given
+-- twice is an error (otherwise the last wins). Raises with a one-line message.
+function M.parse_flags(argv, flags, once)
   local by_name = {}
-  for _, f in ipairs(mode_flags(mode)) do by_name[f[1]] = f end
+  for _, f in ipairs(flags) do by_name[f[1]] = f end
   local opts, i = {}, 1
   while argv[i] ~= nil do
     local a = argv[i]
@@ -113,12 +113,16 @@ function M.parse_args(argv, mode)
         if not v then error(string.format("--%s: '%s' is not a number", name, value), 0) end
         opts[key] = v
       else
+        if once and opts[key] ~= nil then error(string.format("--%s is given twice", name), 0) end
         opts[key] = value
       end
     end
   end
   return opts
 end
+
+-- The options of a mode's command line (default: the common flags).
+function M.parse_args(argv, mode) return M.parse_flags(argv, mode_flags(mode)) end
 
 -- "FILE[:STRENGTH]" -> {file=, strength=}: the strength is what follows the
 -- last ':' when it reads as a number, so paths with colons still work.

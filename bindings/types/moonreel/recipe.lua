@@ -241,6 +241,13 @@ function M.usage(mode) end
 ---@return mr.RecipeOpts
 function M.parse_args(argv, mode) end
 
+---Parses argv into options keyed like flags ({name, type, help} entries; "no-sidecar" -> no_sidecar); once: a string flag given twice raises.
+---@param argv string[]
+---@param flags table[]
+---@param once? boolean
+---@return table
+function M.parse_flags(argv, flags, once) end
+
 ---"FILE[:STRENGTH]" (or a table) -> {file, strength, mode}; checks the file can be read.
 ---@param spec string|{file: string, strength: number?, mode: string?}
 ---@param flag string

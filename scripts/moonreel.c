@@ -158,26 +158,28 @@ static int docall(lua_State *L, int narg, int nres) {
 
 /* ---------------------------------------------------------- exit status */
 
-/* What the process exits with: 143 once SIGTERM stopped the run, 130 for a
-   run that failed after Ctrl-C, else the script's own status. */
+/* What the process exits with: 143 once SIGTERM reached the running script,
+   130 for a run that failed after Ctrl-C, else the script's own status. A
+   signal that came while the script ran but did not stop it (it landed
+   after the last instruction, or the script caught the error) still gives
+   143, so the line that says so is printed here: every 143 says why. */
 static int exit_status(int status) {
-  if (sig_stop == SIGTERM) return 128 + SIGTERM;
+  if (sig_stop == SIGTERM) {
+    if (status == EXIT_SUCCESS) print_message("interrupted (SIGTERM) after the script had finished");
+    return 128 + SIGTERM;
+  }
   if (sig_stop == SIGINT && status != EXIT_SUCCESS) return 128 + SIGINT;
   return status;
 }
 
-static void note_signal(int sig) {
-  if (sig == SIGTERM || !sig_stop) sig_stop = sig;
-}
-
-/* From here to the end a signal is only noted (for the status): closing the
-   state runs the finalizers that delete temporary files, and a hook raising
-   inside one (Lua then skips the rest of that finalizer) or a default
-   SIGTERM would leave a file behind. Handlers rather than a blocked mask,
-   because the engine's threads (lavapipe's among them) take signals too. */
+/* From the moment the script returns a signal is ignored: the run is done
+   and its outputs are whole, so it does not change the status, and the
+   cleanup must complete. Closing the state runs the finalizers that delete
+   temporary files; a hook raising inside one (Lua then skips the rest of
+   that finalizer) or a default SIGTERM would leave a file behind. */
 static void hold_signals(lua_State *L) {
-  signal(SIGINT, note_signal);
-  signal(SIGTERM, note_signal);
+  signal(SIGINT, SIG_IGN);
+  signal(SIGTERM, SIG_IGN);
   sig_state = NULL;
   lua_sethook(L, NULL, 0, 0);
 }

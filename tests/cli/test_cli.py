@@ -74,6 +74,20 @@ check("-e before a script: negative arg indices", rc == 0 and out.strip() == "tr
 rc, out, err = run(["-"], stdin="print('from stdin', 6*7)\n")
 check("- runs stdin", rc == 0 and out.strip() == "from stdin\t42", out + err)
 
+# ---------------------------------------------------------------- signals at the edges of a run
+# (tests/cli/test_signals.py sends them at random points of a generation.)
+# The script catches the SIGTERM it sent itself and then finishes: the signal
+# reached the run, so it exits 143, and says so in its last line.
+rc, out, err = run(["-e", "local ok, e = pcall(function() os.execute('kill -TERM $PPID') for i = 1, 1e6 do end end) "
+                          "print(ok, e)"])
+check("SIGTERM caught by the script: exits 143", rc == 143, "exit %d\n%s%s" % (rc, out, err))
+check("SIGTERM caught by the script: the last line says it was interrupted",
+      "interrupted" in (err.strip().splitlines() or [""])[-1] and "interrupted!" in out, out + err)
+# The signal comes while the state closes (a finalizer sends it): the script
+# had finished, so the status is its own.
+rc, out, err = run(["-e", "keep = setmetatable({}, {__gc = function() os.execute('kill -TERM $PPID') end}) print('done')"])
+check("SIGTERM while closing: the run's own status", rc == 0 and out.strip() == "done" and not err, "exit %d\n%s%s" % (rc, out, err))
+
 # ---------------------------------------------------------------- REPL via a pipe
 repl_in = "\n".join([
     "1 + 1",

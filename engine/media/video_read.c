@@ -207,6 +207,8 @@ static mr_status av_in_open(mr_ctx *ctx, const char *path, av_in *in) {
   memset(in, 0, sizeof *in);
   in->orientation = 1;
   char eb[128];
+  mr_status s = mr_media_bmff_check(ctx, path);
+  if (s != MR_OK) return s;
   AVDictionary *opts = NULL;
   av_dict_set(&opts, "format_whitelist", VIDEO_DEMUXERS, 0);
   av_dict_set(&opts, "protocol_whitelist", "file", 0);

@@ -989,6 +989,22 @@ static void truncate_copy(const char *src, const char *dst, double keep) {
   free(d);
 }
 
+/* A copy of src with the entry count of its first `type` box set to count
+   (at `at` bytes into the box's body). False if there is no such box. */
+static bool patch_count(const char *src, const char *dst, const char *type, size_t at, uint32_t count) {
+  size_t n;
+  uint8_t *d = mr_test_read_bytes(src, &n);
+  uint8_t *p = NULL;
+  for (size_t i = 4; d && i + 4 + at + 4 <= n && !p; i++)
+    if (memcmp(d + i, type, 4) == 0) p = d + i + 4 + at;
+  if (p) {
+    p[0] = (uint8_t)(count >> 24), p[1] = (uint8_t)(count >> 16), p[2] = (uint8_t)(count >> 8), p[3] = (uint8_t)count;
+    mr_test_write_bytes(dst, d, n);
+  }
+  free(d);
+  return p != NULL;
+}
+
 static void test_bad_inputs(mr_ctx *ctx) {
   mr_tensor *t = (mr_tensor *)1;
   CHECK_FAIL(ctx, mr_image_read(ctx, tmp_path("missing.png"), NULL, &t, NULL), MR_ENOTFOUND, "missing.png", "No such");
@@ -1069,6 +1085,17 @@ static void test_bad_inputs(mr_ctx *ctx) {
   truncate_copy(tmp_path("webp/a.webp"), tmp_path("cut_anim.webp"), 0.6);
   CHECK_FAIL(ctx, mr_video_read(ctx, tmp_path("cut_anim.webp"), NULL, &t, NULL), MR_EFORMAT, "cut_anim.webp",
              "truncated");
+  CHECK(t == NULL);
+
+  /* A sample table that declares more entries than its box holds: FFmpeg's
+     mov demuxer would allocate them all first (67,108,865 chunk offsets are
+     512 MiB; found by the video fuzz target on a 3 KB file). */
+  REQUIRE(patch_count(tmp_path("mp4/a.mp4"), tmp_path("stco.mp4"), "stco", 4, 0x04000001));
+  CHECK_FAIL(ctx, mr_video_probe(ctx, tmp_path("stco.mp4"), &info), MR_EFORMAT, "stco.mp4",
+             "stco box declares 67108865 entries");
+  REQUIRE(patch_count(tmp_path("mp4/a.mp4"), tmp_path("stsz.mp4"), "stsz", 8, 1000));
+  CHECK_FAIL(ctx, mr_video_read(ctx, tmp_path("stsz.mp4"), NULL, &t, NULL), MR_EFORMAT, "stsz.mp4",
+             "stsz box declares 1000 entries");
   CHECK(t == NULL);
 
   /* A playlist (HLS) or a concat list saved as a video reads the files it

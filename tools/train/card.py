@@ -150,6 +150,25 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
         for before, count in rc.get("extended", []):
             lines += [f"The reference stage's cosine learning-rate schedule ran towards {count:,} steps until step "
                       f"{before:,}, where its length was changed (recorded in its configuration).", ""]
+    fx = info.get("effect_decoder_stage")
+    if fx:
+        fc, fm = fx["config"], fx["metrics"]
+        lo, hi = fc["regen_steps"]
+        lines += [
+            "Then the decoder was fine-tuned again, for the effect templates' LoRAs: `/usr/bin/python3 -m "
+            "tools.train.stage_effect_dec --out runs/fx_dec --export models/default` (seed "
+            f"{fc['seed']}; docs/default-model.md). The encoder, the DiT and the LoRAs are unchanged.",
+            "",
+            "| stage | steps | time |",
+            "| --- | --- | --- |",
+            f"| VAE decoder, encoder frozen (batch {fc['batch']} × {cfg['frames']} frames, lr {fc['lr']}; "
+            f"{_pct(fc['p_effect'])} of the clips are effect clips; {_pct(fc['generated'])} of the clips decoded "
+            "from the latent the DiT's sampler makes of theirs, with the effect's LoRA and the template's prompt "
+            f"for an effect clip, denoised from step {lo}–{hi} of {cfg['eval_steps']}) "
+            f"| {_n(fm.get('vae_fx_steps'))} | {_dur(fm.get('vae_fx_seconds'))} |",
+            f"| evaluation (PyTorch) | | {_dur(fm.get('vae_fx_eval_seconds'))} |",
+            "",
+        ]
     for key, what in (("vae_img_extended", "VAE image phase"), ("vae_extended", "VAE window phase"), ("vae_long_extended", "VAE whole-clip phase"),
                       ("dit_extended", "DiT stage"), ("vae_dec_extended", "VAE decoder phase")):
         for before, count in cfg.get(key, []):

@@ -407,3 +407,63 @@ class TestEffectStage(unittest.TestCase):
         for k in whole:
             torch.testing.assert_close(resumed[k], whole[k], rtol=0, atol=0)
         self.assertGreater(float(whole["blocks.0.ffn.2.B"].abs().max()), 0.0)
+
+
+@unittest.skipIf(torch is None, "python3-torch / python3-sentencepiece missing (tools/setup_training.sh)")
+class TestEffectDecoderStage(unittest.TestCase):
+    """The effect decoder stage (tools/train/stage_effect_dec.py) on the shipped pack and LoRAs:
+    a killed run resumes to the same decoder, and only the decoder moves."""
+
+    def test_resumed_training_gives_the_same_decoder(self):
+        import json
+        from tools.train import ckpt, stage_effect_dec as sd
+        from tools.train.config import TrainConfig, with_missing_settings
+        from tools.train.export import load_pack
+        from tools.train.data import Tokenizer
+        from tools.train.stage_effect import EffectConfig, attach_lora
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        pack = os.path.join(root, "models", "default")
+        torch.set_num_threads(1)
+        with open(os.path.join(pack, "moonreel_pack.json")) as f:
+            cfg = TrainConfig.from_json(json.dumps(with_missing_settings(json.load(f)["config"])))
+        dit, vae0, t5, spiece = load_pack(pack)
+        tok = Tokenizer(spiece, dit.text_len)
+        ec = EffectConfig()
+        mods = attach_lora(dit, ec.rank, ec.alpha, 0)
+        loras = sd.load_loras(mods, os.path.join(root, "recipes", "templates", "loras"), ec.rank, ec.alpha)
+        # two steps of one effect clip each, re-made by the DiT with that effect's LoRA from late steps
+        fc = sd.FxDecConfig(steps=2, batch=1, warmup=1, p_effect=1.0, generated=1.0, regen_steps=(17, 19),
+                            ckpt_every_s=0.0)
+        base = {k: v.clone() for k, v in vae0.state_dict().items()}
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+
+        def run(out, die_after=None):
+            vae0.load_state_dict(base)
+            saves = [0]
+            real_save = ckpt.save
+
+            def save(obj, path):
+                real_save(obj, path)
+                saves[0] += 1
+                if die_after is not None and saves[0] >= die_after:
+                    raise KeyboardInterrupt
+            ckpt.save = save
+            try:
+                sd.train(fc, cfg, vae0, dit, t5, tok, mods, loras, ec, out, log=lambda *_: None)
+            finally:
+                ckpt.save = real_save
+            return {k: v.clone() for k, v in vae0.state_dict().items()}
+
+        a, b = os.path.join(tmp.name, "a"), os.path.join(tmp.name, "b")
+        os.makedirs(a)
+        os.makedirs(b)
+        whole = run(a)
+        with self.assertRaises(KeyboardInterrupt):
+            run(b, die_after=1)
+        resumed = run(b)
+        for k in whole:
+            torch.testing.assert_close(resumed[k], whole[k], rtol=0, atol=0)
+        moved = [k for k in whole if not torch.equal(whole[k], base[k])]
+        self.assertTrue(moved)
+        self.assertTrue(all(k.startswith(("decoder.", "conv2.")) for k in moved), moved)

@@ -162,7 +162,8 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
             "| stage | steps | time |",
             "| --- | --- | --- |",
             f"| VAE decoder, encoder frozen (batch {fc['batch']} × {cfg['frames']} frames, lr {fc['lr']}; "
-            f"{_pct(fc['p_effect'])} of the clips are effect clips; {_pct(fc['generated'])} of the clips decoded "
+            f"{_pct(fc['p_effect'])} of the clips are effect clips, {_pct(fc.get('p_varied', 0))} of the others from "
+            f"the varied world; {_pct(fc['generated'])} of the clips decoded "
             "from the latent the DiT's sampler makes of theirs, with the effect's LoRA and the template's prompt "
             f"for an effect clip, denoised from step {lo}–{hi} of {cfg['eval_steps']}) "
             f"| {_n(fm.get('vae_fx_steps'))} | {_dur(fm.get('vae_fx_seconds'))} |",

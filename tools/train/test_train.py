@@ -2,6 +2,7 @@
 
     /usr/bin/python3 -m unittest tools.train.test_train
 """
+import contextlib
 import copy
 import json
 import os
@@ -16,6 +17,25 @@ except ImportError:  # pragma: no cover
 
 
 @unittest.skipIf(torch is None, "python3-torch / python3-sentencepiece missing (tools/setup_training.sh)")
+@contextlib.contextmanager
+def killed_after_saves(n):
+    """Within it, the n-th checkpoint save (ckpt.save) is followed by a KeyboardInterrupt, as
+    a run killed right after writing it; None: never."""
+    from tools.train import ckpt
+    real_save, saves = ckpt.save, [0]
+
+    def save(obj, path):
+        real_save(obj, path)
+        saves[0] += 1
+        if n is not None and saves[0] >= n:
+            raise KeyboardInterrupt
+    ckpt.save = save
+    try:
+        yield
+    finally:
+        ckpt.save = real_save
+
+
 class TestTrainSkeleton(unittest.TestCase):
     def setUp(self):
         from tools.train.config import TrainConfig
@@ -365,7 +385,7 @@ class TestEffectStage(unittest.TestCase):
             torch.testing.assert_close(m(h), h @ merged.t() + m.base.bias, atol=2e-3, rtol=1e-2)
 
     def test_resumed_training_gives_the_same_adapter(self):
-        from tools.train import ckpt, stage_effect
+        from tools.train import stage_effect
         from tools.train.data import Tokenizer
         from tools.tinyworld.world import sample_effect_spec
         import numpy as np
@@ -381,19 +401,8 @@ class TestEffectStage(unittest.TestCase):
             self.dit.load_state_dict(base)
             dit = copy.deepcopy(self.dit)
             mods = stage_effect.attach_lora(dit, ec.rank, ec.alpha, ec.seed)
-            saves = [0]
-            real_save = ckpt.save
-
-            def save(obj, path):
-                real_save(obj, path)
-                saves[0] += 1
-                if die_after is not None and saves[0] >= die_after:
-                    raise KeyboardInterrupt
-            ckpt.save = save
-            try:
+            with killed_after_saves(die_after):
                 stage_effect.train(ec, dit, self.t5, tok, mods, cache, out, log=lambda *_: None)
-            finally:
-                ckpt.save = real_save
             return stage_effect.lora_state(mods)
 
         a = os.path.join(self.tmp.name, "a")
@@ -416,7 +425,7 @@ class TestEffectDecoderStage(unittest.TestCase):
 
     def test_resumed_training_gives_the_same_decoder(self):
         import json
-        from tools.train import ckpt, stage_effect_dec as sd
+        from tools.train import stage_effect_dec as sd
         from tools.train.config import TrainConfig, with_missing_settings
         from tools.train.export import load_pack
         from tools.train.data import Tokenizer
@@ -440,19 +449,8 @@ class TestEffectDecoderStage(unittest.TestCase):
 
         def run(out, die_after=None):
             vae0.load_state_dict(base)
-            saves = [0]
-            real_save = ckpt.save
-
-            def save(obj, path):
-                real_save(obj, path)
-                saves[0] += 1
-                if die_after is not None and saves[0] >= die_after:
-                    raise KeyboardInterrupt
-            ckpt.save = save
-            try:
+            with killed_after_saves(die_after):
                 sd.train(fc, cfg, vae0, dit, t5, tok, mods, loras, ec, out, log=lambda *_: None)
-            finally:
-                ckpt.save = real_save
             return {k: v.clone() for k, v in vae0.state_dict().items()}
 
         a, b = os.path.join(tmp.name, "a"), os.path.join(tmp.name, "b")

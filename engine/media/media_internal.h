@@ -57,11 +57,11 @@ mr_status mr_media_slurp(mr_ctx *ctx, const char *path, uint8_t **data, size_t *
 /* stat checks with the messages of mr_media_slurp, without reading. */
 mr_status mr_media_check_file(mr_ctx *ctx, const char *path);
 
-/* An MP4/MOV file's sample tables against the bytes that hold them
+/* An MP4/MOV file's tables against the bytes that hold them
    (media_bmff.c): MR_EFORMAT naming the file and the box when a table
    declares more entries than its box holds, since FFmpeg's mov demuxer
-   allocates by the declared count. Other files, and files it cannot read,
-   pass: the demuxer's open reports those. */
+   allocates by the declared count; MR_EUNSUPPORTED for a compressed movie
+   header. Files it cannot read pass: the demuxer's open reports those. */
 mr_status mr_media_bmff_check(mr_ctx *ctx, const char *path);
 
 /* The lower-case extension of path's last component ("png"), "" if none. */

@@ -1093,6 +1093,15 @@ static void test_bad_inputs(mr_ctx *ctx) {
   REQUIRE(patch_count(tmp_path("mp4/a.mp4"), tmp_path("stco.mp4"), "stco", 4, 0x04000001));
   CHECK_FAIL(ctx, mr_video_probe(ctx, tmp_path("stco.mp4"), &info), MR_EFORMAT, "stco.mp4",
              "stco box declares 67108865 entries");
+  /* FFmpeg finds the moov box after any first box, so the check does too */
+  size_t nb;
+  uint8_t *bytes = mr_test_read_bytes(tmp_path("stco.mp4"), &nb);
+  REQUIRE(bytes && nb > 8);
+  memcpy(bytes + 4, "WEBP", 4);
+  mr_test_write_bytes(tmp_path("webp_first.mp4"), bytes, nb);
+  free(bytes);
+  CHECK_FAIL(ctx, mr_video_probe(ctx, tmp_path("webp_first.mp4"), &info), MR_EFORMAT, "webp_first.mp4",
+             "stco box declares 67108865 entries");
   REQUIRE(patch_count(tmp_path("mp4/a.mp4"), tmp_path("stsz.mp4"), "stsz", 8, 1000));
   CHECK_FAIL(ctx, mr_video_read(ctx, tmp_path("stsz.mp4"), NULL, &t, NULL), MR_EFORMAT, "stsz.mp4",
              "stsz box declares 1000 entries");

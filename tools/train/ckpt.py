@@ -5,6 +5,7 @@ so an interrupted and resumed run gives the same weights as an uninterrupted one
 Every file is written to a temporary name and renamed, so a kill never leaves a half file."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any, Optional
@@ -19,6 +20,18 @@ def save(obj: Any, path: str) -> None:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def pin_settings(path: str, settings: dict, run_dir: str) -> None:
+    """Write a stage's settings (plain JSON data) to path in its run folder, or, resuming,
+    refuse to go on when the folder's run was started with other settings: a resumed run
+    must be the same run."""
+    if os.path.exists(path):
+        with open(path) as f:
+            if json.load(f) != settings:
+                raise SystemExit(f"{path}: an earlier run with other settings is in {run_dir}")
+    with open(path, "w") as f:
+        json.dump(settings, f, indent=1)
 
 
 def load(path: str) -> Optional[Any]:

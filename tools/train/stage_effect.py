@@ -28,7 +28,7 @@ import json
 import math
 import os
 import time
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 import torch
@@ -291,15 +291,8 @@ def main(argv=None) -> int:
     if a.smoke:
         ec.steps, ec.n_clips, a.eval = 3, 16, 1
     os.makedirs(a.out, exist_ok=True)
-    cfg_path = os.path.join(a.out, "fx_config.json")
     new = json.loads(json.dumps(dataclasses.asdict(ec)))
-    if os.path.exists(cfg_path):
-        with open(cfg_path) as f:
-            old = json.load(f)
-        if old != new:
-            raise SystemExit(f"{cfg_path}: an earlier run with other settings is in {a.out}")
-    with open(cfg_path, "w") as f:
-        json.dump(new, f, indent=1)
+    ckpt.pin_settings(os.path.join(a.out, "fx_config.json"), new, a.out)
     torch.set_num_threads(ec.threads)
     torch.manual_seed(ec.seed)
     log = ckpt.logger(a.out)

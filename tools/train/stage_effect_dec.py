@@ -31,7 +31,7 @@ import math
 import os
 import shutil
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -253,14 +253,8 @@ def main(argv=None) -> int:
     if a.smoke:
         fc.steps, fc.warmup, a.eval = 2, 1, 1
     os.makedirs(a.out, exist_ok=True)
-    cfg_path = os.path.join(a.out, "fxdec_config.json")
     new = json.loads(json.dumps(dataclasses.asdict(fc)))
-    if os.path.exists(cfg_path):
-        with open(cfg_path) as f:
-            if json.load(f) != new:
-                raise SystemExit(f"{cfg_path}: an earlier run with other settings is in {a.out}")
-    with open(cfg_path, "w") as f:
-        json.dump(new, f, indent=1)
+    ckpt.pin_settings(os.path.join(a.out, "fxdec_config.json"), new, a.out)
     torch.set_num_threads(fc.threads)
     log = ckpt.logger(a.out)
 

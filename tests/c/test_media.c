@@ -1102,6 +1102,23 @@ static void test_bad_inputs(mr_ctx *ctx) {
   free(bytes);
   CHECK_FAIL(ctx, mr_video_probe(ctx, tmp_path("webp_first.mp4"), &info), MR_EFORMAT, "webp_first.mp4",
              "stco box declares 67108865 entries");
+  /* A table whose box its parents cut short: FFmpeg reads its count past
+     the parent's end, so the check does too. moov > trak > mdia > minf >
+     stbl, each ending 3 bytes into stco's body; the count follows. */
+  {
+    uint8_t f[96] = {0, 0, 0, 20, 'f', 't', 'y', 'p', 'q', 't', ' ', ' ', 0, 0, 2, 0, 'q', 't', ' ', ' '};
+    size_t at = 20;
+    const char *boxes[] = {"moov", "trak", "mdia", "minf", "stbl"};
+    for (int k = 0; k < 5; k++, at += 8) {
+      uint32_t size = (uint32_t)(8 * (5 - k) + 8 + 3);
+      f[at] = 0, f[at + 1] = 0, f[at + 2] = 0, f[at + 3] = (uint8_t)size;
+      memcpy(f + at + 4, boxes[k], 4);
+    }
+    memcpy(f + at, "\0\0\0\x14stco\0\0\0\0\x04\0\0\x01", 16);
+    mr_test_write_bytes(tmp_path("cut_parent.mov"), f, at + 16 + 8);
+    CHECK_FAIL(ctx, mr_video_probe(ctx, tmp_path("cut_parent.mov"), &info), MR_EFORMAT, "cut_parent.mov",
+               "stco box declares 67108865 entries");
+  }
   REQUIRE(patch_count(tmp_path("mp4/a.mp4"), tmp_path("stsz.mp4"), "stsz", 8, 1000));
   CHECK_FAIL(ctx, mr_video_read(ctx, tmp_path("stsz.mp4"), NULL, &t, NULL), MR_EFORMAT, "stsz.mp4",
              "stsz box declares 1000 entries");

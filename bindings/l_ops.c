@@ -68,6 +68,14 @@ static int l_scale(lua_State *L) {
   return scale_op(L, a, s, bias);
 }
 
+/* mr.mul_add(a, b, c [, beta = 0]) = a * (b + beta) + c, broadcasting, one pass */
+static int l_mul_add(lua_State *L) {
+  mr_tensor *a = mrl_check_tensor(L, 1), *b = mrl_check_tensor(L, 2), *c = mrl_check_tensor(L, 3);
+  float beta = (float)luaL_optnumber(L, 4, 0.0);
+  mr_ctx *ctx = mr_tensor_ctx(a);
+  MRL_RUN_OP(L, ctx, mr_op_mul_add(a, b, beta, c, &out_));
+}
+
 static int unary(lua_State *L, mr_unary_op op) {
   mr_tensor *a = mrl_check_tensor(L, 1);
   mr_ctx *ctx = mr_tensor_ctx(a);
@@ -213,7 +221,7 @@ static int l_max(lua_State *L) { return reduce(L, MR_REDUCE_MAX); }
 
 /* Module functions; all but concat are also tensor methods. */
 static const luaL_Reg op_funcs[] = {
-  {"add", l_add}, {"sub", l_sub}, {"mul", l_mul}, {"div", l_div}, {"scale", l_scale},
+  {"add", l_add}, {"sub", l_sub}, {"mul", l_mul}, {"div", l_div}, {"scale", l_scale}, {"mul_add", l_mul_add},
   {"silu", l_silu}, {"gelu", l_gelu}, {"exp", l_exp}, {"tanh", l_tanh}, {"neg", l_neg}, {"square", l_square},
   {"matmul", l_matmul}, {"layer_norm", l_layer_norm}, {"rms_norm", l_rms_norm}, {"softmax", l_softmax},
   {"attention", l_attention}, {"pad", l_pad}, {"sum", l_sum}, {"mean", l_mean}, {"max", l_max},

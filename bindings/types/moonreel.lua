@@ -305,6 +305,21 @@ function mr.div(a, b) end
 ---@return mr.Tensor
 function Tensor:div(b) end
 
+---a * (b + beta) + c in one pass, broadcasting over all three: a DiT's
+---modulation `mr.mul_add(mr.layer_norm(x), scale, shift, 1)` or gated residual
+---`mr.mul_add(y, gate, x)`.
+---@param a mr.Tensor
+---@param b mr.Tensor
+---@param c mr.Tensor
+---@param beta? number default 0
+---@return mr.Tensor
+function mr.mul_add(a, b, c, beta) end
+---@param b mr.Tensor
+---@param c mr.Tensor
+---@param beta? number
+---@return mr.Tensor
+function Tensor:mul_add(b, c, beta) end
+
 ---x * s + bias in one pass.
 ---@param x mr.Tensor
 ---@param s number

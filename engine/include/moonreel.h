@@ -346,6 +346,10 @@ typedef enum mr_reduce_op { MR_REDUCE_SUM, MR_REDUCE_MEAN, MR_REDUCE_MAX } mr_re
 
 /* a op b with numpy broadcasting (shapes aligned from the right). */
 mr_status mr_op_binary(mr_binary_op op, const mr_tensor *a, const mr_tensor *b, mr_tensor **out);
+/* a * (b + beta) + c with numpy broadcasting over all three, in one dispatch:
+   a DiT's modulation LN(x) * (1 + scale) + shift (beta 1) and its gated
+   residual x + y * gate (beta 0). */
+mr_status mr_op_mul_add(const mr_tensor *a, const mr_tensor *b, float beta, const mr_tensor *c, mr_tensor **out);
 /* a * scale + bias. */
 mr_status mr_op_scale(const mr_tensor *a, float scale, float bias, mr_tensor **out);
 mr_status mr_op_unary(mr_unary_op op, const mr_tensor *a, mr_tensor **out);

@@ -3,7 +3,7 @@
    reference's Python:
 
      h = modulate(s, x, shift, scale);
-     x = sc_add(s, x, sc_mul(s, self_attention(s, b, h), gate));
+     x = sc_mul_add(s, self_attention(s, b, h), gate, 0.0f, x);   // x + attn(h) * gate
 
    Every sc_* op returns a tensor the scope owns, or NULL once any call in the
    scope has failed (then it does no work). Inputs are borrowed and may be NULL
@@ -73,6 +73,9 @@ static inline mr_tensor *sc_sub(mr_scope *s, const mr_tensor *a, const mr_tensor
 }
 static inline mr_tensor *sc_mul(mr_scope *s, const mr_tensor *a, const mr_tensor *b) {
   MR_SCOPED(s, a && b, mr_op_binary(MR_BINARY_MUL, a, b, &out_));
+}
+static inline mr_tensor *sc_mul_add(mr_scope *s, const mr_tensor *a, const mr_tensor *b, float beta, const mr_tensor *c) {
+  MR_SCOPED(s, a && b && c, mr_op_mul_add(a, b, beta, c, &out_));
 }
 static inline mr_tensor *sc_scale(mr_scope *s, const mr_tensor *a, float scale, float bias) {
   MR_SCOPED(s, a, mr_op_scale(a, scale, bias, &out_));

@@ -42,7 +42,12 @@ static mr_tensor *linear(mr_scope *s, const mr_tensor *x, const dit_linear *l) {
 /* LN(x) * (1 + scale) + shift, LayerNorm without affine. */
 static mr_tensor *modulate(mr_scope *s, const mr_tensor *x, const mr_tensor *shift, const mr_tensor *scale,
                            float eps) {
-  return sc_add(s, sc_mul(s, sc_layer_norm(s, x, NULL, NULL, eps), sc_scale(s, scale, 1.0f, 1.0f)), shift);
+  return sc_mul_add(s, sc_layer_norm(s, x, NULL, NULL, eps), scale, 1.0f, shift);
+}
+
+/* x + y * gate: the gated residual. */
+static mr_tensor *gated(mr_scope *s, const mr_tensor *x, const mr_tensor *y, const mr_tensor *gate) {
+  return sc_mul_add(s, y, gate, 0.0f, x);
 }
 
 /* Linear, then RMS norm over the whole width (all heads together), then the
@@ -101,11 +106,11 @@ static mr_tensor *block_forward(mr_scope *s, const dit_run *r, const dit_block *
   mr_tensor *shift_ffn = sc_slice(s, e, 1, 3, 4), *scale_ffn = sc_slice(s, e, 1, 4, 5), *gate_ffn = sc_slice(s, e, 1, 5, 6);
 
   mr_tensor *y = self_attention(s, r, &b->self_attn, modulate(s, x, shift_msa, scale_msa, c->eps));
-  x = sc_add(s, x, sc_mul(s, y, gate_msa));
+  x = gated(s, x, y, gate_msa);
   x = sc_add(s, x, cross_attention(s, r, &b->cross_attn, sc_layer_norm(s, x, b->norm3_w, b->norm3_b, c->eps)));
   y = linear(s, modulate(s, x, shift_ffn, scale_ffn, c->eps), &b->ffn0);
   y = linear(s, sc_unary(s, MR_UNARY_GELU_TANH, y), &b->ffn2);
-  return sc_add(s, x, sc_mul(s, y, gate_ffn));
+  return gated(s, x, y, gate_ffn);
 }
 
 /* The patch embedding (a Conv3d with kernel = stride) as a Linear over

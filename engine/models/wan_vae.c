@@ -211,7 +211,7 @@ mr_status mr_wan_vae_encode(mr_wan_vae *vae, const mr_tensor *video, mr_progress
 static void decode_chunk(mr_scope *s, mr_wan_vae *vae, const mr_tensor *latent, int i, mr_tensor *dst) {
   mr_tensor *z = sc_slice(s, latent, 1, i, i + 1);
   if (mr_tensor_dtype(latent) != MR_F32) z = sc_cast(s, z, MR_F32);
-  if (vae->have_stats) z = sc_add(s, sc_mul(s, z, vae->std), vae->mean); /* mu */
+  if (vae->have_stats) z = sc_mul_add(s, z, vae->std, 0.0f, vae->mean); /* mu */
   mr_tensor *y = mr_vae_coder_forward(s, &vae->dec, sc_conv3d(s, z, vae->conv2.w, vae->conv2.b, NULL, NULL));
   if (!y) return;
   const int64_t *ys = mr_tensor_shape(y), *d = mr_tensor_shape(dst);

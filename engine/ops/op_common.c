@@ -14,20 +14,28 @@ mr_status mr_op_dispatch_1d(mr_ctx *ctx, mr_pipeline *p, const mr_binding *b, in
   return mr_gpu_dispatch(ctx, p, b, nbind, push, gx, gy, 1, op);
 }
 
-mr_status mr_op_broadcast_shape(mr_ctx *ctx, const mr_tensor *a, const mr_tensor *b, int *ndim, int64_t *out_shape) {
-  int n = a->ndim > b->ndim ? a->ndim : b->ndim;
-  for (int i = 0; i < n; i++) {
-    int ia = a->ndim - n + i, ib = b->ndim - n + i;
-    int64_t da = ia >= 0 ? a->shape[ia] : 1, db = ib >= 0 ? b->shape[ib] : 1;
-    if (da != db && da != 1 && db != 1) {
-      char sa[64], sb[64];
-      return mr_error(ctx, MR_EINVAL, "shapes %s and %s do not broadcast (dim %d: %lld vs %lld)",
-                      mr_shape_str(a->ndim, a->shape, sa, sizeof sa), mr_shape_str(b->ndim, b->shape, sb, sizeof sb),
-                      i, (long long)da, (long long)db);
+mr_status mr_op_broadcast_shape(mr_ctx *ctx, int n, const mr_tensor *const *ts, int *ndim, int64_t *out_shape) {
+  int nd = 0;
+  for (int k = 0; k < n; k++) nd = ts[k]->ndim > nd ? ts[k]->ndim : nd;
+  for (int i = 0; i < nd; i++) {
+    int owner = 0; /* the first input whose size along dim i is not 1 */
+    out_shape[i] = 1;
+    for (int k = 0; k < n; k++) {
+      int ik = ts[k]->ndim - nd + i;
+      int64_t d = ik >= 0 ? ts[k]->shape[ik] : 1;
+      if (d == 1 || d == out_shape[i]) continue;
+      if (out_shape[i] != 1) {
+        char sa[64], sb[64];
+        return mr_error(ctx, MR_EINVAL, "shapes %s and %s do not broadcast (dim %d: %lld vs %lld)",
+                        mr_shape_str(ts[owner]->ndim, ts[owner]->shape, sa, sizeof sa),
+                        mr_shape_str(ts[k]->ndim, ts[k]->shape, sb, sizeof sb), i, (long long)out_shape[i],
+                        (long long)d);
+      }
+      out_shape[i] = d;
+      owner = k;
     }
-    out_shape[i] = da == 1 ? db : da;
   }
-  *ndim = n;
+  *ndim = nd;
   return MR_OK;
 }
 

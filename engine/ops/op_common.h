@@ -15,8 +15,8 @@ void mr_op_dims_u32(uint32_t *dst, const int64_t *src, int n, uint32_t pad);
 mr_status mr_op_dispatch_1d(mr_ctx *ctx, mr_pipeline *p, const mr_binding *b, int nbind, const void *push,
                             uint64_t n, const char *op);
 
-/* Right-aligned numpy broadcasting of a and b into out_shape (ndim = max). */
-mr_status mr_op_broadcast_shape(mr_ctx *ctx, const mr_tensor *a, const mr_tensor *b, int *ndim, int64_t *out_shape);
+/* Right-aligned numpy broadcasting of the n tensors ts into out_shape (ndim = max). */
+mr_status mr_op_broadcast_shape(mr_ctx *ctx, int n, const mr_tensor *const *ts, int *ndim, int64_t *out_shape);
 /* Strides that read t as if it had out_ndim dims of out_shape (0 on broadcast dims). */
 void mr_op_broadcast_strides(const mr_tensor *t, int out_ndim, const int64_t *out_shape, int64_t *strides);
 

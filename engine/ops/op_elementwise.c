@@ -1,5 +1,5 @@
-/* Elementwise ops: binary arithmetic with numpy broadcasting (binary.comp),
-   scale and the unary activations (unary.comp). Inputs are any strided
+/* Elementwise ops: binary arithmetic and mul_add with numpy broadcasting
+   (binary.comp, mul_add.comp), scale and the unary activations (unary.comp). Inputs are any strided
    views; outputs are contiguous, in the first input's dtype. */
 #include "ops/op_common.h"
 
@@ -34,11 +34,15 @@ static int merge_dims(int ndim, int64_t *shape, int nops, int64_t (*strides)[MR_
   return n;
 }
 
-typedef struct binary_push {
-  uint32_t ndim, n, a_off, b_off;
-  uint32_t shape[MR_MAX_DIMS], a_strides[MR_MAX_DIMS], b_strides[MR_MAX_DIMS];
+/* The push block of shaders/broadcast.glsl (binary.comp, mul_add.comp). */
+#define BCAST_INPUTS 3
+typedef struct bcast_push {
+  uint32_t ndim, n;
+  float beta;
+  uint32_t off[BCAST_INPUTS];
+  uint32_t shape[MR_MAX_DIMS], strides[BCAST_INPUTS][MR_MAX_DIMS];
   uint32_t y_off;
-} binary_push;
+} bcast_push;
 
 /* The contiguous strides of shape (the output's, after merging). */
 static void contiguous_strides(int ndim, const int64_t *shape, int64_t *strides) {
@@ -49,48 +53,72 @@ static void contiguous_strides(int ndim, const int64_t *shape, int64_t *strides)
   }
 }
 
-mr_status mr_op_binary(mr_binary_op op, const mr_tensor *a, const mr_tensor *b, mr_tensor **out) {
-  mr_ctx *ctx = a->ctx;
+/* Records kernel `name` (spec: the inputs' dtypes, the output's, extra spec
+   constants, the workgroup size) over the broadcast of the n inputs into a
+   new contiguous tensor in in[0]'s dtype, split into output runs that fit the
+   binding limit. */
+static mr_status broadcast_run(const char *name, int n, const mr_tensor *const *in, float beta, const uint32_t *extra,
+                               int nextra, mr_tensor **out) {
+  mr_ctx *ctx = in[0]->ctx;
   *out = NULL;
-  mr_status st = mr_op_same_ctx(a, b, "binary");
-  if (st != MR_OK) return st;
-  if ((unsigned)op > MR_BINARY_DIV) return mr_error(ctx, MR_EINVAL, "binary: unknown op %d", (int)op);
+  mr_status st;
   int ndim;
-  int64_t shape[MR_MAX_DIMS], strides[3][MR_MAX_DIMS];
-  if ((st = mr_op_broadcast_shape(ctx, a, b, &ndim, shape)) != MR_OK) return st;
-  if ((st = mr_tensor_check_index_range(a, "binary")) != MR_OK || (st = mr_tensor_check_index_range(b, "binary")) != MR_OK)
-    return st;
-  if ((st = mr_tensor_empty(ctx, a->dtype, ndim, shape, out)) != MR_OK) return st;
-  uint64_t n = (uint64_t)mr_tensor_numel(*out);
-  if (n == 0) return MR_OK;
-  if ((st = mr_tensor_check_index_range(*out, "binary")) != MR_OK) goto fail;
-  mr_op_broadcast_strides(a, ndim, shape, strides[0]);
-  mr_op_broadcast_strides(b, ndim, shape, strides[1]);
-  ndim = merge_dims(ndim, shape, 2, strides);
-  contiguous_strides(ndim, shape, strides[2]);
-  uint32_t spec[5] = {a->dtype, b->dtype, (*out)->dtype, (uint32_t)op, MR_ELEMWISE_WG};
+  int64_t shape[MR_MAX_DIMS], strides[BCAST_INPUTS + 1][MR_MAX_DIMS];
+  for (int k = 1; k < n; k++)
+    if ((st = mr_op_same_ctx(in[0], in[k], name)) != MR_OK) return st;
+  if ((st = mr_op_broadcast_shape(ctx, n, in, &ndim, shape)) != MR_OK) return st;
+  for (int k = 0; k < n; k++)
+    if ((st = mr_tensor_check_index_range(in[k], name)) != MR_OK) return st;
+  if ((st = mr_tensor_empty(ctx, in[0]->dtype, ndim, shape, out)) != MR_OK) return st;
+  uint64_t count = (uint64_t)mr_tensor_numel(*out);
+  if (count == 0) return MR_OK;
+  if ((st = mr_tensor_check_index_range(*out, name)) != MR_OK) goto fail;
+  for (int k = 0; k < BCAST_INPUTS; k++) /* unused inputs: stride 0, never read */
+    if (k < n) mr_op_broadcast_strides(in[k], ndim, shape, strides[k]);
+    else memset(strides[k], 0, sizeof strides[k]);
+  ndim = merge_dims(ndim, shape, n, strides);
+  contiguous_strides(ndim, shape, strides[n]);
+  uint32_t spec[BCAST_INPUTS + 4];
+  int ns = 0;
+  for (int k = 0; k < n; k++) spec[ns++] = in[k]->dtype;
+  spec[ns++] = (*out)->dtype;
+  for (int k = 0; k < nextra; k++) spec[ns++] = extra[k];
+  spec[ns++] = MR_ELEMWISE_WG;
   mr_pipeline *p;
-  if ((st = mr_gpu_pipeline(ctx, "binary", 3, sizeof(binary_push), spec, 5, &p)) != MR_OK) goto fail;
+  if ((st = mr_gpu_pipeline(ctx, name, n + 1, sizeof(bcast_push), spec, ns, &p)) != MR_OK) goto fail;
   /* chunks are runs of the output, which the kernel writes at y_off + i */
   mr_split sp = {.ndim = ndim, .runs = true};
   memcpy(sp.shape, shape, sizeof shape);
-  mr_split_add(&sp, a, false, a->offset, strides[0], 0);
-  mr_split_add(&sp, b, false, b->offset, strides[1], 0);
-  mr_split_add(&sp, *out, true, 0, strides[2], 0);
-  if ((st = mr_split_plan(ctx, &sp, "binary")) != MR_OK) goto fail;
+  for (int k = 0; k < n; k++) mr_split_add(&sp, in[k], false, in[k]->offset, strides[k], 0);
+  mr_split_add(&sp, *out, true, 0, strides[n], 0);
+  if ((st = mr_split_plan(ctx, &sp, name)) != MR_OK) goto fail;
   while (mr_split_next(&sp)) {
-    binary_push pc = {.ndim = (uint32_t)ndim, .n = (uint32_t)sp.points, .a_off = (uint32_t)sp.rel[0],
-                      .b_off = (uint32_t)sp.rel[1], .y_off = (uint32_t)sp.rel[2]};
+    bcast_push pc = {.ndim = (uint32_t)ndim, .n = (uint32_t)sp.points, .beta = beta, .y_off = (uint32_t)sp.rel[n]};
     mr_op_dims_u32(pc.shape, sp.size, ndim, 1);
-    mr_op_dims_u32(pc.a_strides, strides[0], ndim, 0);
-    mr_op_dims_u32(pc.b_strides, strides[1], ndim, 0);
-    if ((st = mr_op_dispatch_1d(ctx, p, sp.bind, 3, &pc, (uint64_t)sp.points, "binary")) != MR_OK) goto fail;
+    for (int k = 0; k < BCAST_INPUTS; k++) {
+      pc.off[k] = k < n ? (uint32_t)sp.rel[k] : 0;
+      mr_op_dims_u32(pc.strides[k], strides[k], ndim, 0);
+    }
+    if ((st = mr_op_dispatch_1d(ctx, p, sp.bind, n + 1, &pc, (uint64_t)sp.points, name)) != MR_OK) goto fail;
   }
   return MR_OK;
 fail:
   mr_tensor_free(*out);
   *out = NULL;
   return st;
+}
+
+mr_status mr_op_binary(mr_binary_op op, const mr_tensor *a, const mr_tensor *b, mr_tensor **out) {
+  *out = NULL;
+  if ((unsigned)op > MR_BINARY_DIV) return mr_error(a->ctx, MR_EINVAL, "binary: unknown op %d", (int)op);
+  const mr_tensor *in[2] = {a, b};
+  uint32_t code = (uint32_t)op;
+  return broadcast_run("binary", 2, in, 0.0f, &code, 1, out);
+}
+
+mr_status mr_op_mul_add(const mr_tensor *a, const mr_tensor *b, float beta, const mr_tensor *c, mr_tensor **out) {
+  const mr_tensor *in[3] = {a, b, c};
+  return broadcast_run("mul_add", 3, in, beta, NULL, 0, out);
 }
 
 typedef struct unary_push {

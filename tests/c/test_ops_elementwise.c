@@ -75,6 +75,73 @@ static void test_binary(mr_ctx *ctx) {
   }
 }
 
+typedef struct tcase {
+  int n[3];
+  int64_t s[3][MR_MAX_DIMS];
+} tcase;
+
+/* mul_add: a * (b + beta) + c against the reference, the modulation and
+   gated-residual shapes of a DiT with odd widths, every broadcast pattern,
+   mixed dtypes and layouts. */
+static void test_mul_add(mr_ctx *ctx) {
+  static const tcase cases[] = {
+      {{3, 3, 3}, {{37, 1, 29}, {1, 1, 29}, {1, 1, 29}}},     /* modulation, one timestep */
+      {{3, 3, 3}, {{37, 1, 29}, {37, 1, 29}, {37, 1, 29}}},   /* modulation, per-token timesteps */
+      {{3, 3, 3}, {{37, 1, 29}, {1, 1, 29}, {37, 1, 29}}},    /* gated residual */
+      {{1, 1, 1}, {{1}, {1}, {1}}},                           /* one element */
+      {{2, 2, 1}, {{33, 7}, {33, 1}, {7}}},                   /* column, row */
+      {{3, 2, 3}, {{7, 1, 3}, {5, 1}, {1, 1, 1}}},            /* all three broadcast */
+      {{5, 4, 2}, {{2, 3, 1, 4, 5}, {3, 7, 1, 5}, {4, 1}}},   /* 5-D */
+      {{1, 2, 1}, {{5}, {3, 5}, {5}}},                        /* b has more dims than a */
+      {{2, 2, 2}, {{257, 129}, {1, 129}, {257, 1}}},          /* odd, large */
+      {{2, 1, 2}, {{0, 3}, {3}, {0, 3}}},                     /* empty */
+  };
+  const float betas[2] = {0.0f, 1.0f};
+  mr_rng rng = {17};
+  int ncase = (int)(sizeof cases / sizeof cases[0]);
+  for (int c = 0; c < ncase; c++) {
+    const tcase *tc = &cases[c];
+    int64_t ab[MR_MAX_DIMS], oshape[MR_MAX_DIMS], n[3];
+    int on = mr_ref_broadcast_shape(mr_ref_broadcast_shape(tc->n[0], tc->s[0], tc->n[1], tc->s[1], ab), ab, tc->n[2],
+                                    tc->s[2], oshape);
+    float *in[3], *want = malloc((size_t)(shape_numel(on, oshape) + 1) * sizeof *want);
+    for (int k = 0; k < 3; k++) {
+      n[k] = shape_numel(tc->n[k], tc->s[k]);
+      in[k] = malloc((size_t)(n[k] + 1) * sizeof *in[k]);
+    }
+    int64_t no = shape_numel(on, oshape);
+    for (int id = 0; id < 3; id++) {
+      mr_dtype dt[3] = {all_dtypes[id], all_dtypes[(id + c) % 3], all_dtypes[(id + 2 * c) % 3]};
+      for (int k = 0; k < 3; k++) {
+        mr_rng_fill(&rng, in[k], (size_t)n[k], -2, 2);
+        mr_test_round(dt[k], in[k], (size_t)n[k]);
+      }
+      for (int la = 0; la < LAYOUT_COUNT; la++) {
+        mr_tensor *t[3];
+        for (int k = 0; k < 3; k++)
+          t[k] = make_input(ctx, dt[k], tc->n[k], tc->s[k], in[k], (input_layout)((la + k * c) % LAYOUT_COUNT));
+        for (int bi = 0; bi < 2; bi++) {
+          mr_tensor *out = NULL;
+          CHECK_OK(ctx, mr_op_mul_add(t[0], t[1], betas[bi], t[2], &out));
+          if (!out) continue;
+          CHECK(mr_tensor_dtype(out) == dt[0] && mr_tensor_ndim(out) == on);
+          CHECK(memcmp(mr_tensor_shape(out), oshape, (size_t)on * sizeof *oshape) == 0);
+          mr_ref_mul_add(in[0], tc->n[0], tc->s[0], in[1], tc->n[1], tc->s[1], betas[bi], in[2], tc->n[2], tc->s[2], want);
+          mr_test_round(dt[0], want, (size_t)no);
+          float *got = mr_test_read(ctx, out);
+          CHECK_CLOSE(got, want, no, tol_for(dt[0], 2e-6), "mul_add case %d beta %g a %s/%s", c, betas[bi],
+                      mr_dtype_name(dt[0]), layout_names[la]);
+          free(got);
+          mr_tensor_free(out);
+        }
+        for (int k = 0; k < 3; k++) mr_tensor_free(t[k]);
+      }
+    }
+    for (int k = 0; k < 3; k++) free(in[k]);
+    free(want);
+  }
+}
+
 static void test_unary(mr_ctx *ctx) {
   static const int nds[] = {1, 1, 3, 5, 2};
   static const int64_t shapes[][MR_MAX_DIMS] = {{1}, {1000}, {3, 7, 33}, {2, 3, 1, 4, 5}, {129, 257}};
@@ -145,6 +212,9 @@ static void test_errors(mr_ctx *ctx) {
   CHECK(mr_op_binary(MR_BINARY_ADD, a, b, &out) == MR_EINVAL && out == NULL);
   CHECK(strstr(mr_ctx_last_error(ctx), "broadcast") && strstr(mr_ctx_last_error(ctx), "3x4"));
   out = (mr_tensor *)1;
+  CHECK(mr_op_mul_add(a, a, 1.0f, b, &out) == MR_EINVAL && out == NULL);   /* the third operand does not broadcast */
+  CHECK(strstr(mr_ctx_last_error(ctx), "broadcast") && strstr(mr_ctx_last_error(ctx), "3x4 and 5 "));
+  out = (mr_tensor *)1;
   CHECK(mr_op_binary((mr_binary_op)9, a, a, &out) == MR_EINVAL && out == NULL);
   CHECK(strstr(mr_ctx_last_error(ctx), "unknown op") != NULL);
   out = (mr_tensor *)1;
@@ -157,6 +227,7 @@ static void test_errors(mr_ctx *ctx) {
 int main(void) {
   mr_ctx *ctx = mr_test_ctx();
   test_binary(ctx);
+  test_mul_add(ctx);
   test_unary(ctx);
   test_unary_extremes(ctx);
   test_errors(ctx);

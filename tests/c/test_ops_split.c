@@ -82,6 +82,9 @@ static bool over_limit(const mr_tensor *t) { return mr_tensor_device_bytes(t) > 
 
 static mr_status run_binary(const op_case *c, mr_tensor **out) { return mr_op_binary(c->i[0], c->t[0], c->t[1], out); }
 static mr_status run_unary(const op_case *c, mr_tensor **out) { return mr_op_unary(c->i[0], c->t[0], out); }
+static mr_status run_mul_add(const op_case *c, mr_tensor **out) {
+  return mr_op_mul_add(c->t[0], c->t[1], 1.0f, c->t[2], out);
+}
 static mr_status run_scale(const op_case *c, mr_tensor **out) { return mr_op_scale(c->t[0], 1.5f, -0.25f, out); }
 static mr_status run_cast(const op_case *c, mr_tensor **out) { return mr_tensor_cast(c->t[0], c->i[0], out); }
 static mr_status run_contiguous(const op_case *c, mr_tensor **out) { return mr_tensor_contiguous(c->t[0], out); }
@@ -132,6 +135,16 @@ static void test_elementwise(void) {
   check_case(&c);
   c = (op_case){"binary div, strided 1-D", run_binary, {rand_input(MR_F32, 1, s1, LAYOUT_STRIDED),
                 rand_input(MR_F32, 1, s1, LAYOUT_CONTIGUOUS)}, .i = {MR_BINARY_DIV}};
+  check_case(&c);
+  int64_t tok[3] = {37, 1, 129}, mod[3] = {1, 1, 129};
+  c = (op_case){"mul_add, permuted f32 modulated by broadcast bf16 and strided f16 rows", run_mul_add,
+                {rand_input(MR_F32, 2, s2, LAYOUT_PERMUTED), rand_input(MR_BF16, 1, row, LAYOUT_STRIDED),
+                 rand_input(MR_F16, 2, s2, LAYOUT_STRIDED)}};
+  CHECK(over_limit(c.t[0]));
+  check_case(&c);
+  c = (op_case){"mul_add, per-token and one-timestep modulation", run_mul_add,
+                {rand_input(MR_F32, 3, tok, LAYOUT_CONTIGUOUS), rand_input(MR_F32, 3, tok, LAYOUT_STRIDED),
+                 rand_input(MR_F32, 3, mod, LAYOUT_CONTIGUOUS)}};
   check_case(&c);
   c = (op_case){"unary gelu, permuted", run_unary, {rand_input(MR_F32, 2, s2, LAYOUT_PERMUTED)}, .i = {MR_UNARY_GELU}};
   check_case(&c);

@@ -63,6 +63,22 @@ describe("elementwise", function()
     assert.truthy(err:find("2x3") and err:find("4"), err)
   end)
 
+  it("mul_add: a * (b + beta) + c, broadcasting over all three", function()
+    local row, col = mr.tensor { 10, 20, 30 }, mr.tensor { { 2 }, { -1 } }
+    local want = {}
+    for i = 1, 2 do
+      want[i] = {}
+      for j = 1, 3 do want[i][j] = A[i][j] * (({ 10, 20, 30 })[j] + 1) + ({ 2, -1 })[i] end
+    end
+    near(want, mr.mul_add(a, row, col, 1):totable())
+    near(want, a:mul_add(row, col, 1):totable())
+    -- beta defaults to 0: the gated residual b + a * row
+    near(map(B, function() return 0 end), (mr.mul_add(a, row, b) - (b + a * row)):totable())
+    local ok, err = pcall(mr.mul_add, a, row, mr.zeros { 4 })
+    assert.is_false(ok)
+    assert.truthy(err:find("do not broadcast"), err)
+  end)
+
   it("scale, neg, square", function()
     near(map(A, function(x) return x * 3 - 1 end), mr.scale(a, 3, -1):totable())
     near(map(A, function(x) return x * 2 end), a:scale(2):totable())

@@ -46,6 +46,22 @@ bool mr_ref_binary(mr_binary_op op, const float *a, int a_ndim, const int64_t *a
   return true;
 }
 
+bool mr_ref_mul_add(const float *a, int a_ndim, const int64_t *a_shape, const float *b, int b_ndim,
+                    const int64_t *b_shape, float beta, const float *c, int c_ndim, const int64_t *c_shape, float *out) {
+  int64_t ab[MR_MAX_DIMS], shape[MR_MAX_DIMS], idx[MR_MAX_DIMS] = {0}, n = 1;
+  int nab = mr_ref_broadcast_shape(a_ndim, a_shape, b_ndim, b_shape, ab);
+  int nd = nab < 0 ? -1 : mr_ref_broadcast_shape(nab, ab, c_ndim, c_shape, shape);
+  if (nd < 0) return false;
+  for (int k = 0; k < nd; k++) n *= shape[k];
+  for (int64_t i = 0; i < n; i++) {
+    double x = a[bcast_offset(idx, nd, a_ndim, a_shape)], y = b[bcast_offset(idx, nd, b_ndim, b_shape)],
+           z = c[bcast_offset(idx, nd, c_ndim, c_shape)];
+    out[i] = (float)(x * (y + beta) + z);
+    for (int k = nd - 1; k >= 0 && ++idx[k] == shape[k]; k--) idx[k] = 0;
+  }
+  return true;
+}
+
 void mr_ref_scale(const float *x, int64_t n, float scale, float bias, float *out) {
   for (int64_t i = 0; i < n; i++) out[i] = (float)((double)x[i] * scale + bias);
 }

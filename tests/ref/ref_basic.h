@@ -16,6 +16,9 @@ int mr_ref_broadcast_shape(int a_ndim, const int64_t *a_shape, int b_ndim, const
    gives (the caller sizes it). Returns false if the shapes do not broadcast. */
 bool mr_ref_binary(mr_binary_op op, const float *a, int a_ndim, const int64_t *a_shape, const float *b, int b_ndim,
                    const int64_t *b_shape, float *out);
+/* a * (b + beta) + c with broadcasting over all three (out has the broadcast shape). */
+bool mr_ref_mul_add(const float *a, int a_ndim, const int64_t *a_shape, const float *b, int b_ndim,
+                    const int64_t *b_shape, float beta, const float *c, int c_ndim, const int64_t *c_shape, float *out);
 
 /* out[i] = x[i] * scale + bias, i < n. */
 void mr_ref_scale(const float *x, int64_t n, float scale, float bias, float *out);

@@ -4,7 +4,8 @@ held-out clips never seen in training, and prompt/seed pairs covering the
 world's combinations evenly."""
 from __future__ import annotations
 
-from typing import List, Tuple
+import dataclasses
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -75,12 +76,15 @@ EFFECT_TRAIN_STREAM = 30
 
 
 def effect_clip(seed: int, effect: str, index: int, frames: int = 17, size: int = 64,
-                stream: int = EFFECT_TRAIN_STREAM) -> Clip:
-    """The index-th clip of an effect's set (deterministic in seed, stream, index)."""
+                stream: int = EFFECT_TRAIN_STREAM, gray: Optional[Tuple[int, int]] = None) -> Clip:
+    """The index-th clip of an effect's set (deterministic in seed, stream, index); with
+    gray, the same draw on a gray background of a shade within that range."""
     from .world import EFFECTS, sample_effect_spec
     rng = np.random.default_rng([seed, stream, index])
     spec = sample_effect_spec(rng, effect)
-    return varied_clip(rng, spec, frames, size, scale_range=EFFECTS[effect].scale_range)
+    if gray is not None:
+        spec = dataclasses.replace(spec, background="gray")
+    return varied_clip(rng, spec, frames, size, scale_range=EFFECTS[effect].scale_range, bg_range=gray)
 
 
 def effect_cases(seed: int, effect: str, n: int, frames: int = 17, size: int = 64, stream: int = 31):

@@ -217,6 +217,23 @@ class TestVariedWorld(unittest.TestCase):
             np.testing.assert_array_equal(clip.frames[0, 0, 0], np.array(bg, np.uint8))
         self.assertGreater(len(grays), 3)            # shades really vary
 
+    def test_an_effect_clip_on_a_chosen_light_gray(self):
+        from tools.tinyworld import evalset
+        for i in range(12):
+            plain = evalset.effect_clip(3, "squish", i)
+            light = evalset.effect_clip(3, "squish", i, gray=(125, 150))
+            self.assertEqual(light.spec.background, "gray")
+            v = light.spec.bg_rgb
+            self.assertTrue(125 <= v[0] <= 150 and v[0] == v[1] == v[2], v)
+            np.testing.assert_array_equal(light.frames[0, 0, 0], np.array(v, np.uint8))
+            # the same draw otherwise: the object and its effect are the plain clip's
+            self.assertEqual([(o.shape, o.colour, o.motion) for o in light.spec.objects],
+                             [(o.shape, o.colour, o.motion) for o in plain.spec.objects])
+        with self.assertRaises(ValueError):
+            from tools.tinyworld.world import vary_spec
+            vary_spec(np.random.default_rng(0), ClipSpec.single("circle", "red", "right", "dark blue"),
+                      bg_range=(125, 150))
+
     def test_two_objects_never_overlap_and_both_are_checked(self):
         from tools.tinyworld.checker import check_objects
         from tools.tinyworld.world import sample_spec2, varied_clip

@@ -513,10 +513,16 @@ COLOUR_JITTER = 20          # per channel, either way, clipped to 0..255
 SCALE_RANGE = (0.6, 1.3)    # factor on a motion's size range (log-uniform): 11 px squares to 35 px
 
 
-def vary_spec(rng: np.random.Generator, spec: ClipSpec, scale_range: Tuple[float, float] = SCALE_RANGE) -> ClipSpec:
+def vary_spec(rng: np.random.Generator, spec: ClipSpec, scale_range: Tuple[float, float] = SCALE_RANGE,
+              bg_range: Optional[Tuple[int, int]] = None) -> ClipSpec:
     """The spec with its shades drawn: the background within its range (gray shades stay
-    gray, one value on all channels), each object's colour jittered and its size scaled."""
+    gray, one value on all channels; bg_range narrows a gray or black one), each object's
+    colour jittered and its size scaled."""
     lo_hi = BACKGROUND_RANGES[spec.background]
+    if bg_range is not None:
+        if spec.background not in ("gray", "black"):
+            raise ValueError(f"bg_range applies to a gray or black background, not {spec.background}")
+        lo_hi = (bg_range,)
     if spec.background == "gray" or spec.background == "black":
         v = int(rng.integers(lo_hi[0][0], lo_hi[0][1] + 1))
         bg = (v, v, v)
@@ -542,11 +548,12 @@ def sample_spec2(rng: np.random.Generator) -> ClipSpec:
 
 
 def varied_clip(rng: np.random.Generator, spec: ClipSpec, frames: int = 17, size: int = 64,
-                tries: int = 20, scale_range: Tuple[float, float] = SCALE_RANGE) -> Clip:
+                tries: int = 20, scale_range: Tuple[float, float] = SCALE_RANGE,
+                bg_range: Optional[Tuple[int, int]] = None) -> Clip:
     """A clip of spec in the varied world: shades and sizes drawn (vary_spec); a draw whose
     objects cannot be placed apart is redrawn."""
     for _ in range(tries):
-        v = vary_spec(rng, spec, scale_range)
+        v = vary_spec(rng, spec, scale_range, bg_range)
         try:
             return sample_clip(rng, v, frames, size)
         except ValueError:

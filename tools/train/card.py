@@ -150,20 +150,25 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
         for before, count in rc.get("extended", []):
             lines += [f"The reference stage's cosine learning-rate schedule ran towards {count:,} steps until step "
                       f"{before:,}, where its length was changed (recorded in its configuration).", ""]
-    fx = info.get("effect_decoder_stage")
-    if fx:
+    stages = info.get("effect_decoder_stages") or ([info["effect_decoder_stage"]] if info.get("effect_decoder_stage") else [])
+    for n, fx in enumerate(stages):
         fc, fm = fx["config"], fx["metrics"]
         lo, hi = fc["regen_steps"]
+        command = fx.get("command", "/usr/bin/python3 -m tools.train.stage_effect_dec --out runs/fx_dec --export models/default")
+        light = ""
+        if fc.get("p_light"):
+            a, b = fc["light_range"]
+            light = f"; {_pct(fc['p_light'])} of the effect and varied clips on a light gray of {a}–{b}"
         lines += [
-            "Then the decoder was fine-tuned again, for the effect templates' LoRAs: `/usr/bin/python3 -m "
-            "tools.train.stage_effect_dec --out runs/fx_dec --export models/default` (seed "
+            ("Then the decoder was fine-tuned again, for the effect templates' LoRAs" if n == 0 else
+             "Then that stage ran again on its own decoder") + f": `{command}` (seed "
             f"{fc['seed']}; docs/default-model.md). The encoder, the DiT and the LoRAs are unchanged.",
             "",
             "| stage | steps | time |",
             "| --- | --- | --- |",
             f"| VAE decoder, encoder frozen (batch {fc['batch']} × {cfg['frames']} frames, lr {fc['lr']}; "
             f"{_pct(fc['p_effect'])} of the clips are effect clips, {_pct(fc.get('p_varied', 0))} of the others from "
-            f"the varied world; {_pct(fc['generated'])} of the clips decoded "
+            f"the varied world{light}; {_pct(fc['generated'])} of the clips decoded "
             "from the latent the DiT's sampler makes of theirs, with the effect's LoRA and the template's prompt "
             f"for an effect clip, denoised from step {lo}–{hi} of {cfg['eval_steps']}) "
             f"| {_n(fm.get('vae_fx_steps'))} | {_dur(fm.get('vae_fx_seconds'))} |",

@@ -31,7 +31,8 @@ import math
 import os
 import shutil
 import time
-from typing import Dict, Tuple
+import sys
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -59,6 +60,8 @@ class FxDecConfig:
     warmup: int = 50
     p_effect: float = 0.5             # fraction of the clips that are effect clips (effects in turn)
     p_varied: float = 0.5             # of the base clips, the fraction from the varied world
+    p_light: float = 0.0              # of the effect and varied clips, the fraction on a light gray
+    light_range: Tuple[int, int] = (125, 150)   # that gray's shades (the varied world's top)
     generated: float = 0.5            # fraction decoded from the sampler's latent of the clip
     regen_steps: Tuple[int, int] = (8, 14)   # of the 20-step schedule: sigma 0.83 .. 0.56
     effect_clip_base: int = 10_000    # effect clip indices (the LoRAs' caches hold 0..383)
@@ -85,6 +88,15 @@ def load_loras(mods, folder: str, rank: int, alpha: float) -> Dict[str, dict]:
     return out
 
 
+def light(fc: FxDecConfig, rng: np.random.Generator) -> Optional[Tuple[int, int]]:
+    """The light gray range for this clip with probability p_light, else None (the world's
+    own draw). Users' photos are often lighter than the world's gray of 110: the first run
+    left the decoder unable to draw a gray of 135-150 even for true clips (docs/default-model.md)."""
+    if fc.p_light <= 0:
+        return None                   # no draw: the first run's random streams stay as they were
+    return tuple(fc.light_range) if rng.random() < fc.p_light else None
+
+
 def batch_clips(fc: FxDecConfig, cfg, rng: np.random.Generator, step: int):
     """fc.batch clips, each a base clip (with p_varied from the varied world: shades and
     sizes off the palette, as users' photos are) or (with p_effect) an effect clip, which is
@@ -95,11 +107,15 @@ def batch_clips(fc: FxDecConfig, cfg, rng: np.random.Generator, step: int):
         j = step * fc.batch + i
         if rng.random() < fc.p_effect:
             e = effects[int(rng.integers(len(effects)))]
-            clips.append(evalset.effect_clip(cfg.seed, e, fc.effect_clip_base + j, cfg.frames, cfg.size))
+            clips.append(evalset.effect_clip(cfg.seed, e, fc.effect_clip_base + j, cfg.frames, cfg.size,
+                                             gray=light(fc, rng)))
             kinds.append(e)
         elif rng.random() < fc.p_varied:
             r = np.random.default_rng([cfg.seed, 41, j])
-            clips.append(evalset.varied_clip(r, sample_spec(r), cfg.frames, cfg.size))
+            spec, gray = sample_spec(r), light(fc, rng)
+            if gray is not None:
+                spec = dataclasses.replace(spec, background="gray")
+            clips.append(evalset.varied_clip(r, spec, cfg.frames, cfg.size, bg_range=gray))
             kinds.append(None)
         else:
             clips.append(train_clip(cfg.seed, fc.base_clip_base + j, cfg.frames, cfg.size))
@@ -243,6 +259,9 @@ def main(argv=None) -> int:
     ap.add_argument("--loras", default=os.path.join(ROOT, "recipes", "templates", "loras"))
     ap.add_argument("--out", required=True, help="run folder (resumable)")
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--p-effect", type=float, default=None, help="fraction of effect clips (default 0.5)")
+    ap.add_argument("--p-light", type=float, default=None,
+                    help="fraction of the effect and varied clips on a light gray (default 0)")
     ap.add_argument("--eval", type=int, default=24, help="held-out photos per effect compared (0: none)")
     ap.add_argument("--export", help="write the new VAE into this pack (a copy of --pack) when done")
     ap.add_argument("--smoke", action="store_true", help="a few steps of everything")
@@ -250,6 +269,10 @@ def main(argv=None) -> int:
     fc = FxDecConfig()
     if a.steps is not None:
         fc.steps = a.steps
+    if a.p_effect is not None:
+        fc.p_effect = a.p_effect
+    if a.p_light is not None:
+        fc.p_light = a.p_light
     if a.smoke:
         fc.steps, fc.warmup, a.eval = 2, 1, 1
     os.makedirs(a.out, exist_ok=True)
@@ -297,17 +320,19 @@ def main(argv=None) -> int:
         metrics = done["metrics"]
     log("vae_fx metrics " + json.dumps(metrics))
     if a.export:
-        export(a.pack, a.export, cfg, vae, new, metrics)
+        argv = sys.argv[1:] if argv is None else argv
+        command = "/usr/bin/python3 -m tools.train.stage_effect_dec " + " ".join(argv)
+        export(a.pack, a.export, cfg, vae, new, metrics, command)
         log(f"wrote {a.export}/Wan2.1_VAE.pth")
     return 0
 
 
-def export(src: str, out: str, cfg, vae, fc_json: dict, metrics: dict) -> None:
+def export(src: str, out: str, cfg, vae, fc_json: dict, metrics: dict, command: str) -> None:
     """The pack at src with this VAE, into out (src itself allowed): the VAE file, the
     per-item reference figures, the round-trip ceiling and the PyTorch gate figures
-    recomputed (the earlier ones kept in the stage's record), the stage recorded as
-    "effect_decoder_stage", the card rewritten; each file written beside its final name
-    and renamed."""
+    recomputed (the earlier ones kept in the stage's record), the run appended to
+    "effect_decoder_stages" (a stage may run again on its own output), the card rewritten;
+    each file written beside its final name and renamed."""
     from .card import write_card
     from .evaluate import reference_figures, vae_checker_roundtrip
     if os.path.abspath(src) != os.path.abspath(out):
@@ -319,7 +344,13 @@ def export(src: str, out: str, cfg, vae, fc_json: dict, metrics: dict) -> None:
                                     "vae_checker_roundtrip")}
     m.update(vae_psnr_holdout=metrics["vae_fx_heldout_psnr"], t2v_checker_pass=metrics["vae_fx_t2v"],
              ti2v_first_frame_psnr=metrics["vae_fx_ti2v"], vae_checker_roundtrip=vae_checker_roundtrip(cfg, vae, 40))
-    info["effect_decoder_stage"] = {"config": fc_json, "metrics": metrics, "before": before}
+    stages = info.pop("effect_decoder_stages", [])
+    if "effect_decoder_stage" in info:       # a pack exported before runs were a list
+        stages.append(dict(info.pop("effect_decoder_stage"),
+                           command="/usr/bin/python3 -m tools.train.stage_effect_dec --out runs/fx_dec "
+                                   "--export models/default"))
+    stages.append({"config": fc_json, "metrics": metrics, "before": before, "command": command})
+    info["effect_decoder_stages"] = stages
     info["reference"] = reference_figures(cfg, vae, 16, 8)
     tmp = os.path.join(out, f".Wan2.1_VAE.pth.tmp{os.getpid()}")
     torch.save({k: v.detach().float().clone() for k, v in vae.state_dict().items()}, tmp)

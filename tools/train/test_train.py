@@ -440,8 +440,8 @@ class TestEffectDecoderStage(unittest.TestCase):
         ec = EffectConfig()
         mods = attach_lora(dit, ec.rank, ec.alpha, 0)
         loras = sd.load_loras(mods, os.path.join(root, "recipes", "templates", "loras"), ec.rank, ec.alpha)
-        # two steps of one effect clip each, re-made by the DiT with that effect's LoRA from late steps
-        fc = sd.FxDecConfig(steps=2, batch=1, warmup=1, p_effect=1.0, generated=1.0, regen_steps=(17, 19),
+        # two steps of one effect clip each on a light gray, re-made by the DiT with that effect's LoRA from late steps
+        fc = sd.FxDecConfig(steps=2, batch=1, warmup=1, p_effect=1.0, p_light=1.0, generated=1.0, regen_steps=(17, 19),
                             ckpt_every_s=0.0)
         base = {k: v.clone() for k, v in vae0.state_dict().items()}
         tmp = tempfile.TemporaryDirectory()

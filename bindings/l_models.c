@@ -484,14 +484,39 @@ static const mr_tensor *field_tensor(lua_State *L, int tbl, const char *name) {
   return t;
 }
 
+/* The field context: one tensor, or a list of 1..MR_WAN_DIT_MAX_BATCH (one
+   batched forward). Returns how many, 0 when absent. */
+static int field_contexts(lua_State *L, int tbl, const mr_tensor **out) {
+  lua_getfield(L, tbl, "context");
+  int n = 0;
+  if (lua_istable(L, -1) && !mrl_is_tensor(L, -1)) {
+    int len = (int)luaL_len(L, -1);
+    if (len < 1 || len > MR_WAN_DIT_MAX_BATCH)
+      return luaL_error(L, "forward: field 'context' lists %d contexts; 1 to %d are allowed", len, MR_WAN_DIT_MAX_BATCH);
+    for (int i = 0; i < len; i++) {
+      lua_rawgeti(L, -1, i + 1);
+      if (!mrl_is_tensor(L, -1)) return luaL_error(L, "forward: context[%d] must be a tensor", i + 1);
+      out[n++] = mrl_check_tensor(L, lua_gettop(L));
+      lua_pop(L, 1);
+    }
+  } else if (!lua_isnil(L, -1)) {
+    out[n++] = mrl_check_tensor(L, lua_gettop(L));
+  }
+  lua_pop(L, 1); /* the argument table keeps the tensors alive */
+  return n;
+}
+
 /* dit:forward{x=, t=, context=, y=, clip_fea=, vace_context=, vace_scale=} -> tensor.
-   t is a number, or a table of per-token timesteps (ti2v). */
+   t is a number, or a table of per-token timesteps (ti2v). context = {c1, c2, ...}
+   runs the latent with each as one batch and returns one tensor per context. */
 static int dit_forward(lua_State *L) {
   mr_wan_dit *dit = check_box(L, 1, MRL_DIT)->p;
   luaL_checktype(L, 2, LUA_TTABLE);
   mr_wan_dit_input in = {0};
   in.x = field_tensor(L, 2, "x");
-  in.context = field_tensor(L, 2, "context");
+  const mr_tensor *contexts[MR_WAN_DIT_MAX_BATCH];
+  int nctx = field_contexts(L, 2, contexts);
+  in.context = nctx ? contexts[0] : NULL;
   in.y = field_tensor(L, 2, "y");
   in.clip_fea = field_tensor(L, 2, "clip_fea");
   in.vace_context = field_tensor(L, 2, "vace_context");
@@ -534,14 +559,15 @@ static int dit_forward(lua_State *L) {
   }
   lua_pop(L, 1);
   mr_ctx *ctx = mrl_ctx(L);
-  mrl_tensor_box *b = mrl_push_box(L);
-  mr_tensor *out = NULL;
+  mrl_tensor_box *boxes[MR_WAN_DIT_MAX_BATCH];
+  for (int i = 0; i < nctx; i++) boxes[i] = mrl_push_box(L);
+  mr_tensor *outs[MR_WAN_DIT_MAX_BATCH];
   mr_status st;
-  MRL_RETRY_DEVMEM(L, st, mr_wan_dit_forward(dit, &in, &out));
+  MRL_RETRY_DEVMEM(L, st, mr_wan_dit_forward_batch(dit, &in, nctx, contexts, outs));
   free(tt);
   if (st != MR_OK) return mrl_raise(L, ctx);
-  mrl_box_set(L, b, out, true);
-  return 1;
+  for (int i = 0; i < nctx; i++) mrl_box_set(L, boxes[i], outs[i], true);
+  return nctx;
 }
 
 /* ------------------------------------------------------------------ VAE */

@@ -147,8 +147,9 @@ local mode = R.mode{
       run.trail = #lat
       for i, z in ipairs(lat) do run:hold(F + i, z) end
       run.guide = function(_, pass)
-        local v_it <close> = run:forward(pass, run.ctx_c)
-        local v_i <close> = run:forward(pass, run.ctx_u)
+        local pair = {run:forward(pass, {run.ctx_c, run.ctx_u})}  -- one batched forward
+        local v_it <close> = pair[1]
+        local v_i <close> = pair[2]
         local none <close> = pass.x:clone()
         none:slice(2, F + 1, F + #lat):fill_(0)
         local v_n <close> = run:forward(pass, run.ctx_u, none)

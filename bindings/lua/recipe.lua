@@ -541,6 +541,7 @@ end
 
 -- One forward of the DiT on x at timesteps t (a number or per-token list)
 -- with context ctx; extra overrides run.extra's arguments for this pass.
+-- ctx may be a list of contexts: one batched forward, one result each.
 function Run:forward(pass, ctx, x, extra)
   local args = {x = x or pass.x, t = pass.t, context = ctx}
   for k, v in pairs(self.extra) do args[k] = v end
@@ -550,10 +551,11 @@ function Run:forward(pass, ctx, x, extra)
 end
 
 -- Classifier-free guidance: v_u + g (v_c - v_u), or v_c alone when g == 1.
+-- The two predictions come from one batched forward (each weight read once,
+-- each op one dispatch for both).
 function M.cfg_guide(run, pass)
-  local v_c = run:forward(pass, run.ctx_c)
-  if pass.cfg == 1 then return v_c end
-  local v_u <close> = run:forward(pass, run.ctx_u)
+  if pass.cfg == 1 then return run:forward(pass, run.ctx_c) end
+  local v_c, v_u <close> = run:forward(pass, {run.ctx_c, run.ctx_u})
   local v = mr.guidance(v_c, v_u, pass.cfg)
   v_c:close()
   return v

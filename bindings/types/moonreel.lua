@@ -841,7 +841,7 @@ function T5:close() end
 ---@class mr.ForwardArgs
 ---@field x mr.Tensor [C, F, H, W] noisy latent
 ---@field t number|number[]|mr.Tensor timestep, or one per token (ti2v)
----@field context mr.Tensor [L, text_dim] text states
+---@field context mr.Tensor|mr.Tensor[] [L, text_dim] text states, or a list of up to 4 (one batched forward)
 ---@field y? mr.Tensor i2v: mask + image latent
 ---@field clip_fea? mr.Tensor i2v with img_emb
 ---@field vace_context? mr.Tensor
@@ -871,9 +871,10 @@ local WanDiT = {}
 ---@return mr.ErrorCode? code
 function mr.wan_dit(path, opts) end
 
----The flow prediction [out_dim, F, H, W] (f32).
+---The flow prediction [out_dim, F, H, W] (f32); with args.context a list of
+---contexts, one batched forward and one prediction per context, in order.
 ---@param args mr.ForwardArgs
----@return mr.Tensor
+---@return mr.Tensor ...
 function WanDiT:forward(args) end
 
 ---@return mr.WanDiTConfig

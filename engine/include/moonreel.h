@@ -631,6 +631,17 @@ typedef struct mr_wan_dit_input {
 /* One forward: returns the new flow prediction [out_dim, F, H, W] (f32). */
 mr_status mr_wan_dit_forward(mr_wan_dit *dit, const mr_wan_dit_input *in, mr_tensor **out);
 
+/* The most contexts one batched forward takes. */
+#define MR_WAN_DIT_MAX_BATCH 4
+/* The forward of in's latent with each of n contexts (in->context is not
+   read), run as one batch: each weight is read once and each op is one
+   dispatch for all n, which is what classifier-free guidance needs per step
+   (the prompt and the negative prompt). outs[i] gets the prediction with
+   contexts[i], as mr_wan_dit_forward would give it; on failure every outs[i]
+   is NULL. */
+mr_status mr_wan_dit_forward_batch(mr_wan_dit *dit, const mr_wan_dit_input *in, int n, const mr_tensor *const *contexts,
+                                   mr_tensor **outs);
+
 /* LoRA adapters (docs/models.md, "LoRA"): the original/ComfyUI, kohya/musubi
    and diffusers namings, lora_A/B or lora_down/up with alpha, .diff and
    .diff_b deltas, LoHa, LoKr and DoRA (dora_scale, always merged). Merged: the weights are rewritten (in f32,

@@ -3,9 +3,11 @@
    3-D RoPE, cross-attention (text, plus CLIP tokens for Wan 2.1 i2v), gated
    FFN, head and unpatchify; VACE hints on top.
 
-   The residual stream x is [L, 1, dim] in f32 and the modulation vectors are
-   [T, 1, dim] views with T = 1 (one timestep) or T = L (per-token, Wan 2.2),
-   so the same broadcasting ops serve both. Every op records into the
+   The residual stream x is [B, L, dim] in f32: B = 1, or one row of the
+   batch per context when the same latent runs with several (classifier-free
+   guidance in one pass, mr_wan_dit_forward_batch). The modulation vectors
+   are [1, T, dim] views with T = 1 (one timestep) or T = L (per-token, Wan
+   2.2), so the same broadcasting ops serve every case. Every op records into the
    context's command stream. The forward runs in one scope (models/scope.h)
    that owns its temporaries and keeps the first error; each block's
    temporaries are collected when the block ends, and their bytes serve the
@@ -21,7 +23,7 @@
 
 typedef struct dit_run {
   mr_wan_dit *d;
-  const mr_tensor *context;   /* [Lctx, 1, dim] embedded (image tokens first for i2v) */
+  const mr_tensor *context;   /* [B, Lctx, dim] embedded (image tokens first for i2v) */
   int img_tokens;             /* leading rows of context attended through k_img/v_img */
   const mr_tensor *e0;        /* [T, 6, dim] */
   const mr_tensor *rope_cos, *rope_sin;
@@ -51,22 +53,23 @@ static mr_tensor *gated(mr_scope *s, const mr_tensor *x, const mr_tensor *y, con
 }
 
 /* Linear, then RMS norm over the whole width (all heads together), then the
-   heads as [1, L, heads, head_dim]. */
+   heads as [B, L, heads, head_dim]. */
 static mr_tensor *project(mr_scope *s, const mr_tensor *x, const dit_linear *l, const mr_tensor *norm, float eps,
                           int heads) {
   mr_tensor *p = linear(s, x, l);
   if (norm) p = sc_rms_norm(s, p, norm, eps);
   if (!p) return NULL;
-  int64_t split[4] = {1, mr_tensor_shape(p)[0], heads, mr_tensor_shape(p)[2] / heads};
+  const int64_t *ps = mr_tensor_shape(p);
+  int64_t split[4] = {ps[0], ps[1], heads, ps[2] / heads};
   return sc_reshape(s, p, 4, split);
 }
 
-/* attention(q, k, v) back to [L, 1, dim]. */
+/* attention(q, k, v) back to [B, L, dim]. */
 static mr_tensor *attend(mr_scope *s, const mr_tensor *q, const mr_tensor *k, const mr_tensor *v) {
   mr_tensor *a = sc_attention(s, q, k, v);
   if (!a) return NULL;
   const int64_t *as = mr_tensor_shape(a);
-  int64_t flat[3] = {as[1], 1, as[2] * as[3]};
+  int64_t flat[3] = {as[0], as[1], as[2] * as[3]};
   return sc_reshape(s, a, 3, flat);
 }
 
@@ -84,13 +87,13 @@ static mr_tensor *cross_attention(mr_scope *s, const dit_run *r, const dit_attn 
   const mr_wan_dit_config *c = &r->d->cfg;
   const mr_tensor *text = r->context;
   if (r->img_tokens) /* Wan 2.1 i2v: image rows first, then the text */
-    text = sc_slice(s, r->context, 0, r->img_tokens, mr_tensor_shape(r->context)[0]);
+    text = sc_slice(s, r->context, 1, r->img_tokens, mr_tensor_shape(r->context)[1]);
   mr_tensor *q = project(s, h, &a->q, a->norm_q, c->eps, c->num_heads);
   mr_tensor *k = project(s, text, &a->k, a->norm_k, c->eps, c->num_heads);
   mr_tensor *v = project(s, text, &a->v, NULL, c->eps, c->num_heads);
   mr_tensor *o = attend(s, q, k, v);
   if (r->img_tokens) {
-    mr_tensor *img = sc_slice(s, r->context, 0, 0, r->img_tokens);
+    mr_tensor *img = sc_slice(s, r->context, 1, 0, r->img_tokens);
     mr_tensor *ki = project(s, img, &a->k_img, a->norm_k_img, c->eps, c->num_heads);
     mr_tensor *vi = project(s, img, &a->v_img, NULL, c->eps, c->num_heads);
     o = sc_add(s, o, attend(s, q, ki, vi));
@@ -98,12 +101,18 @@ static mr_tensor *cross_attention(mr_scope *s, const dit_run *r, const dit_attn 
   return linear(s, o, &a->o);
 }
 
+/* Row k of modulation vectors e [T, n, dim] as a [1, T, dim] view, which
+   broadcasts over the batch and the tokens of x [B, L, dim]. */
+static mr_tensor *chunk(mr_scope *s, const mr_tensor *e, int k) {
+  return sc_permute(s, sc_slice(s, e, 1, k, k + 1), (int[]){1, 0, 2});
+}
+
 /* One WanAttentionBlock: returns the new x. */
 static mr_tensor *block_forward(mr_scope *s, const dit_run *r, const dit_block *b, mr_tensor *x) {
   const mr_wan_dit_config *c = &r->d->cfg;
   mr_tensor *e = sc_add(s, b->modulation, r->e0); /* [T, 6, dim] */
-  mr_tensor *shift_msa = sc_slice(s, e, 1, 0, 1), *scale_msa = sc_slice(s, e, 1, 1, 2), *gate_msa = sc_slice(s, e, 1, 2, 3);
-  mr_tensor *shift_ffn = sc_slice(s, e, 1, 3, 4), *scale_ffn = sc_slice(s, e, 1, 4, 5), *gate_ffn = sc_slice(s, e, 1, 5, 6);
+  mr_tensor *shift_msa = chunk(s, e, 0), *scale_msa = chunk(s, e, 1), *gate_msa = chunk(s, e, 2);
+  mr_tensor *shift_ffn = chunk(s, e, 3), *scale_ffn = chunk(s, e, 4), *gate_ffn = chunk(s, e, 5);
 
   mr_tensor *y = self_attention(s, r, &b->self_attn, modulate(s, x, shift_msa, scale_msa, c->eps));
   x = gated(s, x, y, gate_msa);
@@ -121,7 +130,7 @@ static mr_tensor *embed_patches(mr_scope *s, const mr_tensor *tokens, const dit_
   return sc_linear(s, tokens, sc_reshape(s, l->w, 2, flat), l->b);
 }
 
-/* [C, F, H, W] -> tokens [L, 1, C*ph*pw] in (f, h, w) order, each token's
+/* [C, F, H, W] -> tokens [1, L, C*ph*pw] in (f, h, w) order, each token's
    values in (c, ph, pw) order: the layout of the Conv3d weight. */
 static mr_tensor *patchify(mr_scope *s, const mr_tensor *x, int ph, int pw) {
   if (!x) return NULL;
@@ -132,13 +141,13 @@ static mr_tensor *patchify(mr_scope *s, const mr_tensor *x, int ph, int pw) {
                          ph, pw, mr_shape_str(mr_tensor_ndim(x), xs, b, sizeof b));
   }
   int64_t C = xs[0], F = xs[1], H2 = xs[2] / ph, W2 = xs[3] / pw;
-  int64_t v5[5] = {C, F * H2, ph, W2, pw}, tok[3] = {F * H2 * W2, 1, C * ph * pw};
+  int64_t v5[5] = {C, F * H2, ph, W2, pw}, tok[3] = {1, F * H2 * W2, C * ph * pw};
   int perm[5] = {1, 3, 0, 2, 4};
   mr_tensor *v = sc_reshape(s, sc_contiguous(s, x), 5, v5);
   return sc_reshape(s, sc_contiguous(s, sc_permute(s, v, perm)), 3, tok);
 }
 
-/* tokens [L, 1, ph*pw*C] (values in (ph, pw, c) order) -> [C, F, H, W]. */
+/* tokens [1, L, ph*pw*C] (values in (ph, pw, c) order) -> [C, F, H, W]. */
 static mr_tensor *unpatchify(mr_scope *s, const mr_tensor *t, int64_t C, int64_t F, int64_t H2, int64_t W2, int ph,
                              int pw) {
   int64_t v5[5] = {F * H2, W2, ph, pw, C}, o4[4] = {C, F, H2 * ph, W2 * pw};
@@ -233,18 +242,32 @@ static mr_status rope_for_grid(mr_wan_dit *d, int64_t F, int64_t H, int64_t W, c
   return MR_OK;
 }
 
-/* Text states [Lc, text_dim] zero-padded to text_len rows, then the text MLP. */
-static mr_tensor *embed_text(mr_scope *s, mr_wan_dit *d, const mr_tensor *context) {
+/* Each context's text states [Lc, text_dim] zero-padded to text_len rows,
+   stacked as [B, text_len, text_dim], then the text MLP. */
+static mr_tensor *embed_text(mr_scope *s, mr_wan_dit *d, int n, const mr_tensor *const *contexts) {
   const mr_wan_dit_config *c = &d->cfg;
-  const int64_t *cs = mr_tensor_shape(context);
-  int nd = mr_tensor_ndim(context);
-  int64_t rows = nd == 3 && cs[0] == 1 ? cs[1] : cs[0], width = cs[nd - 1];
-  if ((nd != 2 && !(nd == 3 && cs[0] == 1)) || width != c->text_dim || rows > c->text_len)
-    return mr_scope_fail(s, MR_EINVAL, "Wan DiT: context must be [L <= %d, %d], got %d dims with %lld x %lld",
-                         c->text_len, c->text_dim, nd, (long long)rows, (long long)width);
-  int64_t flat[2] = {rows, width}, pads[4] = {0, c->text_len - rows, 0, 0};
-  mr_tensor *h = sc_pad(s, sc_reshape(s, sc_contiguous(s, context), 2, flat), pads, 0.0f);
+  mr_tensor *padded[MR_WAN_DIT_MAX_BATCH];
+  for (int i = 0; i < n; i++) {
+    const int64_t *cs = mr_tensor_shape(contexts[i]);
+    int nd = mr_tensor_ndim(contexts[i]);
+    int64_t rows = nd == 3 && cs[0] == 1 ? cs[1] : cs[0], width = cs[nd - 1];
+    if ((nd != 2 && !(nd == 3 && cs[0] == 1)) || width != c->text_dim || rows > c->text_len)
+      return mr_scope_fail(s, MR_EINVAL, "Wan DiT: context%s must be [L <= %d, %d], got %d dims with %lld x %lld",
+                           n > 1 ? (i ? " 2" : " 1") : "", c->text_len, c->text_dim, nd, (long long)rows,
+                           (long long)width);
+    int64_t flat[2] = {rows, width}, pads[4] = {0, c->text_len - rows, 0, 0}, one[3] = {1, c->text_len, width};
+    padded[i] = sc_reshape(s, sc_pad(s, sc_reshape(s, sc_contiguous(s, contexts[i]), 2, flat), pads, 0.0f), 3, one);
+  }
+  mr_tensor *h = n == 1 ? padded[0] : sc_concat(s, (const mr_tensor *const *)padded, n, 0);
   return linear(s, sc_unary(s, MR_UNARY_GELU_TANH, linear(s, h, &d->text0)), &d->text2);
+}
+
+/* n copies of t [1, ...] stacked along dim 0 (t itself when n is 1). */
+static mr_tensor *repeat_batch(mr_scope *s, mr_tensor *t, int n) {
+  if (n == 1) return t;
+  const mr_tensor *parts[MR_WAN_DIT_MAX_BATCH];
+  for (int i = 0; i < n; i++) parts[i] = t;
+  return sc_concat(s, parts, n, 0);
 }
 
 /* CLIP features through img_emb: LayerNorm, Linear, exact GELU, Linear, LayerNorm. */
@@ -282,10 +305,14 @@ static void vace_hints(mr_scope *s, mr_wan_dit *d, const dit_run *r, const mr_wa
   }
 }
 
-static mr_status check_input(mr_wan_dit *d, const mr_wan_dit_input *in) {
+static mr_status check_input(mr_wan_dit *d, const mr_wan_dit_input *in, int n, const mr_tensor *const *contexts) {
   mr_ctx *ctx = d->ctx;
   const mr_wan_dit_config *c = &d->cfg;
-  if (!in || !in->x || !in->context) return mr_error(ctx, MR_EINVAL, "Wan DiT: x and context are required");
+  if (!in || !in->x) return mr_error(ctx, MR_EINVAL, "Wan DiT: x and context are required");
+  if (n < 1 || n > MR_WAN_DIT_MAX_BATCH)
+    return mr_error(ctx, MR_EINVAL, "Wan DiT: %d contexts in one batch; 1 to %d are allowed", n, MR_WAN_DIT_MAX_BATCH);
+  for (int i = 0; i < n; i++)
+    if (!contexts[i]) return mr_error(ctx, MR_EINVAL, "Wan DiT: x and context are required");
   if (c->img_dim && !in->clip_fea) return mr_error(ctx, MR_EINVAL, "Wan DiT (%s): clip_fea is required", c->model_type);
   const int64_t *xs = mr_tensor_shape(in->x);
   if (mr_tensor_ndim(in->x) != 4) return mr_error(ctx, MR_EINVAL, "Wan DiT: x must be [C, F, H, W]");
@@ -310,7 +337,13 @@ static mr_status check_input(mr_wan_dit *d, const mr_wan_dit_input *in) {
 
 mr_status mr_wan_dit_forward(mr_wan_dit *d, const mr_wan_dit_input *in, mr_tensor **out) {
   *out = NULL;
-  mr_status st = check_input(d, in);
+  return mr_wan_dit_forward_batch(d, in, 1, in ? &in->context : NULL, out);
+}
+
+mr_status mr_wan_dit_forward_batch(mr_wan_dit *d, const mr_wan_dit_input *in, int n, const mr_tensor *const *contexts,
+                                   mr_tensor **outs) {
+  for (int i = 0; i < n && i < MR_WAN_DIT_MAX_BATCH; i++) outs[i] = NULL;
+  mr_status st = check_input(d, in, n, contexts);
   if (st != MR_OK) return st;
   const mr_wan_dit_config *c = &d->cfg;
   const int64_t *xs = mr_tensor_shape(in->x);
@@ -318,10 +351,10 @@ mr_status mr_wan_dit_forward(mr_wan_dit *d, const mr_wan_dit_input *in, mr_tenso
   mr_scope scope, *s = &scope;
   mr_scope_begin(s, d->ctx);
 
-  /* tokens */
+  /* tokens: the same latent in every row of the batch */
   const mr_tensor *xin = in->x;
   if (in->y) xin = sc_concat(s, (const mr_tensor *[]){in->x, in->y}, 2, 0);
-  mr_tensor *x = embed_patches(s, patchify(s, xin, c->patch[1], c->patch[2]), &d->patch);
+  mr_tensor *x = repeat_batch(s, embed_patches(s, patchify(s, xin, c->patch[1], c->patch[2]), &d->patch), n);
 
   /* time: e [T, 1, dim] and e0 [T, 6, dim] */
   float t1 = in->t;
@@ -336,11 +369,13 @@ mr_status mr_wan_dit_forward(mr_wan_dit *d, const mr_wan_dit_input *in, mr_tenso
   e = sc_reshape(s, e, 3, (int64_t[]){T, 1, c->dim});
   e0 = sc_reshape(s, e0, 3, (int64_t[]){T, 6, c->dim});
 
-  /* context: [img tokens;] text tokens, as [Lctx, 1, dim] */
-  mr_tensor *context = embed_text(s, d, in->context);
-  if (c->img_dim) context = sc_concat(s, (const mr_tensor *[]){embed_image(s, d, in->clip_fea), context}, 2, 0);
-  if (context) context = sc_reshape(s, context, 3, (int64_t[]){mr_tensor_shape(context)[0], 1, c->dim});
-
+  /* context: [B, Lctx, dim], [img tokens;] text tokens */
+  mr_tensor *context = embed_text(s, d, n, contexts);
+  if (c->img_dim) {
+    mr_tensor *img = embed_image(s, d, in->clip_fea);
+    if (img) img = repeat_batch(s, sc_reshape(s, img, 3, (int64_t[]){1, mr_tensor_shape(img)[0], c->dim}), n);
+    context = sc_concat(s, (const mr_tensor *[]){img, context}, 2, 1);
+  }
   dit_run run = {.d = d, .context = context, .e0 = e0};
   if (c->img_dim) run.img_tokens = image_context_rows(c, mr_tensor_numel(in->clip_fea) / c->img_dim);
   if (mr_scope_ok(s)) mr_scope_own(s, rope_for_grid(d, F, H2, W2, &run.rope_cos, &run.rope_sin), NULL);
@@ -358,18 +393,24 @@ mr_status mr_wan_dit_forward(mr_wan_dit *d, const mr_wan_dit_input *in, mr_tenso
     if (b->streamed) mr_scope_own(s, mr_params_fetch(&d->params, b->first_param, b->end_param), NULL);
     size_t mark = mr_scope_mark(s);
     mr_tensor *y = block_forward(s, &run, b, x);
-    for (int n = 0; hints && n < c->n_vace_layers; n++)
-      if (c->vace_layers[n] == i) y = sc_add(s, y, hints[n]);
+    for (int k = 0; hints && k < c->n_vace_layers; k++)
+      if (c->vace_layers[k] == i) y = sc_add(s, y, hints[k]);
     x = mr_scope_collect(s, mark, y, x);
     if (b->streamed) mr_params_evict(&d->params, b->first_param, b->end_param);
   }
 
   /* head: shift, scale = head.modulation + e */
   mr_tensor *m = sc_add(s, d->head_modulation, e); /* [T, 2, dim] */
-  mr_tensor *h = linear(s, modulate(s, x, sc_slice(s, m, 1, 0, 1), sc_slice(s, m, 1, 1, 2), c->eps), &d->head);
-  mr_tensor *v = unpatchify(s, h, c->out_dim, F, H2, W2, c->patch[1], c->patch[2]);
+  mr_tensor *h = linear(s, modulate(s, x, chunk(s, m, 0), chunk(s, m, 1), c->eps), &d->head);
+  for (int i = 0; i < n; i++)
+    outs[i] = mr_scope_disown(s, unpatchify(s, sc_slice(s, h, 0, i, i + 1), c->out_dim, F, H2, W2, c->patch[1],
+                                            c->patch[2]));
   free(hints);
-  st = mr_scope_end(s, &v);
-  *out = v;
+  st = mr_scope_end(s, NULL);
+  if (st != MR_OK)
+    for (int i = 0; i < n; i++) {
+      mr_tensor_free(outs[i]);
+      outs[i] = NULL;
+    }
   return st;
 }

@@ -132,6 +132,35 @@ describe("recipe modes", function()
     assert.is_true(max_abs(want, got.frames) < 1e-4, "vace r2v differs from the method: " .. max_abs(want, got.frames))
   end)
 
+  it("dit:forward with a list of contexts: one batched forward, each prediction the single forward's bits", function()
+    for _, name in ipairs{"phantom", "vace"} do
+      local pack <close> = mr.pack.load(packs[name])
+      local shape = pack:latent_shape(32, 32, 5)
+      local x = mr.randn(shape, "11")
+      local ctx_c, ctx_u = pack:encode_text("a red ball"), pack:encode_text("")
+      local args = {x = x, t = 700}
+      if name == "vace" then
+        args.vace_context = mr.randn({pack.dit:config().vace_in_dim, shape[2], shape[3], shape[4]}, "12")
+      end
+      local function with(ctx)
+        local a = {}
+        for k, v in pairs(args) do a[k] = v end
+        a.context = ctx
+        return a
+      end
+      local v_c, v_u = pack.dit:forward(with{ctx_c, ctx_u})
+      assert.are.equal(0, max_abs(v_c, pack.dit:forward(with(ctx_c))), name)
+      assert.are.equal(0, max_abs(v_u, pack.dit:forward(with(ctx_u))), name)
+      assert.is_true(max_abs(v_c, v_u) > 1e-4, name)
+      local ok, err = pcall(pack.dit.forward, pack.dit, with{ctx_c, ctx_u, ctx_c, ctx_u, ctx_c})
+      assert.is_false(ok)
+      assert.truthy(err:find("lists 5 contexts; 1 to 4 are allowed", 1, true), err)
+      ok, err = pcall(pack.dit.forward, pack.dit, with{ctx_c, "text"})
+      assert.is_false(ok)
+      assert.truthy(err:find("context[2] must be a tensor", 1, true), err)
+    end
+  end)
+
   it("r2v VACE takes 1 and 7 references from the command line, each recorded with its hash", function()
     for _, n in ipairs{1, 7} do
       local flags = {"--model", packs.vace, "--prompt", "@1 rolls", "--seed", "3", "--out", tmp .. "/out/v" .. n .. ".mp4"}

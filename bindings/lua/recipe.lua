@@ -769,8 +769,8 @@ function M.finish(run, x)
     x:close()
   end
   local dbar = M.progress("decode", 100, opts.quiet)
-  local chunks = video:shape(2)
-  report(run, "decode", 0, chunks)
+  local n = video:shape(2) -- progress counts latent frames decoded (the VAE's chunks hold one or more)
+  report(run, "decode", 0, n)
   local on_frames = opts.on_frames and function(chunk, first)
     local go = opts.on_frames(chunk, first, p.frames)
     chunk:close()
@@ -778,7 +778,7 @@ function M.finish(run, x)
   end
   local frames = check(run.pack.vae:decode(video, function(done)
     dbar:update(done * 100)
-    return not opts.progress or opts.progress("decode", math.floor(done * chunks + 0.5), chunks) ~= false
+    return not opts.progress or opts.progress("decode", math.floor(done * n + 0.5), n) ~= false
   end, on_frames))
   dbar:done()
   video:close()

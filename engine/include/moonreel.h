@@ -572,6 +572,15 @@ typedef bool (*mr_frames_fn)(const mr_tensor *frames, int64_t first, void *user)
    (after the progress call), so a host can show a video while it decodes. */
 mr_status mr_wan_vae_decode_each(mr_wan_vae *vae, const mr_tensor *latent, mr_progress_fn progress,
                                  mr_frames_fn on_frames, void *user, mr_tensor **out);
+/* Latent frames per decode chunk after the first (always one frame, as the
+   reference decodes it). Each later chunk continues the causal caches, so any
+   chunking gives the same bits; larger chunks take fewer dispatches and more
+   memory. 0, the default, takes as many as keep a chunk within
+   MR_WAN_VAE_CHUNK_PIXELS output pixels (frames x height x width): every
+   latent frame alone from 256x256 up, as the reference; a whole 64x64 clip
+   of 17 frames in two chunks. */
+#define MR_WAN_VAE_CHUNK_PIXELS (1 << 18)
+void mr_wan_vae_set_decode_chunk(mr_wan_vae *vae, int latent_frames);
 int mr_wan_vae_z_dim(const mr_wan_vae *vae);
 int mr_wan_vae_spatial_stride(const mr_wan_vae *vae);   /* 8 or 16 */
 int mr_wan_vae_version(const mr_wan_vae *vae);          /* 21 or 22 */

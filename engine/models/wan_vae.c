@@ -138,14 +138,17 @@ const mr_params *mr_wan_vae_params(const mr_wan_vae *vae) { return &vae->params;
 
 int mr_wan_vae_z_dim(const mr_wan_vae *vae) { return vae->z_dim; }
 int mr_wan_vae_spatial_stride(const mr_wan_vae *vae) { return vae->sstride; }
+void mr_wan_vae_set_decode_chunk(mr_wan_vae *vae, int latent_frames) { vae->decode_chunk = latent_frames > 0 ? latent_frames : 0; }
 int mr_wan_vae_version(const mr_wan_vae *vae) { return vae->version; }
 
-/* After each chunk: release its memory, honour interrupts, report progress. */
-static mr_status chunk_done(mr_ctx *ctx, int i, int n, mr_progress_fn progress, void *user, const char *what) {
+/* After each chunk: release its memory, honour interrupts, report progress
+   (done: the fraction of the latent frames done). */
+static mr_status chunk_done(mr_ctx *ctx, int i, int n, float done, mr_progress_fn progress, void *user,
+                            const char *what) {
   mr_status st = mr_ctx_sync(ctx);
   if (st != MR_OK) return st;
   if (mr_ctx_take_interrupt(ctx)) return mr_error(ctx, MR_ECANCELED, "Wan VAE %s: interrupted after chunk %d of %d", what, i + 1, n);
-  if (progress && !progress((float)(i + 1) / (float)n, user))
+  if (progress && !progress(done, user))
     return mr_error(ctx, MR_ECANCELED, "Wan VAE %s: canceled by the progress callback after chunk %d of %d", what, i + 1, n);
   return MR_OK;
 }
@@ -199,7 +202,7 @@ mr_status mr_wan_vae_encode(mr_wan_vae *vae, const mr_tensor *video, mr_progress
     vae->enc.first_chunk = i == 0;
     encode_chunk(s, vae, video, i, sc_slice(s, lat, 1, i, i + 1));
     mr_scope_collect(s, mark, NULL, NULL);
-    if (mr_scope_ok(s)) mr_scope_own(s, chunk_done(ctx, i, n, progress, user, "encode"), NULL);
+    if (mr_scope_ok(s)) mr_scope_own(s, chunk_done(ctx, i, n, (float)(i + 1) / (float)n, progress, user, "encode"), NULL);
   }
   mr_vae_coder_reset(&vae->enc);
   mr_status st = mr_scope_end(s, &lat);
@@ -207,9 +210,10 @@ mr_status mr_wan_vae_encode(mr_wan_vae *vae, const mr_tensor *video, mr_progress
   return st;
 }
 
-/* Latent frame i to its video frames, written into dst. */
-static void decode_chunk(mr_scope *s, mr_wan_vae *vae, const mr_tensor *latent, int i, mr_tensor *dst) {
-  mr_tensor *z = sc_slice(s, latent, 1, i, i + 1);
+/* Latent frames [l0, l1) to their video frames, written into dst. */
+static void decode_chunk(mr_scope *s, mr_wan_vae *vae, const mr_tensor *latent, int64_t l0, int64_t l1, int i,
+                         mr_tensor *dst) {
+  mr_tensor *z = sc_slice(s, latent, 1, l0, l1);
   if (mr_tensor_dtype(latent) != MR_F32) z = sc_cast(s, z, MR_F32);
   if (vae->have_stats) z = sc_mul_add(s, z, vae->std, 0.0f, vae->mean); /* mu */
   mr_tensor *y = mr_vae_coder_forward(s, &vae->dec, sc_conv3d(s, z, vae->conv2.w, vae->conv2.b, NULL, NULL));
@@ -238,19 +242,27 @@ mr_status mr_wan_vae_decode_each(mr_wan_vae *vae, const mr_tensor *latent, mr_pr
   if (mr_tensor_ndim(latent) != 4 || ls[0] != vae->z_dim || ls[1] < 1 || ls[2] < 1 || ls[3] < 1)
     return mr_error(ctx, MR_EINVAL, "Wan VAE decode: latent must be [%d, T, h, w], got %s", vae->z_dim,
                     mr_shape_str(mr_tensor_ndim(latent), mr_tensor_shape(latent), txt, sizeof txt));
-  int n = (int)ls[1], S = vae->sstride;
+  int64_t T = ls[1], S = vae->sstride, ts = vae->tstride;
+  /* latent frame 0 alone, then chunks of k latent frames (ts video frames each) */
+  int64_t k = vae->decode_chunk;
+  if (k <= 0) {
+    int64_t per_frame = ts * ls[2] * S * ls[3] * S;
+    k = per_frame > 0 ? MR_WAN_VAE_CHUNK_PIXELS / per_frame : 1;
+    if (k < 1) k = 1;
+  }
+  int n = 1 + (int)((T - 1 + k - 1) / k);
   mr_scope scope, *s = &scope;
   mr_scope_begin(s, ctx);
-  mr_tensor *video = sc_empty(s, MR_F32, 4, (int64_t[]){3, 1 + (int64_t)vae->tstride * (n - 1), ls[2] * S, ls[3] * S});
+  mr_tensor *video = sc_empty(s, MR_F32, 4, (int64_t[]){3, 1 + ts * (T - 1), ls[2] * S, ls[3] * S});
   mr_vae_coder_reset(&vae->dec);
   for (int i = 0; i < n && mr_scope_ok(s); i++) {
-    int64_t f0, f1;
-    chunk_frames(i, vae->tstride, &f0, &f1);
+    int64_t l0 = i == 0 ? 0 : 1 + (i - 1) * k, l1 = i == 0 ? 1 : (l0 + k < T ? l0 + k : T);
+    int64_t f0 = l0 == 0 ? 0 : 1 + ts * (l0 - 1), f1 = 1 + ts * (l1 - 1);
     size_t mark = mr_scope_mark(s);
     vae->dec.first_chunk = i == 0;
-    decode_chunk(s, vae, latent, i, sc_slice(s, video, 1, f0, f1));
+    decode_chunk(s, vae, latent, l0, l1, i, sc_slice(s, video, 1, f0, f1));
     mr_scope_collect(s, mark, NULL, NULL);
-    if (mr_scope_ok(s)) mr_scope_own(s, chunk_done(ctx, i, n, progress, user, "decode"), NULL);
+    if (mr_scope_ok(s)) mr_scope_own(s, chunk_done(ctx, i, n, (float)l1 / (float)T, progress, user, "decode"), NULL);
     /* the chunk is computed and synced: its frames are final */
     if (on_frames && mr_scope_ok(s)) {
       mr_tensor *done = sc_slice(s, video, 1, f0, f1);

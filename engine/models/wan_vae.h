@@ -93,6 +93,7 @@ struct mr_wan_vae {
   mr_params params;           /* every tensor of the checkpoint, under its official name */
   mr_tensor *mean, *std;      /* [z, 1, 1, 1] f32 latent statistics (not parameters) */
   bool have_stats;            /* false: no released VAE has this z_dim; latents are raw mu */
+  int decode_chunk;           /* latent frames per decode chunk after the first; 0: by MR_WAN_VAE_CHUNK_PIXELS */
 };
 
 /* ---------------------------------------------------------------- blocks (wan_vae_blocks.c) */

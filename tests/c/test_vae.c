@@ -142,6 +142,23 @@ static void run_policy(mr_ctx *ctx, const char *model, mr_weights *w, const vect
   }
   printf("%-28s %-4s encode rel L2 %.3g (%.2f s)  decode rel L2 %.3g (%.2f s)\n", model, mr_dtype_name(policy), e_enc,
          t1 - t0, e_dec, t3 - t2);
+  /* any decode chunking gives the same bits: one latent frame at a time (the
+     reference's loop) and two at a time against the default's fewer chunks */
+  float *whole = dec ? mr_test_read(ctx, dec) : NULL;
+  int chunks[2] = {1, 2};
+  for (int c = 0; c < 2 && whole; c++) {
+    progress_log cl = {0, 0, 0};
+    mr_tensor *again = NULL;
+    mr_wan_vae_set_decode_chunk(vae, chunks[c]);
+    CHECK_OK(ctx, mr_wan_vae_decode(vae, mu, on_progress, &cl, &again));
+    CHECK(cl.calls == 1 + ((int)v->lshape[1] - 1 + chunks[c] - 1) / chunks[c]);
+    float *got = again ? mr_test_read(ctx, again) : NULL;
+    CHECK(got && memcmp(got, whole, v->nv * sizeof *got) == 0);
+    free(got);
+    mr_tensor_free(again);
+  }
+  mr_wan_vae_set_decode_chunk(vae, 0);
+  free(whole);
   mr_tensor_free(video);
   mr_tensor_free(mu);
   mr_tensor_free(lat);
@@ -203,6 +220,7 @@ static void test_memory(mr_ctx *ctx, mr_weights *w, int stride) {
   mr_tensor *tl = NULL, *tv = NULL, *out = NULL;
   CHECK_OK(ctx, mr_tensor_from_host(ctx, MR_F32, 4, ls, MR_F32, lat, &tl));
   CHECK_OK(ctx, mr_tensor_from_host(ctx, MR_F32, 4, vs, MR_F32, vid, &tv));
+  mr_wan_vae_set_decode_chunk(vae, 1); /* the reference's chunks: one latent frame each */
   for (int pass = 0; pass < 2; pass++) {
     mem_log m = {ctx, 0, {0}};
     if (pass == 0) CHECK_OK(ctx, mr_wan_vae_decode(vae, tl, on_progress_mem, &m, &out));

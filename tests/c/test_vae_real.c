@@ -54,6 +54,7 @@ int main(int argc, char **argv) {
     mr_tensor *lat = NULL, *video = NULL;
     CHECK_OK(ctx, mr_tensor_new(ctx, MR_F32, 4, ls, &lat));
     mem_log m = {.ctx = ctx};
+    mr_wan_vae_set_decode_chunk(vae, 1); /* the reference's chunks, one latent frame each */
     CHECK_OK(ctx, mr_wan_vae_decode(vae, lat, on_chunk, &m, &video));
     if (video) {
       const int64_t *vs = mr_tensor_shape(video);

@@ -1,9 +1,11 @@
 #version 450
 // Channels-first RMS norm of a contiguous x [C, N]:
 //   out[c, n] = x[c, n] / max(||x[:, n]||_2, eps) * sqrt(C) * gamma[c]
-// (F.normalize over the channels, as Wan's VAE writes it). One invocation
-// per position n; neighbouring invocations read neighbouring words.
-// spec: 0 x dtype, 1 gamma dtype, 2 out dtype, 3 HAS_GAMMA, 4 workgroup size
+// (F.normalize over the channels, as Wan's VAE writes it), then SiLU when
+// SILU (the VAE's norm is always followed by it: one pass over the
+// activation instead of two). One invocation per position n; neighbouring
+// invocations read neighbouring words.
+// spec: 0 x dtype, 1 gamma dtype, 2 out dtype, 3 HAS_GAMMA, 4 workgroup size, 5 SILU
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -12,6 +14,7 @@ MR_TENSOR_RO(0, x, 0)
 MR_TENSOR_RO(1, gamma, 1)
 MR_TENSOR_RW(2, y, 2)
 layout(constant_id = 3) const bool HAS_GAMMA = false;
+layout(constant_id = 5) const bool SILU = false;
 
 layout(push_constant) uniform Push {
   uint C, N, x_off, g_off;
@@ -29,6 +32,8 @@ void main() {
   float inv = p.scale / max(sqrt(ss), p.eps);
   for (uint c = 0u, i = p.x_off + n; c < p.C; c++, i += p.N) {
     float g = HAS_GAMMA ? gamma_load(p.g_off + c) : 1.0;
-    y_store(c * p.N + n, x_load(i) * inv * g);
+    float v = x_load(i) * inv * g;
+    if (SILU) v = v / (1.0 + exp(-v));  // as unary.comp computes it
+    y_store(c * p.N + n, v);
   }
 }

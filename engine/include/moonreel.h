@@ -401,6 +401,8 @@ mr_status mr_op_upsample_nearest(const mr_tensor *x, int fh, int fw, mr_tensor *
 /* Channels-first RMS norm over dim 0, in F.normalize form:
    out[c, i] = x[c, i] / max(||x[:, i]||_2, eps) * sqrt(C) * gamma[c]. gamma (C elements) may be NULL. */
 mr_status mr_op_channel_rms_norm(const mr_tensor *x, const mr_tensor *gamma, float eps, mr_tensor **out);
+/* The same norm, then SiLU, in one pass (the Wan VAE's norm and nonlinearity). */
+mr_status mr_op_channel_rms_norm_silu(const mr_tensor *x, const mr_tensor *gamma, float eps, mr_tensor **out);
 
 /* Row gather (embedding lookup): out[i, :] = table[ids[i], :] for i < n.
    table [V, D], any strides; ids are n host values in [0, V) (MR_EINVAL

@@ -140,6 +140,9 @@ static inline mr_tensor *sc_upsample_nearest(mr_scope *s, const mr_tensor *x, in
 static inline mr_tensor *sc_channel_rms_norm(mr_scope *s, const mr_tensor *x, const mr_tensor *gamma, float eps) {
   MR_SCOPED(s, x, mr_op_channel_rms_norm(x, gamma, eps, &out_));
 }
+static inline mr_tensor *sc_channel_rms_norm_silu(mr_scope *s, const mr_tensor *x, const mr_tensor *gamma, float eps) {
+  MR_SCOPED(s, x, mr_op_channel_rms_norm_silu(x, gamma, eps, &out_));
+}
 static inline mr_tensor *sc_slice_step(mr_scope *s, const mr_tensor *t, int dim, int64_t start, int64_t stop,
                                        int64_t step) {
   MR_SCOPED(s, t, mr_tensor_slice((mr_tensor *)t, dim, start, stop, step, &out_));

@@ -71,8 +71,7 @@ mr_tensor *mr_vae_causal_conv(mr_scope *s, vae_coder *cd, const vae_conv *cv, co
 }
 
 mr_tensor *mr_vae_norm_silu(mr_scope *s, const mr_tensor *x, const mr_tensor *gamma) {
-  size_t mark = mr_scope_mark(s);
-  return mr_scope_collect(s, mark, sc_unary(s, MR_UNARY_SILU, sc_channel_rms_norm(s, x, gamma, VAE_NORM_EPS)), NULL);
+  return sc_channel_rms_norm_silu(s, x, gamma, VAE_NORM_EPS);
 }
 
 /* shortcut(x) + residual(x), residual = norm, SiLU, conv, norm, SiLU, (dropout 0), conv;

@@ -363,7 +363,9 @@ typedef struct chnorm_push {
    column is read at stride N, so every window of x spans nearly all of it.
    Chunks of positions are copied into compact [C, n] tensors, normalised,
    and copied into the output. */
-static mr_status chnorm_split(mr_tensor *xc, const mr_tensor *gc, float eps, mr_tensor *out) {
+static mr_status chnorm_run(const mr_tensor *x, const mr_tensor *gamma, float eps, bool silu, mr_tensor **out);
+
+static mr_status chnorm_split(mr_tensor *xc, const mr_tensor *gc, float eps, bool silu, mr_tensor *out) {
   mr_ctx *ctx = xc->ctx;
   int64_t C = xc->shape[0], N = mr_tensor_numel(xc) / C, es = (int64_t)mr_dtype_size(xc->dtype);
   int64_t cn = (int64_t)mr_op_max_binding(ctx) / (C * es), shape[2] = {C, N};
@@ -377,7 +379,7 @@ static mr_status chnorm_split(mr_tensor *xc, const mr_tensor *gc, float eps, mr_
     int64_t n1 = N - n0 < cn ? N : n0 + cn;
     mr_tensor *xs = NULL, *xt = NULL, *yt = NULL, *os = NULL;
     if ((st = mr_tensor_slice(x2, 1, n0, n1, 1, &xs)) == MR_OK && (st = mr_tensor_cast(xs, xs->dtype, &xt)) == MR_OK &&
-        (st = mr_op_channel_rms_norm(xt, gc, eps, &yt)) == MR_OK && (st = mr_tensor_slice(o2, 1, n0, n1, 1, &os)) == MR_OK)
+        (st = chnorm_run(xt, gc, eps, silu, &yt)) == MR_OK && (st = mr_tensor_slice(o2, 1, n0, n1, 1, &os)) == MR_OK)
       st = mr_tensor_copy(os, yt);
     mr_tensor_free(xs);
     mr_tensor_free(xt);
@@ -389,7 +391,7 @@ static mr_status chnorm_split(mr_tensor *xc, const mr_tensor *gc, float eps, mr_
   return st;
 }
 
-mr_status mr_op_channel_rms_norm(const mr_tensor *x, const mr_tensor *gamma, float eps, mr_tensor **out) {
+static mr_status chnorm_run(const mr_tensor *x, const mr_tensor *gamma, float eps, bool silu, mr_tensor **out) {
   mr_ctx *ctx = x->ctx;
   *out = NULL;
   char a[64], b[64];
@@ -409,9 +411,9 @@ mr_status mr_op_channel_rms_norm(const mr_tensor *x, const mr_tensor *gamma, flo
   if ((st = mr_tensor_empty(ctx, x->dtype, x->ndim, x->shape, out)) != MR_OK) goto done;
   uint64_t C = (uint64_t)x->shape[0], N = (uint64_t)mr_tensor_numel(x) / C;
   if (N > 0) {
-    uint32_t spec[5] = {x->dtype, gc ? gc->dtype : x->dtype, x->dtype, gc != NULL, MR_ELEMWISE_WG};
+    uint32_t spec[6] = {x->dtype, gc ? gc->dtype : x->dtype, x->dtype, gc != NULL, MR_ELEMWISE_WG, silu};
     mr_pipeline *p;
-    if ((st = mr_gpu_pipeline(ctx, "channel_rms_norm", 3, sizeof(chnorm_push), spec, 5, &p)) != MR_OK) goto done;
+    if ((st = mr_gpu_pipeline(ctx, "channel_rms_norm", 3, sizeof(chnorm_push), spec, 6, &p)) != MR_OK) goto done;
     chnorm_push pc = {.C = (uint32_t)C, .N = (uint32_t)N, .eps = eps, .scale = sqrtf((float)C)};
     mr_binding bind[3];
     int64_t base;
@@ -426,7 +428,7 @@ mr_status mr_op_channel_rms_norm(const mr_tensor *x, const mr_tensor *gamma, flo
       mr_tensor_window(*out, 0, (int64_t)(C * N), true, &bind[2], &base); /* whole: the kernel writes from 0 */
       st = mr_op_dispatch_1d(ctx, p, bind, 3, &pc, N, "channel_rms_norm");
     } else {
-      st = chnorm_split(xc, gc, eps, *out);
+      st = chnorm_split(xc, gc, eps, silu, *out);
     }
   }
 done:
@@ -437,4 +439,12 @@ done:
     *out = NULL;
   }
   return st;
+}
+
+mr_status mr_op_channel_rms_norm(const mr_tensor *x, const mr_tensor *gamma, float eps, mr_tensor **out) {
+  return chnorm_run(x, gamma, eps, false, out);
+}
+
+mr_status mr_op_channel_rms_norm_silu(const mr_tensor *x, const mr_tensor *gamma, float eps, mr_tensor **out) {
+  return chnorm_run(x, gamma, eps, true, out);
 }

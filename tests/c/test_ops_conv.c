@@ -124,7 +124,8 @@ static void test_upsample(mr_ctx *ctx, mr_rng *rng, mr_dtype dt) {
   free(x);
 }
 
-static void test_channel_norm(mr_ctx *ctx, mr_rng *rng, int C, int N, mr_dtype dt, bool with_gamma, float scale) {
+static void test_channel_norm(mr_ctx *ctx, mr_rng *rng, int C, int N, mr_dtype dt, bool with_gamma, float scale,
+                              bool silu) {
   size_t n = (size_t)C * N;
   float *x = malloc(n * sizeof *x), *g = malloc(C * sizeof *g), *y = malloc(n * sizeof *y);
   mr_rng_fill(rng, x, n, -2, 2);
@@ -135,17 +136,22 @@ static void test_channel_norm(mr_ctx *ctx, mr_rng *rng, int C, int N, mr_dtype d
     double ss = 0;
     for (int c = 0; c < C; c++) ss += (double)x[c * N + i] * x[c * N + i];
     double inv = sqrt((double)C) / fmax(sqrt(ss), 1e-12);
-    for (int c = 0; c < C; c++) y[c * N + i] = (float)(x[c * N + i] * inv * (with_gamma ? g[c] : 1.0));
+    for (int c = 0; c < C; c++) {
+      double v = x[c * N + i] * inv * (with_gamma ? g[c] : 1.0);
+      y[c * N + i] = (float)(silu ? v / (1.0 + exp(-v)) : v);
+    }
   }
   int64_t xs[3] = {C, 1, N}, gs[4] = {C, 1, 1, 1};
   mr_tensor *tx, *tg, *out;
   CHECK_OK(ctx, mr_tensor_from_host(ctx, dt, 3, xs, MR_F32, x, &tx));
   CHECK_OK(ctx, mr_tensor_from_host(ctx, MR_F32, 4, gs, MR_F32, g, &tg));
-  CHECK_OK(ctx, mr_op_channel_rms_norm(tx, with_gamma ? tg : NULL, 1e-12f, &out));
+  if (silu) CHECK_OK(ctx, mr_op_channel_rms_norm_silu(tx, with_gamma ? tg : NULL, 1e-12f, &out));
+  else CHECK_OK(ctx, mr_op_channel_rms_norm(tx, with_gamma ? tg : NULL, 1e-12f, &out));
   if (out) {
     float *got = mr_test_read(ctx, out);
     double err = mr_rel_l2(got, y, n), tol = dt == MR_F32 ? 1e-6 : 1e-2;
-    if (err > tol) fprintf(stderr, "channel_rms_norm C%d N%d %s: rel err %g\n", C, N, mr_dtype_name(dt), err);
+    if (err > tol)
+      fprintf(stderr, "channel_rms_norm%s C%d N%d %s: rel err %g\n", silu ? "_silu" : "", C, N, mr_dtype_name(dt), err);
     CHECK(err <= tol);
     free(got);
   }
@@ -203,10 +209,13 @@ int main(void) {
   run_conv(ctx, &rng, &cases[0], MR_F32, MR_CONV_AUTO);
   for (int d = 0; d < 3; d++) {
     test_upsample(ctx, &rng, dts[d]);
-    test_channel_norm(ctx, &rng, 7, 131, dts[d], true, 1.0f);
-    test_channel_norm(ctx, &rng, 33, 17, dts[d], false, 1.0f);
+    for (int silu = 0; silu < 2; silu++) {
+      test_channel_norm(ctx, &rng, 7, 131, dts[d], true, 1.0f, silu);
+      test_channel_norm(ctx, &rng, 33, 17, dts[d], false, 1.0f, silu);
+    }
   }
-  test_channel_norm(ctx, &rng, 5, 9, MR_F32, true, 1e-20f); /* below the 1e-12 clamp */
+  test_channel_norm(ctx, &rng, 5, 9, MR_F32, true, 1e-20f, false); /* below the 1e-12 clamp */
+  test_channel_norm(ctx, &rng, 5, 9, MR_F32, true, 1e-20f, true);
   test_errors(ctx);
   mr_ctx_free(ctx);
   return mr_test_finish("test_ops_conv");

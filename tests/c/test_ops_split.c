@@ -306,6 +306,7 @@ static mr_status run_conv(const op_case *c, mr_tensor **out) {
 }
 static mr_status run_upsample(const op_case *c, mr_tensor **out) { return mr_op_upsample_nearest(c->t[0], 2, 3, out); }
 static mr_status run_chnorm(const op_case *c, mr_tensor **out) {
+  if (c->i[0]) return mr_op_channel_rms_norm_silu(c->t[0], c->t[1], 1e-6f, out);
   return mr_op_channel_rms_norm(c->t[0], c->t[1], 1e-6f, out);
 }
 
@@ -332,6 +333,9 @@ static void test_conv(void) {
                 rand_input(MR_F32, 1, g, LAYOUT_CONTIGUOUS)}};
   check_case(&c);
   c = (op_case){"channel_rms_norm, strided bf16", run_chnorm, {rand_input(MR_BF16, 4, cs, LAYOUT_STRIDED), NULL}};
+  check_case(&c);
+  c = (op_case){"channel_rms_norm_silu", run_chnorm, {rand_input(MR_F32, 4, cs, LAYOUT_PERMUTED),
+                rand_input(MR_F32, 1, g, LAYOUT_CONTIGUOUS)}, .i = {1}};
   check_case(&c);
 }
 

@@ -1,10 +1,14 @@
 /* Multi-head attention: softmax(q·kᵀ · scale) · v per (batch item, head), in
    Wan's [B, L, H, D] layout, with an optional per-batch key length.
 
-   Two kernels, chosen per device:
+   Three kernels, chosen per device:
    - attention_reg (CPU-type devices): one invocation per (query row, head),
      an online softmax over every key with the output row in private memory;
      no barriers, which are very costly on lavapipe.
+   - attention_lanes (CPU-type devices with the texel formats and subgroups
+     matmul_lanes needs; the default there): attention_reg with the keys and
+     values read through texel buffers, one hardware gather per fetch where
+     a storage-buffer load is a loop over the lanes.
    - attention (GPUs): FlashAttention-2 style tiles; K/V tiles in shared
      memory, query rows split across the workgroup.
    Both keep softmax statistics and the output accumulator in f32 and never
@@ -110,7 +114,14 @@ static mr_status dispatch(mr_ctx *ctx, int variant, const mr_tensor *q, const mr
   } else {
     const uint32_t wg = 64;
     bool aligned = pc->q_off % 4 == 0 && pc->k_off % 4 == 0 && pc->v_off % 4 == 0;
-    shader = "attention_reg";
+    if (variant == MR_ATTENTION_LANES) {
+      /* texels of 4 elements need every key and value row to start on one */
+      aligned = pc->k_off % 4 == 0 && pc->v_off % 4 == 0 && pc->kv_rs % 4 == 0 && pc->kv_bs % 4 == 0;
+      VkDeviceSize tb = mr_dtype_size(k->dtype) * (aligned ? 4 : 1), vb = mr_dtype_size(v->dtype) * (aligned ? 4 : 1);
+      if (b[1].range / tb > caps->max_texels || b[2].range / vb > caps->max_texels)
+        variant = MR_ATTENTION_REG, aligned = pc->q_off % 4 == 0 && pc->k_off % 4 == 0 && pc->v_off % 4 == 0;
+    }
+    shader = variant == MR_ATTENTION_LANES ? "attention_lanes" : "attention_reg";
     uint32_t sp[8] = {q->dtype, k->dtype, v->dtype, o->dtype, D, wg, aligned, (uint32_t)kl_mode};
     memcpy(spec, sp, sizeof sp);
     nspec = 8;
@@ -120,11 +131,24 @@ static mr_status dispatch(mr_ctx *ctx, int variant, const mr_tensor *q, const mr
   if (groups > (uint64_t)caps->max_groups[0] * caps->max_groups[1])
     return mr_error(ctx, MR_EUNSUPPORTED, "attention: %llu workgroups exceed the device grid", (unsigned long long)groups);
   mr_pipeline *p;
-  mr_status st = mr_gpu_pipeline(ctx, shader, 5, sizeof *pc, spec, nspec, &p);
+  mr_binding bt[5];
+  memcpy(bt, b, sizeof bt);
+  uint32_t texel_mask = 0;
+  if (variant == MR_ATTENTION_LANES) { /* k and v as uniform texel buffers */
+    texel_mask = 6;
+    for (int i = 1; i <= 2; i++) {
+      mr_dtype dt = i == 1 ? k->dtype : v->dtype;
+      bool al = spec[6];
+      bt[i].texel = dt == MR_F32 ? (al ? VK_FORMAT_R32G32B32A32_UINT : VK_FORMAT_R32_UINT)
+                                 : (al ? VK_FORMAT_R16G16B16A16_UINT : VK_FORMAT_R16_UINT);
+      bt[i].range -= bt[i].range % (mr_dtype_size(dt) * (al ? 4 : 1));
+    }
+  }
+  mr_status st = mr_gpu_pipeline_texel(ctx, shader, 5, texel_mask, sizeof *pc, spec, nspec, &p);
   if (st != MR_OK) return st;
   uint32_t gx, gy;
   mr_gpu_grid(ctx, groups, &gx, &gy);
-  st = mr_gpu_dispatch(ctx, p, b, 5, pc, gx, gy, 1, "attention");
+  st = mr_gpu_dispatch(ctx, p, bt, 5, pc, gx, gy, 1, "attention");
   if (st == MR_OK) mr_gpu_count_flops(ctx, attention_flops(pc, D, kl_mode, kl));
   return st;
 }
@@ -225,7 +249,9 @@ mr_status mr_op_attention_variant(const mr_tensor *q, const mr_tensor *k, const 
   mr_attention_opts o_ = opts ? *opts : mr_attention_opts_default();
   int64_t B = q->shape[0], Lk = k->shape[1];
   const mr_gpu_caps *caps = mr_gpu_caps_get(ctx);
-  if (variant == MR_ATTENTION_AUTO) variant = caps->is_cpu ? MR_ATTENTION_REG : MR_ATTENTION_TILED;
+  if (variant == MR_ATTENTION_LANES && !caps->lanes_sg) variant = MR_ATTENTION_REG;
+  if (variant == MR_ATTENTION_AUTO)
+    variant = caps->is_cpu ? (caps->lanes_sg ? MR_ATTENTION_LANES : MR_ATTENTION_REG) : MR_ATTENTION_TILED;
   /* llvmpipe ends every loop of an invocation after 65,535 iterations in
      all, without an error, and both kernels walk all keys in one invocation
      (70,000 keys came out wrong): refuse rather than answer wrongly. */

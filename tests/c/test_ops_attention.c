@@ -9,7 +9,7 @@
 #include <math.h>
 #include <string.h>
 
-static const char *VARIANT_NAMES[MR_ATTENTION_VARIANTS] = {"auto", "reg", "tiled"};
+static const char *VARIANT_NAMES[MR_ATTENTION_VARIANTS] = {"auto", "reg", "tiled", "lanes"};
 
 typedef struct attn_case {
   int64_t B, Lq, Lk, H, D;

@@ -130,7 +130,7 @@ static void bench_attention(mr_ctx *ctx, int64_t H, int64_t L, int64_t D, int re
   }
   double ref_rate = 4.0 * H * rows * L * D / (now() - t0) / 1e9;
   double flops = 4.0 * H * L * L * D;
-  const char *names[MR_ATTENTION_VARIANTS] = {"auto", "reg", "tiled"};
+  const char *names[MR_ATTENTION_VARIANTS] = {"auto", "reg", "tiled", "lanes"};
   for (int var = 1; var < MR_ATTENTION_VARIANTS; var++) {
     mr_tensor *out = NULL;
     if ((st = mr_op_attention_variant(tq, tk, tv, NULL, var, &out)) != MR_OK) die(ctx, st);

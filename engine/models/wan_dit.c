@@ -251,10 +251,12 @@ static mr_tensor *embed_text(mr_scope *s, mr_wan_dit *d, int n, const mr_tensor 
     const int64_t *cs = mr_tensor_shape(contexts[i]);
     int nd = mr_tensor_ndim(contexts[i]);
     int64_t rows = nd == 3 && cs[0] == 1 ? cs[1] : cs[0], width = cs[nd - 1];
-    if ((nd != 2 && !(nd == 3 && cs[0] == 1)) || width != c->text_dim || rows > c->text_len)
-      return mr_scope_fail(s, MR_EINVAL, "Wan DiT: context%s must be [L <= %d, %d], got %d dims with %lld x %lld",
-                           n > 1 ? (i ? " 2" : " 1") : "", c->text_len, c->text_dim, nd, (long long)rows,
-                           (long long)width);
+    if ((nd != 2 && !(nd == 3 && cs[0] == 1)) || width != c->text_dim || rows > c->text_len) {
+      char which[24] = "context";
+      if (n > 1) snprintf(which, sizeof which, "context %d of %d", i + 1, n);
+      return mr_scope_fail(s, MR_EINVAL, "Wan DiT: %s must be [L <= %d, %d], got %d dims with %lld x %lld", which,
+                           c->text_len, c->text_dim, nd, (long long)rows, (long long)width);
+    }
     int64_t flat[2] = {rows, width}, pads[4] = {0, c->text_len - rows, 0, 0}, one[3] = {1, c->text_len, width};
     padded[i] = sc_reshape(s, sc_pad(s, sc_reshape(s, sc_contiguous(s, contexts[i]), 2, flat), pads, 0.0f), 3, one);
   }
@@ -342,7 +344,7 @@ mr_status mr_wan_dit_forward(mr_wan_dit *d, const mr_wan_dit_input *in, mr_tenso
 
 mr_status mr_wan_dit_forward_batch(mr_wan_dit *d, const mr_wan_dit_input *in, int n, const mr_tensor *const *contexts,
                                    mr_tensor **outs) {
-  for (int i = 0; i < n && i < MR_WAN_DIT_MAX_BATCH; i++) outs[i] = NULL;
+  for (int i = 0; i < n; i++) outs[i] = NULL;
   mr_status st = check_input(d, in, n, contexts);
   if (st != MR_OK) return st;
   const mr_wan_dit_config *c = &d->cfg;

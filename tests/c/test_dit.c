@@ -63,6 +63,14 @@ static void check_batch(mr_ctx *ctx, mr_wan_dit *dit, const mr_wan_dit_input *in
   const mr_tensor *bad[2] = {in->context, NULL};
   mr_tensor *bad_out[2] = {(mr_tensor *)1, (mr_tensor *)1};
   CHECK(mr_wan_dit_forward_batch(dit, in, 2, bad, bad_out) == MR_EINVAL && !bad_out[0] && !bad_out[1]);
+  /* a context of the wrong width is named by its place in the batch */
+  mr_tensor *narrow = NULL;
+  CHECK_OK(ctx, mr_tensor_slice((mr_tensor *)in->context, nd - 1, 0, cs[nd - 1] - 1, 1, &narrow));
+  const mr_tensor *wrong[2] = {in->context, narrow};
+  bad_out[0] = bad_out[1] = (mr_tensor *)1;
+  CHECK(mr_wan_dit_forward_batch(dit, in, 2, wrong, bad_out) == MR_EINVAL && !bad_out[0] && !bad_out[1]);
+  CHECK(strstr(mr_ctx_last_error(ctx), "context 2 of 2 must be") != NULL);
+  mr_tensor_free(narrow);
   mr_tensor_free(part);
   mr_tensor_free(other);
   mr_tensor_free(alone);

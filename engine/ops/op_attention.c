@@ -117,8 +117,8 @@ static mr_status dispatch(mr_ctx *ctx, int variant, const mr_tensor *q, const mr
     if (variant == MR_ATTENTION_LANES) {
       /* texels of 4 elements need every key and value row to start on one */
       aligned = pc->k_off % 4 == 0 && pc->v_off % 4 == 0 && pc->kv_rs % 4 == 0 && pc->kv_bs % 4 == 0;
-      VkDeviceSize tb = mr_dtype_size(k->dtype) * (aligned ? 4 : 1), vb = mr_dtype_size(v->dtype) * (aligned ? 4 : 1);
-      if (b[1].range / tb > caps->max_texels || b[2].range / vb > caps->max_texels)
+      if (b[1].range / mr_op_texel_bytes(k->dtype, aligned) > caps->max_texels ||
+          b[2].range / mr_op_texel_bytes(v->dtype, aligned) > caps->max_texels)
         variant = MR_ATTENTION_REG, aligned = pc->q_off % 4 == 0 && pc->k_off % 4 == 0 && pc->v_off % 4 == 0;
     }
     shader = variant == MR_ATTENTION_LANES ? "attention_lanes" : "attention_reg";
@@ -136,13 +136,8 @@ static mr_status dispatch(mr_ctx *ctx, int variant, const mr_tensor *q, const mr
   uint32_t texel_mask = 0;
   if (variant == MR_ATTENTION_LANES) { /* k and v as uniform texel buffers */
     texel_mask = 6;
-    for (int i = 1; i <= 2; i++) {
-      mr_dtype dt = i == 1 ? k->dtype : v->dtype;
-      bool al = spec[6];
-      bt[i].texel = dt == MR_F32 ? (al ? VK_FORMAT_R32G32B32A32_UINT : VK_FORMAT_R32_UINT)
-                                 : (al ? VK_FORMAT_R16G16B16A16_UINT : VK_FORMAT_R16_UINT);
-      bt[i].range -= bt[i].range % (mr_dtype_size(dt) * (al ? 4 : 1));
-    }
+    mr_op_bind_texels(&bt[1], k->dtype, spec[6]);
+    mr_op_bind_texels(&bt[2], v->dtype, spec[6]);
   }
   mr_status st = mr_gpu_pipeline_texel(ctx, shader, 5, texel_mask, sizeof *pc, spec, nspec, &p);
   if (st != MR_OK) return st;

@@ -179,3 +179,11 @@ bool mr_split_next(mr_split *s) {
   }
   return true;
 }
+
+VkDeviceSize mr_op_texel_bytes(mr_dtype dt, bool four) { return mr_dtype_size(dt) * (four ? 4 : 1); }
+
+void mr_op_bind_texels(mr_binding *b, mr_dtype dt, bool four) {
+  if (dt == MR_F32) b->texel = four ? VK_FORMAT_R32G32B32A32_UINT : VK_FORMAT_R32_UINT;
+  else b->texel = four ? VK_FORMAT_R16G16B16A16_UINT : VK_FORMAT_R16_UINT;
+  b->range -= b->range % mr_op_texel_bytes(dt, four);
+}

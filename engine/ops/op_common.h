@@ -11,6 +11,13 @@
    1 (shape) or 0 (stride) up to MR_MAX_DIMS. */
 void mr_op_dims_u32(uint32_t *dst, const int64_t *src, int n, uint32_t pad);
 
+/* Uniform texel buffer views, as the CPU-type *_lanes kernels read their
+   operands: texels of 4 elements (four) or of 1, 32-bit for f32 and 16-bit
+   for f16 and bf16 (the shaders convert). mr_op_bind_texels makes b such a
+   view of dt elements: its format, and its range cut to whole texels. */
+VkDeviceSize mr_op_texel_bytes(mr_dtype dt, bool four);
+void mr_op_bind_texels(mr_binding *b, mr_dtype dt, bool four);
+
 /* Records a 1-D dispatch of n invocations in groups of MR_ELEMWISE_WG. */
 mr_status mr_op_dispatch_1d(mr_ctx *ctx, mr_pipeline *p, const mr_binding *b, int nbind, const void *push,
                             uint64_t n, const char *op);

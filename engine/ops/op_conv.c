@@ -134,7 +134,7 @@ static mr_status conv_dispatch(mr_ctx *ctx, int variant, const mr_tensor *x, con
     groups = (uint64_t)pc.tiles_n * ((pc.O + tm - 1) / tm);
     if (groups > (uint64_t)caps->max_groups[0] * caps->max_groups[1])
       return mr_error(ctx, MR_EUNSUPPORTED, "conv3d: %llu workgroups exceed the device grid", (unsigned long long)groups);
-    for (int i = 0; i < 2; i++) b[i].texel = (i == 0 ? x->dtype : w->dtype) == MR_F32 ? VK_FORMAT_R32_UINT : VK_FORMAT_R16_UINT;
+    for (int i = 0; i < 2; i++) mr_op_bind_texels(&b[i], i == 0 ? x->dtype : w->dtype, false);
     st = mr_gpu_pipeline_texel(ctx, "conv3d_lanes", 4, 3, sizeof pc, ls, 10, &p);
   } else {
     st = mr_gpu_pipeline(ctx, "conv3d", 4, sizeof pc, spec, 13, &p);

@@ -80,15 +80,9 @@ static mr_status check_shapes(const mr_tensor *x, const mr_tensor *w, const mr_t
   return MR_OK;
 }
 
-/* matmul_lanes reads x and w through texel buffer views: texels of 4
-   elements when K and both offsets are multiples of 4, else of 1; 32-bit
-   texels for f32, 16-bit for f16 and bf16 (the shader converts). */
+/* matmul_lanes reads x and w through texel buffer views (mr_op_bind_texels):
+   texels of 4 elements when K and both offsets are multiples of 4, else of 1. */
 static bool lanes_aligned(const matmul_push *pc) { return pc->K % 4 == 0 && pc->x_off % 4 == 0 && pc->w_off % 4 == 0; }
-static VkFormat lanes_format(mr_dtype dt, bool aligned) {
-  if (dt == MR_F32) return aligned ? VK_FORMAT_R32G32B32A32_UINT : VK_FORMAT_R32_UINT;
-  return aligned ? VK_FORMAT_R16G16B16A16_UINT : VK_FORMAT_R16_UINT;
-}
-static VkDeviceSize lanes_texel_bytes(mr_dtype dt, bool aligned) { return mr_dtype_size(dt) * (aligned ? 4 : 1); }
 
 /* Records one kernel over the batch items, rows and columns of the chunk
    pc describes (sizes M, N, nbatch and offsets already set). */
@@ -97,8 +91,8 @@ static mr_status dispatch(mr_ctx *ctx, int variant, matmul_push *pc, const mr_te
   const mr_gpu_caps *caps = mr_gpu_caps_get(ctx);
   if (variant == MR_MATMUL_LANES) { /* a view past the device's texel limit: the other CPU kernel */
     bool al = lanes_aligned(pc);
-    if (b[0].range / lanes_texel_bytes(x->dtype, al) > caps->max_texels ||
-        b[1].range / lanes_texel_bytes(w->dtype, al) > caps->max_texels)
+    if (b[0].range / mr_op_texel_bytes(x->dtype, al) > caps->max_texels ||
+        b[1].range / mr_op_texel_bytes(w->dtype, al) > caps->max_texels)
       variant = MR_MATMUL_REG;
   }
   uint32_t bias_dt = bias ? bias->dtype : x->dtype;
@@ -153,11 +147,7 @@ static mr_status dispatch(mr_ctx *ctx, int variant, matmul_push *pc, const mr_te
   uint32_t texel_mask = 0;
   if (variant == MR_MATMUL_LANES) { /* x and w as uniform texel buffers */
     texel_mask = 3;
-    for (int i = 0; i < 2; i++) {
-      mr_dtype dt = i == 0 ? x->dtype : w->dtype;
-      bt[i].texel = lanes_format(dt, spec[6]);
-      bt[i].range -= bt[i].range % lanes_texel_bytes(dt, spec[6]);
-    }
+    for (int i = 0; i < 2; i++) mr_op_bind_texels(&bt[i], i == 0 ? x->dtype : w->dtype, spec[6]);
     b = bt;
   }
   mr_status st = mr_gpu_pipeline_texel(ctx, shader, 4, texel_mask, sizeof *pc, spec, nspec, &p);

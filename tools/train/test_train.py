@@ -36,6 +36,22 @@ def killed_after_saves(n):
         ckpt.save = real_save
 
 
+def assert_resumes_the_same(test, tmp: str, run, die_after: int):
+    """run(out) trains into the folder out and returns its tensors by name. Once whole in
+    one folder, and in another killed right after its die_after-th checkpoint and run
+    again: the resumed run must end with the same tensors, bit for bit. Returns them."""
+    a, b = os.path.join(tmp, "a"), os.path.join(tmp, "b")
+    os.makedirs(a)
+    os.makedirs(b)
+    whole = run(a)
+    with killed_after_saves(die_after), test.assertRaises(KeyboardInterrupt):
+        run(b)
+    resumed = run(b)
+    for k in whole:
+        torch.testing.assert_close(resumed[k], whole[k], rtol=0, atol=0)
+    return whole
+
+
 class TestTrainSkeleton(unittest.TestCase):
     def setUp(self):
         from tools.train.config import TrainConfig
@@ -397,24 +413,14 @@ class TestEffectStage(unittest.TestCase):
                                        ckpt_every_s=0.0)
         base = self.dit.state_dict()
 
-        def run(out, die_after=None):
+        def run(out):
             self.dit.load_state_dict(base)
             dit = copy.deepcopy(self.dit)
             mods = stage_effect.attach_lora(dit, ec.rank, ec.alpha, ec.seed)
-            with killed_after_saves(die_after):
-                stage_effect.train(ec, dit, self.t5, tok, mods, cache, out, log=lambda *_: None)
+            stage_effect.train(ec, dit, self.t5, tok, mods, cache, out, log=lambda *_: None)
             return stage_effect.lora_state(mods)
 
-        a = os.path.join(self.tmp.name, "a")
-        b = os.path.join(self.tmp.name, "b")
-        os.makedirs(a)
-        os.makedirs(b)
-        whole = run(a)
-        with self.assertRaises(KeyboardInterrupt):
-            run(b, die_after=2)
-        resumed = run(b)
-        for k in whole:
-            torch.testing.assert_close(resumed[k], whole[k], rtol=0, atol=0)
+        whole = assert_resumes_the_same(self, self.tmp.name, run, die_after=2)
         self.assertGreater(float(whole["blocks.0.ffn.2.B"].abs().max()), 0.0)
 
 
@@ -447,21 +453,12 @@ class TestEffectDecoderStage(unittest.TestCase):
         tmp = tempfile.TemporaryDirectory()
         self.addCleanup(tmp.cleanup)
 
-        def run(out, die_after=None):
+        def run(out):
             vae0.load_state_dict(base)
-            with killed_after_saves(die_after):
-                sd.train(fc, cfg, vae0, dit, t5, tok, mods, loras, ec, out, log=lambda *_: None)
+            sd.train(fc, cfg, vae0, dit, t5, tok, mods, loras, ec, out, log=lambda *_: None)
             return {k: v.clone() for k, v in vae0.state_dict().items()}
 
-        a, b = os.path.join(tmp.name, "a"), os.path.join(tmp.name, "b")
-        os.makedirs(a)
-        os.makedirs(b)
-        whole = run(a)
-        with self.assertRaises(KeyboardInterrupt):
-            run(b, die_after=1)
-        resumed = run(b)
-        for k in whole:
-            torch.testing.assert_close(resumed[k], whole[k], rtol=0, atol=0)
+        whole = assert_resumes_the_same(self, tmp.name, run, die_after=1)
         moved = [k for k in whole if not torch.equal(whole[k], base[k])]
         self.assertTrue(moved)
         self.assertTrue(all(k.startswith(("decoder.", "conv2.")) for k in moved), moved)

@@ -63,6 +63,11 @@ class TrainConfig:
     # data
     frames: int = 17                    # 4k+1
     size: int = 64
+    # The clips' world (data.WORLDS): "palette" is the shipped models'; "varied" draws
+    # shades and sizes around the palette and makes p_two of the clips two-object ones
+    # (issues 17 and 18: what users bring, and two objects to keep apart).
+    world: str = "palette"
+    p_two: float = 0.0
     # Step counts, not wall-clock budgets, so that a seed reproduces the run on any machine
     # and a run interrupted and resumed gives the same weights. Sized from the measured step
     # times (docs/default-model.md) to finish in under 3 hours on two cores.

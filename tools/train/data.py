@@ -8,12 +8,44 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..tinyworld import ClipSpec, all_caption_texts, clip_for_index, sample_caption
+from ..tinyworld import ClipSpec, all_caption_texts, sample_caption, sample_clip, sample_spec
+from ..tinyworld.captions import sample_caption2
+from ..tinyworld.world import sample_spec2, varied_clip
+
+# The worlds a run can train on. "palette": the first three models' world (one object, the
+# palette's exact colours and shades). "varied": the reference stage's world (shades and
+# sizes drawn around the palette, tinyworld.world.vary_spec) with a fraction p_two of
+# two-object clips, so that the VAE's encoder and the DiT learn what users bring.
+WORLDS = ("palette", "varied")
 
 
+def _draw_spec(rng: np.random.Generator, world: str, p_two: float) -> ClipSpec:
+    if world not in WORLDS:
+        raise ValueError(f"unknown world {world!r} (one of {', '.join(WORLDS)})")
+    if world == "varied" and rng.random() < p_two:
+        return sample_spec2(rng)
+    return sample_spec(rng)
 
-def train_clip(seed: int, index: int, frames: int, size: int):
-    return clip_for_index(seed, index, frames, size)
+
+def train_clip(seed: int, index: int, frames: int, size: int, world: str = "palette", p_two: float = 0.0):
+    """The index-th training clip of a world (random access, deterministic). The palette
+    world's clips are tinyworld.clip_for_index's."""
+    rng = np.random.default_rng([seed, index])
+    spec = _draw_spec(rng, world, p_two)
+    if world == "palette":
+        return sample_clip(rng, spec, frames, size)
+    return varied_clip(rng, spec, frames, size)
+
+
+def train_spec(seed: int, index: int, world: str = "palette", p_two: float = 0.0) -> ClipSpec:
+    """What train_clip(seed, index, ...) shows, by name (its caption's colours, shapes,
+    motions and background), without rendering it."""
+    return _draw_spec(np.random.default_rng([seed, index]), world, p_two)
+
+
+def run_clip(cfg, index: int, frames: Optional[int] = None):
+    """train_clip in a run's world, at its size (and its frame count unless given)."""
+    return train_clip(cfg.seed, index, frames or cfg.frames, cfg.size, cfg.world, cfg.p_two)
 
 
 def clips_tensor(clips) -> torch.Tensor:
@@ -64,5 +96,10 @@ def encode_text(t5, tok: Tokenizer, texts: Sequence[str]) -> torch.Tensor:
     return out * mask[..., None].to(out.dtype)
 
 
+def caption(rng: np.random.Generator, spec: ClipSpec) -> str:
+    """A random caption of a one- or two-object spec, naming its objects by colour and shape."""
+    return sample_caption2(rng, spec) if len(spec.objects) == 2 else sample_caption(rng, spec)
+
+
 def random_captions(rng: np.random.Generator, specs: List[ClipSpec], p_uncond: float) -> List[str]:
-    return ["" if rng.random() < p_uncond else sample_caption(rng, s) for s in specs]
+    return ["" if rng.random() < p_uncond else caption(rng, s) for s in specs]

@@ -65,8 +65,10 @@ class EMA:
 
 
 def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.Tensor,
-              specs: List[ClipSpec], log=print) -> dict:
-    """cfg.dit_steps steps; resumes from <out_dir>/dit_ckpt.pt when present."""
+              specs: List[ClipSpec], log=print, probe=None, probe_every: int = 0) -> dict:
+    """cfg.dit_steps steps; resumes from <out_dir>/dit_ckpt.pt when present. probe(step,
+    ema) is called every probe_every steps (a learning curve in the log; it must not draw
+    from the run's random streams)."""
     rng = np.random.default_rng([cfg.seed, 2])
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     params = list(dit.parameters()) + list(t5.parameters())
@@ -120,6 +122,10 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
         if step % 100 == 0:
             log(f"dit step {step}/{total} t={seconds + time.time() - t0:.0f}s lr={lr:.2e} loss={float(loss):.4f}")
         step += 1
+        if probe is not None and probe_every and step % probe_every == 0 and step < total:
+            p0 = time.time()
+            probe(step, ema)
+            t0 += time.time() - p0          # the stage's clock counts training only
         if timer.due():
             save()
     save()

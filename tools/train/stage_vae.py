@@ -28,7 +28,7 @@ from ..wan_torch.vae import CausalConv3d, Resample, WanVAE
 from . import ckpt
 from .config import cosine_horizon
 from ..tinyworld.evalset import holdout_clip
-from .data import clips_tensor, train_clip
+from .data import clips_tensor, run_clip
 
 
 def build_vae(cfg) -> WanVAE:
@@ -88,7 +88,7 @@ def vae_decoder_phase(cfg) -> VAEPhase:
 def vae_batch(cfg, ph: VAEPhase, rng: np.random.Generator, step: int) -> Tuple[torch.Tensor, List[ClipSpec]]:
     """A batch of fresh clips, a random window of ph.frames consecutive frames of each,
     and the clips' specs."""
-    clips = [train_clip(cfg.seed, ph.clip_base + step * ph.batch + i, cfg.frames, cfg.size)
+    clips = [run_clip(cfg, ph.clip_base + step * ph.batch + i)
              for i in range(ph.batch)]
     x = clips_tensor(clips)
     if ph.frames < cfg.frames:
@@ -122,7 +122,7 @@ def inflate_image_vae(vae: WanVAE) -> None:
 def image_batch(cfg, ph: VAEPhase, rng: np.random.Generator, step: int) -> torch.Tensor:
     """ph.mix_frames one-frame clips, each a random frame of a fresh clip [B, 3, 1, H, W]."""
     base = ph.clip_base + 5_000_000 + step * ph.mix_frames
-    x = clips_tensor([train_clip(cfg.seed, base + i, cfg.frames, cfg.size) for i in range(ph.mix_frames)])
+    x = clips_tensor([run_clip(cfg, base + i) for i in range(ph.mix_frames)])
     t = torch.from_numpy(rng.integers(0, cfg.frames, ph.mix_frames))
     return x[torch.arange(ph.mix_frames), :, t].unsqueeze(2)
 
@@ -272,7 +272,7 @@ def remade_latents(vae: WanVAE, regen: Regen, pick: torch.Tensor, specs: List[Cl
 def renormalize_latents(cfg, vae: WanVAE, n_clips: int = 64) -> dict:
     """Fold a per-channel affine into conv1/conv2 so (mu - mean)/std has mean 0, std 1
     on training clips. Exact: the decoder's output is unchanged."""
-    x = clips_tensor([train_clip(cfg.seed, 20_000_000 + i, cfg.frames, cfg.size) for i in range(n_clips)])
+    x = clips_tensor([run_clip(cfg, 20_000_000 + i) for i in range(n_clips)])
     mus = torch.cat([vae.encode_moments(x[i:i + 8], chunked=False)[0] for i in range(0, n_clips, 8)])
     a = mus.mean(dim=(0, 2, 3, 4))                      # per-channel mean of mu
     b = mus.std(dim=(0, 2, 3, 4)).clamp(min=1e-6)       # per-channel std of mu
@@ -296,7 +296,7 @@ def encode_latents(cfg, vae: WanVAE, n: int, log=print) -> torch.Tensor:
     out = []
     t0 = time.time()
     for i in range(0, n, 8):
-        x = clips_tensor([train_clip(cfg.seed, j, cfg.frames, cfg.size) for j in range(i, min(n, i + 8))])
+        x = clips_tensor([run_clip(cfg, j) for j in range(i, min(n, i + 8))])
         out.append(vae.encode(x, chunked=False))
         if i % 400 == 0:
             log(f"encode latents {i}/{n} t={time.time() - t0:.0f}s")

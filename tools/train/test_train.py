@@ -279,6 +279,36 @@ class TestSchedule(unittest.TestCase):
         self.assertEqual(cosine_horizon(3000, 8000, ext), 8000)
         self.assertEqual(cosine_horizon(5, 100, ()), 100)
 
+    def test_palette_world_is_the_shipped_runs(self):
+        import numpy as np
+        from tools.tinyworld import clip_for_index
+        from tools.train.data import train_clip, train_spec
+        for i in range(4):
+            np.testing.assert_array_equal(train_clip(3, i, 5, 32).frames, clip_for_index(3, i, 5, 32).frames)
+            self.assertEqual(train_spec(3, i), clip_for_index(3, i, 5, 32).spec)
+
+    def test_varied_world_draws_two_objects_and_captions_name_both(self):
+        import numpy as np
+        from tools.tinyworld.captions import parse_objects
+        from tools.train.data import random_captions, train_clip, train_spec
+        n = 40
+        clips = [train_clip(3, i, 5, 64, "varied", 0.5) for i in range(n)]
+        two = sum(len(c.spec.objects) == 2 for c in clips)
+        self.assertTrue(8 <= two <= 32, two)        # binomial(40, 0.5) outside: 1e-4
+        names = lambda s: [(o.shape, o.colour, o.motion) for o in s.objects]  # noqa: E731
+        for i, c in enumerate(clips):
+            s = train_spec(3, i, "varied", 0.5)     # the names, without rendering
+            self.assertEqual(names(s), names(c.spec))
+            self.assertEqual(s.background, c.spec.background)
+            self.assertIsNotNone(c.spec.bg_rgb)     # shades drawn
+        caps = random_captions(np.random.default_rng(0), [c.spec for c in clips], 0.0)
+        for c, cap in zip(clips, caps):
+            found = sorted(o["colour"] for o in parse_objects(cap) if o["colour"])
+            self.assertEqual(found, sorted(o.colour for o in c.spec.objects), cap)
+        self.assertTrue(all(len(train_spec(3, i, "varied", 0.0).objects) == 1 for i in range(20)))
+        with self.assertRaises(ValueError):
+            train_clip(3, 0, 5, 64, "painted")
+
     def test_config_json_round_trip(self):
         from tools.train.config import TrainConfig
         cfg = TrainConfig(seed=4)
@@ -287,9 +317,6 @@ class TestSchedule(unittest.TestCase):
         self.assertEqual(back.to_json(), cfg.to_json())
         self.assertEqual(back.vae_extended, cfg.vae_extended)
 
-
-if __name__ == "__main__":
-    unittest.main()
 
 
 @unittest.skipIf(torch is None, "python3-torch / python3-sentencepiece missing (tools/setup_training.sh)")
@@ -462,3 +489,7 @@ class TestEffectDecoderStage(unittest.TestCase):
         moved = [k for k in whole if not torch.equal(whole[k], base[k])]
         self.assertTrue(moved)
         self.assertTrue(all(k.startswith(("decoder.", "conv2.")) for k in moved), moved)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -23,10 +23,12 @@ import time
 import numpy as np
 import torch
 
+from ..tinyworld import all_caption_texts
+
 from . import ckpt
 from .config import TrainConfig, with_missing_settings
-from .data import Tokenizer, train_clip, train_sentencepiece
-from .evaluate import eval_t2v, eval_ti2v, eval_vae, ti2v_first_frame_per_pair, vae_checker_roundtrip
+from .data import WORLDS, Tokenizer, train_sentencepiece, train_spec
+from .evaluate import eval_t2v, eval_t2v2, eval_ti2v, eval_vae, ti2v_first_frame_per_pair, vae_checker_roundtrip
 from .export import export_pack
 from .stage_dit import build_dit, build_t5, regenerate, train_dit
 from .stage_vae import (build_vae, encode_latents, renormalize_latents, train_vae, train_vae_phase,
@@ -62,9 +64,22 @@ def main(argv=None) -> int:
     ap.add_argument("--vae-long-steps", type=int, default=None)
     ap.add_argument("--dit-steps", type=int, default=None)
     ap.add_argument("--vae-dec-steps", type=int, default=None)
+    ap.add_argument("--world", choices=WORLDS, default="palette",
+                    help="the clips' world: the palette's (the shipped models') or varied shades and sizes "
+                         "with two-object clips")
+    ap.add_argument("--p-two", type=float, default=0.4, help="varied world: the fraction of two-object clips")
+    ap.add_argument("--probe-every", type=int, default=0,
+                    help="DiT stage: score two-object captions (varied world) or T2V every N steps, in the log")
     ap.add_argument("--smoke", action="store_true", help="tiny run of every stage (pipeline check)")
     a = ap.parse_args(argv)
     cfg = TrainConfig(seed=a.seed, out_dir=a.out)
+    if a.world == "varied":
+        if not 0.0 <= a.p_two <= 1.0:
+            raise SystemExit(f"--p-two {a.p_two}: a fraction, 0 to 1")
+        # Two-object and by-reference captions are longer: the tokenizer learns them all
+        # (the reference stage's, so that stage keeps every row) and the context grows to
+        # 64 rows (longest caption 53 tokens; no weight depends on it).
+        cfg.world, cfg.p_two, cfg.dit.text_len = "varied", a.p_two, 64
     if a.threads is not None:
         cfg.threads = a.threads
     # A step count given on a fresh run is a plain cosine to that count: the recorded
@@ -128,11 +143,15 @@ def main(argv=None) -> int:
 
     # 0. tokenizer
     spiece = os.path.join(cfg.out_dir, "spiece.model")
-    train_sentencepiece(spiece, cfg.t5.vocab)
+    texts = all_caption_texts(two_objects=cfg.world == "varied")
+    train_sentencepiece(spiece, cfg.t5.vocab, texts)
     tok = Tokenizer(spiece, cfg.dit.text_len)
     if tok.sp.get_piece_size() > cfg.t5.vocab:
         raise RuntimeError("SentencePiece vocabulary larger than the embedding")
-    log(f"sentencepiece: {tok.sp.get_piece_size()} pieces")
+    longest = max(len(tok.sp.encode(" ".join(t.split()))) + 1 for t in texts)
+    if longest > cfg.dit.text_len:
+        raise SystemExit(f"captions of {longest} tokens do not fit text_len {cfg.dit.text_len}")
+    log(f"sentencepiece: {tok.sp.get_piece_size()} pieces, longest caption {longest} tokens")
 
     # 1. VAE (vae.pt holds the finished, renormalised VAE and its metrics)
     vae = build_vae(cfg)
@@ -171,13 +190,24 @@ def main(argv=None) -> int:
         ckpt.save(cached, lat_path)
     latents = cached["latents"]
     metrics["latent_seconds"] = cached["seconds"]
-    specs = [train_clip(cfg.seed, i, 1, 16).spec for i in range(cfg.n_latent_clips)]  # spec only
+    specs = [train_spec(cfg.seed, i, cfg.world, cfg.p_two) for i in range(cfg.n_latent_clips)]
     log(f"latents {tuple(latents.shape)} mean {float(latents.mean()):.3f} std {float(latents.std()):.3f}")
 
     # 3. DiT + text encoder
     torch.manual_seed(cfg.seed + 3)         # the same initial weights whether or not a stage resumed
     dit, t5 = build_dit(cfg), build_t5(cfg)
-    r = train_dit(cfg, dit, t5, tok, latents, specs, log)
+    n_probe = 8 if a.smoke else 24
+
+    def probe(step, ema):
+        d, t = ema.shadow
+        if cfg.world == "varied":
+            log(f"probe at dit step {step}: two objects by caption "
+                f"{eval_t2v2(cfg, vae, d, t, tok, n_probe, lambda _: None):.3f} of {n_probe}")
+        else:
+            log(f"probe at dit step {step}: T2V {eval_t2v(cfg, vae, d, t, tok, n_probe, lambda _: None):.3f} "
+                f"of {n_probe}")
+
+    r = train_dit(cfg, dit, t5, tok, latents, specs, log, probe, a.probe_every)
     ema = r.pop("ema")
     metrics.update(r)
     dit_e, t5_e = ema.shadow
@@ -206,6 +236,9 @@ def main(argv=None) -> int:
     t0 = time.time()
     metrics["t2v_checker_pass"] = eval_t2v(cfg, vae, dit_e, t5_e, tok, n_eval, log)
     metrics["ti2v_first_frame_psnr"] = eval_ti2v(cfg, vae, dit_e, t5_e, tok, n_ti2v)
+    if cfg.world == "varied":
+        metrics["t2v2_checker_pass"] = eval_t2v2(cfg, vae, dit_e, t5_e, tok, n_eval, log)
+        log(f"two objects by caption: {metrics['t2v2_checker_pass']:.3f} of {n_eval}")
     log(f"checker pass rate {metrics['t2v_checker_pass']:.3f}, TI2V first-frame PSNR "
         f"{metrics['ti2v_first_frame_psnr']:.2f} dB")
 

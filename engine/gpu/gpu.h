@@ -62,6 +62,13 @@ typedef struct mr_binding {
 mr_status mr_gpu_dispatch(mr_ctx *ctx, mr_pipeline *p, const mr_binding *b, int nbind, const void *push,
                           uint32_t gx, uint32_t gy, uint32_t gz, const char *op);
 
+/* Records a buffer-to-buffer copy of n regions (offsets in bytes from the
+   buffers' starts) in the stream, ordered against dispatches like one: src
+   and dst are the byte ranges the regions read and write, for the hazard
+   tracker (their texel format is ignored). op names it for the profile. */
+mr_status mr_gpu_copy_regions(mr_ctx *ctx, const mr_binding *src, const mr_binding *dst, const VkBufferCopy *regions,
+                              uint32_t n, const char *op);
+
 /* Adds the useful FLOPs (2 per multiply-add) of the dispatch just recorded to
    the context's total and, when profiling, to that dispatch's op kind. Call it
    right after a successful mr_gpu_dispatch. */

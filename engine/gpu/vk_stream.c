@@ -136,12 +136,13 @@ static mr_status note_hazards(mr_gpu *g, const mr_binding *b, int nbind) {
     for (int j = 0; j < g->nhazards && !conflict; j++)
       conflict = overlaps(&g->hazards[j], &b[i]) && (g->hazards[j].write || b[i].write);
   if (conflict) {
-    /* Compute-to-compute: every earlier write visible, every earlier read done. */
-    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-                          .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_SHADER_READ_BIT,
-                          .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT};
-    vkCmdPipelineBarrier(g->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1,
-                         &mb, 0, NULL, 0, NULL);
+    /* Between dispatches and transfers (mr_gpu_copy_regions), either way: every
+       earlier write visible, every earlier read done. */
+    const VkAccessFlags rw = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT |
+                             VK_ACCESS_TRANSFER_READ_BIT;
+    const VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = rw, .dstAccessMask = rw};
+    vkCmdPipelineBarrier(g->cmd, stages, stages, 0, 1, &mb, 0, NULL, 0, NULL);
     g->nhazards = 0;
   }
   if (g->nhazards + nbind > g->caphazards) {
@@ -155,6 +156,49 @@ static mr_status note_hazards(mr_gpu *g, const mr_binding *b, int nbind) {
   for (int i = 0; i < nbind; i++)
     g->hazards[g->nhazards++] =
         (mr_hazard){.buffer = b[i].buffer, .offset = b[i].offset, .end = b[i].offset + b[i].range, .write = b[i].write};
+  return MR_OK;
+}
+
+/* Submits when the command buffer is full, begins one, and orders the next
+   command after the earlier ones that touch its ranges. */
+static mr_status next_command(mr_gpu *g, const mr_binding *b, int nbind) {
+  if (g->recording && (g->ndispatch >= MAX_DISPATCHES_PER_SUBMIT || g->nqueries + 2 > MR_PROFILE_QUERIES)) {
+    mr_status st = mr_gpu_sync(g->ctx);
+    if (st != MR_OK) return st;
+  }
+  mr_status st = begin(g);
+  if (st != MR_OK) return st;
+  return note_hazards(g, b, nbind);
+}
+
+/* Timestamps around the command recorded between them, for the profile. */
+static void time_begin(mr_gpu *g, const char *op) {
+  g->last_query = -1;
+  if (!g->queries) return;
+  g->last_query = (int)(g->nqueries / 2);
+  g->query_op[g->last_query] = op;
+  g->query_flops[g->last_query] = 0;
+  vkCmdWriteTimestamp(g->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, g->queries, g->nqueries++);
+}
+
+static void time_end(mr_gpu *g) {
+  if (g->queries) vkCmdWriteTimestamp(g->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, g->queries, g->nqueries++);
+  g->ndispatch++;
+}
+
+mr_status mr_gpu_copy_regions(mr_ctx *ctx, const mr_binding *src, const mr_binding *dst, const VkBufferCopy *regions,
+                              uint32_t n, const char *op) {
+  mr_gpu *g = ctx->gpu;
+  if (mr_ctx_take_interrupt(ctx)) return mr_error(ctx, MR_ECANCELED, "interrupted");
+  if (n == 0) return MR_OK;
+  mr_binding b[2] = {*src, *dst};
+  b[0].write = false;
+  b[1].write = true;
+  mr_status st = next_command(g, b, 2);
+  if (st != MR_OK) return st;
+  time_begin(g, op);
+  vkCmdCopyBuffer(g->cmd, src->buffer, dst->buffer, n, regions);
+  time_end(g);
   return MR_OK;
 }
 
@@ -172,13 +216,7 @@ mr_status mr_gpu_dispatch(mr_ctx *ctx, mr_pipeline *p, const mr_binding *b, int 
     if (b[i].range > g->caps.max_binding)
       return mr_error(ctx, MR_EUNSUPPORTED, "%s: internal: binding %d over the limit (%llu > %llu bytes)", op, i,
                       (unsigned long long)b[i].range, (unsigned long long)g->caps.max_binding);
-  if (g->recording && (g->ndispatch >= MAX_DISPATCHES_PER_SUBMIT || g->nqueries + 2 > MR_PROFILE_QUERIES)) {
-    mr_status st = mr_gpu_sync(ctx);
-    if (st != MR_OK) return st;
-  }
-  mr_status st = begin(g);
-  if (st != MR_OK) return st;
-  st = note_hazards(g, b, nbind);
+  mr_status st = next_command(g, b, nbind);
   if (st != MR_OK) return st;
 
   VkDescriptorBufferInfo bi[MR_MAX_BINDINGS];
@@ -213,16 +251,9 @@ mr_status mr_gpu_dispatch(mr_ctx *ctx, mr_pipeline *p, const mr_binding *b, int 
   vkCmdBindPipeline(g->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, p->pipeline);
   g->push_descriptor(g->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, p->layout, 0, (uint32_t)nbind, w);
   if (p->push_size) vkCmdPushConstants(g->cmd, p->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, p->push_size, push);
-  g->last_query = -1;
-  if (g->queries) {
-    g->last_query = (int)(g->nqueries / 2);
-    g->query_op[g->last_query] = op;
-    g->query_flops[g->last_query] = 0;
-    vkCmdWriteTimestamp(g->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, g->queries, g->nqueries++);
-  }
+  time_begin(g, op);
   vkCmdDispatch(g->cmd, gx, gy, gz);
-  if (g->queries) vkCmdWriteTimestamp(g->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, g->queries, g->nqueries++);
-  g->ndispatch++;
+  time_end(g);
   return MR_OK;
 }
 

@@ -312,7 +312,8 @@ typedef struct mr_vk_buffer {
    needs no barrier of its own for these bytes. The engine signals no
    semaphores: host work on another queue of the family is ordered only by
    the waits above, and should begin with its own memory barrier (srcStage
-   COMPUTE_SHADER, srcAccess SHADER_WRITE). The buffer was made with STORAGE_BUFFER,
+   COMPUTE_SHADER | TRANSFER, srcAccess SHADER_WRITE | TRANSFER_WRITE: the
+   engine writes with dispatches and buffer copies). The buffer was made with STORAGE_BUFFER,
    UNIFORM_TEXEL_BUFFER, TRANSFER_SRC and TRANSFER_DST usage. */
 mr_status mr_tensor_vk_buffer(const mr_tensor *t, mr_vk_buffer *out);
 

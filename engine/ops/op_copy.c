@@ -1,13 +1,73 @@
 /* Strided copy with dtype conversion, and fill: the kernels behind
-   contiguous(), cast(), tensor writes into views, concat and pad. */
+   contiguous(), cast(), tensor writes into views, concat and pad. A copy of
+   long contiguous runs is a buffer transfer instead of the shader. */
 #include "ops/op_common.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct copy_push {
   uint32_t ndim, n, src_off, dst_off;
   uint32_t shape[MR_MAX_DIMS], src_strides[MR_MAX_DIMS], dst_strides[MR_MAX_DIMS];
 } copy_push;
+
+/* Same-dtype copies whose elements lie in contiguous runs of at least this
+   many bytes on both sides, in at most COPY_MAX_REGIONS runs, are a buffer
+   transfer: lavapipe runs one as a memcpy per run, where the shader pays an
+   index decomposition and a scalar load per element (measured in
+   docs/performance.md: the VAE's time concatenations). */
+#define COPY_MIN_RUN_BYTES 256
+#define COPY_MAX_REGIONS 4096
+
+/* The copy as runs: *run elements long (dims k+1.. merged), one per index of
+   dims 0..k. False when it is no transfer (see above). */
+static bool copy_runs(const mr_tensor *dst, const mr_tensor *src, int *k, int64_t *run, int64_t *regions) {
+  if (dst->dtype != src->dtype) return false;
+  int d = dst->ndim - 1;
+  int64_t n = 1;
+  for (; d >= 0; d--) {
+    if (dst->shape[d] == 1) continue; /* any stride */
+    if (dst->strides[d] != n || src->strides[d] != n) break;
+    n *= dst->shape[d];
+  }
+  int64_t r = 1;
+  for (int i = 0; i <= d; i++) r *= dst->shape[i];
+  *k = d;
+  *run = n;
+  *regions = r;
+  return n * (int64_t)mr_dtype_size(dst->dtype) >= COPY_MIN_RUN_BYTES && r <= COPY_MAX_REGIONS;
+}
+
+static mr_status copy_transfer(mr_tensor *dst, const mr_tensor *src, int k, int64_t run, int64_t regions) {
+  mr_ctx *ctx = dst->ctx;
+  VkDeviceSize es = mr_dtype_size(dst->dtype);
+  VkBufferCopy *rg = malloc((size_t)regions * sizeof *rg);
+  if (!rg) return mr_error(ctx, MR_ENOMEM, "out of host memory");
+  int64_t idx[MR_MAX_DIMS] = {0};
+  for (int64_t r = 0; r < regions; r++) {
+    int64_t so = src->offset, dof = dst->offset;
+    for (int i = 0; i <= k; i++) {
+      so += idx[i] * src->strides[i];
+      dof += idx[i] * dst->strides[i];
+    }
+    rg[r] = (VkBufferCopy){.srcOffset = src->storage->alloc.offset + (VkDeviceSize)so * es,
+                           .dstOffset = dst->storage->alloc.offset + (VkDeviceSize)dof * es,
+                           .size = (VkDeviceSize)run * es};
+    for (int i = k; i >= 0 && ++idx[i] == dst->shape[i]; i--) idx[i] = 0;
+  }
+  /* the byte ranges the runs lie in, for the hazard tracker */
+  int64_t lo, hi;
+  mr_binding b[2];
+  mr_tensor_span(src, &lo, &hi);
+  b[0] = (mr_binding){.buffer = src->storage->alloc.buffer, .offset = src->storage->alloc.offset + (VkDeviceSize)lo * es,
+                      .range = (VkDeviceSize)(hi - lo) * es};
+  mr_tensor_span(dst, &lo, &hi);
+  b[1] = (mr_binding){.buffer = dst->storage->alloc.buffer, .offset = dst->storage->alloc.offset + (VkDeviceSize)lo * es,
+                      .range = (VkDeviceSize)(hi - lo) * es, .write = true};
+  mr_status st = mr_gpu_copy_regions(ctx, &b[0], &b[1], rg, (uint32_t)regions, "transfer");
+  free(rg);
+  return st;
+}
 
 mr_status mr_tensor_copy(mr_tensor *dst, const mr_tensor *src) {
   mr_ctx *ctx = dst->ctx;
@@ -22,6 +82,9 @@ mr_status mr_tensor_copy(mr_tensor *dst, const mr_tensor *src) {
     return st;
   uint64_t n = (uint64_t)mr_tensor_numel(dst);
   if (n == 0) return MR_OK;
+  int k;
+  int64_t run, regions;
+  if (copy_runs(dst, src, &k, &run, &regions)) return copy_transfer(dst, src, k, run, regions);
   uint32_t spec[3] = {src->dtype, dst->dtype, MR_ELEMWISE_WG};
   mr_pipeline *p;
   if ((st = mr_gpu_pipeline(ctx, "copy", 2, sizeof(copy_push), spec, 3, &p)) != MR_OK) return st;

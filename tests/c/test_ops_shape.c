@@ -1,5 +1,5 @@
 /* Concat and constant pad against the CPU references: mixed dtypes, strided
-   inputs, odd sizes, 5-D, empty parts, errors. */
+   inputs, odd sizes, 5-D, empty parts, errors; copies as buffer transfers. */
 #include "op_inputs.h"
 
 #include "ref_basic.h"
@@ -119,6 +119,74 @@ static void test_pad(mr_ctx *ctx) {
   }
 }
 
+/* Same-dtype copies of long contiguous runs are buffer transfers (op_copy.c),
+   the others the copy shader: both against the CPU reference, and the profile
+   shows which ran. */
+static void test_copy_transfers(void) {
+  mr_ctx_opts o = mr_ctx_opts_default();
+  o.profile = 1;
+  mr_ctx *ctx;
+  CHECK(mr_ctx_new(&o, &ctx) == MR_OK);
+  mr_rng rng = {77};
+  for (int id = 0; id < 3; id++) {
+    mr_dtype dt = all_dtypes[id];
+    /* the VAE's time concat: [C, T, H, W] pieces, one run per channel each */
+    int64_t shape[4] = {5, 0, 7, 9}, sizes[2] = {3, 4}, sa[4] = {5, 3, 7, 9}, sb[4] = {5, 4, 7, 9};
+    int64_t na = shape_numel(4, sa), nb = shape_numel(4, sb), no = na + nb;
+    float *xa = malloc((size_t)na * sizeof *xa), *xb = malloc((size_t)nb * sizeof *xb);
+    float *want = malloc((size_t)no * sizeof *want);
+    mr_rng_fill(&rng, xa, (size_t)na, -3, 3);
+    mr_rng_fill(&rng, xb, (size_t)nb, -3, 3);
+    mr_test_round(dt, xa, (size_t)na);
+    mr_test_round(dt, xb, (size_t)nb);
+    mr_tensor *ts[2] = {make_input(ctx, dt, 4, sa, xa, LAYOUT_CONTIGUOUS), make_input(ctx, dt, 4, sb, xb, LAYOUT_CONTIGUOUS)};
+    mr_tensor *out = NULL;
+    CHECK_OK(ctx, mr_op_concat(ts, 2, 1, &out));
+    mr_ref_concat(2, (const float *const[]){xa, xb}, 4, shape, sizes, 1, want);
+    float *got = out ? mr_test_read(ctx, out) : NULL;
+    CHECK(got && memcmp(got, want, (size_t)no * sizeof *got) == 0);
+    free(got);
+    /* a window of frames of it made contiguous: runs of 2 frames; and a
+       transposed view, whose runs are one element (the shader) */
+    mr_tensor *win = NULL, *c = NULL, *tr = NULL, *ct = NULL;
+    CHECK_OK(ctx, mr_tensor_slice(out, 1, 2, 4, 1, &win));
+    CHECK_OK(ctx, mr_tensor_contiguous(win, &c));
+    CHECK_OK(ctx, mr_tensor_permute(out, (const int[4]){0, 1, 3, 2}, &tr));
+    CHECK_OK(ctx, mr_tensor_contiguous(tr, &ct));
+    float *gw = mr_test_read(ctx, c), *gt = mr_test_read(ctx, ct);
+    bool same_w = true, same_t = true;
+    for (int64_t ch = 0; ch < 5; ch++)
+      for (int64_t t = 0; t < 7; t++)
+        for (int64_t h = 0; h < 7; h++)
+          for (int64_t w = 0; w < 9; w++) {
+            float v = want[((ch * 7 + t) * 7 + h) * 9 + w];
+            if (t >= 2 && t < 4) same_w &= gw[((ch * 2 + t - 2) * 7 + h) * 9 + w] == v;
+            same_t &= gt[((ch * 7 + t) * 9 + w) * 7 + h] == v;
+          }
+    CHECK(same_w);
+    CHECK(same_t);
+    free(gw);
+    free(gt);
+    mr_tensor_free(ct);
+    mr_tensor_free(tr);
+    mr_tensor_free(c);
+    mr_tensor_free(win);
+    mr_tensor_free(out);
+    mr_tensor_free(ts[0]);
+    mr_tensor_free(ts[1]);
+    free(xa);
+    free(xb);
+    free(want);
+  }
+  CHECK_OK(ctx, mr_ctx_sync(ctx));
+  char report[4096];
+  mr_ctx_profile_report(ctx, report, sizeof report);
+  CHECK(strstr(report, "\ntransfer ") != NULL); /* the concats and the window */
+  CHECK(strstr(report, "\ncopy ") != NULL);     /* the transposes */
+  CHECK(mr_ctx_validation_messages(ctx) == 0);
+  mr_ctx_free(ctx);
+}
+
 static void test_errors(mr_ctx *ctx) {
   int64_t s1[2] = {3, 4}, s2[2] = {3, 5}, s3[3] = {3, 4, 1};
   mr_tensor *a, *b, *c, *out = (mr_tensor *)1;
@@ -155,5 +223,6 @@ int main(void) {
   test_errors(ctx);
   CHECK(mr_ctx_validation_messages(ctx) == 0);
   mr_ctx_free(ctx);
+  test_copy_transfers();
   return mr_test_finish("test_ops_shape");
 }

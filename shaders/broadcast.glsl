@@ -5,6 +5,11 @@
 // (engine/ops/op_elementwise.c), so ndim is usually 1 or 2, and splits the
 // output into runs that fit the binding limit: this invocation's element is
 // y_off + i, input k's is off[k] + the unravelled index dotted with its strides.
+//
+// With X4 (the spec constant after the kernel's others) a lane takes output
+// elements 4j .. 4j+3: the host sets it when every input walks its innermost
+// dim densely (stride 1, rows and starts at multiples of 4) or not at all
+// (stride 0: one value for the four), and rows are a multiple of 4 long.
 #define MR_BCAST_INPUTS 3
 layout(push_constant) uniform Push {
   uint ndim, n;
@@ -25,3 +30,6 @@ uvec3 mr_bcast_index(uint i) {
   }
   return at;
 }
+
+// Input k's innermost stride is 0: its four elements are one value.
+bool mr_bcast_splat(uint k) { return p.strides[k][p.ndim - 1u] == 0u; }

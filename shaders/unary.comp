@@ -1,14 +1,17 @@
 #version 450
 // out[i] = f(x[..]) for a strided x; the output is contiguous.
 // spec: 0 x dtype, 1 out dtype, 2 op (mr_unary_op, or 15 = x * scale + bias),
-//       3 workgroup size
+//       3 workgroup size, 4 X4: a lane takes elements 4j .. 4j+3 (the host sets
+//       it when x's rows are dense, a multiple of 4 long and start at multiples
+//       of 4; common.glsl's *4 forms)
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
 layout(local_size_x_id = 3) in;
-MR_TENSOR_RO(0, x, 0)
-MR_TENSOR_RW(1, y, 1)
+MR_TENSOR_RO4(0, x, 0)
+MR_TENSOR_RW4(1, y, 1)
 layout(constant_id = 2) const uint OP = 0u;
+layout(constant_id = 4) const bool X4 = false;
 
 #define OP_SILU 0u
 #define OP_GELU_TANH 1u
@@ -50,21 +53,30 @@ float mr_erfc_pos(float z) {
   return t * exp(r);
 }
 
+float f(float x) {
+  if (OP == OP_SILU) return x / (1.0 + exp(-x));
+  // 0.5 x (1 + tanh u) = x / (1 + e^-2u): no cancellation where tanh u is near -1
+  if (OP == OP_GELU_TANH) return x / (1.0 + exp(-1.5957691216057308 * (x + 0.044715 * x * x * x)));
+  if (OP == OP_EXP) return exp(x);
+  if (OP == OP_TANH) return mr_tanh(x);
+  if (OP == OP_NEG) return -x;
+  if (OP == OP_SQUARE) return x * x;
+  if (OP == OP_GELU) {  // 0.5 x (1 + erf(x / sqrt 2)) = 0.5 x erfc(-x / sqrt 2)
+    float q = mr_erfc_pos(abs(x) * 0.7071067811865476);
+    return x >= 0.0 ? x - 0.5 * x * q : 0.5 * x * q;
+  }
+  return x * p.scale + p.bias;
+}
+
 void main() {
   uint i = mr_group_id() * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
-  if (i >= p.n) return;
-  float x = x_load(p.off + mr_strided(i, p.ndim, p.shape, p.strides)), v;
-  if (OP == OP_SILU) v = x / (1.0 + exp(-x));
-  // 0.5 x (1 + tanh u) = x / (1 + e^-2u): no cancellation where tanh u is near -1
-  else if (OP == OP_GELU_TANH) v = x / (1.0 + exp(-1.5957691216057308 * (x + 0.044715 * x * x * x)));
-  else if (OP == OP_EXP) v = exp(x);
-  else if (OP == OP_TANH) v = mr_tanh(x);
-  else if (OP == OP_NEG) v = -x;
-  else if (OP == OP_SQUARE) v = x * x;
-  else if (OP == OP_GELU) {  // 0.5 x (1 + erf(x / sqrt 2)) = 0.5 x erfc(-x / sqrt 2)
-    float q = mr_erfc_pos(abs(x) * 0.7071067811865476);
-    v = x >= 0.0 ? x - 0.5 * x * q : 0.5 * x * q;
+  if (X4) {
+    i *= 4u;
+    if (i >= p.n) return;
+    vec4 x = x_load4(p.off + mr_strided(i, p.ndim, p.shape, p.strides));
+    y_store4(p.y_off + i, vec4(f(x.x), f(x.y), f(x.z), f(x.w)));
+    return;
   }
-  else v = x * p.scale + p.bias;
-  y_store(p.y_off + i, v);
+  if (i >= p.n) return;
+  y_store(p.y_off + i, f(x_load(p.off + mr_strided(i, p.ndim, p.shape, p.strides))));
 }

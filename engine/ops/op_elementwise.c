@@ -1,6 +1,7 @@
 /* Elementwise ops: binary arithmetic and mul_add with numpy broadcasting
    (binary.comp, mul_add.comp), scale and the unary activations (unary.comp). Inputs are any strided
-   views; outputs are contiguous, in the first input's dtype. */
+   views; outputs are contiguous, in the first input's dtype. Where the rows
+   allow, a lane takes four elements (X4, x4_layout). */
 #include "ops/op_common.h"
 
 #include <string.h>
@@ -32,6 +33,30 @@ static int merge_dims(int ndim, int64_t *shape, int nops, int64_t (*strides)[MR_
     n = 1;
   }
   return n;
+}
+
+/* Four elements a lane (the X4 forms of binary, mul_add and unary;
+   common.glsl): rows a multiple of 4 long that every operand walks densely
+   (stride 1, row strides multiples of 4) or not at all (stride 0, one value
+   for the four). */
+static bool x4_layout(int ndim, const int64_t *shape, int nops, int64_t (*strides)[MR_MAX_DIMS]) {
+  if (shape[ndim - 1] % 4 != 0) return false;
+  for (int o = 0; o < nops; o++) {
+    int64_t in = strides[o][ndim - 1];
+    if (in != 0 && in != 1) return false;
+    for (int d = 0; d < ndim - 1 && in == 1; d++)
+      if (strides[o][d] % 4 != 0) return false;
+  }
+  return true;
+}
+
+/* ... and a window of the split whose rows stay whole and whose dense
+   operands start at a multiple of 4 elements from their binding. */
+static bool x4_window(const mr_split *sp, int nops, int64_t (*strides)[MR_MAX_DIMS]) {
+  if (sp->size[sp->ndim - 1] % 4 != 0) return false;
+  for (int o = 0; o < nops; o++)
+    if (strides[o][sp->ndim - 1] == 1 && sp->rel[o] % 4 != 0) return false;
+  return true;
 }
 
 /* The push block of shaders/broadcast.glsl (binary.comp, mul_add.comp). */
@@ -78,14 +103,14 @@ static mr_status broadcast_run(const char *name, int n, const mr_tensor *const *
     else memset(strides[k], 0, sizeof strides[k]);
   ndim = merge_dims(ndim, shape, n, strides);
   contiguous_strides(ndim, shape, strides[n]);
-  uint32_t spec[BCAST_INPUTS + 4];
+  uint32_t spec[BCAST_INPUTS + 5];
   int ns = 0;
   for (int k = 0; k < n; k++) spec[ns++] = in[k]->dtype;
   spec[ns++] = (*out)->dtype;
   for (int k = 0; k < nextra; k++) spec[ns++] = extra[k];
   spec[ns++] = MR_ELEMWISE_WG;
-  mr_pipeline *p;
-  if ((st = mr_gpu_pipeline(ctx, name, n + 1, sizeof(bcast_push), spec, ns, &p)) != MR_OK) goto fail;
+  ns++; /* X4, per window */
+  bool x4 = x4_layout(ndim, shape, n + 1, strides);
   /* chunks are runs of the output, which the kernel writes at y_off + i */
   mr_split sp = {.ndim = ndim, .runs = true};
   memcpy(sp.shape, shape, sizeof shape);
@@ -93,13 +118,18 @@ static mr_status broadcast_run(const char *name, int n, const mr_tensor *const *
   mr_split_add(&sp, *out, true, 0, strides[n], 0);
   if ((st = mr_split_plan(ctx, &sp, name)) != MR_OK) goto fail;
   while (mr_split_next(&sp)) {
+    bool w4 = x4 && x4_window(&sp, n + 1, strides);
+    spec[ns - 1] = w4;
+    mr_pipeline *p;
+    if ((st = mr_gpu_pipeline(ctx, name, n + 1, sizeof(bcast_push), spec, ns, &p)) != MR_OK) goto fail;
     bcast_push pc = {.ndim = (uint32_t)ndim, .n = (uint32_t)sp.points, .beta = beta, .y_off = (uint32_t)sp.rel[n]};
     mr_op_dims_u32(pc.shape, sp.size, ndim, 1);
     for (int k = 0; k < BCAST_INPUTS; k++) {
       pc.off[k] = k < n ? (uint32_t)sp.rel[k] : 0;
       mr_op_dims_u32(pc.strides[k], strides[k], ndim, 0);
     }
-    if ((st = mr_op_dispatch_1d(ctx, p, sp.bind, n + 1, &pc, (uint64_t)sp.points, name)) != MR_OK) goto fail;
+    if ((st = mr_op_dispatch_1d(ctx, p, sp.bind, n + 1, &pc, (uint64_t)sp.points / (w4 ? 4 : 1), name)) != MR_OK)
+      goto fail;
   }
   return MR_OK;
 fail:
@@ -143,20 +173,23 @@ static mr_status unary_run(uint32_t op, const mr_tensor *a, float scale, float b
   }
   int ndim = merge_dims(a->ndim, shape, 1, strides);
   contiguous_strides(ndim, shape, strides[1]);
-  uint32_t spec[4] = {a->dtype, (*out)->dtype, op, MR_ELEMWISE_WG};
-  mr_pipeline *p;
+  /* X4 wants x read densely (a stride-0 row of x is no case for it) */
+  bool x4 = x4_layout(ndim, shape, 2, strides) && strides[0][ndim - 1] == 1;
   mr_split sp = {.ndim = ndim, .runs = true};
   memcpy(sp.shape, shape, sizeof shape);
   mr_split_add(&sp, a, false, a->offset, strides[0], 0);
   mr_split_add(&sp, *out, true, 0, strides[1], 0);
-  if ((st = mr_gpu_pipeline(ctx, "unary", 2, sizeof(unary_push), spec, 4, &p)) == MR_OK)
-    st = mr_split_plan(ctx, &sp, name);
+  st = mr_split_plan(ctx, &sp, name);
   while (st == MR_OK && mr_split_next(&sp)) {
+    bool w4 = x4 && x4_window(&sp, 2, strides);
+    uint32_t spec[5] = {a->dtype, (*out)->dtype, op, MR_ELEMWISE_WG, w4};
+    mr_pipeline *p;
+    if ((st = mr_gpu_pipeline(ctx, "unary", 2, sizeof(unary_push), spec, 5, &p)) != MR_OK) break;
     unary_push pc = {.ndim = (uint32_t)ndim, .n = (uint32_t)sp.points, .off = (uint32_t)sp.rel[0], .scale = scale,
                      .bias = bias, .y_off = (uint32_t)sp.rel[1]};
     mr_op_dims_u32(pc.shape, sp.size, ndim, 1);
     mr_op_dims_u32(pc.strides, strides[0], ndim, 0);
-    st = mr_op_dispatch_1d(ctx, p, sp.bind, 2, &pc, (uint64_t)sp.points, name);
+    st = mr_op_dispatch_1d(ctx, p, sp.bind, 2, &pc, (uint64_t)sp.points / (w4 ? 4 : 1), name);
   }
   if (st != MR_OK) {
     mr_tensor_free(*out);

@@ -28,6 +28,10 @@ static void test_binary(mr_ctx *ctx) {
       {1, 2, {5}, {3, 5}},                         /* b has more dims than a */
       {2, 2, {257, 129}, {257, 1}},                /* odd, large */
       {2, 1, {0, 3}, {3}},                         /* empty */
+      /* rows a multiple of 4 long: four elements a lane where the layout allows */
+      {2, 1, {6, 20}, {20}},                       /* row, read densely */
+      {2, 2, {12, 8}, {12, 1}},                    /* column: one value for four */
+      {3, 3, {2, 80, 16}, {1, 1, 16}},             /* a DiT's modulation row */
   };
   mr_rng rng = {11};
   int ncase = (int)(sizeof cases / sizeof cases[0]);
@@ -95,6 +99,10 @@ static void test_mul_add(mr_ctx *ctx) {
       {{1, 2, 1}, {{5}, {3, 5}, {5}}},                        /* b has more dims than a */
       {{2, 2, 2}, {{257, 129}, {1, 129}, {257, 1}}},          /* odd, large */
       {{2, 1, 2}, {{0, 3}, {3}, {0, 3}}},                     /* empty */
+      /* rows a multiple of 4 long: four elements a lane where the layout allows */
+      {{3, 3, 3}, {{2, 80, 16}, {1, 1, 16}, {1, 1, 16}}},     /* modulation */
+      {{3, 3, 3}, {{2, 80, 16}, {2, 1, 16}, {2, 80, 16}}},    /* gated residual, a batch of two */
+      {{2, 2, 1}, {{9, 4}, {9, 1}, {4}}},                     /* column and row */
   };
   const float betas[2] = {0.0f, 1.0f};
   mr_rng rng = {17};
@@ -143,10 +151,11 @@ static void test_mul_add(mr_ctx *ctx) {
 }
 
 static void test_unary(mr_ctx *ctx) {
-  static const int nds[] = {1, 1, 3, 5, 2};
-  static const int64_t shapes[][MR_MAX_DIMS] = {{1}, {1000}, {3, 7, 33}, {2, 3, 1, 4, 5}, {129, 257}};
+  /* {1000} and {6, 20} read four elements a lane where contiguous */
+  static const int nds[] = {1, 1, 3, 5, 2, 2};
+  static const int64_t shapes[][MR_MAX_DIMS] = {{1}, {1000}, {3, 7, 33}, {2, 3, 1, 4, 5}, {129, 257}, {6, 20}};
   mr_rng rng = {23};
-  for (int c = 0; c < 5; c++) {
+  for (int c = 0; c < 6; c++) {
     int64_t n = shape_numel(nds[c], shapes[c]);
     float *x = malloc((size_t)n * sizeof *x), *want = malloc((size_t)n * sizeof *want);
     for (int id = 0; id < 3; id++) {

@@ -4,19 +4,22 @@
 // deviations), both Kahan-compensated, so rows thousands wide stay within
 // ~1e-6 of a double-precision reference. Row geometry: rows.glsl.
 // spec: 0 x dtype, 1 w dtype, 2 b dtype, 3 out dtype, 4 has weight,
-//       5 has bias, 6 one workgroup per row, 7 workgroup size
+//       5 has bias, 6 one workgroup per row, 7 workgroup size, 8 X4: four
+//       elements at a time (one row per invocation, rows dense and aligned:
+//       mr_rows_x4)
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #define MR_WG_ID 7
 #include "rows.glsl"
 
-MR_TENSOR_RO(0, x, 0)
-MR_TENSOR_RO(1, w, 1)
-MR_TENSOR_RO(2, b, 2)
-MR_TENSOR_RW(3, y, 3)
+MR_TENSOR_RO4(0, x, 0)
+MR_TENSOR_RO4(1, w, 1)
+MR_TENSOR_RO4(2, b, 2)
+MR_TENSOR_RW4(3, y, 3)
 layout(constant_id = 4) const bool has_w = false;
 layout(constant_id = 5) const bool has_b = false;
 layout(constant_id = 6) const bool per_wg = false;
+layout(constant_id = 8) const bool X4 = false;
 
 layout(push_constant) uniform Push {
   MR_ROWS_PUSH;
@@ -29,24 +32,53 @@ void main() {
   if (r >= p.rows) return;  // uniform across the workgroup when per_wg
   uvec2 base = mr_row_base(r, p.x_off, p.o_off, p.ondim, p.oshape, p.x_ostr, p.o_ostr);
   uint xb = base.x, n = p.len;
-  uint i0 = per_wg ? gl_LocalInvocationID.x : 0u, di = per_wg ? WG : 1u;
-
-  float s = 0.0, c = 0.0;
-  for (uint i = i0; i < n; i += di) mr_kahan_add(s, c, x_load(xb + i * p.x_step));
-  s -= c;
-  if (per_wg) s = mr_wg_sum(s);
-  float mean = s / float(n);
-
-  s = 0.0;
-  c = 0.0;
-  for (uint i = i0; i < n; i += di) {
-    float d = x_load(xb + i * p.x_step) - mean;
-    mr_kahan_add(s, c, d * d);
+  float mean, rstd;
+  if (per_wg) {
+    uint i0 = gl_LocalInvocationID.x;
+    float s = 0.0, c = 0.0;
+    for (uint i = i0; i < n; i += WG) mr_kahan_add(s, c, x_load(xb + i * p.x_step));
+    mean = mr_wg_sum(s - c) / float(n);
+    s = 0.0;
+    c = 0.0;
+    for (uint i = i0; i < n; i += WG) {
+      float d = x_load(xb + i * p.x_step) - mean;
+      mr_kahan_add(s, c, d * d);
+    }
+    rstd = 1.0 / sqrt(mr_wg_sum(s - c) / float(n) + p.eps);
+  } else {  // four partial sums (rows.glsl)
+    uint n4 = n & ~3u, st = p.x_step;
+    vec4 s = vec4(0.0), c = vec4(0.0);
+    for (uint i = 0u; i < n4; i += 4u)
+      mr_kahan_add4(s, c, X4 ? x_load4(xb + i)
+                             : vec4(x_load(xb + i * st), x_load(xb + (i + 1u) * st), x_load(xb + (i + 2u) * st),
+                                    x_load(xb + (i + 3u) * st)));
+    for (uint i = n4; i < n; i++) mr_kahan_add(s[i - n4], c[i - n4], x_load(xb + i * st));
+    mean = mr_sum4(s, c) / float(n);
+    s = vec4(0.0);
+    c = vec4(0.0);
+    for (uint i = 0u; i < n4; i += 4u) {
+      vec4 d = (X4 ? x_load4(xb + i)
+                   : vec4(x_load(xb + i * st), x_load(xb + (i + 1u) * st), x_load(xb + (i + 2u) * st),
+                          x_load(xb + (i + 3u) * st))) - mean;
+      mr_kahan_add4(s, c, d * d);
+    }
+    for (uint i = n4; i < n; i++) {
+      float d = x_load(xb + i * st) - mean;
+      mr_kahan_add(s[i - n4], c[i - n4], d * d);
+    }
+    rstd = 1.0 / sqrt(mr_sum4(s, c) / float(n) + p.eps);
   }
-  s -= c;
-  if (per_wg) s = mr_wg_sum(s);
-  float rstd = 1.0 / sqrt(s / float(n) + p.eps);
 
+  if (X4) {
+    for (uint i = 0u; i < n; i += 4u) {
+      vec4 v = (x_load4(xb + i) - mean) * rstd;
+      if (has_w) v *= w_load4(p.w_off + i);
+      if (has_b) v += b_load4(p.b_off + i);
+      y_store4(base.y + i, v);
+    }
+    return;
+  }
+  uint i0 = per_wg ? gl_LocalInvocationID.x : 0u, di = per_wg ? WG : 1u;
   for (uint i = i0; i < n; i += di) {
     float v = (x_load(xb + i * p.x_step) - mean) * rstd;
     if (has_w) v *= w_load(p.w_off + i * p.w_step);

@@ -49,6 +49,23 @@ void mr_kahan_add(inout float s, inout float c, float v) {
   s = t;
 }
 
+// The same on four partial sums at once. A kernel with one row per
+// invocation sums element i into partial i % 4 and adds them at the end
+// (mr_sum4), whether it loads four elements at a time (X4) or one: both
+// forms give the same bits, so a strided row equals its compact copy.
+void mr_kahan_add4(inout vec4 s, inout vec4 c, vec4 v) {
+  precise vec4 y = v - c;
+  precise vec4 t = s + y;
+  precise vec4 e = (t - s) - y;
+  c = e;
+  s = t;
+}
+
+float mr_sum4(vec4 s, vec4 c) {
+  s -= c;
+  return (s.x + s.y) + (s.z + s.w);
+}
+
 // Sum / max of one value per invocation over the workgroup. Every invocation
 // must call these (they contain barriers) and gets the result.
 float mr_wg_sum(float v) {

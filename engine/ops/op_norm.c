@@ -60,14 +60,15 @@ static mr_status norm_run(bool rms, const mr_tensor *x, const mr_tensor *w, cons
   /* absent parameters bind x in their place; the shader never reads them */
   const mr_tensor *params[2] = {w, b};
   uint32_t steps[2] = {pc.w_step, pc.b_step}, *offs[2] = {&pc.w_off, &pc.b_off};
+  bool x4 = mr_rows_x4(&pc.g, per_wg, rms ? 1 : 2, params, steps, offs);
   mr_pipeline *p;
   if (rms) {
-    uint32_t spec[6] = {x->dtype, w ? w->dtype : MR_F32, (*out)->dtype, w != NULL, per_wg, wg};
-    st = mr_gpu_pipeline(ctx, "rms_norm", 3, sizeof pc, spec, 6, &p);
+    uint32_t spec[7] = {x->dtype, w ? w->dtype : MR_F32, (*out)->dtype, w != NULL, per_wg, wg, x4};
+    st = mr_gpu_pipeline(ctx, "rms_norm", 3, sizeof pc, spec, 7, &p);
   } else {
-    uint32_t spec[8] = {x->dtype, w ? w->dtype : MR_F32, b ? b->dtype : MR_F32, (*out)->dtype,
-                        w != NULL, b != NULL, per_wg, wg};
-    st = mr_gpu_pipeline(ctx, "layer_norm", 4, sizeof pc, spec, 8, &p);
+    uint32_t spec[9] = {x->dtype, w ? w->dtype : MR_F32, b ? b->dtype : MR_F32, (*out)->dtype,
+                        w != NULL, b != NULL, per_wg, wg, x4};
+    st = mr_gpu_pipeline(ctx, "layer_norm", 4, sizeof pc, spec, 9, &p);
   }
   if (st == MR_OK)
     st = mr_rows_record(ctx, p, &pc, &pc.g, x, rms ? 1 : 2, params, steps, offs, *out, true, per_wg, wg, op);

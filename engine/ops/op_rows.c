@@ -53,6 +53,17 @@ bool mr_rows_per_wg(const mr_ctx *ctx, int variant, const mr_rows_push *g, uint3
   return true;
 }
 
+bool mr_rows_x4(const mr_rows_push *g, bool per_wg, int nparams, const mr_tensor *const *params,
+                const uint32_t *steps, uint32_t *const *offs) {
+  if (per_wg || g->x_step != 1 || g->o_step != 1 || g->len % 4 != 0 || g->x_off % 4 != 0 || g->o_off % 4 != 0)
+    return false;
+  for (uint32_t k = 0; k < g->ondim; k++)
+    if (g->x_ostr[k] % 4 != 0 || g->o_ostr[k] % 4 != 0) return false;
+  for (int i = 0; i < nparams; i++)
+    if (params[i] && (steps[i] != 1 || *offs[i] % 4 != 0)) return false;
+  return true;
+}
+
 mr_status mr_rows_record(mr_ctx *ctx, mr_pipeline *p, void *push, mr_rows_push *g, const mr_tensor *x,
                          int nparams, const mr_tensor *const *params, const uint32_t *steps, uint32_t *const *offs,
                          const mr_tensor *y, bool y_row, bool per_wg, uint32_t wg, const char *op) {

@@ -22,6 +22,14 @@ void mr_rows_geom(const mr_tensor *x, int d, const int64_t *y_strides, mr_rows_p
    and geometry) and its workgroup size. */
 bool mr_rows_per_wg(const mr_ctx *ctx, int variant, const mr_rows_push *g, uint32_t *wg);
 
+/* True when a per-invocation row kernel may read and write four elements at
+   a time (its X4 form: common.glsl's *4 loads): rows dense in x, y and every
+   parameter (NULL ones aside), a multiple of 4 long, starting at multiples of
+   4 elements (binding windows start at multiples of 16 bytes, so the offsets
+   keep that in every window of a split). */
+bool mr_rows_x4(const mr_rows_push *g, bool per_wg, int nparams, const mr_tensor *const *params,
+                const uint32_t *steps, uint32_t *const *offs);
+
 /* Records the op over every row of x into y: one dispatch (ceil(rows / wg)
    groups, or one group per row) per chunk of rows whose windows fit the
    binding limit (ops/op_common.h), a single one when every storage fits.

@@ -19,6 +19,8 @@ typedef struct shape_case {
 
 static const shape_case norm_shapes[] = {
     {2, {1, 1}}, {2, {3, 7}}, {2, {33, 129}}, {2, {4, 1000}}, {2, {2, 5120}}, {5, {2, 3, 1, 4, 33}}, {1, {257}},
+    /* rows a multiple of 4 long: four elements at a time where dense (mr_rows_x4) */
+    {2, {6, 192}}, {3, {5, 2, 16}}, {2, {3, 44}},
 };
 
 static void test_norms(mr_ctx *ctx) {

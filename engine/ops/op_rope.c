@@ -29,9 +29,13 @@ mr_status mr_op_rope(const mr_tensor *x, const mr_tensor *cos, const mr_tensor *
   if ((st = mr_tensor_empty(ctx, x->dtype, 4, x->shape, out)) != MR_OK) return st;
   uint64_t n = (uint64_t)mr_tensor_numel(x) / 2;
   if (n == 0) return MR_OK;
-  uint32_t spec[5] = {x->dtype, cos->dtype, sin->dtype, x->dtype, MR_ELEMWISE_WG};
+  /* two pairs an invocation where they are dense and rows start at multiples
+     of 4 elements (windows start at multiples of 16 bytes: every split keeps it) */
+  bool x4 = x->shape[3] % 4 == 0 && x->strides[3] == 1 && x->offset % 4 == 0;
+  for (int i = 0; i < 3; i++) x4 = x4 && (x->shape[i] == 1 || x->strides[i] % 4 == 0);
+  uint32_t spec[6] = {x->dtype, cos->dtype, sin->dtype, x->dtype, MR_ELEMWISE_WG, x4};
   mr_pipeline *p;
-  if ((st = mr_gpu_pipeline(ctx, "rope", 4, sizeof(rope_push), spec, 5, &p)) != MR_OK) {
+  if ((st = mr_gpu_pipeline(ctx, "rope", 4, sizeof(rope_push), spec, 6, &p)) != MR_OK) {
     mr_tensor_free(*out);
     *out = NULL;
     return st;
@@ -61,7 +65,7 @@ mr_status mr_op_rope(const mr_tensor *x, const mr_tensor *cos, const mr_tensor *
                     .x_off = (uint32_t)sp.rel[0], .cos_off = (uint32_t)sp.rel[1], .sin_off = (uint32_t)sp.rel[2],
                     .y_off = (uint32_t)sp.rel[3]};
     for (int i = 0; i < 4; i++) pc.xs[i] = (uint32_t)x->strides[i];
-    st = mr_op_dispatch_1d(ctx, p, sp.bind, 4, &pc, (uint64_t)(sp.points * H * half), "rope");
+    st = mr_op_dispatch_1d(ctx, p, sp.bind, 4, &pc, (uint64_t)(sp.points * H * half) / (x4 ? 2 : 1), "rope");
   }
   if (st != MR_OK) {
     mr_tensor_free(*out);

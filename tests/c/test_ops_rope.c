@@ -81,6 +81,8 @@ int main(void) {
     run_case(ctx, &rng, 1, 7, 3, 8, 7, dts[k], false);
     run_case(ctx, &rng, 2, 33, 2, 128, 33, dts[k], false);
     run_case(ctx, &rng, 2, 19, 5, 6, 11, dts[k], true); /* partial table, strided */
+    run_case(ctx, &rng, 2, 19, 3, 12, 11, dts[k], false); /* partial table, two pairs an invocation */
+    run_case(ctx, &rng, 1, 9, 3, 16, 9, dts[k], true);    /* strided, D a multiple of 4 */
   }
   run_case(ctx, &rng, 1, 1, 1, 2, 1, MR_F32, false);
   /* errors name the problem */

@@ -526,11 +526,10 @@ static int l_clock(lua_State *L) {
 
 static const luaL_Reg module_funcs[] = {
   {"device", l_device}, {"devices", l_devices}, {"sync", l_sync}, {"interrupt", l_interrupt},
-  {"profile", l_profile}, {"memory", l_memory}, {"trim", l_trim}, {"sha256", l_sha256}, {"gc_threshold", l_gc_threshold},
-  {"is_terminal", l_is_terminal}, {"clock", l_clock}, {"sleep", l_sleep},
-  {"profile", l_profile}, {"memory", l_memory}, {"trim", l_trim}, {"sha256", l_sha256}, {"sha256_string", l_sha256_string},
-  {"listdir", l_listdir}, {"mkdir", l_mkdir}, {"append_line", l_append_line}, {"write_file", l_write_file}, {"gc_threshold", l_gc_threshold},
-  {"is_terminal", l_is_terminal}, {"clock", l_clock},
+  {"profile", l_profile}, {"memory", l_memory}, {"trim", l_trim}, {"sha256", l_sha256},
+  {"sha256_string", l_sha256_string}, {"gc_threshold", l_gc_threshold}, {"is_terminal", l_is_terminal},
+  {"clock", l_clock}, {"sleep", l_sleep}, {"listdir", l_listdir}, {"mkdir", l_mkdir},
+  {"append_line", l_append_line}, {"write_file", l_write_file},
   {NULL, NULL}};
 
 /* The embedded pure-Lua modules (generated from the files in bindings/lua). */

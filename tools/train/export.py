@@ -97,11 +97,18 @@ def export_pack(cfg, out: str, dit, vae, t5, spiece_path: str, metrics: dict,
     total = 0
     for root, _, files in os.walk(out):
         total += sum(os.path.getsize(os.path.join(root, n)) for n in files)
-    if os.path.exists(final):
-        os.rename(final, final + ".old")
-    os.rename(out, final)
-    shutil.rmtree(final + ".old", ignore_errors=True)
+    swap_in(out, final)
     return {"pack_bytes": total}
+
+
+def swap_in(tmp: str, final: str) -> None:
+    """The pack folder tmp becomes final whole (the earlier one, if any, removed): a killed
+    export leaves the earlier pack or none under final, never a mix."""
+    if os.path.exists(final):
+        shutil.rmtree(final + ".old", ignore_errors=True)
+        os.rename(final, final + ".old")
+    os.rename(tmp, final)
+    shutil.rmtree(final + ".old", ignore_errors=True)
 
 
 def load_pack(path: str):
@@ -206,8 +213,5 @@ def export_refs_pack(src: str, out: str, dit, t5, spiece_path: str, rc, metrics:
     info["config"]["dit"]["text_len"] = dit.text_len
     with open(os.path.join(tmp, "moonreel_pack.json"), "w") as f:
         json.dump(info, f, indent=1)
-    if os.path.exists(final):
-        os.rename(final, final + ".old")
-    os.rename(tmp, final)
-    shutil.rmtree(final + ".old", ignore_errors=True)
+    swap_in(tmp, final)
     return info

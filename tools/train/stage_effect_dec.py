@@ -273,8 +273,8 @@ def main(argv=None) -> int:
         fc.p_effect = a.p_effect
     if a.p_light is not None:
         fc.p_light = a.p_light
-    if a.smoke:
-        fc.steps, fc.warmup, a.eval = 2, 1, 1
+    if a.smoke:     # regen from the first step: a smoke pack samples in 2 steps
+        fc.steps, fc.warmup, fc.regen_steps, a.eval = 2, 1, (0, 1), 1
     os.makedirs(a.out, exist_ok=True)
     new = json.loads(json.dumps(dataclasses.asdict(fc)))
     ckpt.pin_settings(os.path.join(a.out, "fxdec_config.json"), new, a.out)
@@ -332,11 +332,15 @@ def export(src: str, out: str, cfg, vae, fc_json: dict, metrics: dict, command: 
     per-item reference figures, the round-trip ceiling and the PyTorch gate figures
     recomputed (the earlier ones kept in the stage's record), the run appended to
     "effect_decoder_stages" (a stage may run again on its own output), the card rewritten;
-    each file written beside its final name and renamed."""
+    written into a copy beside out and swapped in whole (export.swap_in), so a killed
+    export leaves out as it was (tools/train/pipeline.py takes a pack there as done)."""
     from .card import write_card
     from .evaluate import reference_figures, vae_checker_roundtrip
-    if os.path.abspath(src) != os.path.abspath(out):
-        shutil.copytree(src, out, dirs_exist_ok=True)
+    from .export import swap_in
+    final = out.rstrip("/")
+    out = final + f".tmp{os.getpid()}"
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(src, out)
     with open(os.path.join(src, "moonreel_pack.json")) as f:
         info = json.load(f)
     m = info["metrics"]
@@ -352,14 +356,12 @@ def export(src: str, out: str, cfg, vae, fc_json: dict, metrics: dict, command: 
     stages.append({"config": fc_json, "metrics": metrics, "before": before, "command": command})
     info["effect_decoder_stages"] = stages
     info["reference"] = reference_figures(cfg, vae, 16, 8)
-    tmp = os.path.join(out, f".Wan2.1_VAE.pth.tmp{os.getpid()}")
-    torch.save({k: v.detach().float().clone() for k, v in vae.state_dict().items()}, tmp)
-    jtmp = os.path.join(out, f".moonreel_pack.json.tmp{os.getpid()}")
-    with open(jtmp, "w") as f:
+    torch.save({k: v.detach().float().clone() for k, v in vae.state_dict().items()},
+               os.path.join(out, "Wan2.1_VAE.pth"))
+    with open(os.path.join(out, "moonreel_pack.json"), "w") as f:
         json.dump(info, f, indent=1)
-    os.replace(tmp, os.path.join(out, "Wan2.1_VAE.pth"))
-    os.replace(jtmp, os.path.join(out, "moonreel_pack.json"))
     write_card(out)
+    swap_in(out, final)
 
 
 if __name__ == "__main__":

@@ -491,5 +491,80 @@ class TestEffectDecoderStage(unittest.TestCase):
         self.assertTrue(all(k.startswith(("decoder.", "conv2.")) for k in moved), moved)
 
 
+
+class TestPipeline(unittest.TestCase):
+    """tools/train/pipeline.py: the stages in order, each skipped once its output exists,
+    the chain stopped by a failing stage (a fake runner; no training)."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.out = os.path.join(self.tmp.name, "run")
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def fake(self, fail_at=None, make=True):
+        calls = []
+
+        def run(args):
+            calls.append(list(args))
+            if fail_at is not None and len(calls) == fail_at:
+                return 3
+            if make:    # the stage's output: its --export (or the base run's pack)
+                target = args[args.index("--export") + 1] if "--export" in args else os.path.join(self.out, "pack")
+                if target.endswith(".safetensors"):
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    open(target, "w").close()
+                else:
+                    os.makedirs(target, exist_ok=True)
+                    open(os.path.join(target, "moonreel_pack.json"), "w").close()
+            return 0
+        return run, calls
+
+    def test_stages_in_order_then_skipped(self):
+        import io
+        from tools.train import pipeline
+        run, calls = self.fake()
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.assertEqual(pipeline.main(["--out", self.out, "--threads", "1"], run=run), 0)
+        self.assertEqual([c[0] for c in calls], ["tools.train.train", "tools.train.stage_refs"]
+                         + ["tools.train.stage_effect"] * 3 + ["tools.train.stage_effect_dec"])
+        self.assertEqual(calls[0][calls[0].index("--world") + 1], "varied")
+        refs = os.path.join(self.out, "pack_refs")
+        for c in calls[2:]:     # the effects and the decoder stand on the reference stage's pack
+            self.assertEqual(c[c.index("--pack") + 1], refs)
+        again, calls2 = self.fake()
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.assertEqual(pipeline.main(["--out", self.out, "--threads", "1"], run=again), 0)
+        self.assertEqual(calls2, [])
+
+    def test_a_pack_is_swapped_in_whole(self):
+        from tools.train.export import swap_in
+        final, tmp = os.path.join(self.out, "final"), os.path.join(self.out, "final.tmp1")
+        for d, text in ((final, "old"), (tmp, "new")):
+            os.makedirs(d)
+            with open(os.path.join(d, "moonreel_pack.json"), "w") as f:
+                f.write(text)
+        swap_in(tmp, final)
+        with open(os.path.join(final, "moonreel_pack.json")) as f:
+            self.assertEqual(f.read(), "new")
+        self.assertEqual(sorted(os.listdir(self.out)), ["final"])    # no tmp, no .old left
+
+    def test_a_failing_stage_stops_the_chain(self):
+        import io
+        from tools.train import pipeline
+        run, calls = self.fake(fail_at=2)
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            self.assertEqual(pipeline.main(["--out", self.out], run=run), 1)
+        self.assertEqual(len(calls), 2)
+        self.assertIn("the refs stage failed (exit 3)", err.getvalue())
+        run, calls = self.fake(make=False)   # exit 0 without its output
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            self.assertEqual(pipeline.main(["--out", self.out], run=run), 1)
+        self.assertEqual(len(calls), 1)       # the base pack exists from the first run
+        self.assertIn("ended without", err.getvalue())
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -41,25 +41,20 @@ uvec2 mr_row_base(uint r, uint x_off, uint o_off, uint ondim, uint oshape[4], ui
 
 // Compensated (Kahan) accumulation: s += v, keeping the lost low bits in c.
 // `precise` stops the compiler from reassociating the correction away.
-void mr_kahan_add(inout float s, inout float c, float v) {
-  precise float y = v - c;
-  precise float t = s + y;
-  precise float e = (t - s) - y;
-  c = e;
-  s = t;
-}
-
-// The same on four partial sums at once. A kernel with one row per
-// invocation sums element i into partial i % 4 and adds them at the end
+// mr_kahan_add4 does it on four partial sums at once: a kernel with one row
+// per invocation sums element i into partial i % 4 and adds them at the end
 // (mr_sum4), whether it loads four elements at a time (X4) or one: both
 // forms give the same bits, so a strided row equals its compact copy.
-void mr_kahan_add4(inout vec4 s, inout vec4 c, vec4 v) {
-  precise vec4 y = v - c;
-  precise vec4 t = s + y;
-  precise vec4 e = (t - s) - y;
-  c = e;
-  s = t;
-}
+#define MR_KAHAN_ADD(NAME, T)                 \
+  void NAME(inout T s, inout T c, T v) {      \
+    precise T y = v - c;                      \
+    precise T t = s + y;                      \
+    precise T e = (t - s) - y;                \
+    c = e;                                    \
+    s = t;                                    \
+  }
+MR_KAHAN_ADD(mr_kahan_add, float)
+MR_KAHAN_ADD(mr_kahan_add4, vec4)
 
 float mr_sum4(vec4 s, vec4 c) {
   s -= c;

@@ -58,8 +58,11 @@ def main(argv=None) -> int:
     def score(step, ema):
         d, t = ema.shadow
         quiet = lambda _: None  # noqa: E731
-        log(f"curve step {step}: two objects by caption {eval_t2v2(cfg, vae, d, t, tok, a.n, quiet):.3f}, "
-            f"one-object T2V {eval_t2v(cfg, vae, d, t, tok, a.n, quiet):.3f} (of {a.n} each)")
+        counts: dict = {}
+        two = eval_t2v2(cfg, vae, d, t, tok, a.n, quiet, counts)
+        log(f"curve step {step}: two objects by caption {two:.3f} (of the {2 * a.n} objects "
+            + ", ".join(f"{k} {v}" for k, v in counts.items())
+            + f"), one-object T2V {eval_t2v(cfg, vae, d, t, tok, a.n, quiet):.3f} (of {a.n} each)")
 
     r = train_dit(cfg, dit, t5, tok, latents, specs, log, score, a.every)
     score(r["dit_steps"], r["ema"])

@@ -4,6 +4,7 @@ prompt/seed pairs (T2V), and the TI2V first-frame PSNR."""
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 import torch
@@ -107,11 +108,12 @@ def eval_ti2v(cfg, vae, dit, t5, tok, n: int = 8) -> float:
 
 
 @torch.no_grad()
-def eval_t2v2(cfg, vae, dit, t5, tok, n: int = 40, log=print) -> float:
+def eval_t2v2(cfg, vae, dit, t5, tok, n: int = 40, log=print, counts: Optional[dict] = None) -> float:
     """Two objects by caption: the fraction of n held-out two-object scenes of the varied
     world (tinyworld.evalset.r2v_cases, named by colour and shape) in which the checker
     finds both objects with their colours, shapes and motions. What the reference stage
-    needs the base model to draw first (docs/default-model.md)."""
+    needs the base model to draw first (docs/default-model.md). counts, when given, gets
+    per attribute how many of the 2n objects had it right (a learning curve's detail)."""
     from ..tinyworld.checker import check_objects
     cases = r2v_cases(cfg.seed, n, cfg.size)
     lat = (16, 1 + (cfg.frames - 1) // 4, cfg.size // 8, cfg.size // 8)
@@ -126,6 +128,9 @@ def eval_t2v2(cfg, vae, dit, t5, tok, n: int = 40, log=print) -> float:
             r = check_objects(v.numpy(), [{"colour": o.colour, "shape": o.shape, "motion": o.motion}
                                           for o in spec.objects])
             ok += r.ok
+            for _, _, match in r.objects if counts is not None else ():
+                for k, good in match.items():
+                    counts[k] = counts.get(k, 0) + int(good)
             if not r.ok:
                 log(f"  miss: {p!r} seed {sd}: "
                     + "; ".join(f"{a.colour}/{a.shape}/{a.motion}" for _, a, _ in r.objects))

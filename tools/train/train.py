@@ -201,8 +201,10 @@ def main(argv=None) -> int:
     def probe(step, ema):
         d, t = ema.shadow
         if cfg.world == "varied":
-            log(f"probe at dit step {step}: two objects by caption "
-                f"{eval_t2v2(cfg, vae, d, t, tok, n_probe, lambda _: None):.3f} of {n_probe}")
+            counts: dict = {}
+            rate = eval_t2v2(cfg, vae, d, t, tok, n_probe, lambda _: None, counts)
+            log(f"probe at dit step {step}: two objects by caption {rate:.3f} of {n_probe}; of the "
+                f"{2 * n_probe} objects " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         else:
             log(f"probe at dit step {step}: T2V {eval_t2v(cfg, vae, d, t, tok, n_probe, lambda _: None):.3f} "
                 f"of {n_probe}")

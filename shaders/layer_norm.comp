@@ -49,17 +49,13 @@ void main() {
     uint n4 = n & ~3u, st = p.x_step;
     vec4 s = vec4(0.0), c = vec4(0.0);
     for (uint i = 0u; i < n4; i += 4u)
-      mr_kahan_add4(s, c, X4 ? x_load4(xb + i)
-                             : vec4(x_load(xb + i * st), x_load(xb + (i + 1u) * st), x_load(xb + (i + 2u) * st),
-                                    x_load(xb + (i + 3u) * st)));
+      mr_kahan_add4(s, c, MR_ROW4(xb, i, st));
     for (uint i = n4; i < n; i++) mr_kahan_add(s[i - n4], c[i - n4], x_load(xb + i * st));
     mean = mr_sum4(s, c) / float(n);
     s = vec4(0.0);
     c = vec4(0.0);
     for (uint i = 0u; i < n4; i += 4u) {
-      vec4 d = (X4 ? x_load4(xb + i)
-                   : vec4(x_load(xb + i * st), x_load(xb + (i + 1u) * st), x_load(xb + (i + 2u) * st),
-                          x_load(xb + (i + 3u) * st))) - mean;
+      vec4 d = MR_ROW4(xb, i, st) - mean;
       mr_kahan_add4(s, c, d * d);
     }
     for (uint i = n4; i < n; i++) {

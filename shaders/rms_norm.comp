@@ -39,9 +39,7 @@ void main() {
     vec4 s = vec4(0.0), c = vec4(0.0);
     uint n4 = n & ~3u, st = p.x_step;
     for (uint i = 0u; i < n4; i += 4u) {
-      vec4 v = X4 ? x_load4(xb + i)
-                  : vec4(x_load(xb + i * st), x_load(xb + (i + 1u) * st), x_load(xb + (i + 2u) * st),
-                         x_load(xb + (i + 3u) * st));
+      vec4 v = MR_ROW4(xb, i, st);
       mr_kahan_add4(s, c, v * v);
     }
     for (uint i = n4; i < n; i++) {

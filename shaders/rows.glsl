@@ -56,6 +56,13 @@ uvec2 mr_row_base(uint r, uint x_off, uint o_off, uint ondim, uint oshape[4], ui
 MR_KAHAN_ADD(mr_kahan_add, float)
 MR_KAHAN_ADD(mr_kahan_add4, vec4)
 
+// Elements i .. i+3 of the row at xb, x_step apart: one 16-byte load in the
+// X4 form, four loads in the other (a macro: the kernel declares x and X4).
+#define MR_ROW4(xb, i, st)                                                                   \
+  (X4 ? x_load4((xb) + (i))                                                                  \
+      : vec4(x_load((xb) + (i) * (st)), x_load((xb) + ((i) + 1u) * (st)), x_load((xb) + ((i) + 2u) * (st)), \
+             x_load((xb) + ((i) + 3u) * (st))))
+
 float mr_sum4(vec4 s, vec4 c) {
   s -= c;
   return (s.x + s.y) + (s.z + s.w);

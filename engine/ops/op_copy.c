@@ -38,6 +38,15 @@ static bool copy_runs(const mr_tensor *dst, const mr_tensor *src, int *k, int64_
   return n * (int64_t)mr_dtype_size(dst->dtype) >= COPY_MIN_RUN_BYTES && r <= COPY_MAX_REGIONS;
 }
 
+/* The bytes of t's storage its view spans, for the hazard tracker. */
+static mr_binding span_binding(const mr_tensor *t, bool write) {
+  int64_t lo, hi;
+  VkDeviceSize es = mr_dtype_size(t->dtype);
+  mr_tensor_span(t, &lo, &hi);
+  return (mr_binding){.buffer = t->storage->alloc.buffer, .offset = t->storage->alloc.offset + (VkDeviceSize)lo * es,
+                      .range = (VkDeviceSize)(hi - lo) * es, .write = write};
+}
+
 static mr_status copy_transfer(mr_tensor *dst, const mr_tensor *src, int k, int64_t run, int64_t regions) {
   mr_ctx *ctx = dst->ctx;
   VkDeviceSize es = mr_dtype_size(dst->dtype);
@@ -55,15 +64,7 @@ static mr_status copy_transfer(mr_tensor *dst, const mr_tensor *src, int k, int6
                            .size = (VkDeviceSize)run * es};
     for (int i = k; i >= 0 && ++idx[i] == dst->shape[i]; i--) idx[i] = 0;
   }
-  /* the byte ranges the runs lie in, for the hazard tracker */
-  int64_t lo, hi;
-  mr_binding b[2];
-  mr_tensor_span(src, &lo, &hi);
-  b[0] = (mr_binding){.buffer = src->storage->alloc.buffer, .offset = src->storage->alloc.offset + (VkDeviceSize)lo * es,
-                      .range = (VkDeviceSize)(hi - lo) * es};
-  mr_tensor_span(dst, &lo, &hi);
-  b[1] = (mr_binding){.buffer = dst->storage->alloc.buffer, .offset = dst->storage->alloc.offset + (VkDeviceSize)lo * es,
-                      .range = (VkDeviceSize)(hi - lo) * es, .write = true};
+  mr_binding b[2] = {span_binding(src, false), span_binding(dst, true)};
   mr_status st = mr_gpu_copy_regions(ctx, &b[0], &b[1], rg, (uint32_t)regions, "transfer");
   free(rg);
   return st;

@@ -76,21 +76,26 @@ def reference_figures(cfg, vae, n_vae: int = 16, n_ti2v: int = 8) -> dict:
 
 
 @torch.no_grad()
+def t2v_videos(cfg, vae, dit, t5, tok, prompts, seeds):
+    """Each prompt's clip from its seed, sampled as the evaluations sample (eight at a
+    time), decoded and clamped: numpy [3, T, H, W] in [-1, 1], in order."""
+    lat = (16, 1 + (cfg.frames - 1) // 4, cfg.size // 8, cfg.size // 8)
+    for i in range(0, len(prompts), 8):
+        z = sample(dit, t5, tok, prompts[i:i + 8], lat, seeds[i:i + 8], cfg.eval_steps, cfg.eval_guide,
+                   cfg.eval_shift)
+        yield from (v.numpy() for v in vae.decode(z, chunked=True).clamp(-1, 1))
+
+
 def eval_t2v(cfg, vae, dit, t5, tok, n: int = 40, log=print) -> float:
     pairs = prompt_seed_pairs(cfg.seed, n)
-    lat = (16, 1 + (cfg.frames - 1) // 4, cfg.size // 8, cfg.size // 8)
+    prompts = [canonical_caption(s) for s, _ in pairs]
     ok = 0
-    for i in range(0, n, 8):
-        chunk = pairs[i:i + 8]
-        prompts = [canonical_caption(s) for s, _ in chunk]
-        z = sample(dit, t5, tok, prompts, lat, [sd for _, sd in chunk], cfg.eval_steps, cfg.eval_guide,
-                   cfg.eval_shift)
-        video = vae.decode(z, chunked=True).clamp(-1, 1)
-        for (spec, sd), v, p in zip(chunk, video, prompts):
-            r = check(v.numpy(), p)
-            ok += r.ok
-            if not r.ok:
-                log(f"  miss: {p!r} seed {sd}: found {r.found.colour}/{r.found.shape}/{r.found.motion}")
+    videos = t2v_videos(cfg, vae, dit, t5, tok, prompts, [sd for _, sd in pairs])
+    for (spec, sd), v, p in zip(pairs, videos, prompts):
+        r = check(v, p)
+        ok += r.ok
+        if not r.ok:
+            log(f"  miss: {p!r} seed {sd}: found {r.found.colour}/{r.found.shape}/{r.found.motion}")
     return ok / n
 
 
@@ -116,22 +121,16 @@ def eval_t2v2(cfg, vae, dit, t5, tok, n: int = 40, log=print, counts: Optional[d
     per attribute how many of the 2n objects had it right (a learning curve's detail)."""
     from ..tinyworld.checker import check_objects
     cases = r2v_cases(cfg.seed, n, cfg.size)
-    lat = (16, 1 + (cfg.frames - 1) // 4, cfg.size // 8, cfg.size // 8)
+    prompts = [canonical_caption(spec) for spec, _, _ in cases]
     ok = 0
-    for i in range(0, n, 8):
-        chunk = cases[i:i + 8]
-        prompts = [canonical_caption(spec) for spec, _, _ in chunk]
-        z = sample(dit, t5, tok, prompts, lat, [sd for _, _, sd in chunk], cfg.eval_steps, cfg.eval_guide,
-                   cfg.eval_shift)
-        video = vae.decode(z, chunked=True).clamp(-1, 1)
-        for (spec, _, sd), v, p in zip(chunk, video, prompts):
-            r = check_objects(v.numpy(), [{"colour": o.colour, "shape": o.shape, "motion": o.motion}
-                                          for o in spec.objects])
-            ok += r.ok
-            for _, _, match in r.objects if counts is not None else ():
+    videos = t2v_videos(cfg, vae, dit, t5, tok, prompts, [sd for _, _, sd in cases])
+    for (spec, _, sd), v, p in zip(cases, videos, prompts):
+        r = check_objects(v, [{"colour": o.colour, "shape": o.shape, "motion": o.motion} for o in spec.objects])
+        ok += r.ok
+        if counts is not None:
+            for _, _, match in r.objects:
                 for k, good in match.items():
                     counts[k] = counts.get(k, 0) + int(good)
-            if not r.ok:
-                log(f"  miss: {p!r} seed {sd}: "
-                    + "; ".join(f"{a.colour}/{a.shape}/{a.motion}" for _, a, _ in r.objects))
+        if not r.ok:
+            log(f"  miss: {p!r} seed {sd}: " + "; ".join(f"{a.colour}/{a.shape}/{a.motion}" for _, a, _ in r.objects))
     return ok / n

@@ -21,6 +21,7 @@ import sys
 from typing import Callable, List, Sequence, Tuple
 
 from ..tinyworld.world import EFFECTS
+from .data import WORLDS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -59,16 +60,15 @@ def run_module(args: Sequence[str]) -> int:
 def main(argv=None, run: Callable[[Sequence[str]], int] = run_module) -> int:
     ap = argparse.ArgumentParser(description="train the whole default pack: base, references, effects, decoder")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--world", choices=("palette", "varied"), default="varied")
-    ap.add_argument("--p-two", type=float, default=0.5, help="varied world: the fraction of two-object clips")
+    ap.add_argument("--world", choices=WORLDS, default="varied")
+    ap.add_argument("--p-two", type=float, default=0.5, help="varied world: the fraction of two-object clips "
+                    "(train.py checks it)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the base run (recorded in it)")
     ap.add_argument("--probe-every", type=int, default=0, help="the base run's DiT probes (train.py)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="every stage for a few steps (a pipeline check)")
     ap.add_argument("--dry-run", action="store_true", help="print the stages and stop")
     a = ap.parse_args(argv)
-    if a.world == "varied" and not 0.0 <= a.p_two <= 1.0:
-        raise SystemExit(f"--p-two {a.p_two}: a fraction, 0 to 1")
     for name, done, args in stages(a):
         state = "done" if os.path.exists(done) else "to run"
         print(f"pipeline: {name}: {state}: /usr/bin/python3 -m {' '.join(args)}", flush=True)

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     ap.add_argument("--world", choices=WORLDS, default="palette",
                     help="the clips' world: the palette's (the shipped models') or varied shades and sizes "
                          "with two-object clips")
-    ap.add_argument("--p-two", type=float, default=0.4, help="varied world: the fraction of two-object clips")
+    ap.add_argument("--p-two", type=float, default=0.5, help="varied world: the fraction of two-object clips")
     ap.add_argument("--probe-every", type=int, default=0,
                     help="DiT stage: score two-object captions (varied world) or T2V every N steps, in the log")
     ap.add_argument("--smoke", action="store_true", help="tiny run of every stage (pipeline check)")

@@ -11,17 +11,7 @@
 // Before including: the output o (MR_TENSOR_RW), the constants D and KL_MODE
 // (0 all keys, 1 lengths in push constants, 2 lengths in the buffer at
 // binding 4), and q4(i), k4(i), v4(i): elements i .. i+3 of q, k, v.
-layout(std430, binding = 4) readonly buffer kl_block { uint kl_buf[]; };
-
-layout(push_constant) uniform Push {
-  uint B, Lq, Lk, H;
-  uint q_off, k_off, v_off, o_off;
-  float scale;
-  uint n;                // B * H * Lq
-  uint q_bs, q_rs;       // q and o: batch item and row strides (heads are D apart)
-  uint kv_bs, kv_rs;     // k and v: the same
-  uint kl[16];           // KL_MODE 1: keys per batch item (already clamped to Lk)
-} p;
+#include "attention_push.glsl"
 
 const uint D4 = D / 4u;
 

@@ -9,9 +9,14 @@
      matmul_lanes needs; the default there): attention_reg with the keys and
      values read through texel buffers, one hardware gather per fetch where
      a storage-buffer load is a loop over the lanes.
+   - attention_dlanes (the same devices, where every key and value row
+     starts on a texel of 4 elements; the default there): a subgroup takes
+     SG query rows of one head and its lanes split the head dim, so a fetch
+     reads SG different texels of a key where attention_lanes's lanes all
+     fetch the same one.
    - attention (GPUs): FlashAttention-2 style tiles; K/V tiles in shared
      memory, query rows split across the workgroup.
-   Both keep softmax statistics and the output accumulator in f32 and never
+   All keep softmax statistics and the output accumulator in f32 and never
    store the Lq x Lk score matrix. A batch item whose key length is 0 gets an
    all-zero output. */
 #include "ops/op_common.h"
@@ -27,7 +32,8 @@ typedef struct attn_push {
   uint32_t B, Lq, Lk, H;
   uint32_t q_off, k_off, v_off, o_off;
   float scale;
-  uint32_t u;                /* attention_reg: B * H * Lq invocations; attention: query tiles per head */
+  uint32_t u;                /* reg/lanes: B * H * Lq invocations; dlanes: B * H * ceil(Lq / SG) subgroups;
+                                attention: query tiles per head */
   uint32_t q_bs, q_rs;       /* batch item and row strides of q and o (elements; heads are D apart) */
   uint32_t kv_bs, kv_rs;     /* the same for k and v */
   uint32_t kl[KL_PUSH_MAX];
@@ -88,6 +94,17 @@ static double attention_flops(const attn_push *pc, uint32_t D, int kl_mode, cons
   return 4.0 * keys * pc->H * pc->Lq * D;
 }
 
+/* Every key and value row of the chunk starts on a texel of 4 elements. */
+static bool kv_texels4(const attn_push *pc) {
+  return pc->k_off % 4 == 0 && pc->v_off % 4 == 0 && pc->kv_rs % 4 == 0 && pc->kv_bs % 4 == 0;
+}
+
+/* The k and v windows in texels (of 4 elements or 1) are within the device's texel-buffer limit. */
+static bool texels_fit(const mr_gpu_caps *caps, const mr_binding *b, const mr_tensor *k, const mr_tensor *v, bool four) {
+  return b[1].range / mr_op_texel_bytes(k->dtype, four) <= caps->max_texels &&
+         b[2].range / mr_op_texel_bytes(v->dtype, four) <= caps->max_texels;
+}
+
 /* Records one kernel over the chunk pc describes (sizes, offsets, strides and
    key lengths already set). */
 static mr_status dispatch(mr_ctx *ctx, int variant, const mr_tensor *q, const mr_tensor *k, const mr_tensor *v,
@@ -95,6 +112,8 @@ static mr_status dispatch(mr_ctx *ctx, int variant, const mr_tensor *q, const mr
   const mr_gpu_caps *caps = mr_gpu_caps_get(ctx);
   uint32_t D = (uint32_t)q->shape[3];
   uint64_t groups;
+  /* dlanes needs texels of 4 elements; lanes then picks its own texels */
+  if (variant == MR_ATTENTION_DLANES && !(kv_texels4(pc) && texels_fit(caps, b, k, v, true))) variant = MR_ATTENTION_LANES;
   const char *shader;
   uint32_t spec[10];
   int nspec;
@@ -111,14 +130,21 @@ static mr_status dispatch(mr_ctx *ctx, int variant, const mr_tensor *q, const mr
     nspec = 10;
     pc->u = (pc->Lq + br - 1) / br;
     groups = (uint64_t)pc->u * pc->H * pc->B;
+  } else if (variant == MR_ATTENTION_DLANES) {
+    uint32_t sg = caps->lanes_sg;
+    shader = "attention_dlanes";
+    uint32_t sp[7] = {q->dtype, k->dtype, v->dtype, o->dtype, D, (uint32_t)kl_mode, sg};
+    memcpy(spec, sp, sizeof sp);
+    nspec = 7;
+    pc->u = pc->B * pc->H * ((pc->Lq + sg - 1) / sg);
+    groups = pc->u;
   } else {
     const uint32_t wg = 64;
     bool aligned = pc->q_off % 4 == 0 && pc->k_off % 4 == 0 && pc->v_off % 4 == 0;
     if (variant == MR_ATTENTION_LANES) {
       /* texels of 4 elements need every key and value row to start on one */
-      aligned = pc->k_off % 4 == 0 && pc->v_off % 4 == 0 && pc->kv_rs % 4 == 0 && pc->kv_bs % 4 == 0;
-      if (b[1].range / mr_op_texel_bytes(k->dtype, aligned) > caps->max_texels ||
-          b[2].range / mr_op_texel_bytes(v->dtype, aligned) > caps->max_texels)
+      aligned = kv_texels4(pc);
+      if (!texels_fit(caps, b, k, v, aligned))
         variant = MR_ATTENTION_REG, aligned = pc->q_off % 4 == 0 && pc->k_off % 4 == 0 && pc->v_off % 4 == 0;
     }
     shader = variant == MR_ATTENTION_LANES ? "attention_lanes" : "attention_reg";
@@ -134,10 +160,11 @@ static mr_status dispatch(mr_ctx *ctx, int variant, const mr_tensor *q, const mr
   mr_binding bt[5];
   memcpy(bt, b, sizeof bt);
   uint32_t texel_mask = 0;
-  if (variant == MR_ATTENTION_LANES) { /* k and v as uniform texel buffers */
+  if (variant == MR_ATTENTION_LANES || variant == MR_ATTENTION_DLANES) { /* k and v as uniform texel buffers */
+    bool four = variant == MR_ATTENTION_DLANES || spec[6];
     texel_mask = 6;
-    mr_op_bind_texels(&bt[1], k->dtype, spec[6]);
-    mr_op_bind_texels(&bt[2], v->dtype, spec[6]);
+    mr_op_bind_texels(&bt[1], k->dtype, four);
+    mr_op_bind_texels(&bt[2], v->dtype, four);
   }
   mr_status st = mr_gpu_pipeline_texel(ctx, shader, 5, texel_mask, sizeof *pc, spec, nspec, &p);
   if (st != MR_OK) return st;
@@ -244,9 +271,14 @@ mr_status mr_op_attention_variant(const mr_tensor *q, const mr_tensor *k, const 
   mr_attention_opts o_ = opts ? *opts : mr_attention_opts_default();
   int64_t B = q->shape[0], Lk = k->shape[1];
   const mr_gpu_caps *caps = mr_gpu_caps_get(ctx);
-  if (variant == MR_ATTENTION_LANES && !caps->lanes_sg) variant = MR_ATTENTION_REG;
+  if ((variant == MR_ATTENTION_LANES || variant == MR_ATTENTION_DLANES) && !caps->lanes_sg) variant = MR_ATTENTION_REG;
   if (variant == MR_ATTENTION_AUTO)
-    variant = caps->is_cpu ? (caps->lanes_sg ? MR_ATTENTION_LANES : MR_ATTENTION_REG) : MR_ATTENTION_TILED;
+    /* dlanes's lanes split the head dim: below 2·SG most of them would idle
+       (D = 8 ran at 0.6x lanes's speed, D = 16 at 1.7x, D = 64 at 1.9x) */
+    variant = !caps->is_cpu      ? MR_ATTENTION_TILED
+              : !caps->lanes_sg ? MR_ATTENTION_REG
+              : q->shape[3] >= 2 * (int64_t)caps->lanes_sg ? MR_ATTENTION_DLANES
+                                                           : MR_ATTENTION_LANES;
   /* llvmpipe ends every loop of an invocation after 65,535 iterations in
      all, without an error, and both kernels walk all keys in one invocation
      (70,000 keys came out wrong): refuse rather than answer wrongly. */

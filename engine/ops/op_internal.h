@@ -30,6 +30,7 @@ typedef enum mr_attention_variant {
   MR_ATTENTION_REG,   /* attention_reg.comp: one invocation per (query row, head), no barriers */
   MR_ATTENTION_TILED, /* attention.comp: FlashAttention-2 style, K/V tiles in shared memory */
   MR_ATTENTION_LANES, /* attention_lanes.comp: attention_reg with K and V read as texel buffers */
+  MR_ATTENTION_DLANES, /* attention_dlanes.comp: a subgroup per SG query rows, its lanes split D */
   MR_ATTENTION_VARIANTS
 } mr_attention_variant;
 

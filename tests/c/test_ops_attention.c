@@ -1,4 +1,4 @@
-/* Attention against the CPU reference: both kernel variants, Lq != Lk, heads,
+/* Attention against the CPU reference: every kernel variant, Lq != Lk, heads,
    batches with different key lengths (0 included), head dims 8..256, every
    storage dtype, strided and offset inputs, and the error cases. */
 #include "testutil.h"
@@ -9,7 +9,7 @@
 #include <math.h>
 #include <string.h>
 
-static const char *VARIANT_NAMES[MR_ATTENTION_VARIANTS] = {"auto", "reg", "tiled", "lanes"};
+static const char *VARIANT_NAMES[MR_ATTENTION_VARIANTS] = {"auto", "reg", "tiled", "lanes", "dlanes"};
 
 typedef struct attn_case {
   int64_t B, Lq, Lk, H, D;

@@ -4,6 +4,7 @@
 
    usage: bench_ops [--large] [--reps N]
           bench_ops --ab-matmul A B | --ab-conv A B [--rounds N] [--only TEXT]
+          bench_ops --attention H L D [--reps N]   (one attention shape, every variant)
    Sizes default by device: seconds-long ones on CPU devices (lavapipe),
    up to 4096^3 matmul and 8 heads x 4096 tokens x 128 attention on GPUs.
    The CPU reference is timed on a subset of rows (its rate does not depend
@@ -130,7 +131,7 @@ static void bench_attention(mr_ctx *ctx, int64_t H, int64_t L, int64_t D, int re
   }
   double ref_rate = 4.0 * H * rows * L * D / (now() - t0) / 1e9;
   double flops = 4.0 * H * L * L * D;
-  const char *names[MR_ATTENTION_VARIANTS] = {"auto", "reg", "tiled", "lanes"};
+  const char *names[MR_ATTENTION_VARIANTS] = {"auto", "reg", "tiled", "lanes", "dlanes"};
   for (int var = 1; var < MR_ATTENTION_VARIANTS; var++) {
     mr_tensor *out = NULL;
     if ((st = mr_op_attention_variant(tq, tk, tv, NULL, var, &out)) != MR_OK) die(ctx, st);
@@ -330,6 +331,7 @@ static void bench_ab(mr_ctx *ctx, bool conv, int a, int b, int rounds, const cha
 
 int main(int argc, char **argv) {
   int reps = 3, large = -1, ab_a = -1, ab_b = -1, rounds = 7;
+  long long attn[3] = {0, 0, 0};
   bool ab_conv = false;
   const char *only = NULL;
   for (int i = 1; i < argc; i++) {
@@ -340,11 +342,16 @@ int main(int argc, char **argv) {
       i += 2;
     } else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) rounds = atoi(argv[++i]);
     else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
-    else if (strcmp(argv[i], "--large") == 0) large = 1;
+    else if (strcmp(argv[i], "--attention") == 0 && i + 3 < argc) {
+      attn[0] = atoll(argv[i + 1]);
+      attn[1] = atoll(argv[i + 2]);
+      attn[2] = atoll(argv[i + 3]);
+      i += 3;
+    } else if (strcmp(argv[i], "--large") == 0) large = 1;
     else if (strcmp(argv[i], "--small") == 0) large = 0;
     else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
     else {
-      fprintf(stderr, "usage: bench_ops [--small|--large] [--reps N]\n"
+      fprintf(stderr, "usage: bench_ops [--small|--large] [--reps N] | --attention H L D\n"
                       "       bench_ops --ab-matmul A B | --ab-conv A B [--rounds N] [--only TEXT]\n");
       return 2;
     }
@@ -354,6 +361,12 @@ int main(int argc, char **argv) {
   mr_device_info info;
   mr_ctx_device_info(ctx, &info);
   if (large < 0) large = info.type != MR_DEVICE_CPU;
+  if (attn[0] > 0) { /* one attention shape, every variant */
+    printf("device: %s (%s), %d reps\n", info.name, mr_device_type_name(info.type), reps);
+    bench_attention(ctx, attn[0], attn[1], attn[2], reps);
+    mr_ctx_free(ctx);
+    return 0;
+  }
   if (ab_a >= 0) {
     int nv = ab_conv ? MR_CONV_VARIANTS : MR_MATMUL_VARIANTS;
     if (ab_a < 1 || ab_b < 1 || ab_a >= nv || ab_b >= nv) {

@@ -317,7 +317,7 @@ mr_status mr_op_upsample_nearest(const mr_tensor *x, int fh, int fw, mr_tensor *
   if (st != MR_OK || (st = mr_tensor_empty(ctx, x->dtype, x->ndim, shape, out)) != MR_OK) return st;
   uint64_t n = (uint64_t)mr_tensor_numel(*out);
   if (n == 0) return MR_OK;
-  uint32_t spec[3] = {x->dtype, x->dtype, MR_ELEMWISE_WG};
+  uint32_t spec[4] = {x->dtype, x->dtype, MR_ELEMWISE_WG, 0};
   mr_pipeline *p;
   /* runs of input rows (every dim but the last), each fh output rows: the
      kernel writes the output at y_off + i */
@@ -330,10 +330,13 @@ mr_status mr_op_upsample_nearest(const mr_tensor *x, int fh, int fw, mr_tensor *
   }
   mr_split_add(&sp, x, false, x->offset, x->strides, (W - 1) * x->strides[nd - 1]);
   mr_split_add(&sp, *out, true, 0, os, run - 1);
-  if ((st = mr_tensor_check_index_range(*out, "upsample_nearest")) == MR_OK &&
-      (st = mr_gpu_pipeline(ctx, "upsample_nearest", 2, sizeof(upsample_push), spec, 3, &p)) == MR_OK)
+  /* W2 (four outputs a lane) needs output rows of a multiple of 4 (W even) and a chunk starting on one */
+  bool w2 = fw == 2 && W % 2 == 0;
+  if ((st = mr_tensor_check_index_range(*out, "upsample_nearest")) == MR_OK)
     st = mr_split_plan(ctx, &sp, "upsample_nearest");
   while (st == MR_OK && mr_split_next(&sp)) {
+    spec[3] = w2 && sp.rel[1] % 4 == 0;
+    if ((st = mr_gpu_pipeline(ctx, "upsample_nearest", 2, sizeof(upsample_push), spec, 4, &p)) != MR_OK) break;
     int64_t cshape[MR_MAX_DIMS];
     memcpy(cshape, shape, sizeof cshape);
     for (int k = 0; k < nd - 1; k++) cshape[k] = sp.size[k];
@@ -343,7 +346,7 @@ mr_status mr_op_upsample_nearest(const mr_tensor *x, int fh, int fw, mr_tensor *
                         .fw = (uint32_t)fw, .y_off = (uint32_t)sp.rel[1]};
     mr_op_dims_u32(pc.shape, cshape, nd, 1);
     mr_op_dims_u32(pc.strides, x->strides, nd, 0);
-    st = mr_op_dispatch_1d(ctx, p, sp.bind, 2, &pc, cn, "upsample_nearest");
+    st = mr_op_dispatch_1d(ctx, p, sp.bind, 2, &pc, spec[3] ? cn / 4 : cn, "upsample_nearest");
   }
   if (st != MR_OK) {
     mr_tensor_free(*out);
@@ -411,22 +414,23 @@ static mr_status chnorm_run(const mr_tensor *x, const mr_tensor *gamma, float ep
   if ((st = mr_tensor_empty(ctx, x->dtype, x->ndim, x->shape, out)) != MR_OK) goto done;
   uint64_t C = (uint64_t)x->shape[0], N = (uint64_t)mr_tensor_numel(x) / C;
   if (N > 0) {
-    uint32_t spec[6] = {x->dtype, gc ? gc->dtype : x->dtype, x->dtype, gc != NULL, MR_ELEMWISE_WG, silu};
+    uint32_t spec[7] = {x->dtype, gc ? gc->dtype : x->dtype, x->dtype, gc != NULL, MR_ELEMWISE_WG, silu, 0};
     mr_pipeline *p;
-    if ((st = mr_gpu_pipeline(ctx, "channel_rms_norm", 3, sizeof(chnorm_push), spec, 6, &p)) != MR_OK) goto done;
     chnorm_push pc = {.C = (uint32_t)C, .N = (uint32_t)N, .eps = eps, .scale = sqrtf((float)C)};
     mr_binding bind[3];
     int64_t base;
     if (mr_op_view_fits(xc) && (!gc || mr_op_view_fits(gc)) && mr_op_view_fits(*out)) {
       mr_tensor_window(xc, xc->offset, xc->offset + (int64_t)(C * N), false, &bind[0], &base);
       pc.x_off = (uint32_t)(xc->offset - base);
+      spec[6] = N % 4 == 0 && pc.x_off % 4 == 0; /* X4: four positions a lane */
+      if ((st = mr_gpu_pipeline(ctx, "channel_rms_norm", 3, sizeof(chnorm_push), spec, 7, &p)) != MR_OK) goto done;
       bind[1] = bind[0];
       if (gc) {
         mr_tensor_window(gc, gc->offset, gc->offset + (int64_t)C, false, &bind[1], &base);
         pc.g_off = (uint32_t)(gc->offset - base);
       }
       mr_tensor_window(*out, 0, (int64_t)(C * N), true, &bind[2], &base); /* whole: the kernel writes from 0 */
-      st = mr_op_dispatch_1d(ctx, p, bind, 3, &pc, N, "channel_rms_norm");
+      st = mr_op_dispatch_1d(ctx, p, bind, 3, &pc, spec[6] ? N / 4 : N, "channel_rms_norm");
     } else {
       st = chnorm_split(xc, gc, eps, silu, *out);
     }

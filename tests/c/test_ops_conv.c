@@ -89,31 +89,32 @@ static void run_conv(mr_ctx *ctx, mr_rng *rng, const conv_case *k, mr_dtype dt, 
   free(y);
 }
 
-static void test_upsample(mr_ctx *ctx, mr_rng *rng, mr_dtype dt) {
-  /* a strided view: every other channel of [6, 3, 5, 7] -> [3, 3, 5, 7], x2 and x(3, 1) */
-  int64_t s[4] = {6, 3, 5, 7};
-  size_t n = 6 * 3 * 5 * 7;
+/* A strided view: every other channel of [6, 3, 5, W] -> [3, 3, 5, W], x2,
+   x(3, 1) and x(1, 2); an even W takes the four-outputs-a-lane form for fw 2. */
+static void test_upsample(mr_ctx *ctx, mr_rng *rng, mr_dtype dt, int64_t W) {
+  int64_t s[4] = {6, 3, 5, W};
+  size_t n = (size_t)(6 * 3 * 5 * W);
   float *x = malloc(n * sizeof *x);
   mr_rng_fill(rng, x, n, -3, 3);
   mr_test_round(dt, x, n);
   mr_tensor *base, *v, *out;
   CHECK_OK(ctx, mr_tensor_from_host(ctx, dt, 4, s, MR_F32, x, &base));
   CHECK_OK(ctx, mr_tensor_slice(base, 0, 1, 6, 2, &v));
-  const int f[2][2] = {{2, 2}, {3, 1}};
-  for (int k = 0; k < 2; k++) {
+  const int f[3][2] = {{2, 2}, {3, 1}, {1, 2}};
+  for (int k = 0; k < 3; k++) {
     int fh = f[k][0], fw = f[k][1];
     CHECK_OK(ctx, mr_op_upsample_nearest(v, fh, fw, &out));
     if (!out) continue;
     const int64_t *os = mr_tensor_shape(out);
-    CHECK(os[0] == 3 && os[1] == 3 && os[2] == 5 * fh && os[3] == 7 * fw);
+    CHECK(os[0] == 3 && os[1] == 3 && os[2] == 5 * fh && os[3] == W * fw);
     float *got = mr_test_read(ctx, out);
     int bad = 0;
     for (int c = 0; c < 3; c++)
       for (int t = 0; t < 3; t++)
         for (int h = 0; h < 5 * fh; h++)
-          for (int w = 0; w < 7 * fw; w++) {
-            float want = x[(((1 + 2 * c) * 3 + t) * 5 + h / fh) * 7 + w / fw];
-            bad += got[((c * 3 + t) * 5 * fh + h) * 7 * fw + w] != want;
+          for (int w = 0; w < W * fw; w++) {
+            float want = x[(((1 + 2 * c) * 3 + t) * 5 + h / fh) * W + w / fw];
+            bad += got[((c * 3 + t) * 5 * fh + h) * W * fw + w] != want;
           }
     CHECK(bad == 0);
     free(got);
@@ -208,14 +209,18 @@ int main(void) {
       for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) run_conv(ctx, &rng, &cases[c], dts[d], v);
   run_conv(ctx, &rng, &cases[0], MR_F32, MR_CONV_AUTO);
   for (int d = 0; d < 3; d++) {
-    test_upsample(ctx, &rng, dts[d]);
-    for (int silu = 0; silu < 2; silu++) {
+    test_upsample(ctx, &rng, dts[d], 7);
+    test_upsample(ctx, &rng, dts[d], 8);
+    for (int silu = 0; silu < 2; silu++) { /* N a multiple of 4 or not: four positions a lane or one */
       test_channel_norm(ctx, &rng, 7, 131, dts[d], true, 1.0f, silu);
       test_channel_norm(ctx, &rng, 33, 17, dts[d], false, 1.0f, silu);
+      test_channel_norm(ctx, &rng, 7, 132, dts[d], true, 1.0f, silu);
+      test_channel_norm(ctx, &rng, 33, 20, dts[d], false, 1.0f, silu);
     }
   }
   test_channel_norm(ctx, &rng, 5, 9, MR_F32, true, 1e-20f, false); /* below the 1e-12 clamp */
   test_channel_norm(ctx, &rng, 5, 9, MR_F32, true, 1e-20f, true);
+  test_channel_norm(ctx, &rng, 5, 12, MR_F32, true, 1e-20f, true);
   test_errors(ctx);
   mr_ctx_free(ctx);
   return mr_test_finish("test_ops_conv");

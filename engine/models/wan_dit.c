@@ -14,6 +14,7 @@
    next block at once. */
 #include "models/scope.h"
 #include "models/wan_dit_impl.h"
+#include "ops/op_internal.h"
 #include "tensor/shape.h"
 
 #include <math.h>
@@ -41,10 +42,10 @@ static mr_tensor *linear(mr_scope *s, const mr_tensor *x, const dit_linear *l) {
   return y;
 }
 
-/* LN(x) * (1 + scale) + shift, LayerNorm without affine. */
+/* LN(x) * (1 + scale) + shift, LayerNorm without affine (one pass: mr_op_layer_norm_modulate). */
 static mr_tensor *modulate(mr_scope *s, const mr_tensor *x, const mr_tensor *shift, const mr_tensor *scale,
                            float eps) {
-  return sc_mul_add(s, sc_layer_norm(s, x, NULL, NULL, eps), scale, 1.0f, shift);
+  MR_SCOPED(s, x && shift && scale, mr_op_layer_norm_modulate(x, scale, 1.0f, shift, eps, &out_));
 }
 
 /* x + y * gate: the gated residual. */

@@ -56,6 +56,11 @@ mr_status mr_op_layer_norm_variant(const mr_tensor *x, const mr_tensor *weight, 
                                    int variant, mr_tensor **out);
 mr_status mr_op_rms_norm_variant(const mr_tensor *x, const mr_tensor *weight, float eps, int variant,
                                  mr_tensor **out);
+/* LayerNorm without affine, then * (scale + add) + shift with scale and
+   shift [1, T, C] (T = 1 or L) broadcast over x [B, L, C]: a DiT's
+   modulation in one pass where it can (op_norm.c). */
+mr_status mr_op_layer_norm_modulate(const mr_tensor *x, const mr_tensor *scale, float add, const mr_tensor *shift,
+                                    float eps, mr_tensor **out);
 mr_status mr_op_softmax_variant(const mr_tensor *x, int dim, int variant, mr_tensor **out);
 mr_status mr_op_reduce_variant(mr_reduce_op op, const mr_tensor *x, int dim, bool keepdim, int variant,
                                mr_tensor **out);

@@ -8,6 +8,8 @@ typedef struct norm_push {
   mr_rows_push g;
   uint32_t w_off, w_step, b_off, b_step;
   float eps;
+  uint32_t period, w_rs, b_rs; /* layer_norm: row r's weight and bias start (r % period) * w_rs, b_rs further on */
+  float w_add;                 /* layer_norm: added to the weight */
 } norm_push;
 
 static mr_status check_param(const mr_tensor *x, const mr_tensor *t, const char *what, const char *op) {
@@ -35,7 +37,7 @@ static mr_status norm_run(bool rms, const mr_tensor *x, const mr_tensor *w, cons
     return st;
   if ((st = mr_tensor_empty(ctx, x->dtype, x->ndim, x->shape, out)) != MR_OK) return st;
   if (mr_tensor_numel(x) == 0) return MR_OK;
-  norm_push pc = {.eps = eps};
+  norm_push pc = {.eps = eps, .period = 1};
   mr_rows_geom(x, x->ndim - 1, (*out)->strides, &pc.g);
   if (w) pc.w_off = (uint32_t)w->offset, pc.w_step = (uint32_t)w->strides[0];
   if (b) pc.b_off = (uint32_t)b->offset, pc.b_step = (uint32_t)b->strides[0];
@@ -96,4 +98,70 @@ mr_status mr_op_layer_norm(const mr_tensor *x, const mr_tensor *weight, const mr
 
 mr_status mr_op_rms_norm(const mr_tensor *x, const mr_tensor *weight, float eps, mr_tensor **out) {
   return norm_run(true, x, weight, NULL, eps, MR_ROWS_AUTO, out);
+}
+
+/* The modulation fused (docs/wan-architecture.md §2): LayerNorm without
+   affine, then * (scale + add) + shift, where scale and shift are [1, T, C]
+   views (T = 1 or x's L; any strides with the last dim dense) broadcast over
+   x [B, L, C]. One pass over x where the two ops make two; when the layout
+   does not allow it (x not contiguous, a chunked problem, other shapes) the
+   two ops run. */
+mr_status mr_op_layer_norm_modulate(const mr_tensor *x, const mr_tensor *scale, float add, const mr_tensor *shift,
+                                    float eps, mr_tensor **out) {
+  *out = NULL;
+  mr_status st;
+  if ((st = mr_op_same_ctx(x, scale, "layer_norm_modulate")) != MR_OK ||
+      (st = mr_op_same_ctx(x, shift, "layer_norm_modulate")) != MR_OK)
+    return st;
+  const mr_tensor *par[2] = {scale, shift};
+  int64_t L = x->ndim == 3 ? x->shape[1] : 0, C = x->shape[x->ndim - 1], T = scale->ndim == 3 ? scale->shape[1] : 0;
+  bool fused = x->ndim == 3 && mr_tensor_is_contiguous(x) && mr_op_view_fits(x) && (T == 1 || T == L);
+  for (int i = 0; i < 2 && fused; i++)
+    fused = par[i]->ndim == 3 && par[i]->shape[0] == 1 && par[i]->shape[1] == T && par[i]->shape[2] == C &&
+            par[i]->strides[2] == 1 && par[i]->dtype == par[0]->dtype && mr_op_view_fits(par[i]) &&
+            mr_tensor_check_index_range(par[i], "layer_norm_modulate") == MR_OK;
+  if (!fused) { /* the two ops */
+    mr_tensor *n = NULL;
+    if ((st = mr_op_layer_norm(x, NULL, NULL, eps, &n)) == MR_OK) st = mr_op_mul_add(n, scale, add, shift, out);
+    mr_tensor_free(n);
+    return st;
+  }
+  mr_ctx *ctx = x->ctx;
+  if ((st = mr_tensor_check_index_range(x, "layer_norm_modulate")) != MR_OK ||
+      (st = mr_tensor_empty(ctx, x->dtype, x->ndim, x->shape, out)) != MR_OK)
+    return st;
+  if (mr_tensor_numel(x) == 0) return MR_OK;
+  norm_push pc = {.eps = eps, .period = (uint32_t)T, .w_add = add, .w_step = 1, .b_step = 1};
+  mr_rows_geom(x, x->ndim - 1, (*out)->strides, &pc.g);
+  uint32_t wg;
+  bool per_wg = mr_rows_per_wg(ctx, MR_ROWS_AUTO, &pc.g, &wg);
+  mr_binding b[4];
+  int64_t base;
+  mr_tensor_window(x, x->offset, x->offset + mr_tensor_numel(x), false, &b[0], &base);
+  pc.g.x_off = (uint32_t)(x->offset - base);
+  uint32_t *offs[2] = {&pc.w_off, &pc.b_off}, *rs[2] = {&pc.w_rs, &pc.b_rs};
+  for (int i = 0; i < 2; i++) {
+    const mr_tensor *t = par[i];
+    int64_t lo = t->offset, hi = t->offset + (T - 1) * t->strides[1] + C;
+    mr_tensor_window(t, lo, hi, false, &b[1 + i], &base);
+    *offs[i] = (uint32_t)(t->offset - base);
+    *rs[i] = (uint32_t)t->strides[1];
+  }
+  mr_tensor_window(*out, 0, mr_tensor_numel(*out), true, &b[3], &base);
+  /* four elements at a time where every row starts on a multiple of 4 */
+  bool x4 = !per_wg && C % 4 == 0 && pc.g.x_off % 4 == 0 && pc.w_off % 4 == 0 && pc.b_off % 4 == 0 &&
+            pc.w_rs % 4 == 0 && pc.b_rs % 4 == 0;
+  uint32_t spec[9] = {x->dtype, scale->dtype, shift->dtype, (*out)->dtype, 1, 1, per_wg, wg, x4};
+  mr_pipeline *p;
+  if ((st = mr_gpu_pipeline(ctx, "layer_norm", 4, sizeof pc, spec, 9, &p)) == MR_OK) {
+    uint64_t groups = per_wg ? pc.g.rows : ((uint64_t)pc.g.rows + wg - 1) / wg;
+    uint32_t gx, gy;
+    mr_gpu_grid(ctx, groups, &gx, &gy);
+    st = mr_gpu_dispatch(ctx, p, b, 4, &pc, gx, gy, 1, "layer_norm");
+  }
+  if (st != MR_OK) {
+    mr_tensor_free(*out);
+    *out = NULL;
+  }
+  return st;
 }

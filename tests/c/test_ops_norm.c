@@ -102,6 +102,64 @@ static void test_norm_offset(mr_ctx *ctx) {
   free(want);
 }
 
+/* The DiT's modulation fused: LN(x) * (scale + add) + shift with scale and
+   shift rows of a [T, 6, C] tensor (as the DiT slices them) seen as [1, T, C],
+   T = 1 or L; odd and multiple-of-4 widths, every dtype; a strided x takes
+   the two-op path. Reference: mr_ref_layer_norm, then the modulation. */
+static void test_modulate(mr_ctx *ctx) {
+  mr_rng rng = {21};
+  static const int64_t cases[][3] = {{2, 5, 7}, {2, 80, 192}, {1, 3, 44}, {3, 1, 33}};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+    for (int id = 0; id < 3; id++)
+      for (int per_token = 0; per_token < 2; per_token++)
+        for (int strided = 0; strided < 2; strided++) {
+          int64_t B = cases[c][0], L = cases[c][1], C = cases[c][2], T = per_token ? L : 1, n = B * L * C;
+          mr_dtype dt = all_dtypes[id], pdt = all_dtypes[(id + c) % 3];
+          float *x = malloc((size_t)n * sizeof *x), *want = malloc((size_t)n * sizeof *want);
+          float *e = malloc((size_t)(T * 6 * C) * sizeof *e);
+          mr_rng_fill(&rng, x, (size_t)n, -3, 5);
+          mr_rng_fill(&rng, e, (size_t)(T * 6 * C), -1, 1);
+          mr_test_round(dt, x, (size_t)n);
+          mr_test_round(pdt, e, (size_t)(T * 6 * C));
+          mr_ref_layer_norm(x, B * L, C, NULL, NULL, 1e-6f, want);
+          for (int64_t r = 0; r < B * L; r++)
+            for (int64_t i = 0; i < C; i++) {
+              int64_t t = (r % L) % T;
+              float scale = e[(t * 6 + 1) * C + i], shift = e[(t * 6 + 0) * C + i];
+              want[r * C + i] = want[r * C + i] * (scale + 1.0f) + shift;
+            }
+          mr_test_round(dt, want, (size_t)n);
+          int64_t xs[3] = {B, L, C}, es[3] = {T, 6, C};
+          mr_tensor *tx = make_input(ctx, dt, 3, xs, x, strided ? LAYOUT_PERMUTED : LAYOUT_CONTIGUOUS);
+          mr_tensor *te = make_input(ctx, pdt, 3, es, e, LAYOUT_CONTIGUOUS), *rows[2] = {NULL, NULL},
+                    *views[2] = {NULL, NULL}, *out = NULL;
+          int perm[3] = {1, 0, 2};
+          for (int k = 0; k < 2; k++) { /* [T, 1, C] rows k of e, then [1, T, C] */
+            CHECK_OK(ctx, mr_tensor_slice(te, 1, k, k + 1, 1, &rows[k]));
+            CHECK_OK(ctx, mr_tensor_permute(rows[k], perm, &views[k]));
+          }
+          CHECK_OK(ctx, mr_op_layer_norm_modulate(tx, views[1], 1.0f, views[0], 1e-6f, &out));
+          if (out) {
+            CHECK(mr_tensor_dtype(out) == dt && mr_tensor_is_contiguous(out));
+            float *got = mr_test_read(ctx, out);
+            CHECK_CLOSE(got, want, n, tol_for(dt, 4e-6), "layer_norm_modulate %lldx%lldx%lld T %lld %s/%s%s",
+                        (long long)B, (long long)L, (long long)C, (long long)T, mr_dtype_name(dt), mr_dtype_name(pdt),
+                        strided ? " strided" : "");
+            free(got);
+          }
+          mr_tensor_free(out);
+          for (int k = 0; k < 2; k++) {
+            mr_tensor_free(rows[k]);
+            mr_tensor_free(views[k]);
+          }
+          mr_tensor_free(te);
+          mr_tensor_free(tx);
+          free(x);
+          free(want);
+          free(e);
+        }
+}
+
 typedef struct dim_case {
   int ndim;
   int64_t shape[MR_MAX_DIMS];
@@ -251,6 +309,7 @@ int main(void) {
   mr_ctx *ctx = mr_test_ctx();
   test_norms(ctx);
   test_norm_offset(ctx);
+  test_modulate(ctx);
   test_softmax_reduce(ctx);
   test_long_rows(ctx);
   test_errors(ctx);

@@ -82,6 +82,15 @@ uvec2 mr_to16x4(uint dt, vec4 v) {
     else NAME##_h4[i >> 2] = mr_to16x4(NAME##_dt, v);                                 \
   }
 
+// GELU, tanh approximation: 0.5 x (1 + tanh u) = x / (1 + e^-2u), no
+// cancellation where tanh u is near -1 (unary.comp, and the matmul kernels'
+// fused activation).
+float mr_gelu_tanh(float x) { return x / (1.0 + exp(-1.5957691216057308 * (x + 0.044715 * x * x * x))); }
+
+// A matmul kernel's activation on its outputs (spec constant ACT:
+// mr_matmul_act; 0 none, 1 GELU tanh): one pass over the output saved.
+#define MR_ACT(ACT, v) ((ACT) == 1u ? mr_gelu_tanh(v) : (v))
+
 // The linear workgroup id of a grid split over x and y (see mr_gpu_grid).
 uint mr_group_id() { return gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x; }
 

@@ -26,7 +26,7 @@
 // stored, and no invocation returns early.
 // spec: 0 x dtype, 1 w dtype, 2 bias dtype, 3 out dtype, 4 workgroup x
 //       (a multiple of SG), 5 workgroup y, 6 ALIGNED (K and the x/w offsets
-//       multiples of 4), 7 HAS_BIAS, 8 TM, 9 TN, 10 SG
+//       multiples of 4), 7 HAS_BIAS, 8 TM, 9 TN, 10 SG, 11 ACT
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_shuffle : require
 #extension GL_EXT_control_flow_attributes : require
@@ -44,6 +44,7 @@ layout(constant_id = 7) const bool HAS_BIAS = false;
 layout(constant_id = 8) const uint TM = 8u;  // rows per invocation (shared by the subgroup)
 layout(constant_id = 9) const uint TN = 1u;  // groups of SG columns per subgroup
 layout(constant_id = 10) const uint SG = 8u; // subgroup size
+layout(constant_id = 11) const uint ACT = 0u; // activation on the outputs (MR_ACT)
 
 layout(push_constant) uniform Push {
   uint M, N, K, nbatch;
@@ -138,6 +139,6 @@ void main() {
     if (n >= p.N) continue;
     float bv = HAS_BIAS ? bias_load(p.b_off + n) : 0.0;
     [[unroll]] for (uint i = 0u; i < TM; i++)
-      if (m0 + i < p.M) o_store(ob + (m0 + i) * p.o_rs + n, acc[i * TN + j] + bv);
+      if (m0 + i < p.M) o_store(ob + (m0 + i) * p.o_rs + n, MR_ACT(ACT, acc[i * TN + j] + bv));
   }
 }

@@ -9,7 +9,7 @@
 // are o_rs apart (N, or more for a chunk of the columns).
 // spec: 0 x dtype, 1 w dtype, 2 bias dtype, 3 out dtype, 4 workgroup size in
 //       n (columns of 4), 5 workgroup size in m (rows of 4), 6 ALIGNED (K and
-//       the x/w offsets are multiples of 4: vector loads), 7 HAS_BIAS, 8 TM
+//       the x/w offsets are multiples of 4: vector loads), 7 HAS_BIAS, 8 TM, 9 ACT
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -21,6 +21,7 @@ MR_TENSOR_RW(3, o, 3)
 layout(constant_id = 6) const bool ALIGNED = false;
 layout(constant_id = 7) const bool HAS_BIAS = false;
 layout(constant_id = 8) const uint TM = 4u; // rows per invocation: 4, or 1 for GEMV-like calls
+layout(constant_id = 9) const uint ACT = 0u; // activation on the outputs (MR_ACT)
 
 // The same bindings seen four elements at a time (f32: vec4, 16-bit: uvec2).
 layout(std430, binding = 0) readonly buffer x_v4_block { vec4 x_v4[]; };
@@ -89,6 +90,6 @@ void main() {
   for (uint i = 0u; i < TM; i++) {
     if (m0 + i >= p.M) break;
     for (uint j = 0u; j < 4u; j++)
-      if (n0 + j < p.N) o_store(ob + (m0 + i) * p.o_rs + n0 + j, acc[i][j] + bv[j]);
+      if (n0 + j < p.N) o_store(ob + (m0 + i) * p.o_rs + n0 + j, MR_ACT(ACT, acc[i][j] + bv[j]));
   }
 }

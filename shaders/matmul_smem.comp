@@ -7,7 +7,7 @@
 // so neighbouring threads read neighbouring shared words and write
 // neighbouring outputs. Out-of-range elements load as zero.
 // spec: 0 x dtype, 1 w dtype, 2 bias dtype, 3 out dtype, 4 BM, 5 BN, 6 BK,
-//       7 TM, 8 TN, 9 HAS_BIAS, 10 workgroup x (= BN / TN), 11 workgroup y (= BM / TM)
+//       7 TM, 8 TN, 9 HAS_BIAS, 10 workgroup x (= BN / TN), 11 workgroup y (= BM / TM), 12 ACT
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -22,6 +22,7 @@ layout(constant_id = 6) const uint BK = 16u;
 layout(constant_id = 7) const uint TM = 4u;
 layout(constant_id = 8) const uint TN = 4u;
 layout(constant_id = 9) const bool HAS_BIAS = false;
+layout(constant_id = 12) const uint ACT = 0u; // activation on the outputs (MR_ACT)
 
 layout(push_constant) uniform Push {
   uint M, N, K, nbatch;
@@ -74,7 +75,7 @@ void main() {
     float bv = HAS_BIAS ? bias_load(p.b_off + col) : 0.0;
     for (uint i = 0u; i < TM; i++) {
       uint row = m0 + ty + i * gl_WorkGroupSize.y;
-      if (row < p.M) o_store(ob + row * p.o_rs + col, acc[i * TN + j] + bv);
+      if (row < p.M) o_store(ob + row * p.o_rs + col, MR_ACT(ACT, acc[i * TN + j] + bv));
     }
   }
 }

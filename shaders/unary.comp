@@ -55,8 +55,7 @@ float mr_erfc_pos(float z) {
 
 float f(float x) {
   if (OP == OP_SILU) return x / (1.0 + exp(-x));
-  // 0.5 x (1 + tanh u) = x / (1 + e^-2u): no cancellation where tanh u is near -1
-  if (OP == OP_GELU_TANH) return x / (1.0 + exp(-1.5957691216057308 * (x + 0.044715 * x * x * x)));
+  if (OP == OP_GELU_TANH) return mr_gelu_tanh(x);
   if (OP == OP_EXP) return exp(x);
   if (OP == OP_TANH) return mr_tanh(x);
   if (OP == OP_NEG) return -x;

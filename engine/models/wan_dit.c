@@ -42,6 +42,12 @@ static mr_tensor *linear(mr_scope *s, const mr_tensor *x, const dit_linear *l) {
   return y;
 }
 
+/* GELU(linear(x)): the activation in the matmul's kernel when no adapter adds on the fly after it. */
+static mr_tensor *linear_gelu(mr_scope *s, const mr_tensor *x, const dit_linear *l) {
+  if (l->loras && mr_lora_any_on_the_fly(l->loras)) return sc_unary(s, MR_UNARY_GELU_TANH, linear(s, x, l));
+  MR_SCOPED(s, x, mr_op_matmul_act(x, l->w, l->b, MR_MATMUL_ACT_GELU_TANH, MR_MATMUL_AUTO, &out_));
+}
+
 /* LN(x) * (1 + scale) + shift, LayerNorm without affine (one pass: mr_op_layer_norm_modulate). */
 static mr_tensor *modulate(mr_scope *s, const mr_tensor *x, const mr_tensor *shift, const mr_tensor *scale,
                            float eps) {
@@ -118,8 +124,8 @@ static mr_tensor *block_forward(mr_scope *s, const dit_run *r, const dit_block *
   mr_tensor *y = self_attention(s, r, &b->self_attn, modulate(s, x, shift_msa, scale_msa, c->eps));
   x = gated(s, x, y, gate_msa);
   x = sc_add(s, x, cross_attention(s, r, &b->cross_attn, sc_layer_norm(s, x, b->norm3_w, b->norm3_b, c->eps)));
-  y = linear(s, modulate(s, x, shift_ffn, scale_ffn, c->eps), &b->ffn0);
-  y = linear(s, sc_unary(s, MR_UNARY_GELU_TANH, y), &b->ffn2);
+  y = linear_gelu(s, modulate(s, x, shift_ffn, scale_ffn, c->eps), &b->ffn0);
+  y = linear(s, y, &b->ffn2);
   return gated(s, x, y, gate_ffn);
 }
 

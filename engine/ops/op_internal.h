@@ -21,6 +21,14 @@ typedef enum mr_matmul_variant {
   MR_MATMUL_VARIANTS
 } mr_matmul_variant;
 
+/* An activation a matmul kernel applies to its outputs (common.glsl's MR_ACT). */
+typedef enum mr_matmul_act { MR_MATMUL_ACT_NONE, MR_MATMUL_ACT_GELU_TANH } mr_matmul_act;
+
+/* mr_op_matmul, then act on every output, in the same kernel (an FFN's
+   GELU: one pass over its widest activation saved). */
+mr_status mr_op_matmul_act(const mr_tensor *x, const mr_tensor *w, const mr_tensor *bias, mr_matmul_act act,
+                           int variant, mr_tensor **out);
+
 /* mr_op_matmul with a chosen kernel. */
 mr_status mr_op_matmul_variant(const mr_tensor *x, const mr_tensor *w, const mr_tensor *bias, int variant,
                                mr_tensor **out);

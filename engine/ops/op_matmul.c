@@ -86,8 +86,8 @@ static bool lanes_aligned(const matmul_push *pc) { return pc->K % 4 == 0 && pc->
 
 /* Records one kernel over the batch items, rows and columns of the chunk
    pc describes (sizes M, N, nbatch and offsets already set). */
-static mr_status dispatch(mr_ctx *ctx, int variant, matmul_push *pc, const mr_tensor *x, const mr_tensor *w,
-                          const mr_tensor *bias, const mr_tensor *o, const mr_binding *b) {
+static mr_status dispatch(mr_ctx *ctx, int variant, mr_matmul_act act, matmul_push *pc, const mr_tensor *x,
+                          const mr_tensor *w, const mr_tensor *bias, const mr_tensor *o, const mr_binding *b) {
   const mr_gpu_caps *caps = mr_gpu_caps_get(ctx);
   if (variant == MR_MATMUL_LANES) { /* a view past the device's texel limit: the other CPU kernel */
     bool al = lanes_aligned(pc);
@@ -97,7 +97,7 @@ static mr_status dispatch(mr_ctx *ctx, int variant, matmul_push *pc, const mr_te
   }
   uint32_t bias_dt = bias ? bias->dtype : x->dtype;
   const char *shader;
-  uint32_t spec[12];
+  uint32_t spec[13];
   int nspec;
   if (variant == MR_MATMUL_SMEM || variant == MR_MATMUL_SMEM_LARGE) {
     const smem_cfg *c = variant == MR_MATMUL_SMEM ? &SMEM_SMALL : &SMEM_LARGE;
@@ -107,9 +107,10 @@ static mr_status dispatch(mr_ctx *ctx, int variant, matmul_push *pc, const mr_te
       return mr_error(ctx, MR_EUNSUPPORTED, "matmul: the %ux%u tile needs %u threads and %u bytes of shared memory",
                       c->bm, c->bn, wx * wy, smem);
     shader = "matmul_smem";
-    uint32_t sp[12] = {x->dtype, w->dtype, bias_dt, o->dtype, c->bm, c->bn, c->bk, c->tm, c->tn, bias != NULL, wx, wy};
+    uint32_t sp[13] = {x->dtype, w->dtype, bias_dt, o->dtype, c->bm, c->bn, c->bk, c->tm, c->tn, bias != NULL, wx, wy,
+                       act};
     memcpy(spec, sp, sizeof sp);
-    nspec = 12;
+    nspec = 13;
     pc->tiles_n = (pc->N + c->bn - 1) / c->bn;
     pc->tiles_m = (pc->M + c->bm - 1) / c->bm;
   } else if (variant == MR_MATMUL_LANES) {
@@ -119,9 +120,9 @@ static mr_status dispatch(mr_ctx *ctx, int variant, matmul_push *pc, const mr_te
     uint32_t tn = tm >= 8 ? 2 : 4, col_groups = (pc->N + sg - 1) / sg;
     if (tn > col_groups) tn = col_groups;
     shader = "matmul_lanes";
-    uint32_t sp[11] = {x->dtype, w->dtype, bias_dt, o->dtype, sg, 1, lanes_aligned(pc), bias != NULL, tm, tn, sg};
+    uint32_t sp[12] = {x->dtype, w->dtype, bias_dt, o->dtype, sg, 1, lanes_aligned(pc), bias != NULL, tm, tn, sg, act};
     memcpy(spec, sp, sizeof sp);
-    nspec = 11;
+    nspec = 12;
     pc->tiles_n = (pc->N + sg * tn - 1) / (sg * tn);
     pc->tiles_m = (pc->M + tm - 1) / tm;
   } else {
@@ -132,9 +133,9 @@ static mr_status dispatch(mr_ctx *ctx, int variant, matmul_push *pc, const mr_te
     uint32_t wx = 64 / wy;
     bool aligned = pc->K % 4 == 0 && pc->x_off % 4 == 0 && pc->w_off % 4 == 0;
     shader = "matmul_reg";
-    uint32_t sp[9] = {x->dtype, w->dtype, bias_dt, o->dtype, wx, wy, aligned, bias != NULL, tm};
+    uint32_t sp[10] = {x->dtype, w->dtype, bias_dt, o->dtype, wx, wy, aligned, bias != NULL, tm, act};
     memcpy(spec, sp, sizeof sp);
-    nspec = 9;
+    nspec = 10;
     pc->tiles_n = (pc->N + 4 * wx - 1) / (4 * wx);
     pc->tiles_m = (pc->M + tm * wy - 1) / (tm * wy);
   }
@@ -163,8 +164,8 @@ static mr_status dispatch(mr_ctx *ctx, int variant, matmul_push *pc, const mr_te
    fit the binding limit: rows of x and of the output when x or the output is
    over it, rows of w (columns of the output, written with row stride N) when
    w is. One chunk when everything fits. */
-static mr_status record(mr_ctx *ctx, int variant, const mm_shape *s, const mr_tensor *x, const mr_tensor *w,
-                        const mr_tensor *bias, const mr_tensor *o) {
+static mr_status record(mr_ctx *ctx, int variant, mr_matmul_act act, const mm_shape *s, const mr_tensor *x,
+                        const mr_tensor *w, const mr_tensor *bias, const mr_tensor *o) {
   int64_t M = s->M, N = s->N, K = s->K, w_bs = s->w_batched ? N * K : 0;
   mr_split sp = {.ndim = 3, .shape = {s->batch, M, N}, .unit = "row of x or w"};
   const int64_t xs[3] = {M * K, K, 0}, ws[3] = {w_bs, 0, K}, bs[3] = {0, 0, 1}, os[3] = {M * N, N, 1};
@@ -180,16 +181,17 @@ static mr_status record(mr_ctx *ctx, int variant, const mm_shape *s, const mr_te
                       .x_bs = (uint32_t)(M * K), .w_bs = (uint32_t)w_bs, .o_bs = (uint32_t)(M * N),
                       .o_rs = (uint32_t)N};
     mr_binding b[4] = {sp.bind[ix], sp.bind[iw], sp.bind[ib], sp.bind[io]};
-    st = dispatch(ctx, variant, &pc, x, w, bias, o, b);
+    st = dispatch(ctx, variant, act, &pc, x, w, bias, o, b);
   }
   return st;
 }
 
-mr_status mr_op_matmul_variant(const mr_tensor *x, const mr_tensor *w, const mr_tensor *bias, int variant,
-                               mr_tensor **out) {
+mr_status mr_op_matmul_act(const mr_tensor *x, const mr_tensor *w, const mr_tensor *bias, mr_matmul_act act,
+                           int variant, mr_tensor **out) {
   *out = NULL;
   mr_ctx *ctx = x->ctx;
   if (variant < 0 || variant >= MR_MATMUL_VARIANTS) return mr_error(ctx, MR_EINVAL, "matmul: unknown variant %d", variant);
+  if ((unsigned)act > MR_MATMUL_ACT_GELU_TANH) return mr_error(ctx, MR_EINVAL, "matmul: unknown activation %d", (int)act);
   mm_shape s;
   mr_status st = check_shapes(x, w, bias, &s);
   if (st != MR_OK) return st;
@@ -209,7 +211,7 @@ mr_status mr_op_matmul_variant(const mr_tensor *x, const mr_tensor *w, const mr_
       (bc && (st = mr_tensor_check_index_range(bc, "matmul")) != MR_OK) ||
       (st = mr_tensor_check_index_range(o, "matmul")) != MR_OK)
     goto done;
-  if (mr_tensor_numel(o) > 0) st = record(ctx, variant, &s, xc, wc, bc, o);
+  if (mr_tensor_numel(o) > 0) st = record(ctx, variant, act, &s, xc, wc, bc, o);
 done:
   mr_tensor_free(xc);
   mr_tensor_free(wc);
@@ -217,6 +219,11 @@ done:
   if (st != MR_OK) mr_tensor_free(o);
   else *out = o;
   return st;
+}
+
+mr_status mr_op_matmul_variant(const mr_tensor *x, const mr_tensor *w, const mr_tensor *bias, int variant,
+                               mr_tensor **out) {
+  return mr_op_matmul_act(x, w, bias, MR_MATMUL_ACT_NONE, variant, out);
 }
 
 mr_status mr_op_matmul(const mr_tensor *x, const mr_tensor *w, const mr_tensor *bias, mr_tensor **out) {

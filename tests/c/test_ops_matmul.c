@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include "ops/op_internal.h"
+#include "ref_basic.h"
 #include "ref_linear.h"
 
 #include <string.h>
@@ -16,6 +17,7 @@ typedef struct mm_case {
   int64_t M, N, K;
   mr_dtype xdt, wdt, bdt;
   bool bias, w_batched, x_permuted, offsets;
+  mr_matmul_act act;       /* the kernel's activation on its outputs */
 } mm_case;
 
 static int64_t prod(const int64_t *d, int n) {
@@ -84,20 +86,21 @@ static void run_case(mr_ctx *ctx, mr_rng *rng, const mm_case *c, int variant) {
   mr_tensor *b = NULL, *o = NULL;
   if (c->bias) b = make_input(ctx, c->bdt, 1, &c->N, hb, false, c->offsets);
   CHECK(c->x_permuted == !mr_tensor_is_contiguous(x));
-  mr_status st = mr_op_matmul_variant(x, w, b, variant, &o);
+  mr_status st = mr_op_matmul_act(x, w, b, c->act, variant, &o);
   CHECK_OK(ctx, st);
   if (st == MR_OK) {
     CHECK(mr_tensor_dtype(o) == c->xdt && mr_tensor_ndim(o) == xnd);
     CHECK(mr_tensor_shape(o)[xnd - 1] == c->N && mr_tensor_shape(o)[0] == xs[0]);
     float *y = mr_test_read(ctx, o);
     mr_ref_matmul(hx, hw, c->bias ? hb : NULL, ref, batch, c->M, c->N, c->K, c->w_batched);
+    if (c->act == MR_MATMUL_ACT_GELU_TANH) mr_ref_unary(MR_UNARY_GELU_TANH, ref, (int64_t)no, ref);
     mr_test_round(c->xdt, ref, no);
     double err = mr_rel_l2(y, ref, no), tol = c->xdt == MR_F32 ? 1e-5 : 1e-2;
     if (!(err <= tol)) {
-      fprintf(stderr, "matmul %s: batch %lld M %lld N %lld K %lld x %s w %s%s%s%s%s: rel L2 %.3g > %.3g\n",
+      fprintf(stderr, "matmul %s: batch %lld M %lld N %lld K %lld x %s w %s%s%s%s%s%s: rel L2 %.3g > %.3g\n",
               VARIANT_NAMES[variant], (long long)batch, (long long)c->M, (long long)c->N, (long long)c->K,
               mr_dtype_name(c->xdt), mr_dtype_name(c->wdt), c->bias ? " bias" : "", c->w_batched ? " batched-w" : "",
-              c->x_permuted ? " permuted-x" : "", c->offsets ? " offsets" : "", err, tol);
+              c->x_permuted ? " permuted-x" : "", c->offsets ? " offsets" : "", c->act ? " gelu" : "", err, tol);
       mr_test_failures++;
     }
     free(y);
@@ -128,6 +131,18 @@ static void test_sizes(mr_ctx *ctx, mr_rng *rng) {
     run_case(ctx, rng, &c, v);
     mm_case few = {.M = 3, .N = 70, .K = 20, .xdt = MR_F32, .wdt = MR_F32, .bdt = MR_F32, .bias = true};
     run_case(ctx, rng, &few, v); /* M < 4: one row per invocation in the register kernel */
+  }
+}
+
+/* The fused GELU on every variant: odd and aligned sizes, with and without
+   bias, f32 and bf16 weights (the reference: matmul, then the unary GELU). */
+static void test_act(mr_ctx *ctx, mr_rng *rng) {
+  for (int v = 0; v < MR_MATMUL_VARIANTS; v++) {
+    mm_case a = {.M = 7, .N = 33, .K = 65, .xdt = MR_F32, .wdt = MR_F32, .bdt = MR_F32, .bias = true,
+                 .act = MR_MATMUL_ACT_GELU_TANH};
+    run_case(ctx, rng, &a, v);
+    mm_case b = {.M = 80, .N = 96, .K = 64, .xdt = MR_F32, .wdt = MR_BF16, .bdt = MR_BF16, .act = MR_MATMUL_ACT_GELU_TANH};
+    run_case(ctx, rng, &b, v);
   }
 }
 
@@ -201,6 +216,7 @@ static void test_errors(mr_ctx *ctx) {
   CHECK(mr_op_matmul(x, w2, b, &o) == MR_EINVAL && o == NULL); /* bias [4] for N = 5 */
   CHECK(strstr(mr_ctx_last_error(ctx), "bias must be [5]") != NULL);
   CHECK(mr_op_matmul_variant(x, w2, NULL, 99, &o) == MR_EINVAL && o == NULL);
+  CHECK(mr_op_matmul_act(x, w2, NULL, (mr_matmul_act)7, MR_MATMUL_AUTO, &o) == MR_EINVAL && o == NULL);
   /* a weight from another context */
   mr_ctx *other = mr_test_ctx();
   mr_tensor *wo;
@@ -233,6 +249,7 @@ int main(void) {
   test_dtypes(ctx, &rng);
   test_layouts(ctx, &rng);
   test_large_batch(ctx, &rng);
+  test_act(ctx, &rng);
   test_errors(ctx);
   CHECK(mr_ctx_validation_messages(ctx) == 0);
   mr_ctx_free(ctx);

@@ -36,17 +36,9 @@ void main() {
     }
     rrms = 1.0 / sqrt(mr_wg_sum(s - c) / float(n) + p.eps);
   } else {  // four partial sums (rows.glsl)
-    vec4 s = vec4(0.0), c = vec4(0.0);
-    uint n4 = n & ~3u, st = p.x_step;
-    for (uint i = 0u; i < n4; i += 4u) {
-      vec4 v = MR_ROW4(xb, i, st);
-      mr_kahan_add4(s, c, v * v);
-    }
-    for (uint i = n4; i < n; i++) {
-      float v = x_load(xb + i * st);
-      mr_kahan_add(s[i - n4], c[i - n4], v * v);
-    }
-    rrms = 1.0 / sqrt(mr_sum4(s, c) / float(n) + p.eps);
+    float ms;
+    MR_ROW_MEAN_SQUARES(xb, n, p.x_step, ms);
+    rrms = 1.0 / sqrt(ms + p.eps);
   }
 
   if (X4) {

@@ -68,6 +68,24 @@ float mr_sum4(vec4 s, vec4 c) {
   return (s.x + s.y) + (s.z + s.w);
 }
 
+// OUT = the mean of the squares of the n elements of the row at xb, st
+// apart, in four partial sums (one row per invocation; rms_norm, rms_rope;
+// a macro: the kernel declares x and X4).
+#define MR_ROW_MEAN_SQUARES(xb, n, st, OUT)                                    \
+  {                                                                            \
+    vec4 s_ = vec4(0.0), c_ = vec4(0.0);                                       \
+    uint n4_ = (n) & ~3u;                                                      \
+    for (uint i_ = 0u; i_ < n4_; i_ += 4u) {                                   \
+      vec4 v_ = MR_ROW4(xb, i_, st);                                           \
+      mr_kahan_add4(s_, c_, v_ * v_);                                          \
+    }                                                                          \
+    for (uint i_ = n4_; i_ < (n); i_++) {                                      \
+      float v_ = x_load((xb) + i_ * (st));                                     \
+      mr_kahan_add(s_[i_ - n4_], c_[i_ - n4_], v_ * v_);                       \
+    }                                                                          \
+    OUT = mr_sum4(s_, c_) / float(n);                                          \
+  }
+
 // Sum / max of one value per invocation over the workgroup. Every invocation
 // must call these (they contain barriers) and gets the result.
 float mr_wg_sum(float v) {

@@ -80,13 +80,19 @@ static mr_tensor *attend(mr_scope *s, const mr_tensor *q, const mr_tensor *k, co
   return sc_reshape(s, a, 3, flat);
 }
 
+/* project, then RoPE: with the norm, one pass (mr_op_rms_norm_rope). */
+static mr_tensor *project_rope(mr_scope *s, const dit_run *r, const mr_tensor *x, const dit_linear *l,
+                               const mr_tensor *norm, float eps, int heads) {
+  if (!norm) return sc_rope(s, project(s, x, l, NULL, eps, heads), r->rope_cos, r->rope_sin);
+  mr_tensor *p = project(s, x, l, NULL, eps, heads);
+  MR_SCOPED(s, p, mr_op_rms_norm_rope(p, norm, eps, r->rope_cos, r->rope_sin, &out_));
+}
+
 static mr_tensor *self_attention(mr_scope *s, const dit_run *r, const dit_attn *a, const mr_tensor *h) {
   const mr_wan_dit_config *c = &r->d->cfg;
-  mr_tensor *q = project(s, h, &a->q, a->norm_q, c->eps, c->num_heads);
-  mr_tensor *k = project(s, h, &a->k, a->norm_k, c->eps, c->num_heads);
+  mr_tensor *q = project_rope(s, r, h, &a->q, a->norm_q, c->eps, c->num_heads);
+  mr_tensor *k = project_rope(s, r, h, &a->k, a->norm_k, c->eps, c->num_heads);
   mr_tensor *v = project(s, h, &a->v, NULL, c->eps, c->num_heads);
-  q = sc_rope(s, q, r->rope_cos, r->rope_sin);
-  k = sc_rope(s, k, r->rope_cos, r->rope_sin);
   return linear(s, attend(s, q, k, v), &a->o);
 }
 

@@ -69,6 +69,10 @@ mr_status mr_op_rms_norm_variant(const mr_tensor *x, const mr_tensor *weight, fl
    modulation in one pass where it can (op_norm.c). */
 mr_status mr_op_layer_norm_modulate(const mr_tensor *x, const mr_tensor *scale, float add, const mr_tensor *shift,
                                     float eps, mr_tensor **out);
+/* RMSNorm of x [B, L, H, D] over H·D with weight w [H·D], then RoPE (the
+   tables of mr_op_rope): a DiT's q and k in one pass where it can (op_rope.c). */
+mr_status mr_op_rms_norm_rope(const mr_tensor *x, const mr_tensor *w, float eps, const mr_tensor *cos,
+                              const mr_tensor *sin, mr_tensor **out);
 mr_status mr_op_softmax_variant(const mr_tensor *x, int dim, int variant, mr_tensor **out);
 mr_status mr_op_reduce_variant(mr_reduce_op op, const mr_tensor *x, int dim, bool keepdim, int variant,
                                mr_tensor **out);

@@ -118,7 +118,7 @@ mr_status mr_op_layer_norm_modulate(const mr_tensor *x, const mr_tensor *scale, 
   bool fused = x->ndim == 3 && mr_tensor_is_contiguous(x) && mr_op_view_fits(x) && (T == 1 || T == L);
   for (int i = 0; i < 2 && fused; i++)
     fused = par[i]->ndim == 3 && par[i]->shape[0] == 1 && par[i]->shape[1] == T && par[i]->shape[2] == C &&
-            par[i]->strides[2] == 1 && par[i]->dtype == par[0]->dtype && mr_op_view_fits(par[i]) &&
+            par[i]->strides[2] == 1 && mr_op_view_fits(par[i]) &&
             mr_tensor_check_index_range(par[i], "layer_norm_modulate") == MR_OK;
   if (!fused) { /* the two ops */
     mr_tensor *n = NULL;

@@ -51,7 +51,7 @@ static mr_tensor *linear_gelu(mr_scope *s, const mr_tensor *x, const dit_linear 
 /* LN(x) * (1 + scale) + shift, LayerNorm without affine (one pass: mr_op_layer_norm_modulate). */
 static mr_tensor *modulate(mr_scope *s, const mr_tensor *x, const mr_tensor *shift, const mr_tensor *scale,
                            float eps) {
-  MR_SCOPED(s, x && shift && scale, mr_op_layer_norm_modulate(x, scale, 1.0f, shift, eps, &out_));
+  MR_SCOPED(s, x && shift && scale, mr_op_layer_norm_modulate(x, scale, 1.0f, shift, eps, MR_ROWS_AUTO, &out_));
 }
 
 /* x + y * gate: the gated residual. */

@@ -66,9 +66,10 @@ mr_status mr_op_rms_norm_variant(const mr_tensor *x, const mr_tensor *weight, fl
                                  mr_tensor **out);
 /* LayerNorm without affine, then * (scale + add) + shift with scale and
    shift [1, T, C] (T = 1 or L) broadcast over x [B, L, C]: a DiT's
-   modulation in one pass where it can (op_norm.c). */
+   modulation in one pass where it can (op_norm.c); variant: an
+   mr_rows_variant. */
 mr_status mr_op_layer_norm_modulate(const mr_tensor *x, const mr_tensor *scale, float add, const mr_tensor *shift,
-                                    float eps, mr_tensor **out);
+                                    float eps, int variant, mr_tensor **out);
 /* RMSNorm of x [B, L, H, D] over H·D with weight w [H·D], then RoPE (the
    tables of mr_op_rope): a DiT's q and k in one pass where it can (op_rope.c). */
 mr_status mr_op_rms_norm_rope(const mr_tensor *x, const mr_tensor *w, float eps, const mr_tensor *cos,

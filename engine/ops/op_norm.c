@@ -107,9 +107,10 @@ mr_status mr_op_rms_norm(const mr_tensor *x, const mr_tensor *weight, float eps,
    does not allow it (x not contiguous, a chunked problem, other shapes) the
    two ops run. */
 mr_status mr_op_layer_norm_modulate(const mr_tensor *x, const mr_tensor *scale, float add, const mr_tensor *shift,
-                                    float eps, mr_tensor **out) {
+                                    float eps, int variant, mr_tensor **out) {
   *out = NULL;
   mr_status st;
+  if ((st = mr_rows_check_variant(x->ctx, variant, "layer_norm_modulate")) != MR_OK) return st;
   if ((st = mr_op_same_ctx(x, scale, "layer_norm_modulate")) != MR_OK ||
       (st = mr_op_same_ctx(x, shift, "layer_norm_modulate")) != MR_OK)
     return st;
@@ -122,7 +123,8 @@ mr_status mr_op_layer_norm_modulate(const mr_tensor *x, const mr_tensor *scale, 
             mr_tensor_check_index_range(par[i], "layer_norm_modulate") == MR_OK;
   if (!fused) { /* the two ops */
     mr_tensor *n = NULL;
-    if ((st = mr_op_layer_norm(x, NULL, NULL, eps, &n)) == MR_OK) st = mr_op_mul_add(n, scale, add, shift, out);
+    if ((st = mr_op_layer_norm_variant(x, NULL, NULL, eps, variant, &n)) == MR_OK)
+      st = mr_op_mul_add(n, scale, add, shift, out);
     mr_tensor_free(n);
     return st;
   }
@@ -134,7 +136,7 @@ mr_status mr_op_layer_norm_modulate(const mr_tensor *x, const mr_tensor *scale, 
   norm_push pc = {.eps = eps, .period = (uint32_t)T, .w_add = add, .w_step = 1, .b_step = 1};
   mr_rows_geom(x, x->ndim - 1, (*out)->strides, &pc.g);
   uint32_t wg;
-  bool per_wg = mr_rows_per_wg(ctx, MR_ROWS_AUTO, &pc.g, &wg);
+  bool per_wg = mr_rows_per_wg(ctx, variant, &pc.g, &wg);
   mr_binding b[4];
   int64_t base;
   mr_tensor_window(x, x->offset, x->offset + mr_tensor_numel(x), false, &b[0], &base);

@@ -104,15 +104,16 @@ static void test_norm_offset(mr_ctx *ctx) {
 
 /* The DiT's modulation fused: LN(x) * (scale + add) + shift with scale and
    shift rows of a [T, 6, C] tensor (as the DiT slices them) seen as [1, T, C],
-   T = 1 or L; odd and multiple-of-4 widths, every dtype; a strided x takes
-   the two-op path. Reference: mr_ref_layer_norm, then the modulation. */
+   T = 1 or L; odd and multiple-of-4 widths, every dtype, both kernel
+   shapes; a strided x takes the two-op path. Reference: mr_ref_layer_norm, then the modulation. */
 static void test_modulate(mr_ctx *ctx) {
   mr_rng rng = {21};
   static const int64_t cases[][3] = {{2, 5, 7}, {2, 80, 192}, {1, 3, 44}, {3, 1, 33}};
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
     for (int id = 0; id < 3; id++)
       for (int per_token = 0; per_token < 2; per_token++)
-        for (int strided = 0; strided < 2; strided++) {
+        for (int strided = 0; strided < 2; strided++)
+          for (int v = 0; v < MR_ROWS_VARIANTS; v++) {
           int64_t B = cases[c][0], L = cases[c][1], C = cases[c][2], T = per_token ? L : 1, n = B * L * C;
           mr_dtype dt = all_dtypes[id], pdt = all_dtypes[(id + c) % 3];
           float *x = malloc((size_t)n * sizeof *x), *want = malloc((size_t)n * sizeof *want);
@@ -138,13 +139,13 @@ static void test_modulate(mr_ctx *ctx) {
             CHECK_OK(ctx, mr_tensor_slice(te, 1, k, k + 1, 1, &rows[k]));
             CHECK_OK(ctx, mr_tensor_permute(rows[k], perm, &views[k]));
           }
-          CHECK_OK(ctx, mr_op_layer_norm_modulate(tx, views[1], 1.0f, views[0], 1e-6f, &out));
+          CHECK_OK(ctx, mr_op_layer_norm_modulate(tx, views[1], 1.0f, views[0], 1e-6f, v, &out));
           if (out) {
             CHECK(mr_tensor_dtype(out) == dt && mr_tensor_is_contiguous(out));
             float *got = mr_test_read(ctx, out);
-            CHECK_CLOSE(got, want, n, tol_for(dt, 4e-6), "layer_norm_modulate %lldx%lldx%lld T %lld %s/%s%s",
+            CHECK_CLOSE(got, want, n, tol_for(dt, 4e-6), "layer_norm_modulate %lldx%lldx%lld T %lld %s/%s%s %s",
                         (long long)B, (long long)L, (long long)C, (long long)T, mr_dtype_name(dt), mr_dtype_name(pdt),
-                        strided ? " strided" : "");
+                        strided ? " strided" : "", variant_names[v]);
             free(got);
           }
           mr_tensor_free(out);

@@ -546,6 +546,19 @@ describe("effects batch", function()
     assert.are.equal(32, st.height)
   end)
 
+  it("runs the resident side of the PyTorch benchmark: one generation per request (tools/bench/t2v_resident.lua)",
+    function()
+    local out = f.dir .. "/resident.mp4"
+    local code, o, e = F.sh(string.format("printf '7 %s\\n' | %s %s --model %s --steps 2 --width 32 --height 32 "
+      .. "--frames 5 --prompt 'a ball'", out, F.BIN, SRC .. "/tools/bench/t2v_resident.lua", f.packs.ti2v))
+    assert.are.equal(0, code, e)
+    assert.truthy(o:find("^ready\ntext [%d.]+ denoise [%d.]+ decode [%d.]+\n$"), o)
+    assert.truthy(H.exists(out))
+    code, o, e = F.run({SRC .. "/tools/bench/t2v_resident.lua", "--steps", "two"})
+    assert.are_not.equal(0, code)
+    assert.truthy(e:find("--steps: an integer", 1, true), e)
+  end)
+
   it("benchmarks a batch with resident models against one process per clip (tools/bench/batch.lua)", function()
     local code, o, e = F.run({SRC .. "/tools/bench/batch.lua", "--model", f.packs.ti2v, "--jobs", "3", "--steps", "2",
       "--width", "32", "--height", "32", "--frames", "5", "--prompt", "a ball", "--memory-at", "1,2,3"})

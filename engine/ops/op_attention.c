@@ -9,8 +9,8 @@
      matmul_lanes needs; the default there): attention_reg with the keys and
      values read through texel buffers, one hardware gather per fetch where
      a storage-buffer load is a loop over the lanes.
-   - attention_dlanes (the same devices, where every key and value row
-     starts on a texel of 4 elements; the default there): a subgroup takes
+   - attention_dlanes (the same devices, head dims from 2·SG and key and
+     value rows starting on texels of 4 elements; the default there): a subgroup takes
      SG query rows of one head and its lanes split the head dim, so a fetch
      reads SG different texels of a key where attention_lanes's lanes all
      fetch the same one.

@@ -36,6 +36,10 @@ def stages(a) -> List[Tuple[str, str, List[str]]]:
         base += ["--p-two", str(a.p_two)]
     if a.probe_every:
         base += ["--probe-every", str(a.probe_every)]
+    if a.clips:
+        base += ["--clips", str(a.clips)]
+    if a.dit_steps:
+        base += ["--dit-steps", str(a.dit_steps)]
     pack, refs = os.path.join(out, "pack"), os.path.join(out, "pack_refs")
     loras = os.path.join(out, "loras")
     out_list = [("base", os.path.join(pack, "moonreel_pack.json"), base + smoke),
@@ -65,6 +69,8 @@ def main(argv=None, run: Callable[[Sequence[str]], int] = run_module) -> int:
                     "(train.py checks it)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the base run (recorded in it)")
     ap.add_argument("--probe-every", type=int, default=0, help="the base run's DiT probes (train.py)")
+    ap.add_argument("--clips", type=int, default=0, help="the base run's latent cache size (train.py; 0: its default)")
+    ap.add_argument("--dit-steps", type=int, default=0, help="the base run's DiT steps (train.py; 0: its default)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="every stage for a few steps (a pipeline check)")
     ap.add_argument("--dry-run", action="store_true", help="print the stages and stop")

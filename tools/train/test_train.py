@@ -538,6 +538,26 @@ class TestPipeline(unittest.TestCase):
             self.assertEqual(pipeline.main(["--out", self.out, "--threads", "1"], run=again), 0)
         self.assertEqual(calls2, [])
 
+    def test_base_run_settings_pass_through(self):
+        import io
+        from tools.train import pipeline
+        run, calls = self.fake()
+        with contextlib.redirect_stdout(io.StringIO()):
+            pipeline.main(["--out", self.out, "--clips", "12000", "--dit-steps", "16000"], run=run)
+        base = calls[0]
+        self.assertEqual(base[base.index("--clips") + 1], "12000")
+        self.assertEqual(base[base.index("--dit-steps") + 1], "16000")
+        self.assertNotIn("--clips", calls[1])        # the base run's settings only
+        run, calls = self.fake()
+        with contextlib.redirect_stdout(io.StringIO()):
+            pipeline.main(["--out", os.path.join(self.tmp.name, "other")], run=run)
+        self.assertNotIn("--clips", calls[0])
+        self.assertNotIn("--dit-steps", calls[0])
+        from tools.train import train
+        with self.assertRaises(SystemExit) as e:
+            train.main(["--clips", "0", "--out", os.path.join(self.tmp.name, "bad")])
+        self.assertIn("--clips 0", str(e.exception))
+
     def test_a_pack_is_swapped_in_whole(self):
         from tools.train.export import swap_in
         final, tmp = os.path.join(self.out, "final"), os.path.join(self.out, "final.tmp1")

@@ -68,6 +68,8 @@ def main(argv=None) -> int:
                     help="the clips' world: the palette's (the shipped models') or varied shades and sizes "
                          "with two-object clips")
     ap.add_argument("--p-two", type=float, default=0.5, help="varied world: the fraction of two-object clips")
+    ap.add_argument("--clips", type=int, default=None,
+                    help="clips in the DiT's latent cache (default 4,000: the shipped run's); a setting of the run")
     ap.add_argument("--probe-every", type=int, default=0,
                     help="DiT stage: score two-object captions (varied world) or T2V every N steps, in the log")
     ap.add_argument("--smoke", action="store_true", help="tiny run of every stage (pipeline check)")
@@ -82,6 +84,10 @@ def main(argv=None) -> int:
         cfg.world, cfg.p_two, cfg.dit.text_len = "varied", a.p_two, 64
     if a.threads is not None:
         cfg.threads = a.threads
+    if a.clips is not None:
+        if a.clips < 1:
+            raise SystemExit(f"--clips {a.clips}: at least 1")
+        cfg.n_latent_clips = a.clips
     # A step count given on a fresh run is a plain cosine to that count: the recorded
     # extensions of the shipped run (config.py) belong to its own counts.
     flags = {st: getattr(a, f"{st}_steps") for st in STAGES}

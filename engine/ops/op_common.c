@@ -77,6 +77,14 @@ static int64_t span_of(const mr_split *s, const mr_split_op *o, const int64_t *t
   return n;
 }
 
+mr_binding mr_op_window(const mr_tensor *t, int64_t n, bool write, uint32_t *off) {
+  mr_binding b;
+  int64_t base;
+  mr_tensor_window(t, t->offset, t->offset + n, write, &b, &base);
+  *off = (uint32_t)(t->offset - base);
+  return b;
+}
+
 int64_t mr_op_window_budget(const mr_tensor *t) {
   const mr_gpu_caps *caps = mr_gpu_caps_get(t->ctx);
   if (t->storage->alloc.size <= caps->max_binding) return INT64_MAX;

@@ -94,4 +94,9 @@ int64_t mr_op_window_budget(const mr_tensor *t);
 /* True when the elements the view t spans fit one binding (whole or windowed). */
 bool mr_op_view_fits(const mr_tensor *t);
 
+/* The binding of t's n elements from its first (t->offset onwards, which
+   must fit one window: mr_op_view_fits), and in *off t's first element's
+   index inside it. */
+mr_binding mr_op_window(const mr_tensor *t, int64_t n, bool write, uint32_t *off);
+
 #endif

@@ -418,18 +418,14 @@ static mr_status chnorm_run(const mr_tensor *x, const mr_tensor *gamma, float ep
     mr_pipeline *p;
     chnorm_push pc = {.C = (uint32_t)C, .N = (uint32_t)N, .eps = eps, .scale = sqrtf((float)C)};
     mr_binding bind[3];
-    int64_t base;
     if (mr_op_view_fits(xc) && (!gc || mr_op_view_fits(gc)) && mr_op_view_fits(*out)) {
-      mr_tensor_window(xc, xc->offset, xc->offset + (int64_t)(C * N), false, &bind[0], &base);
-      pc.x_off = (uint32_t)(xc->offset - base);
+      bind[0] = mr_op_window(xc, (int64_t)(C * N), false, &pc.x_off);
       spec[6] = N % 4 == 0 && pc.x_off % 4 == 0; /* X4: four positions a lane */
       if ((st = mr_gpu_pipeline(ctx, "channel_rms_norm", 3, sizeof(chnorm_push), spec, 7, &p)) != MR_OK) goto done;
       bind[1] = bind[0];
-      if (gc) {
-        mr_tensor_window(gc, gc->offset, gc->offset + (int64_t)C, false, &bind[1], &base);
-        pc.g_off = (uint32_t)(gc->offset - base);
-      }
-      mr_tensor_window(*out, 0, (int64_t)(C * N), true, &bind[2], &base); /* whole: the kernel writes from 0 */
+      if (gc) bind[1] = mr_op_window(gc, (int64_t)C, false, &pc.g_off);
+      uint32_t unused;
+      bind[2] = mr_op_window(*out, (int64_t)(C * N), true, &unused); /* whole: the kernel writes from 0 */
       st = mr_op_dispatch_1d(ctx, p, bind, 3, &pc, spec[6] ? N / 4 : N, "channel_rms_norm");
     } else {
       st = chnorm_split(xc, gc, eps, silu, *out);

@@ -138,18 +138,13 @@ mr_status mr_op_layer_norm_modulate(const mr_tensor *x, const mr_tensor *scale, 
   uint32_t wg;
   bool per_wg = mr_rows_per_wg(ctx, variant, &pc.g, &wg);
   mr_binding b[4];
-  int64_t base;
-  mr_tensor_window(x, x->offset, x->offset + mr_tensor_numel(x), false, &b[0], &base);
-  pc.g.x_off = (uint32_t)(x->offset - base);
-  uint32_t *offs[2] = {&pc.w_off, &pc.b_off}, *rs[2] = {&pc.w_rs, &pc.b_rs};
+  b[0] = mr_op_window(x, mr_tensor_numel(x), false, &pc.g.x_off);
+  uint32_t *offs[2] = {&pc.w_off, &pc.b_off}, *rs[2] = {&pc.w_rs, &pc.b_rs}, unused;
   for (int i = 0; i < 2; i++) {
-    const mr_tensor *t = par[i];
-    int64_t lo = t->offset, hi = t->offset + (T - 1) * t->strides[1] + C;
-    mr_tensor_window(t, lo, hi, false, &b[1 + i], &base);
-    *offs[i] = (uint32_t)(t->offset - base);
-    *rs[i] = (uint32_t)t->strides[1];
+    b[1 + i] = mr_op_window(par[i], (T - 1) * par[i]->strides[1] + C, false, offs[i]);
+    *rs[i] = (uint32_t)par[i]->strides[1];
   }
-  mr_tensor_window(*out, 0, mr_tensor_numel(*out), true, &b[3], &base);
+  b[3] = mr_op_window(*out, mr_tensor_numel(*out), true, &unused); /* a new tensor: its window starts at element 0 */
   /* four elements at a time where every row starts on a multiple of 4 */
   bool x4 = !per_wg && C % 4 == 0 && pc.g.x_off % 4 == 0 && pc.w_off % 4 == 0 && pc.b_off % 4 == 0 &&
             pc.w_rs % 4 == 0 && pc.b_rs % 4 == 0;

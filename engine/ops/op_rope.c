@@ -84,15 +84,6 @@ typedef struct rms_rope_push {
   float eps;
 } rms_rope_push;
 
-/* The window of t's elements [t->offset, t->offset + n) and t's offset in it. */
-static mr_binding window(const mr_tensor *t, int64_t n, bool write, uint32_t *off) {
-  mr_binding b;
-  int64_t base;
-  mr_tensor_window(t, t->offset, t->offset + n, write, &b, &base);
-  *off = (uint32_t)(t->offset - base);
-  return b;
-}
-
 mr_status mr_op_rms_norm_rope(const mr_tensor *x, const mr_tensor *w, float eps, const mr_tensor *cos,
                               const mr_tensor *sin, mr_tensor **out) {
   *out = NULL;
@@ -129,11 +120,11 @@ mr_status mr_op_rms_norm_rope(const mr_tensor *x, const mr_tensor *w, float eps,
   if (rows * width == 0) return MR_OK;
   rms_rope_push pc = {.rows = (uint32_t)rows, .len = (uint32_t)width, .L = (uint32_t)x->shape[1],
                       .half_d = (uint32_t)(D / 2), .table_rows = (uint32_t)cos->shape[0], .eps = eps};
-  mr_binding b[5] = {window(x, rows * width, false, &pc.x_off), window(w, width, false, &pc.w_off),
-                     window(cos, mr_tensor_numel(cos), false, &pc.cos_off),
-                     window(sin, mr_tensor_numel(sin), false, &pc.sin_off)};
+  mr_binding b[5] = {mr_op_window(x, rows * width, false, &pc.x_off), mr_op_window(w, width, false, &pc.w_off),
+                     mr_op_window(cos, mr_tensor_numel(cos), false, &pc.cos_off),
+                     mr_op_window(sin, mr_tensor_numel(sin), false, &pc.sin_off)};
   uint32_t unused;
-  b[4] = window(*out, rows * width, true, &unused); /* a new tensor: its window starts at element 0 */
+  b[4] = mr_op_window(*out, rows * width, true, &unused); /* a new tensor: its window starts at element 0 */
   uint32_t spec[6] = {x->dtype, w->dtype, cos->dtype, sin->dtype, x->dtype, MR_ELEMWISE_WG};
   mr_pipeline *p;
   /* windows start on 16 bytes, so x and w offsets stay multiples of 4 in them */

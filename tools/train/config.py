@@ -172,12 +172,34 @@ class TrainConfig:
         d = json.loads(text)
         d["vae"] = VAEConfig(**d["vae"])
         d["t5"] = T5Config(**d["t5"])
-        d["dit"] = DiTConfig(**d["dit"])
+        d["dit"] = DiTConfig(**{**d["dit"], "patch_size": tuple(d["dit"]["patch_size"])})
         for key in ("vae_img_extended", "vae_extended", "vae_long_extended", "vae_dec_extended", "dit_extended"):
             d[key] = tuple(tuple(e) for e in d.get(key, ()))
         if "vae_dec_regen_steps" in d:
             d["vae_dec_regen_steps"] = tuple(d["vae_dec_regen_steps"])
         return TrainConfig(**d)
+
+
+def dit_overrides(items) -> dict:
+    """--dit FIELD=VALUE items (train.py, curve.py, pipeline.py) as DiTConfig fields; patch_size
+    as three comma-separated integers. The fields the pack's other parts fix are refused."""
+    fields = {f.name: f for f in dataclasses.fields(DiTConfig)}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields or key in ("model_type", "in_dim", "out_dim", "text_len"):
+            raise SystemExit(f"--dit {item}: expected FIELD=VALUE, FIELD one of patch_size, dim, ffn_dim, "
+                             "freq_dim, num_heads, num_layers")
+        try:
+            out[key] = tuple(int(v) for v in value.split(",")) if key == "patch_size" else int(value)
+        except ValueError:
+            raise SystemExit(f"--dit {item}: {value!r} is not {'three integers' if key == 'patch_size' else 'an integer'}")
+        if key == "patch_size" and (len(out[key]) != 3 or out[key][0] != 1 or min(out[key]) < 1):
+            raise SystemExit(f"--dit {item}: three positive integers, the first 1 (the engine's temporal patch)")
+    probe = dataclasses.replace(DiTConfig(), **out)
+    if probe.dim % probe.num_heads:
+        raise SystemExit(f"--dit: dim {probe.dim} is not a multiple of num_heads {probe.num_heads}")
+    return out
 
 
 # What a run that predates a setting did without it (else the setting's default).

@@ -1,35 +1,64 @@
 """A DiT learning curve on a latent cache that already exists: the default model's DiT
-stage, from fresh weights, on the reference stage's cache of varied one- and two-object
-clips (stage_refs.py's refs_cache.pt, encoded by a pack's VAE), scored every few thousand
-steps on two-object captions (evaluate.eval_t2v2) and one-object T2V. It answers, in an
-hour and beside other work, whether the DiT's size can draw two objects at all and after
-how many steps, before a whole-pack run spends its DiT stage on it:
+stage, from fresh weights, scored every few thousand steps on two-object captions
+(evaluate.eval_t2v2) and one-object T2V. It answers, in an hour or two and without a
+whole-pack run, whether a DiT's size and patch can draw two objects at all and after how
+many steps. The cache is a base run's (train.py's --out: its VAE and latents.pt) or the
+reference stage's (stage_refs.py's refs_cache.pt, encoded by a pack's VAE):
 
+    /usr/bin/python3 -m tools.train.curve --run runs/v6 --out runs/curve_p1 --steps 8000 --every 2000 \\
+        --dit patch_size=1,1,1 --dit dim=128 --dit ffn_dim=512 --dit num_heads=2 --dit num_layers=4
     /usr/bin/python3 -m tools.train.curve --pack models/default --cache runs/refs/refs_cache.pt \\
         --out runs/curve --steps 8000 --every 2000
 
-Resumable as the DiT stage is (dit_ckpt.pt in --out). Nothing is exported.
+Resumable as the DiT stage is (dit_ckpt.pt in --out; the --dit fields are pinned in its
+curve.json). Nothing is exported.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 
 import torch
 
 from ..tinyworld import all_caption_texts
 from . import ckpt
-from .config import TrainConfig
-from .data import Tokenizer, train_sentencepiece
+from .config import TrainConfig, dit_overrides
+from .data import Tokenizer, train_sentencepiece, train_spec
 from .evaluate import eval_t2v, eval_t2v2
 from .export import load_pack
 from .stage_dit import build_dit, build_t5, train_dit
+from .stage_vae import build_vae
+
+
+def load_cache(a, cfg):
+    """(vae, latents [N, 16, F, H, W], specs) of --run or of --pack and --cache."""
+    if a.run:
+        with open(os.path.join(a.run, "config.json")) as f:
+            run = TrainConfig.from_json(f.read())
+        cfg.seed, cfg.world, cfg.p_two = run.seed, run.world, run.p_two
+        vae = build_vae(run)
+        done, cached = ckpt.load(os.path.join(a.run, "vae.pt")), ckpt.load(os.path.join(a.run, "latents.pt"))
+        if done is None or cached is None:
+            raise SystemExit(f"{a.run}: not a base run with a finished VAE and latent cache (vae.pt, latents.pt)")
+        vae.load_state_dict(done["model"])
+        latents = cached["latents"]
+        return vae.eval(), latents, [train_spec(run.seed, i, run.world, run.p_two) for i in range(latents.shape[0])]
+    cache = ckpt.load(a.cache)
+    if cache is None or not cache.get("done"):
+        raise SystemExit(f"{a.cache}: not a finished latent cache of the reference stage")
+    _, vae, _, _ = load_pack(a.pack)
+    return vae, cache["lat"][0], cache["specs"]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="a DiT learning curve on a cached latent set")
-    ap.add_argument("--pack", default="models/default", help="the pack whose VAE encoded the cache")
+    ap.add_argument("--run", help="a base run's folder (train.py's --out): its VAE and latent cache")
+    ap.add_argument("--pack", default="models/default", help="the pack whose VAE encoded --cache")
     ap.add_argument("--cache", default="runs/refs/refs_cache.pt", help="stage_refs.py's latent cache")
+    ap.add_argument("--dit", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a DiTConfig field of this curve's DiT (repeatable), e.g. patch_size=1,1,1 or dim=128")
     ap.add_argument("--out", default="runs/curve")
     ap.add_argument("--steps", type=int, default=8000)
     ap.add_argument("--every", type=int, default=2000, help="score every N steps")
@@ -37,23 +66,32 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    cache = ckpt.load(a.cache)
-    if cache is None or not cache.get("done"):
-        raise SystemExit(f"{a.cache}: not a finished latent cache of the reference stage")
     cfg = TrainConfig(seed=a.seed, out_dir=a.out, threads=a.threads, world="varied", dit_steps=a.steps)
-    cfg.dit.text_len = 64
-    torch.set_num_threads(cfg.threads)
+    cfg.dit = dataclasses.replace(cfg.dit, text_len=64, **dit_overrides(a.dit))
     os.makedirs(a.out, exist_ok=True)
+    pinned = os.path.join(a.out, "curve.json")
+    settings = {"run": a.run, "cache": None if a.run else a.cache, "dit": dataclasses.asdict(cfg.dit),
+                "steps": a.steps, "seed": a.seed}
+    if os.path.exists(pinned):
+        with open(pinned) as f:
+            if json.load(f) != json.loads(json.dumps(settings)):
+                raise SystemExit(f"{pinned}: this folder holds a curve with other settings; choose another --out")
+    else:
+        with open(pinned, "w") as f:
+            json.dump(settings, f, indent=1)
+    torch.set_num_threads(cfg.threads)
     log = ckpt.logger(a.out)
-    _, vae, _, _ = load_pack(a.pack)
+    vae, latents, specs = load_cache(a, cfg)
     spiece = os.path.join(a.out, "spiece.model")
     train_sentencepiece(spiece, cfg.t5.vocab, all_caption_texts(two_objects=True))
     tok = Tokenizer(spiece, cfg.dit.text_len)
-    latents, specs = cache["lat"][0], cache["specs"]
     two = sum(len(s.objects) == 2 for s in specs)
-    log(f"curve: {latents.shape[0]} clips ({two} with two objects), {a.steps} steps, scored every {a.every}")
     torch.manual_seed(cfg.seed + 3)
     dit, t5 = build_dit(cfg), build_t5(cfg)
+    n_params = sum(p.numel() for p in dit.parameters())
+    log(f"curve: {latents.shape[0]} clips ({two} with two objects), {a.steps} steps, scored every {a.every}; "
+        f"DiT {n_params / 1e6:.2f} M params, patch {cfg.dit.patch_size}, dim {cfg.dit.dim}, "
+        f"{cfg.dit.num_layers} layers")
 
     def score(step, ema):
         d, t = ema.shadow

@@ -40,6 +40,8 @@ def stages(a) -> List[Tuple[str, str, List[str]]]:
         base += ["--clips", str(a.clips)]
     if a.dit_steps:
         base += ["--dit-steps", str(a.dit_steps)]
+    for item in a.dit:
+        base += ["--dit", item]
     pack, refs = os.path.join(out, "pack"), os.path.join(out, "pack_refs")
     loras = os.path.join(out, "loras")
     out_list = [("base", os.path.join(pack, "moonreel_pack.json"), base + smoke),
@@ -71,6 +73,8 @@ def main(argv=None, run: Callable[[Sequence[str]], int] = run_module) -> int:
     ap.add_argument("--probe-every", type=int, default=0, help="the base run's DiT probes (train.py)")
     ap.add_argument("--clips", type=int, default=0, help="the base run's latent cache size (train.py; 0: its default)")
     ap.add_argument("--dit-steps", type=int, default=0, help="the base run's DiT steps (train.py; 0: its default)")
+    ap.add_argument("--dit", action="append", default=[], metavar="FIELD=VALUE",
+                    help="the base run's DiT size and patch (train.py's --dit; repeatable)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="every stage for a few steps (a pipeline check)")
     ap.add_argument("--dry-run", action="store_true", help="print the stages and stop")

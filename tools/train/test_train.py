@@ -317,6 +317,21 @@ class TestSchedule(unittest.TestCase):
         self.assertEqual(back.to_json(), cfg.to_json())
         self.assertEqual(back.vae_extended, cfg.vae_extended)
 
+    def test_dit_overrides_name_the_bad_item(self):
+        import dataclasses
+        from tools.train.config import TrainConfig, dit_overrides
+        got = dit_overrides(["patch_size=1,1,1", "dim=128", "num_heads=2"])
+        self.assertEqual(got, {"patch_size": (1, 1, 1), "dim": 128, "num_heads": 2})
+        cfg = TrainConfig()
+        cfg.dit = dataclasses.replace(cfg.dit, **got)
+        self.assertEqual(TrainConfig.from_json(cfg.to_json()).dit, cfg.dit)
+        for bad, word in [("dim", "FIELD=VALUE"), ("text_len=8", "FIELD=VALUE"), ("depth=3", "FIELD=VALUE"),
+                          ("dim=wide", "an integer"), ("patch_size=1,2", "three positive"),
+                          ("patch_size=2,2,2", "the first 1"), ("dim=100", "not a multiple")]:
+            with self.assertRaises(SystemExit) as e:
+                dit_overrides([bad])
+            self.assertIn(word, str(e.exception), bad)
+
 
 
 @unittest.skipIf(torch is None, "python3-torch / python3-sentencepiece missing (tools/setup_training.sh)")
@@ -543,10 +558,13 @@ class TestPipeline(unittest.TestCase):
         from tools.train import pipeline
         run, calls = self.fake()
         with contextlib.redirect_stdout(io.StringIO()):
-            pipeline.main(["--out", self.out, "--clips", "12000", "--dit-steps", "16000"], run=run)
+            pipeline.main(["--out", self.out, "--clips", "12000", "--dit-steps", "16000",
+                           "--dit", "patch_size=1,1,1", "--dit", "dim=128"], run=run)
         base = calls[0]
         self.assertEqual(base[base.index("--clips") + 1], "12000")
         self.assertEqual(base[base.index("--dit-steps") + 1], "16000")
+        self.assertEqual([base[i + 1] for i, x in enumerate(base) if x == "--dit"], ["patch_size=1,1,1", "dim=128"])
+        self.assertNotIn("--dit", calls[1])
         self.assertNotIn("--clips", calls[1])        # the base run's settings only
         run, calls = self.fake()
         with contextlib.redirect_stdout(io.StringIO()):

@@ -14,6 +14,7 @@ same command again after a kill and it resumes: each stage checkpoints into --ou
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -26,7 +27,7 @@ import torch
 from ..tinyworld import all_caption_texts
 
 from . import ckpt
-from .config import TrainConfig, with_missing_settings
+from .config import TrainConfig, dit_overrides, with_missing_settings
 from .data import WORLDS, Tokenizer, train_sentencepiece, train_spec
 from .evaluate import eval_t2v, eval_t2v2, eval_ti2v, eval_vae, ti2v_first_frame_per_pair, vae_checker_roundtrip
 from .export import export_pack
@@ -70,6 +71,9 @@ def main(argv=None) -> int:
     ap.add_argument("--p-two", type=float, default=0.5, help="varied world: the fraction of two-object clips")
     ap.add_argument("--clips", type=int, default=None,
                     help="clips in the DiT's latent cache (default 4,000: the shipped run's); a setting of the run")
+    ap.add_argument("--dit", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a DiTConfig field other than the shipped size (repeatable), e.g. patch_size=1,1,1 or "
+                         "dim=128; a setting of the run")
     ap.add_argument("--probe-every", type=int, default=0,
                     help="DiT stage: score two-object captions (varied world) or T2V every N steps, in the log")
     ap.add_argument("--smoke", action="store_true", help="tiny run of every stage (pipeline check)")
@@ -82,6 +86,8 @@ def main(argv=None) -> int:
         # (the reference stage's, so that stage keeps every row) and the context grows to
         # 64 rows (longest caption 53 tokens; no weight depends on it).
         cfg.world, cfg.p_two, cfg.dit.text_len = "varied", a.p_two, 64
+    if a.dit:
+        cfg.dit = dataclasses.replace(cfg.dit, **dit_overrides(a.dit))
     if a.threads is not None:
         cfg.threads = a.threads
     if a.clips is not None:

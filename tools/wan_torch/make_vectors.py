@@ -56,6 +56,11 @@ T2V_LATENT, T2V_CTX = (16, 5, 6, 10), 13
 TI2V_CONFIG = dict(model_type="ti2v", text_len=20, in_dim=48, dim=48, ffn_dim=80, freq_dim=64,
                    text_dim=24, out_dim=48, num_heads=2, num_layers=3, **_DIT_COMMON)
 TI2V_LATENT, TI2V_CTX = (48, 3, 10, 6), 20
+# Spatial patch 1 (every latent pixel a token, as a DiT for small frames may choose); the
+# default model's 16 latent channels and per-token timesteps; odd grid 3 x 5 x 7 = 105
+P1_CONFIG = dict(TI2V_CONFIG, in_dim=16, out_dim=16, dim=64, ffn_dim=96, num_heads=2, num_layers=2, text_len=12,
+                 patch_size=[1, 1, 1])
+P1_LATENT, P1_CTX = (16, 3, 5, 7), 9
 
 VAE_CONFIG = dict(dim=4, z_dim=8, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                   temperal_downsample=[False, True, True], dropout=0.0)
@@ -253,6 +258,7 @@ def main(argv=None) -> int:
     rows += make_dit(outdir, a.seed, 1, T2V_CONFIG, T2V_LATENT, T2V_CTX, f"wan21_dit_t2v_{TAG}")
     rows += make_dit(outdir, a.seed, 2, TI2V_CONFIG, TI2V_LATENT, TI2V_CTX, f"wan22_dit_ti2v_{TAG}")
     rows += make_vae(outdir, a.seed, 3)
+    rows += make_dit(outdir, a.seed, 4, P1_CONFIG, P1_LATENT, P1_CTX, f"wan22_dit_ti2v_patch1_{TAG}")
     for name, key, ref, f32 in rows:
         print(f"{name:24s} {key:8s} shape {str(tuple(ref.shape)):22s} std {ref.std():.3f}  "
               f"float32 run vs float64 rel_l2={_rel(f32, ref):.2e}")

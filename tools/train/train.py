@@ -75,7 +75,7 @@ def main(argv=None) -> int:
                     help="a DiTConfig field other than the shipped size (repeatable), e.g. patch_size=1,1,1 or "
                          "dim=128; a setting of the run")
     ap.add_argument("--probe-every", type=int, default=0,
-                    help="DiT stage: score two-object captions (varied world) or T2V every N steps, in the log")
+                    help="DiT stage: score T2V, and two-object captions on a varied run, every N steps, in the log")
     ap.add_argument("--smoke", action="store_true", help="tiny run of every stage (pipeline check)")
     a = ap.parse_args(argv)
     cfg = TrainConfig(seed=a.seed, out_dir=a.out)
@@ -216,7 +216,8 @@ def main(argv=None) -> int:
             counts: dict = {}
             rate = eval_t2v2(cfg, vae, d, t, tok, n_probe, lambda _: None, counts)
             log(f"probe at dit step {step}: two objects by caption {rate:.3f} of {n_probe}; of the "
-                f"{2 * n_probe} objects " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+                f"{2 * n_probe} objects " + ", ".join(f"{k} {v}" for k, v in counts.items())
+                + f"; one-object T2V {eval_t2v(cfg, vae, d, t, tok, n_probe, lambda _: None):.3f}")
         else:
             log(f"probe at dit step {step}: T2V {eval_t2v(cfg, vae, d, t, tok, n_probe, lambda _: None):.3f} "
                 f"of {n_probe}")

@@ -23,6 +23,7 @@ from ..wan_torch.t5 import T5Encoder
 from . import ckpt
 from .config import cosine_horizon
 from .data import Tokenizer, encode_text, random_captions
+from .steps import flow_loss, optimizer_step
 
 
 def build_t5(cfg) -> T5Encoder:
@@ -110,14 +111,8 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dit_bf16):
             ctx = encode_text(t5, tok, texts)
             v = dit(xt, t_tok, ctx).float()
-        err = (v - (eps - x0)).pow(2)
-        wmask = torch.ones_like(err)
-        wmask[i2v, :, 0] = 0.0
-        loss = (err * wmask).sum() / wmask.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        loss = flow_loss(v, eps, x0, i2v)
+        optimizer_step(opt, loss, params)
         ema.update(step)
         if step % 100 == 0:
             log(f"dit step {step}/{total} t={seconds + time.time() - t0:.0f}s lr={lr:.2e} loss={float(loss):.4f}")

@@ -39,6 +39,7 @@ from ..tinyworld.world import EFFECTS
 from . import ckpt
 from .data import Tokenizer, clips_tensor, encode_text
 from .stage_dit import sample, shift_sigma, token_timesteps
+from .steps import optimizer_step
 
 TARGETS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
            "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2")
@@ -220,10 +221,7 @@ def train(ec: EffectConfig, dit, t5, tok: Tokenizer, mods, cache: dict, out_dir:
             v = dit(xt, t_tok, ctx).float()
         err = (v - (eps - x0)).pow(2)[:, :, 1:]
         loss = err.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, loss, params)
         with torch.no_grad():
             d = min(ec.ema, (1 + step) / (10 + step))
             for e, p in zip(ema, params):

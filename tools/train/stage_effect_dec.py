@@ -46,7 +46,8 @@ from .config import TrainConfig, with_missing_settings
 from .data import Tokenizer, clips_tensor, train_clip
 from .stage_dit import denoise, regenerate, sigmas
 from .stage_effect import EffectConfig, attach_lora, lora_load, set_lora_scale
-from .stage_vae import VAEPhase, reconstruction_loss
+from .stage_vae import VAEPhase, reconstruction_loss, trainable
+from .steps import optimizer_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -154,11 +155,7 @@ def train(fc: FxDecConfig, cfg, vae, dit, t5, tok, mods, loras, ec, out_dir: str
     gen = torch.Generator().manual_seed(fc.seed + 40)
     ph = VAEPhase("vae_fx", fc.steps, (), fc.batch, cfg.frames, fc.lr, fc.warmup,
                   cfg.vae_dec_first_frame_weight, 0, decoder_only=True, fg_dilate=cfg.vae_dec_fg_dilate)
-    params = [p for n, p in vae.named_parameters() if n.startswith(("decoder.", "conv2."))]
-    for p in vae.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
+    params = trainable(vae, decoder_only=True)
     opt = torch.optim.AdamW(params, lr=fc.lr, weight_decay=0.0)
     path = os.path.join(out_dir, "fxdec_ckpt.pt")
     step, seconds, cpu = 0, 0.0, 0.0
@@ -190,10 +187,7 @@ def train(fc: FxDecConfig, cfg, vae, dit, t5, tok, mods, loras, ec, out_dir: str
         pick = rng.random(len(specs)) < fc.generated
         fn = lambda mu: remake(fc, cfg, dit, t5, tok, mods, loras, ec, vae, specs, kinds, pick, rng, gen, mu)
         loss, y = reconstruction_loss(cfg, vae, x, ph, frame_w, fn)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, loss, params)
         if step % 25 == 0:
             mse = float((y - x).pow(2).mean())
             log(f"vae_fx step {step}/{fc.steps} t={seconds + time.time() - t0:.0f}s lr={lr:.2e} "

@@ -44,6 +44,7 @@ from . import ckpt
 from .data import Tokenizer, clips_tensor, encode_text, train_sentencepiece
 from .config import cosine_horizon
 from .stage_dit import EMA, shift_sigma
+from .steps import flow_loss, optimizer_step
 
 
 @dataclasses.dataclass
@@ -238,14 +239,8 @@ def train_refs(rc: RefsConfig, dit, t5, tok: Tokenizer, cache: dict, out_dir: st
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=rc.bf16):
             ctx = encode_text(t5, tok, texts)
             v = dit(torch.cat([xt, r], dim=2), tt, ctx).float()[:, :, :F]
-        err = (v - (eps - x0)).pow(2)
-        wmask = torch.ones_like(err)
-        wmask[i2v, :, 0] = 0.0
-        loss = (err * wmask).sum() / wmask.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        loss = flow_loss(v, eps, x0, i2v)
+        optimizer_step(opt, loss, params)
         ema.update(step)
         if step % 100 == 0:
             log(f"refs step {step}/{rc.steps} t={seconds + time.time() - t0:.0f}s lr={lr:.2e} "

@@ -29,6 +29,7 @@ from . import ckpt
 from .config import cosine_horizon
 from ..tinyworld.evalset import holdout_clip
 from .data import clips_tensor, run_clip
+from .steps import optimizer_step
 
 
 def build_vae(cfg) -> WanVAE:
@@ -165,6 +166,17 @@ def train_vae(cfg, vae: WanVAE, log=print) -> dict:
     return out
 
 
+def trainable(vae: WanVAE, decoder_only: bool) -> List[torch.nn.Parameter]:
+    """The parameters a phase trains (the decoder side, conv2 and decoder, or all), the only
+    ones left requiring gradients."""
+    params = [p for n, p in vae.named_parameters() if not decoder_only or n.startswith(("decoder.", "conv2."))]
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
 def train_vae_phase(cfg, vae: WanVAE, ph: VAEPhase, log=print, regen: Optional[Regen] = None) -> dict:
     """ph.steps steps of fresh clips; resumes from <out_dir>/<ph.name>_ckpt.pt when present,
     else starts from the weights `vae` holds (the phase before, which loads its own).
@@ -177,14 +189,7 @@ def train_vae_phase(cfg, vae: WanVAE, ph: VAEPhase, log=print, regen: Optional[R
         raise ValueError(f"{ph.name}: generated latents need the DiT (regen) and a frozen encoder")
     rng = np.random.default_rng([cfg.seed, 1] if ph.name == "vae" else [cfg.seed, 1, ph.clip_base])
     gen = torch.Generator().manual_seed(cfg.seed + 6) if ph.generated > 0 else None   # regen's noise
-    if ph.decoder_only:
-        params = [p for n, p in vae.named_parameters() if n.startswith(("decoder.", "conv2."))]
-    else:
-        params = list(vae.parameters())
-    for p in vae.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
+    params = trainable(vae, ph.decoder_only)
     opt = torch.optim.AdamW(params, lr=ph.lr, weight_decay=0.0)
     path = os.path.join(cfg.out_dir, f"{ph.name}_ckpt.pt")
     step, seconds = 0, 0.0
@@ -230,10 +235,7 @@ def train_vae_phase(cfg, vae: WanVAE, ph: VAEPhase, log=print, regen: Optional[R
         loss, y = reconstruction_loss(cfg, vae, x, ph, frame_w, remake)
         if ph.mix_frames:
             loss = loss + reconstruction_loss(cfg, vae, image_batch(cfg, ph, rng, step), ph, torch.ones(1))[0]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, loss, params)
         if step % 250 == 0:
             with torch.no_grad():
                 mu_w, _ = vae.encode_moments(watch, chunked=False)

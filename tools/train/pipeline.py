@@ -43,11 +43,13 @@ def stages(a) -> List[Tuple[str, str, List[str]]]:
     for item in a.dit:
         base += ["--dit", item]
     pack, refs = os.path.join(out, "pack"), os.path.join(out, "pack_refs")
+    # the reference stage trains on a varied base run's own latent cache (stage_refs --run)
+    run_cache = ["--run", out] if a.world == "varied" else []
     loras = os.path.join(out, "loras")
     out_list = [("base", os.path.join(pack, "moonreel_pack.json"), base + smoke),
                 ("refs", os.path.join(refs, "moonreel_pack.json"),
-                 ["tools.train.stage_refs", "--seed", str(a.seed), "--pack", pack, "--out", os.path.join(out, "refs"),
-                  "--export", refs] + smoke)]
+                 ["tools.train.stage_refs", "--seed", str(a.seed), "--pack", pack] + run_cache
+                 + ["--out", os.path.join(out, "refs"), "--export", refs] + smoke)]
     for e in sorted(EFFECTS):
         out_list.append((f"effect {e}", os.path.join(loras, f"{e}.safetensors"),
                          ["tools.train.stage_effect", "--effect", e, "--seed", str(a.seed), "--pack", refs,

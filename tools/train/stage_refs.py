@@ -55,6 +55,10 @@ class RefsConfig:
     lr: float = 2e-4
     warmup: int = 200
     n_clips: int = 4000               # latent cache: varied clips with their references
+    # A base run's folder (train.py's --out) whose latent cache the stage takes, with
+    # references drawn and encoded for its clips, instead of encoding n_clips clips of its
+    # own ("" for its own; then n_clips and p_two below size it).
+    base_run: str = ""
     p_two: float = 0.6                # of the cache: two-object clips (the rest one object)
     p_refs: float = 0.55              # of the steps: with references (the rest T2V / TI2V)
     p_two_refs: float = 0.8           # of the reference steps: two references (else one)
@@ -128,6 +132,59 @@ def build_cache(rc: RefsConfig, vae, frames: int, size: int, path: str, log=prin
           "seconds": st["seconds"] + time.time() - t0, "done": True}
     ckpt.save(st, path)
     return st
+
+
+def run_refs_item(rc: "RefsConfig", run, i: int):
+    """The i-th clip of a base run's cache by its varied spec (shades and sizes as rendered,
+    so the references show the clip's own objects) and its reference images."""
+    from .data import run_clip
+    spec = run_clip(run, i).spec
+    return spec, reference_images(np.random.default_rng([rc.seed, 11, i]), spec, run.size, rc.ref_half,
+                                  rc.ref_offset)
+
+
+@torch.no_grad()
+def build_cache_from_run(rc: RefsConfig, vae, path: str, log=print) -> dict:
+    """The cache of build_cache on a base run's own latents (rc.base_run/latents.pt): its
+    clips are not encoded again, only their references (one frame each), saved in parts.
+    The run's clips are the ones its DiT learned, three times the stage's own 4,000 for a
+    run with --clips 12000, in a fifth of the time (docs/default-model.md)."""
+    from .config import TrainConfig
+    with open(os.path.join(rc.base_run, "config.json")) as f:
+        run = TrainConfig.from_json(f.read())
+    if run.world != "varied" or not 0.0 < run.p_two < 1.0:
+        raise SystemExit(f"--run {rc.base_run}: a varied-world run with one- and two-object clips "
+                         f"(this one: --world {run.world} --p-two {run.p_two})")
+    cached = ckpt.load(os.path.join(rc.base_run, "latents.pt"))
+    if cached is None:
+        raise SystemExit(f"{rc.base_run}: no latents.pt (a base run's latent cache)")
+    lat = cached["latents"]
+    st = ckpt.load(path) or {"refs": [], "specs": [], "seconds": 0.0}
+    if not st.get("done"):
+        t0, timer = time.time(), ckpt.Timer(rc.ckpt_every_s)
+        n0 = len(st["specs"])
+        if n0:
+            log(f"refs cache: resumed at {n0}/{lat.shape[0]}")
+        for i in range(n0, lat.shape[0], 64):
+            items = [run_refs_item(rc, run, j) for j in range(i, min(lat.shape[0], i + 64))]
+            z = vae.encode(images_tensor([img for _, refs in items for img in refs]), chunked=True)[:, :, 0]
+            r, k = torch.zeros(len(items), 2, *z.shape[1:]), 0
+            for b, (spec, refs) in enumerate(items):
+                r[b, :len(refs)] = z[k:k + len(refs)]
+                k += len(refs)
+            st["refs"].append(r)
+            st["specs"].extend(spec for spec, _ in items)
+            if i % 1024 == 0:
+                log(f"refs cache {i}/{lat.shape[0]} (references of {rc.base_run}'s clips) "
+                    f"t={st['seconds'] + time.time() - t0:.0f}s")
+            if timer.due():
+                ckpt.save({**st, "seconds": st["seconds"] + time.time() - t0}, path)
+                st["seconds"] += time.time() - t0
+                t0 = time.time()
+        st = {"refs": [torch.cat(st["refs"])], "specs": st["specs"], "seconds": st["seconds"] + time.time() - t0,
+              "done": True}
+        ckpt.save(st, path)
+    return {**st, "lat": [lat]}
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -316,11 +373,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/refs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--run", default="", help="a base run's folder (train.py's --out): train on its latent cache, "
+                    "with references drawn for its clips, instead of encoding a cache of the stage's own")
     ap.add_argument("--export", help="write the resulting pack here when done")
     ap.add_argument("--eval", type=int, default=40, help="two-reference cases to score in PyTorch")
     ap.add_argument("--smoke", action="store_true", help="a few steps of everything")
     a = ap.parse_args(argv)
-    rc = RefsConfig(seed=a.seed)
+    rc = RefsConfig(seed=a.seed, base_run=a.run)
+    if a.run and not os.path.exists(os.path.join(a.run, "latents.pt")):
+        raise SystemExit(f"--run {a.run}: no latents.pt there (a base run's latent cache)")
     if a.steps is not None:
         rc.steps = a.steps
     if a.smoke:
@@ -333,6 +394,7 @@ def main(argv=None) -> int:
         # `extended` (as tools/train/train.py does), so the config reproduces the run.
         with open(cfg_path) as f:
             old = json.load(f)
+        old.setdefault("base_run", "")          # a stage from before the setting encoded its own cache
         rc.extended = [tuple(e) for e in old.get("extended", [])]
         if a.steps is None:
             rc.steps = old["steps"]
@@ -380,7 +442,11 @@ def main(argv=None) -> int:
             export_refs_pack(a.pack, a.export, dit.eval(), t5.eval(), new_spiece, rc, done["metrics"])
             log(f"wrote {a.export}")
         return 0
-    cache = build_cache(rc, vae, frames, size, os.path.join(a.out, "refs_cache.pt"), log)
+    cache_path = os.path.join(a.out, "refs_cache.pt")
+    if rc.base_run:
+        cache = build_cache_from_run(rc, vae, cache_path, log)
+    else:
+        cache = build_cache(rc, vae, frames, size, cache_path, log)
     log(f"refs cache: {len(cache['specs'])} clips in {cache['seconds']:.0f}s")
     r = train_refs(rc, dit, t5, tok, cache, a.out, log)
     ema = r.pop("ema")

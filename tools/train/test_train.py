@@ -391,6 +391,44 @@ class TestRefsStage(unittest.TestCase):
             self.assertEqual(tuple(img[0, 0]), (255, 255, 255))
             self.assertTrue(((img == o.rgb).all(axis=-1)).sum() > 50)
 
+    def test_cache_from_a_base_run_draws_references_of_its_clips(self):
+        from tools.train import ckpt
+        from tools.train.config import TrainConfig
+        from tools.train.data import run_clip
+        from tools.train.stage_refs import RefsConfig, build_cache_from_run, run_refs_item
+        from tools.train.stage_vae import build_vae
+        run_dir = os.path.join(self.tmp.name, "base")
+        os.makedirs(run_dir)
+        run = TrainConfig(seed=3, world="varied", p_two=0.5)
+        run.vae.dim = 4
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            f.write(run.to_json())
+        n = 9
+        ckpt.save({"latents": torch.randn(n, 16, 5, 8, 8), "seconds": 0.0}, os.path.join(run_dir, "latents.pt"))
+        vae = build_vae(run).eval()
+        rc = RefsConfig(seed=5, base_run=run_dir)
+        path = os.path.join(self.tmp.name, "refs_cache.pt")
+        cache = build_cache_from_run(rc, vae, path, log=lambda _: None)
+        specs = [run_clip(run, i).spec for i in range(n)]
+        self.assertEqual(cache["specs"], specs)
+        self.assertEqual(tuple(cache["refs"][0].shape), (n, 2, 16, 8, 8))
+        self.assertTrue(any(len(s.objects) == 2 for s in specs) and any(len(s.objects) == 1 for s in specs))
+        for i, s in enumerate(specs):
+            self.assertEqual(bool(cache["refs"][0][i, 1].abs().sum() > 0), len(s.objects) == 2, i)
+            # each reference shows its object in the clip's own shade
+            _, imgs = run_refs_item(rc, run, i)
+            for o, img in zip(s.objects, imgs):
+                self.assertGreater(int((img == o.rgb).all(axis=-1).sum()), 20, (i, o))
+        self.assertEqual(cache["lat"][0].shape[0], n)
+        again = build_cache_from_run(rc, vae, path, log=lambda _: None)      # done: read back, not redone
+        self.assertTrue(torch.equal(again["refs"][0], cache["refs"][0]))
+        run.world = "palette"
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            f.write(run.to_json())
+        with self.assertRaises(SystemExit) as e:
+            build_cache_from_run(rc, vae, os.path.join(self.tmp.name, "other.pt"))
+        self.assertIn("varied-world run", str(e.exception))
+
 
 @unittest.skipIf(torch is None, "python3-torch / python3-sentencepiece missing (tools/setup_training.sh)")
 class TestEffectStage(unittest.TestCase):
@@ -566,6 +604,7 @@ class TestPipeline(unittest.TestCase):
         self.assertEqual([base[i + 1] for i, x in enumerate(base) if x == "--dit"], ["patch_size=1,1,1", "dim=128"])
         self.assertNotIn("--dit", calls[1])
         self.assertNotIn("--clips", calls[1])        # the base run's settings only
+        self.assertEqual(calls[1][calls[1].index("--run") + 1], self.out)   # the reference stage takes its cache
         run, calls = self.fake()
         with contextlib.redirect_stdout(io.StringIO()):
             pipeline.main(["--out", os.path.join(self.tmp.name, "other")], run=run)

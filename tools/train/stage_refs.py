@@ -147,8 +147,8 @@ def run_refs_item(rc: "RefsConfig", run, i: int):
 def build_cache_from_run(rc: RefsConfig, vae, path: str, log=print) -> dict:
     """The cache of build_cache on a base run's own latents (rc.base_run/latents.pt): its
     clips are not encoded again, only their references (one frame each), saved in parts.
-    The run's clips are the ones its DiT learned, three times the stage's own 4,000 for a
-    run with --clips 12000, in a fifth of the time (docs/default-model.md)."""
+    The run's clips are the ones its DiT learned: three times the stage's own 4,000 for a
+    run with --clips 12000 (docs/default-model.md)."""
     from .config import TrainConfig
     with open(os.path.join(rc.base_run, "config.json")) as f:
         run = TrainConfig.from_json(f.read())

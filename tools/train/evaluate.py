@@ -86,7 +86,9 @@ def t2v_videos(cfg, vae, dit, t5, tok, prompts, seeds):
         yield from (v.numpy() for v in vae.decode(z, chunked=True).clamp(-1, 1))
 
 
-def eval_t2v(cfg, vae, dit, t5, tok, n: int = 40, log=print) -> float:
+def eval_t2v(cfg, vae, dit, t5, tok, n: int = 40, log=print, counts: Optional[dict] = None) -> float:
+    """The T2V gate's fraction on n prompt/seed pairs; counts, when given, gets per attribute
+    how many of the n clips had it right."""
     pairs = prompt_seed_pairs(cfg.seed, n)
     prompts = [canonical_caption(s) for s, _ in pairs]
     ok = 0
@@ -94,6 +96,9 @@ def eval_t2v(cfg, vae, dit, t5, tok, n: int = 40, log=print) -> float:
     for (spec, sd), v, p in zip(pairs, videos, prompts):
         r = check(v, p)
         ok += r.ok
+        if counts is not None:
+            for k, good in r.match.items():
+                counts[k] = counts.get(k, 0) + int(good)
         if not r.ok:
             log(f"  miss: {p!r} seed {sd}: found {r.found.colour}/{r.found.shape}/{r.found.motion}")
     return ok / n

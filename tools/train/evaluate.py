@@ -4,7 +4,7 @@ prompt/seed pairs (T2V), and the TI2V first-frame PSNR."""
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -86,6 +86,12 @@ def t2v_videos(cfg, vae, dit, t5, tok, prompts, seeds):
         yield from (v.numpy() for v in vae.decode(z, chunked=True).clamp(-1, 1))
 
 
+def tally(counts: dict, match: Dict[str, bool]) -> None:
+    """Add one checked object's per-attribute verdicts (checker match) to counts."""
+    for k, good in match.items():
+        counts[k] = counts.get(k, 0) + int(good)
+
+
 def eval_t2v(cfg, vae, dit, t5, tok, n: int = 40, log=print, counts: Optional[dict] = None) -> float:
     """The T2V gate's fraction on n prompt/seed pairs; counts, when given, gets per attribute
     how many of the n clips had it right."""
@@ -97,8 +103,7 @@ def eval_t2v(cfg, vae, dit, t5, tok, n: int = 40, log=print, counts: Optional[di
         r = check(v, p)
         ok += r.ok
         if counts is not None:
-            for k, good in r.match.items():
-                counts[k] = counts.get(k, 0) + int(good)
+            tally(counts, r.match)
         if not r.ok:
             log(f"  miss: {p!r} seed {sd}: found {r.found.colour}/{r.found.shape}/{r.found.motion}")
     return ok / n
@@ -134,8 +139,7 @@ def eval_t2v2(cfg, vae, dit, t5, tok, n: int = 40, log=print, counts: Optional[d
         ok += r.ok
         if counts is not None:
             for _, _, match in r.objects:
-                for k, good in match.items():
-                    counts[k] = counts.get(k, 0) + int(good)
+                tally(counts, match)
         if not r.ok:
             log(f"  miss: {p!r} seed {sd}: " + "; ".join(f"{a.colour}/{a.shape}/{a.motion}" for _, a, _ in r.objects))
     return ok / n

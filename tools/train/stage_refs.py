@@ -103,92 +103,75 @@ def images_tensor(imgs: List[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))[:, :, None]
 
 
-@torch.no_grad()
-def build_cache(rc: RefsConfig, vae, frames: int, size: int, path: str, log=print) -> dict:
-    """Latents of rc.n_clips varied clips [N, 16, F', h, w] and of their references
-    [N, 2, 16, h, w] (zeros past a clip's object count), with specs; saved in parts."""
-    st = ckpt.load(path) or {"lat": [], "refs": [], "specs": [], "seconds": 0.0}
-    if st.get("done"):
-        return st
-    t0, timer = time.time(), ckpt.Timer(rc.ckpt_every_s)
-    n0 = len(st["specs"])
-    if n0:
-        log(f"refs cache: resumed at {n0}/{rc.n_clips}")
-    for i in range(n0, rc.n_clips, 8):
-        items = [cache_item(rc, j, frames, size) for j in range(i, min(rc.n_clips, i + 8))]
-        st["lat"].append(vae.encode(clips_tensor([c for _, c, _ in items]), chunked=False))
-        imgs = [img for _, _, refs in items for img in refs]
-        z = vae.encode(images_tensor(imgs), chunked=True)[:, :, 0]        # [n_refs, 16, h, w]
-        k = 0
-        r = torch.zeros(len(items), 2, *z.shape[1:])
-        for b, (spec, _, refs) in enumerate(items):
-            r[b, :len(refs)] = z[k:k + len(refs)]
-            k += len(refs)
-        st["refs"].append(r)
-        st["specs"].extend(spec for spec, _, _ in items)
-        if i % 400 == 0:
-            log(f"refs cache {i}/{rc.n_clips} t={st['seconds'] + time.time() - t0:.0f}s")
-        if timer.due():
-            ckpt.save({**st, "seconds": st["seconds"] + time.time() - t0}, path)
-            st["seconds"] += time.time() - t0
-            t0 = time.time()
-    st = {"lat": [torch.cat(st["lat"])], "refs": [torch.cat(st["refs"])], "specs": st["specs"],
-          "seconds": st["seconds"] + time.time() - t0, "done": True}
-    ckpt.save(st, path)
-    return st
+def encode_refs(vae, ref_lists) -> torch.Tensor:
+    """Each item's reference images encoded alone (one latent frame each): [n, 2, 16, h, w],
+    zeros past an item's reference count."""
+    z = vae.encode(images_tensor([img for refs in ref_lists for img in refs]), chunked=True)[:, :, 0]
+    r, k = torch.zeros(len(ref_lists), 2, *z.shape[1:]), 0
+    for b, refs in enumerate(ref_lists):
+        r[b, :len(refs)] = z[k:k + len(refs)]
+        k += len(refs)
+    return r
 
 
 def run_refs_item(rc: "RefsConfig", run, i: int):
-    """The i-th clip of a base run's cache by its varied spec (shades and sizes as rendered,
-    so the references show the clip's own objects) and its reference images."""
+    """The i-th clip of a base run's cache as cache_item gives one, without its clip: its
+    varied spec (shades and sizes as rendered, so the references show the clip's own
+    objects), None, and its reference images."""
     from .data import run_clip
     spec = run_clip(run, i).spec
-    return spec, reference_images(np.random.default_rng([rc.seed, 11, i]), spec, run.size, rc.ref_half,
-                                  rc.ref_offset)
+    return spec, None, reference_images(np.random.default_rng([rc.seed, 11, i]), spec, run.size, rc.ref_half,
+                                        rc.ref_offset)
+
+
+def base_run(folder: str):
+    """A base run's config for the stage's --run, refused in one line unless it is a varied
+    run with one- and two-object clips and a latent cache."""
+    from .config import TrainConfig
+    if not os.path.exists(os.path.join(folder, "latents.pt")):
+        raise SystemExit(f"--run {folder}: no latents.pt there (a base run's latent cache)")
+    with open(os.path.join(folder, "config.json")) as f:
+        run = TrainConfig.from_json(f.read())
+    if run.world != "varied" or not 0.0 < run.p_two < 1.0:
+        raise SystemExit(f"--run {folder}: a varied-world run with one- and two-object clips "
+                         f"(this one: --world {run.world} --p-two {run.p_two})")
+    return run
 
 
 @torch.no_grad()
-def build_cache_from_run(rc: RefsConfig, vae, path: str, log=print) -> dict:
-    """The cache of build_cache on a base run's own latents (rc.base_run/latents.pt): its
-    clips are not encoded again, only their references (one frame each), saved in parts.
-    The run's clips are the ones its DiT learned: three times the stage's own 4,000 for a
-    run with --clips 12000 (docs/default-model.md)."""
-    from .config import TrainConfig
-    with open(os.path.join(rc.base_run, "config.json")) as f:
-        run = TrainConfig.from_json(f.read())
-    if run.world != "varied" or not 0.0 < run.p_two < 1.0:
-        raise SystemExit(f"--run {rc.base_run}: a varied-world run with one- and two-object clips "
-                         f"(this one: --world {run.world} --p-two {run.p_two})")
-    cached = ckpt.load(os.path.join(rc.base_run, "latents.pt"))
-    if cached is None:
-        raise SystemExit(f"{rc.base_run}: no latents.pt (a base run's latent cache)")
-    lat = cached["latents"]
-    st = ckpt.load(path) or {"refs": [], "specs": [], "seconds": 0.0}
+def build_cache(rc: RefsConfig, vae, frames: int, size: int, path: str, log=print) -> dict:
+    """Latents of the stage's clips [N, 16, F', h, w] and of their references
+    [N, 2, 16, h, w] (zeros past a clip's object count), with specs; saved in parts.
+
+    The clips are rc.n_clips of the stage's own (cache_item), or, with rc.base_run, a base
+    run's own latent cache (its latents.pt, the clips its DiT learned: three times the
+    stage's 4,000 for a run with --clips 12000), of which only the references are encoded."""
+    run = base_run(rc.base_run) if rc.base_run else None
+    lat = ckpt.load(os.path.join(rc.base_run, "latents.pt"))["latents"] if run else None
+    n, batch = (lat.shape[0], 64) if run else (rc.n_clips, 8)
+    st = ckpt.load(path) or {"lat": [], "refs": [], "specs": [], "seconds": 0.0}
     if not st.get("done"):
         t0, timer = time.time(), ckpt.Timer(rc.ckpt_every_s)
         n0 = len(st["specs"])
         if n0:
-            log(f"refs cache: resumed at {n0}/{lat.shape[0]}")
-        for i in range(n0, lat.shape[0], 64):
-            items = [run_refs_item(rc, run, j) for j in range(i, min(lat.shape[0], i + 64))]
-            z = vae.encode(images_tensor([img for _, refs in items for img in refs]), chunked=True)[:, :, 0]
-            r, k = torch.zeros(len(items), 2, *z.shape[1:]), 0
-            for b, (spec, refs) in enumerate(items):
-                r[b, :len(refs)] = z[k:k + len(refs)]
-                k += len(refs)
-            st["refs"].append(r)
-            st["specs"].extend(spec for spec, _ in items)
-            if i % 1024 == 0:
-                log(f"refs cache {i}/{lat.shape[0]} (references of {rc.base_run}'s clips) "
-                    f"t={st['seconds'] + time.time() - t0:.0f}s")
+            log(f"refs cache: resumed at {n0}/{n}")
+        for i in range(n0, n, batch):
+            items = [run_refs_item(rc, run, j) if run else cache_item(rc, j, frames, size)
+                     for j in range(i, min(n, i + batch))]
+            if not run:
+                st["lat"].append(vae.encode(clips_tensor([c for _, c, _ in items]), chunked=False))
+            st["refs"].append(encode_refs(vae, [refs for _, _, refs in items]))
+            st["specs"].extend(spec for spec, _, _ in items)
+            if i % (50 * batch) == 0:
+                log(f"refs cache {i}/{n} t={st['seconds'] + time.time() - t0:.0f}s")
             if timer.due():
                 ckpt.save({**st, "seconds": st["seconds"] + time.time() - t0}, path)
                 st["seconds"] += time.time() - t0
                 t0 = time.time()
-        st = {"refs": [torch.cat(st["refs"])], "specs": st["specs"], "seconds": st["seconds"] + time.time() - t0,
-              "done": True}
+        st = {"lat": [torch.cat(st["lat"])] if st["lat"] else [], "refs": [torch.cat(st["refs"])],
+              "specs": st["specs"], "seconds": st["seconds"] + time.time() - t0, "done": True}
         ckpt.save(st, path)
-    return {**st, "lat": [lat]}
+    return {**st, "lat": [lat]} if run else st
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -384,8 +367,8 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="a few steps of everything")
     a = ap.parse_args(argv)
     rc = RefsConfig(seed=a.seed, base_run=a.run)
-    if a.run and not os.path.exists(os.path.join(a.run, "latents.pt")):
-        raise SystemExit(f"--run {a.run}: no latents.pt there (a base run's latent cache)")
+    if a.run:
+        base_run(a.run)                 # refused here, before the pack and the tokenizer
     if a.steps is not None:
         rc.steps = a.steps
     if a.smoke:
@@ -446,11 +429,7 @@ def main(argv=None) -> int:
             export_refs_pack(a.pack, a.export, dit.eval(), t5.eval(), new_spiece, rc, done["metrics"])
             log(f"wrote {a.export}")
         return 0
-    cache_path = os.path.join(a.out, "refs_cache.pt")
-    if rc.base_run:
-        cache = build_cache_from_run(rc, vae, cache_path, log)
-    else:
-        cache = build_cache(rc, vae, frames, size, cache_path, log)
+    cache = build_cache(rc, vae, frames, size, os.path.join(a.out, "refs_cache.pt"), log)
     log(f"refs cache: {len(cache['specs'])} clips in {cache['seconds']:.0f}s")
     r = train_refs(rc, dit, t5, tok, cache, a.out, log)
     ema = r.pop("ema")

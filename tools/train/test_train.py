@@ -395,7 +395,7 @@ class TestRefsStage(unittest.TestCase):
         from tools.train import ckpt
         from tools.train.config import TrainConfig
         from tools.train.data import run_clip
-        from tools.train.stage_refs import RefsConfig, build_cache_from_run, run_refs_item
+        from tools.train.stage_refs import RefsConfig, build_cache, run_refs_item
         from tools.train.stage_vae import build_vae
         run_dir = os.path.join(self.tmp.name, "base")
         os.makedirs(run_dir)
@@ -408,7 +408,7 @@ class TestRefsStage(unittest.TestCase):
         vae = build_vae(run).eval()
         rc = RefsConfig(seed=5, base_run=run_dir)
         path = os.path.join(self.tmp.name, "refs_cache.pt")
-        cache = build_cache_from_run(rc, vae, path, log=lambda _: None)
+        cache = build_cache(rc, vae, run.frames, run.size, path, log=lambda _: None)
         specs = [run_clip(run, i).spec for i in range(n)]
         self.assertEqual(cache["specs"], specs)
         self.assertEqual(tuple(cache["refs"][0].shape), (n, 2, 16, 8, 8))
@@ -416,17 +416,17 @@ class TestRefsStage(unittest.TestCase):
         for i, s in enumerate(specs):
             self.assertEqual(bool(cache["refs"][0][i, 1].abs().sum() > 0), len(s.objects) == 2, i)
             # each reference shows its object in the clip's own shade
-            _, imgs = run_refs_item(rc, run, i)
+            _, _, imgs = run_refs_item(rc, run, i)
             for o, img in zip(s.objects, imgs):
                 self.assertGreater(int((img == o.rgb).all(axis=-1).sum()), 20, (i, o))
         self.assertEqual(cache["lat"][0].shape[0], n)
-        again = build_cache_from_run(rc, vae, path, log=lambda _: None)      # done: read back, not redone
+        again = build_cache(rc, vae, run.frames, run.size, path, log=lambda _: None)      # done: read back, not redone
         self.assertTrue(torch.equal(again["refs"][0], cache["refs"][0]))
         run.world = "palette"
         with open(os.path.join(run_dir, "config.json"), "w") as f:
             f.write(run.to_json())
         with self.assertRaises(SystemExit) as e:
-            build_cache_from_run(rc, vae, os.path.join(self.tmp.name, "other.pt"))
+            build_cache(rc, vae, run.frames, run.size, os.path.join(self.tmp.name, "other.pt"))
         self.assertIn("varied-world run", str(e.exception))
 
 

@@ -1,7 +1,7 @@
 """A DiT learning curve on a latent cache that already exists: the default model's DiT
-stage, from fresh weights, scored every few thousand steps on two-object captions
-(evaluate.eval_t2v2) and one-object T2V. It answers, in an hour or two and without a
-whole-pack run, whether a DiT's size and patch can draw two objects at all and after how
+stage, from fresh weights, scored every few thousand steps (evaluate.probe_report: two
+objects by caption, one-object T2V, the caption gap). It answers, in an hour or two and
+without a whole-pack run, whether a DiT's size and patch can draw two objects at all and after how
 many steps. The cache is a base run's (train.py's --out: its VAE and latents.pt) or the
 reference stage's (stage_refs.py's refs_cache.pt, encoded by a pack's VAE):
 
@@ -26,7 +26,7 @@ from ..tinyworld import all_caption_texts
 from . import ckpt
 from .config import TrainConfig, dit_overrides
 from .data import Tokenizer, train_sentencepiece, train_spec
-from .evaluate import eval_t2v, eval_t2v2
+from .evaluate import probe_report
 from .export import load_pack
 from .stage_dit import build_dit, build_t5, train_dit
 from .stage_vae import build_vae
@@ -101,16 +101,7 @@ def main(argv=None) -> int:
         f"{cfg.dit.num_layers} layers")
 
     def score(step, ema):
-        d, t = ema.shadow
-        quiet = lambda _: None  # noqa: E731
-        counts: dict = {}
-        two = eval_t2v2(cfg, vae, d, t, tok, a.n, quiet, counts)
-        one_counts: dict = {}
-        one = eval_t2v(cfg, vae, d, t, tok, a.n, quiet, one_counts)
-        log(f"curve step {step}: two objects by caption {two:.3f} (of the {2 * a.n} objects "
-            + ", ".join(f"{k} {v}" for k, v in counts.items())
-            + f"), one-object T2V {one:.3f} (of the {a.n} clips "
-            + ", ".join(f"{k} {v}" for k, v in one_counts.items()) + ")")
+        log(f"curve step {step}: " + probe_report(cfg, vae, *ema.shadow, tok, a.n, latents, specs))
 
     r = train_dit(cfg, dit, t5, tok, latents, specs, log, score, a.every)
     score(r["dit_steps"], r["ema"])

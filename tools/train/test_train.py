@@ -154,6 +154,29 @@ class TestTrainSkeleton(unittest.TestCase):
         self.cfg.vae_dec_regen_steps = (self.cfg.eval_steps, self.cfg.eval_steps)   # sigma 0: nothing to do
         torch.testing.assert_close(run(3), z, rtol=0, atol=0)
 
+    def test_caption_gap_measures_only_what_the_caption_changes(self):
+        from tools.train.data import Tokenizer, train_sentencepiece, train_spec
+        from tools.train.evaluate import caption_gap
+        from tools.train.stage_dit import build_dit, build_t5
+        sp = os.path.join(self.tmp.name, "sp.model")
+        train_sentencepiece(sp, self.cfg.t5.vocab)
+        tok = Tokenizer(sp, self.cfg.dit.text_len)
+        dit, t5 = build_dit(self.cfg).eval(), build_t5(self.cfg).eval()
+        with torch.no_grad():
+            for p in dit.parameters():                  # no zero-initialised head: every path counts
+                p.add_(0.05 * torch.randn_like(p))
+        specs = [train_spec(self.cfg.seed, i, "varied", 0.5) for i in range(12)]
+        lat = torch.randn(12, 16, 2, 4, 4)
+        gap = caption_gap(self.cfg, dit, t5, tok, lat, specs, n=4)
+        self.assertEqual(sorted(gap), ["colour", "empty", "motion", "shape"])
+        self.assertTrue(all(abs(v) > 1e-4 for v in gap.values()), gap)     # each changed caption is another
+        self.assertEqual(gap, caption_gap(self.cfg, dit, t5, tok, lat, specs, n=4))   # its own streams
+        with torch.no_grad():
+            for b in dit.blocks:                        # a DiT that reads no caption
+                b.cross_attn.o.weight.zero_()
+                b.cross_attn.o.bias.zero_()
+        self.assertEqual(set(caption_gap(self.cfg, dit, t5, tok, lat, specs, n=4).values()), {0.0})
+
     def test_remade_latents_go_through_the_normalisation(self):
         from tools.train.data import clips_tensor, train_clip
         from tools.train.stage_vae import build_vae, remade_latents

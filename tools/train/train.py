@@ -29,7 +29,8 @@ from ..tinyworld import all_caption_texts
 from . import ckpt
 from .config import TrainConfig, dit_overrides, with_missing_settings
 from .data import WORLDS, Tokenizer, train_sentencepiece, train_spec
-from .evaluate import eval_t2v, eval_t2v2, eval_ti2v, eval_vae, ti2v_first_frame_per_pair, vae_checker_roundtrip
+from .evaluate import (eval_t2v, eval_t2v2, eval_ti2v, eval_vae, probe_report, ti2v_first_frame_per_pair,
+                       vae_checker_roundtrip)
 from .export import export_pack
 from .stage_dit import build_dit, build_t5, regenerate, train_dit
 from .stage_vae import (build_vae, encode_latents, renormalize_latents, train_vae, train_vae_phase,
@@ -213,11 +214,7 @@ def main(argv=None) -> int:
     def probe(step, ema):
         d, t = ema.shadow
         if cfg.world == "varied":
-            counts: dict = {}
-            rate = eval_t2v2(cfg, vae, d, t, tok, n_probe, lambda _: None, counts)
-            log(f"probe at dit step {step}: two objects by caption {rate:.3f} of {n_probe}; of the "
-                f"{2 * n_probe} objects " + ", ".join(f"{k} {v}" for k, v in counts.items())
-                + f"; one-object T2V {eval_t2v(cfg, vae, d, t, tok, n_probe, lambda _: None):.3f}")
+            log(f"probe at dit step {step}: " + probe_report(cfg, vae, d, t, tok, n_probe, latents, specs))
         else:
             log(f"probe at dit step {step}: T2V {eval_t2v(cfg, vae, d, t, tok, n_probe, lambda _: None):.3f} "
                 f"of {n_probe}")

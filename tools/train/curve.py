@@ -1,8 +1,8 @@
 """A DiT learning curve on a latent cache that already exists: the default model's DiT
 stage, from fresh weights, scored every few thousand steps (evaluate.probe_report: two
 objects by caption, one-object T2V, the caption gap). It answers, in an hour or two and
-without a whole-pack run, whether a DiT's size and patch can draw two objects at all and after how
-many steps. The cache is a base run's (train.py's --out: its VAE and latents.pt) or the
+without a whole-pack run, whether a DiT's size and patch can draw two objects at all and
+after how many steps. The cache is a base run's (train.py's --out: its VAE and latents.pt) or the
 reference stage's (stage_refs.py's refs_cache.pt, encoded by a pack's VAE):
 
     /usr/bin/python3 -m tools.train.curve --run runs/v6 --out runs/curve_p1 --steps 8000 --every 2000 \\

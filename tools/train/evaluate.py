@@ -16,6 +16,7 @@ from ..tinyworld.evalset import holdout_clip, prompt_seed_pairs, r2v_cases
 from ..tinyworld.world import COLOURS, MOTIONS, SHAPES
 from .data import clips_tensor, encode_text
 from .stage_dit import sample, token_timesteps
+from .steps import flow_loss
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -179,9 +180,10 @@ def caption_gap(cfg, dit, t5, tok, latents: torch.Tensor, specs, n: int = 48, se
     for sigma in GAP_SIGMAS:
         eps = torch.randn(x0.shape, generator=gen)
         xt = (1 - sigma) * x0 + sigma * eps
-        t = token_timesteps(torch.full((len(idx),), sigma * 1000.0), torch.zeros(len(idx), dtype=torch.bool), grid)
+        no_image = torch.zeros(len(idx), dtype=torch.bool)
+        t = token_timesteps(torch.full((len(idx),), sigma * 1000.0), no_image, grid)
         for k, ctx in contexts.items():
-            loss[k] += float((dit(xt, t, ctx).float() - (eps - x0)).pow(2).mean()) / len(GAP_SIGMAS)
+            loss[k] += float(flow_loss(dit(xt, t, ctx).float(), eps, x0, no_image)) / len(GAP_SIGMAS)
     return {k: 100.0 * (loss[k] / loss["true"] - 1.0) for k in captions if k != "true"}
 
 

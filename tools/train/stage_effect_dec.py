@@ -69,6 +69,14 @@ class FxDecConfig:
     base_clip_base: int = 60_000_000  # base clip indices (the pack's phases end below 50 M)
     ckpt_every_s: float = 120.0
     threads: int = 2
+    # The encoder too (--encoder): the photos the decoder alone could not fix (a light gray,
+    # a white object jittered towards purple) lose their colour and corners in the encoder's
+    # latent. Trained, it is held to its old latents on the base world's clips (the DiT's
+    # training world) by an anchor: the mean squared difference of the normalised latents,
+    # times `anchor`, so the DiT and its gates keep their meaning while the varied and effect
+    # clips (whose latents the LoRAs are then trained on again) are free to move.
+    encoder: bool = False
+    anchor: float = 1.0
 
 
 def load_loras(mods, folder: str, rank: int, alpha: float) -> Dict[str, dict]:
@@ -101,9 +109,10 @@ def light(fc: FxDecConfig, rng: np.random.Generator) -> Optional[Tuple[int, int]
 def batch_clips(fc: FxDecConfig, cfg, rng: np.random.Generator, step: int):
     """fc.batch clips, each a base clip (with p_varied from the varied world: shades and
     sizes off the palette, as users' photos are) or (with p_effect) an effect clip, which is
-    always varied: (tensor, specs, kinds), kind None for a base clip, else the effect's name."""
+    always varied: (tensor, specs, kinds, palette), kind None for a base clip, else the
+    effect's name; palette[i] True for a clip of the base world itself."""
     effects = sorted(EFFECTS)
-    clips, kinds = [], []
+    clips, kinds, palette = [], [], []
     for i in range(fc.batch):
         j = step * fc.batch + i
         if rng.random() < fc.p_effect:
@@ -111,6 +120,7 @@ def batch_clips(fc: FxDecConfig, cfg, rng: np.random.Generator, step: int):
             clips.append(evalset.effect_clip(cfg.seed, e, fc.effect_clip_base + j, cfg.frames, cfg.size,
                                              gray=light(fc, rng)))
             kinds.append(e)
+            palette.append(False)
         elif rng.random() < fc.p_varied:
             r = np.random.default_rng([cfg.seed, 41, j])
             spec, gray = sample_spec(r), light(fc, rng)
@@ -118,44 +128,66 @@ def batch_clips(fc: FxDecConfig, cfg, rng: np.random.Generator, step: int):
                 spec = dataclasses.replace(spec, background="gray")
             clips.append(evalset.varied_clip(r, spec, cfg.frames, cfg.size, bg_range=gray))
             kinds.append(None)
+            palette.append(False)
         else:
             clips.append(train_clip(cfg.seed, fc.base_clip_base + j, cfg.frames, cfg.size))
             kinds.append(None)
-    return clips_tensor(clips), [c.spec for c in clips], kinds
+            palette.append(True)
+    return clips_tensor(clips), [c.spec for c in clips], kinds, np.array(palette)
 
 
-@torch.no_grad()
 def remake(fc: FxDecConfig, cfg, dit, t5, tok, mods, loras, ec: EffectConfig, vae, specs, kinds, pick,
            rng: np.random.Generator, gen: torch.Generator, mu: torch.Tensor) -> torch.Tensor:
-    """mu with each picked clip's latent replaced by what the sampler makes of it."""
-    mu = mu.clone()
+    """mu with each picked clip's latent replaced by what the sampler makes of it; the rows
+    not picked keep their gradient (an encoder phase trains through them)."""
+    rows = list(mu.split(1))
+    for i in np.flatnonzero(pick):
+        with torch.no_grad():
+            rows[i] = remade(fc, cfg, dit, t5, tok, mods, loras, ec, vae, specs[i], kinds[i], rng, gen, rows[i])
+    set_lora_scale(mods, 0.0, ec)
+    return torch.cat(rows)
+
+
+def remade(fc: FxDecConfig, cfg, dit, t5, tok, mods, loras, ec: EffectConfig, vae, spec, kind,
+           rng: np.random.Generator, gen: torch.Generator, mu: torch.Tensor) -> torch.Tensor:
+    """One clip's latent mean [1, ...] as the sampler makes it: a base clip (kind None) by the
+    DiT alone with one of its captions, an effect clip with that effect's LoRA."""
     sig = sigmas(cfg.eval_steps, cfg.eval_shift)
     lo, hi = fc.regen_steps
-    for i in np.flatnonzero(pick):
-        z = vae.normalize(mu[i:i + 1])
-        if kinds[i] is None:
-            set_lora_scale(mods, 0.0, ec)
-            c = dataclasses.replace(cfg, vae_dec_regen_steps=fc.regen_steps)
-            z = regenerate(c, dit, t5, tok, z, [specs[i]], rng, gen)
-        else:
-            lora_load(mods, loras[kinds[i]])
-            set_lora_scale(mods, 1.0, ec)
-            k = int(rng.integers(lo, hi + 1))
-            s0 = float(sig[k])
-            x = (1 - s0) * z + s0 * torch.randn(z.shape, generator=gen)
-            z = denoise(dit, t5, tok, [effect_caption(rng, specs[i])], x, sig[k:], cfg.eval_guide,
-                        first_latent=z[:, :, 0])
-        mu[i:i + 1] = vae.denormalize(z)
-    set_lora_scale(mods, 0.0, ec)
-    return mu
+    z = vae.normalize(mu)
+    if kind is None:
+        set_lora_scale(mods, 0.0, ec)
+        c = dataclasses.replace(cfg, vae_dec_regen_steps=fc.regen_steps)
+        z = regenerate(c, dit, t5, tok, z, [spec], rng, gen)
+    else:
+        lora_load(mods, loras[kind])
+        set_lora_scale(mods, 1.0, ec)
+        k = int(rng.integers(lo, hi + 1))
+        s0 = float(sig[k])
+        x = (1 - s0) * z + s0 * torch.randn(z.shape, generator=gen)
+        z = denoise(dit, t5, tok, [effect_caption(rng, spec)], x, sig[k:], cfg.eval_guide,
+                    first_latent=z[:, :, 0])
+    return vae.denormalize(z)
 
 
-def train(fc: FxDecConfig, cfg, vae, dit, t5, tok, mods, loras, ec, out_dir: str, log=print) -> dict:
+def anchor_loss(vae, old_vae, x: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the normalised latent means of x (the DiT's units) between
+    the encoder being trained and the pack's own."""
+    with torch.no_grad():
+        ref = old_vae.normalize(old_vae.encode_moments(x, chunked=False)[0])
+    return (vae.normalize(vae.encode_moments(x, chunked=False)[0]) - ref).pow(2).mean()
+
+
+def train(fc: FxDecConfig, cfg, vae, dit, t5, tok, mods, loras, ec, out_dir: str, log=print,
+          old_vae=None) -> dict:
+    """The phase; with fc.encoder, old_vae (the pack's VAE, frozen) gives the anchor's latents."""
+    if fc.encoder and old_vae is None:
+        raise ValueError("an encoder phase needs the pack's own VAE for its anchor")
     rng = np.random.default_rng([fc.seed, 40])
     gen = torch.Generator().manual_seed(fc.seed + 40)
     ph = VAEPhase("vae_fx", fc.steps, (), fc.batch, cfg.frames, fc.lr, fc.warmup,
-                  cfg.vae_dec_first_frame_weight, 0, decoder_only=True, fg_dilate=cfg.vae_dec_fg_dilate)
-    params = trainable(vae, decoder_only=True)
+                  cfg.vae_dec_first_frame_weight, 0, decoder_only=not fc.encoder, fg_dilate=cfg.vae_dec_fg_dilate)
+    params = trainable(vae, decoder_only=not fc.encoder)
     opt = torch.optim.AdamW(params, lr=fc.lr, weight_decay=0.0)
     path = os.path.join(out_dir, "fxdec_ckpt.pt")
     step, seconds, cpu = 0, 0.0, 0.0
@@ -183,15 +215,20 @@ def train(fc: FxDecConfig, cfg, vae, dit, t5, tok, mods, loras, ec, out_dir: str
         lr = fc.lr * min(1.0, (step + 1) / fc.warmup) * 0.5 * (1 + math.cos(math.pi * step / fc.steps))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, specs, kinds = batch_clips(fc, cfg, rng, step)
+        x, specs, kinds, palette = batch_clips(fc, cfg, rng, step)
         pick = rng.random(len(specs)) < fc.generated
         fn = lambda mu: remake(fc, cfg, dit, t5, tok, mods, loras, ec, vae, specs, kinds, pick, rng, gen, mu)
         loss, y = reconstruction_loss(cfg, vae, x, ph, frame_w, fn)
+        drift = None
+        if fc.encoder and palette.any():
+            drift = anchor_loss(vae, old_vae, x[torch.from_numpy(palette)])
+            loss = loss + fc.anchor * drift
         optimizer_step(opt, loss, params)
         if step % 25 == 0:
             mse = float((y - x).pow(2).mean())
             log(f"vae_fx step {step}/{fc.steps} t={seconds + time.time() - t0:.0f}s lr={lr:.2e} "
-                f"loss={float(loss):.4f} psnr~{10 * math.log10(4.0 / max(mse, 1e-10)):.1f}dB")
+                f"loss={float(loss):.4f} psnr~{10 * math.log10(4.0 / max(mse, 1e-10)):.1f}dB"
+                + (f" drift={float(drift):.4f}" if drift is not None else ""))
         step += 1
         if timer.due():
             save()
@@ -214,10 +251,12 @@ def varied_psnr(cfg, vae, n: int) -> float:
 
 
 @torch.no_grad()
-def compare(cfg, vaes: Dict[str, object], dit, t5, tok, mods, loras, ec, n: int, log=print) -> dict:
+def compare(cfg, vaes: Dict[str, object], dit, t5, tok, mods, loras, ec, n: int, log=print,
+            own_encoder: bool = False) -> dict:
     """Checker pass counts per effect on tools.score's n held-out photo/seed pairs (stream 31):
     the same sampled latents (with the LoRA) decoded by each VAE, and each VAE's round trip
-    of the true clips."""
+    of the true clips. With own_encoder (VAEs whose encoders differ) each VAE samples from its
+    own latent of the photo."""
     from .stage_dit import sample
     out = {}
     lat_f = (cfg.frames - 1) // 4 + 1
@@ -229,10 +268,12 @@ def compare(cfg, vaes: Dict[str, object], dit, t5, tok, mods, loras, ec, n: int,
         for i, (spec, photo, sd) in enumerate(evalset.effect_cases(cfg.seed, e, n, cfg.frames, cfg.size)):
             clip = evalset.effect_clip(cfg.seed + evalset.HOLDOUT_OFFSET, e, i, cfg.frames, cfg.size, 31)
             x = clips_tensor([clip])
-            first = next(iter(vaes.values())).encode(x[:, :, :1], chunked=True)[:, :, 0]
-            z = sample(dit, t5, tok, [effect_prompt(spec)],
-                       (16, lat_f, cfg.size // 8, cfg.size // 8), [sd], first_latent=first)
+            z = None
             for k, v in vaes.items():
+                if z is None or own_encoder:
+                    first = v.encode(x[:, :, :1], chunked=True)[:, :, 0]
+                    z = sample(dit, t5, tok, [effect_prompt(spec)],
+                               (16, lat_f, cfg.size // 8, cfg.size // 8), [sd], first_latent=first)
                 gen_ok[k] += check_effect(v.decode(z, chunked=True).clamp(-1, 1)[0].numpy(), e, spec.colour,
                                           spec.shape).ok
                 y = v.decode(v.encode(x, chunked=True), chunked=True).clamp(-1, 1)
@@ -256,6 +297,9 @@ def main(argv=None) -> int:
     ap.add_argument("--p-effect", type=float, default=None, help="fraction of effect clips (default 0.5)")
     ap.add_argument("--p-light", type=float, default=None,
                     help="fraction of the effect and varied clips on a light gray (default 0)")
+    ap.add_argument("--encoder", action="store_true",
+                    help="train the encoder too, anchored to its latents on the base world (retrain the LoRAs after)")
+    ap.add_argument("--anchor", type=float, default=None, help="the encoder's anchor weight (default 1)")
     ap.add_argument("--eval", type=int, default=24, help="held-out photos per effect compared (0: none)")
     ap.add_argument("--export", help="write the new VAE into this pack (a copy of --pack) when done")
     ap.add_argument("--smoke", action="store_true", help="a few steps of everything")
@@ -267,6 +311,11 @@ def main(argv=None) -> int:
         fc.p_effect = a.p_effect
     if a.p_light is not None:
         fc.p_light = a.p_light
+    fc.encoder = a.encoder
+    if a.anchor is not None:
+        if not a.encoder:
+            raise SystemExit("--anchor: only with --encoder")
+        fc.anchor = a.anchor
     if a.smoke:     # regen from the first step: a smoke pack samples in 2 steps
         fc.steps, fc.warmup, fc.regen_steps, a.eval = 2, 1, (0, 1), 1
     os.makedirs(a.out, exist_ok=True)
@@ -292,7 +341,7 @@ def main(argv=None) -> int:
     done_path = os.path.join(a.out, "fxdec_done.pt")
     done = ckpt.load(done_path)
     if done is None:
-        r = train(fc, cfg, vae, dit, t5, tok, mods, loras, ec, a.out, log)
+        r = train(fc, cfg, vae, dit, t5, tok, mods, loras, ec, a.out, log, old_vae=old_vae)
         vae.eval()
         metrics = {"vae_fx_steps": r["steps"], "vae_fx_seconds": r["seconds"], "vae_fx_cpu_seconds": r["cpu_seconds"]}
         t0 = time.time()
@@ -306,7 +355,7 @@ def main(argv=None) -> int:
         metrics["vae_fx_ti2v"] = eval_ti2v(cfg, vae, dit, t5, tok, 8)
         if a.eval:
             metrics["vae_fx_effects"] = compare(cfg, {"before": old_vae, "after": vae}, dit, t5, tok, mods, loras,
-                                                ec, a.eval, log)
+                                                ec, a.eval, log, own_encoder=fc.encoder)
         metrics["vae_fx_eval_seconds"] = time.time() - t0
         ckpt.save({"vae": vae.state_dict(), "metrics": metrics}, done_path)
     else:

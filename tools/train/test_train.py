@@ -533,7 +533,9 @@ class TestEffectDecoderStage(unittest.TestCase):
     a killed run resumes to the same decoder, and only the decoder moves."""
 
     def test_resumed_training_gives_the_same_decoder(self):
+        import dataclasses
         import json
+        import numpy as np
         from tools.train import stage_effect_dec as sd
         from tools.train.config import TrainConfig, with_missing_settings
         from tools.train.export import load_pack
@@ -565,6 +567,29 @@ class TestEffectDecoderStage(unittest.TestCase):
         moved = [k for k in whole if not torch.equal(whole[k], base[k])]
         self.assertTrue(moved)
         self.assertTrue(all(k.startswith(("decoder.", "conv2.")) for k in moved), moved)
+
+        # --encoder: the encoder moves too, anchored to the pack's own latents on base-world
+        # clips (p_effect 0: every clip is a base clip, and half of them the palette's).
+        _, old_vae, _, _ = load_pack(pack)
+        x, _, _, palette = sd.batch_clips(sd.FxDecConfig(batch=8, p_effect=0.0), cfg, np.random.default_rng(5), 0)
+        self.assertTrue(palette.any() and not palette.all())
+        self.assertEqual(float(sd.anchor_loss(old_vae, old_vae, x[:1])), 0.0)
+        fe = dataclasses.replace(fc, encoder=True, p_effect=0.0, generated=0.0)
+        with self.assertRaises(ValueError):
+            sd.train(fe, cfg, vae0, dit, t5, tok, mods, loras, ec, tmp.name, log=lambda *_: None)
+
+        def run_enc(out):
+            vae0.load_state_dict(base)
+            sd.train(fe, cfg, vae0, dit, t5, tok, mods, loras, ec, out, log=lambda *_: None, old_vae=old_vae)
+            return {k: v.clone() for k, v in vae0.state_dict().items()}
+
+        tmp2 = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp2.cleanup)
+        whole = assert_resumes_the_same(self, tmp2.name, run_enc, die_after=1)
+        moved = [k for k in whole if not torch.equal(whole[k], base[k])]
+        self.assertTrue(any(k.startswith("encoder.") for k in moved), moved)
+        vae0.load_state_dict(whole)
+        self.assertGreater(float(sd.anchor_loss(vae0, old_vae, x)), 0.0)
 
 
 

@@ -159,14 +159,20 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
         if fc.get("p_light"):
             a, b = fc["light_range"]
             light = f"; {_pct(fc['p_light'])} of the effect and varied clips on a light gray of {a}–{b}"
+        enc = fc.get("encoder", False)
         lines += [
             ("Then the decoder was fine-tuned again, for the effect templates' LoRAs" if n == 0 else
-             "Then that stage ran again on its own decoder") + f": `{command}` (seed "
-            f"{fc['seed']}; docs/default-model.md). The encoder, the DiT and the LoRAs are unchanged.",
+             "Then that stage ran again on its own VAE" if enc else
+             "Then that stage ran again on its own decoder") + f": `{command}` (seed {fc['seed']}; "
+            "docs/default-model.md). " +
+            ("The encoder was trained too, held to the earlier latents of the base world's clips (anchor weight "
+             f"{fc['anchor']}); the DiT is unchanged and the effect LoRAs were trained again on this VAE."
+             if enc else "The encoder, the DiT and the LoRAs are unchanged."),
             "",
             "| stage | steps | time |",
             "| --- | --- | --- |",
-            f"| VAE decoder, encoder frozen (batch {fc['batch']} × {cfg['frames']} frames, lr {fc['lr']}; "
+            ("| VAE encoder and decoder" if enc else "| VAE decoder, encoder frozen") +
+            f" (batch {fc['batch']} × {cfg['frames']} frames, lr {fc['lr']}; "
             f"{_pct(fc['p_effect'])} of the clips are effect clips, {_pct(fc.get('p_varied', 0))} of the others from "
             f"the varied world{light}; {_pct(fc['generated'])} of the clips decoded "
             "from the latent the DiT's sampler makes of theirs, with the effect's LoRA and the template's prompt "

@@ -161,13 +161,14 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
             light = f"; {_pct(fc['p_light'])} of the effect and varied clips on a light gray of {a}–{b}"
         enc = fc.get("encoder", False)
         lines += [
-            ("Then the decoder was fine-tuned again, for the effect templates' LoRAs" if n == 0 else
+            ("Then the VAE was fine-tuned again, for the effect templates' LoRAs" if n == 0 and enc else
+             "Then the decoder was fine-tuned again, for the effect templates' LoRAs" if n == 0 else
              "Then that stage ran again on its own VAE" if enc else
              "Then that stage ran again on its own decoder") + f": `{command}` (seed {fc['seed']}; "
             "docs/default-model.md). " +
             ("The encoder was trained too, held to the earlier latents of the base world's clips (anchor weight "
-             f"{fc['anchor']}); the DiT is unchanged and the effect LoRAs were trained again on this VAE."
-             if enc else "The encoder, the DiT and the LoRAs are unchanged."),
+             f"{fc['anchor']}); the DiT is unchanged, and effect LoRAs trained before this stage must be trained "
+             "again on this VAE." if enc else "The encoder, the DiT and the LoRAs are unchanged."),
             "",
             "| stage | steps | time |",
             "| --- | --- | --- |",

@@ -585,11 +585,37 @@ class TestEffectDecoderStage(unittest.TestCase):
 
         tmp2 = tempfile.TemporaryDirectory()
         self.addCleanup(tmp2.cleanup)
+        old_state = {k: v.clone() for k, v in old_vae.state_dict().items()}
         whole = assert_resumes_the_same(self, tmp2.name, run_enc, die_after=1)
         moved = [k for k in whole if not torch.equal(whole[k], base[k])]
         self.assertTrue(any(k.startswith("encoder.") for k in moved), moved)
         vae0.load_state_dict(whole)
         self.assertGreater(float(sd.anchor_loss(vae0, old_vae, x)), 0.0)
+        for k, v in old_vae.state_dict().items():
+            self.assertTrue(torch.equal(v, old_state[k]), k)
+
+        # The anchor is in the loss: palette clips only, no weight against a heavy one.
+        def encoder_after(anchor):
+            vae0.load_state_dict(base)
+            f = dataclasses.replace(fe, p_varied=0.0, anchor=anchor)
+            with tempfile.TemporaryDirectory() as d:
+                sd.train(f, cfg, vae0, dit, t5, tok, mods, loras, ec, d, log=lambda *_: None, old_vae=old_vae)
+            return {k: v.clone() for k, v in vae0.state_dict().items() if k.startswith("encoder.")}
+        free, held = encoder_after(0.0), encoder_after(1e3)
+        self.assertTrue(any(not torch.equal(free[k], held[k]) for k in free))
+
+        # remake: a re-made row carries no gradient back to the encoder, the others keep theirs.
+        mu = torch.randn(2, 16, 5, 8, 8, requires_grad=True)
+        real = sd.remade
+        sd.remade = lambda *a: torch.zeros(1, 16, 5, 8, 8)
+        try:
+            out = sd.remake(fe, cfg, dit, t5, tok, mods, loras, ec, vae0, [None, None], [None, None],
+                            np.array([True, False]), np.random.default_rng(0), torch.Generator(), mu * 1.0)
+        finally:
+            sd.remade = real
+        out.sum().backward()
+        self.assertEqual(float(mu.grad[0].abs().sum()), 0.0)
+        self.assertTrue(torch.equal(mu.grad[1], torch.ones_like(mu.grad[1])))
 
 
 

@@ -142,6 +142,10 @@ class TrainConfig:
     # score can reach, so below this the run stops before the DiT, to be resumed with a
     # longer whole-clip phase (--vae-long-steps).
     vae_gate_roundtrip: float = 0.9
+    # A pack whose VAE stands in for the VAE stage (train.py --vae-from): its weights,
+    # renormalised on this run's clips and held to the same gate. A VAE stage costs
+    # 3-10 h of two cores, and the shipped VAE already learnt the varied world's shades.
+    vae_from: str = ""
     # latent cache for the DiT stage
     n_latent_clips: int = 4000
     # DiT + text encoder stage (flow matching)
@@ -155,7 +159,7 @@ class TrainConfig:
     # float32). Measured on this machine's AVX512-BF16 cores, 2 threads, batch 16: a step's
     # forward and backward 0.26 s instead of 0.44 s (oneDNN's bf16 matmul at 377 GFLOP/s,
     # float32 at 170), which pays for 12,000 steps within the budget. Sampling stays float32.
-    dit_bf16: bool = True
+    dit_bf16: bool = True              # train.py --f32 turns it off (CPUs without bf16 kernels)
     shift: float = 3.0                  # sigma shift for training-time sampling of sigma
     p_uncond: float = 0.1               # empty caption (for classifier-free guidance)
     p_i2v: float = 0.3                  # first latent frame given clean (t = 0 tokens)

@@ -42,6 +42,10 @@ def stages(a) -> List[Tuple[str, str, List[str]]]:
         base += ["--dit-steps", str(a.dit_steps)]
     for item in a.dit:
         base += ["--dit", item]
+    if a.vae_from:
+        base += ["--vae-from", a.vae_from]
+    f32 = ["--f32"] if a.f32 else []
+    base += f32
     pack, refs = os.path.join(out, "pack"), os.path.join(out, "pack_refs")
     # the reference stage trains on a varied base run's own latent cache (stage_refs --run)
     run_cache = ["--run", out] if a.world == "varied" else []
@@ -49,12 +53,12 @@ def stages(a) -> List[Tuple[str, str, List[str]]]:
     out_list = [("base", os.path.join(pack, "moonreel_pack.json"), base + smoke),
                 ("refs", os.path.join(refs, "moonreel_pack.json"),
                  ["tools.train.stage_refs", "--seed", str(a.seed), "--pack", pack] + run_cache
-                 + ["--out", os.path.join(out, "refs"), "--export", refs] + smoke)]
+                 + ["--out", os.path.join(out, "refs"), "--export", refs] + f32 + smoke)]
     for e in sorted(EFFECTS):
         out_list.append((f"effect {e}", os.path.join(loras, f"{e}.safetensors"),
                          ["tools.train.stage_effect", "--effect", e, "--seed", str(a.seed), "--pack", refs,
                           "--out", os.path.join(out, f"fx_{e}"), "--export", os.path.join(loras, f"{e}.safetensors")]
-                         + smoke))
+                         + f32 + smoke))
     out_list.append(("effect decoder", os.path.join(out, "final", "moonreel_pack.json"),
                      ["tools.train.stage_effect_dec", "--pack", refs, "--loras", loras, "--out",
                       os.path.join(out, "fx_dec"), "--export", os.path.join(out, "final")] + smoke))
@@ -77,6 +81,9 @@ def main(argv=None, run: Callable[[Sequence[str]], int] = run_module) -> int:
     ap.add_argument("--dit-steps", type=int, default=0, help="the base run's DiT steps (train.py; 0: its default)")
     ap.add_argument("--dit", action="append", default=[], metavar="FIELD=VALUE",
                     help="the base run's DiT size and patch (train.py's --dit; repeatable)")
+    ap.add_argument("--vae-from", metavar="PACK", default="", help="the base run takes this pack's VAE (train.py)")
+    ap.add_argument("--f32", action="store_true",
+                    help="float32 forward passes in every stage (CPUs without bfloat16 kernels)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="every stage for a few steps (a pipeline check)")
     ap.add_argument("--dry-run", action="store_true", help="print the stages and stop")

@@ -364,9 +364,10 @@ def main(argv=None) -> int:
                     "with references drawn for its clips, instead of encoding a cache of the stage's own")
     ap.add_argument("--export", help="write the resulting pack here when done")
     ap.add_argument("--eval", type=int, default=40, help="two-reference cases to score in PyTorch")
+    ap.add_argument("--f32", action="store_true", help="forward in float32 (CPUs without bfloat16 kernels)")
     ap.add_argument("--smoke", action="store_true", help="a few steps of everything")
     a = ap.parse_args(argv)
-    rc = RefsConfig(seed=a.seed, base_run=a.run)
+    rc = RefsConfig(seed=a.seed, base_run=a.run, bf16=not a.f32)
     if a.run:
         base_run(a.run)                 # refused here, before the pack and the tokenizer
     if a.steps is not None:
@@ -382,6 +383,7 @@ def main(argv=None) -> int:
         with open(cfg_path) as f:
             old = json.load(f)
         old.setdefault("base_run", "")          # a stage from before the setting encoded its own cache
+        old.setdefault("bf16", True)
         rc.extended = [tuple(e) for e in old.get("extended", [])]
         if a.steps is None:
             rc.steps = old["steps"]

@@ -16,7 +16,9 @@ except ImportError:  # pragma: no cover
     torch = None
 
 
-@unittest.skipIf(torch is None, "python3-torch / python3-sentencepiece missing (tools/setup_training.sh)")
+needs_torch = unittest.skipIf(torch is None, "python3-torch / python3-sentencepiece missing (tools/setup_training.sh)")
+
+
 @contextlib.contextmanager
 def killed_after_saves(n):
     """Within it, the n-th checkpoint save (ckpt.save) is followed by a KeyboardInterrupt, as
@@ -52,6 +54,7 @@ def assert_resumes_the_same(test, tmp: str, run, die_after: int):
     return whole
 
 
+@needs_torch
 class TestTrainSkeleton(unittest.TestCase):
     def setUp(self):
         from tools.train.config import TrainConfig
@@ -207,6 +210,7 @@ class TestTrainSkeleton(unittest.TestCase):
 
 
 @unittest.skipIf(torch is None, "python3-torch missing (tools/setup_training.sh)")
+@needs_torch
 class TestVAEPhases(unittest.TestCase):
     def test_phases_in_order_and_skipped_at_zero_steps(self):
         import numpy as np
@@ -268,6 +272,7 @@ class TestVAEPhases(unittest.TestCase):
         self.assertEqual([p.inflate for p in vae_phases(cfg)], [False])
 
 
+@needs_torch
 class TestRunSettings(unittest.TestCase):
     def test_vae_gate_stops_below_and_passes_at(self):
         from tools.train.config import TrainConfig
@@ -277,6 +282,31 @@ class TestRunSettings(unittest.TestCase):
             check_vae_gate(cfg, {"vae_checker_roundtrip": cfg.vae_gate_roundtrip - 0.025})
         self.assertIn("--vae-long-steps", str(e.exception))
         check_vae_gate(cfg, {"vae_checker_roundtrip": cfg.vae_gate_roundtrip})
+
+    def test_vae_from_a_pack_takes_its_weights_and_refuses_other_folders(self):
+        from tools.train import train
+        from tools.train.config import TrainConfig
+        from tools.train.stage_vae import build_vae
+        pack = os.path.join(os.path.dirname(__file__), "..", "..", "models", "default")
+        with tempfile.TemporaryDirectory() as tmp:
+            with self.assertRaises(SystemExit) as e:
+                train.main(["--vae-from", tmp, "--out", os.path.join(tmp, "run")])
+            self.assertIn(f"--vae-from {tmp}: no moonreel_pack.json", str(e.exception))
+            self.assertFalse(os.path.exists(os.path.join(tmp, "run")))      # refused before the run
+            cfg = TrainConfig()
+            cfg.vae.dim = 8
+            with self.assertRaises(SystemExit) as e:
+                train.check_vae_pack(pack, cfg)
+            self.assertIn("its VAE is", str(e.exception))
+        cfg = TrainConfig(vae_from=pack)
+        train.check_vae_pack(pack, cfg)
+        vae = build_vae(cfg)
+        m = train.pack_vae(cfg, vae, lambda *_: None)
+        want = torch.load(os.path.join(pack, "Wan2.1_VAE.pth"), map_location="cpu")
+        for k, v in vae.state_dict().items():
+            torch.testing.assert_close(v, want[k], rtol=0, atol=0)
+        self.assertEqual(len(m["vae_from_sha256"]), 64)
+        self.assertEqual(m["vae_seconds"], 0.0)
 
     def test_older_run_reads_missing_settings_as_it_ran(self):
         # a run from before the image phase and the mixed frames resumes as it ran, not
@@ -292,6 +322,7 @@ class TestRunSettings(unittest.TestCase):
         self.assertEqual(set(back), set(json.loads(TrainConfig().to_json())))
 
 
+@needs_torch
 class TestSchedule(unittest.TestCase):
     def test_extended_stage_keeps_its_schedule(self):
         from tools.train.config import TrainConfig, cosine_horizon
@@ -358,6 +389,7 @@ class TestSchedule(unittest.TestCase):
 
 
 @unittest.skipIf(torch is None, "python3-torch / python3-sentencepiece missing (tools/setup_training.sh)")
+@needs_torch
 class TestRefsStage(unittest.TestCase):
     """The reference stage's pieces (tools/train/stage_refs.py)."""
 
@@ -454,6 +486,7 @@ class TestRefsStage(unittest.TestCase):
 
 
 @unittest.skipIf(torch is None, "python3-torch / python3-sentencepiece missing (tools/setup_training.sh)")
+@needs_torch
 class TestEffectStage(unittest.TestCase):
     """The effect LoRA stage's pieces (tools/train/stage_effect.py), on a tiny model."""
 
@@ -528,6 +561,7 @@ class TestEffectStage(unittest.TestCase):
 
 
 @unittest.skipIf(torch is None, "python3-torch / python3-sentencepiece missing (tools/setup_training.sh)")
+@needs_torch
 class TestEffectDecoderStage(unittest.TestCase):
     """The effect decoder stage (tools/train/stage_effect_dec.py) on the shipped pack and LoRAs:
     a killed run resumes to the same decoder, and only the decoder moves."""
@@ -619,6 +653,7 @@ class TestEffectDecoderStage(unittest.TestCase):
 
 
 
+@needs_torch
 class TestPipeline(unittest.TestCase):
     """tools/train/pipeline.py: the stages in order, each skipped once its output exists,
     the chain stopped by a failing stage (a fake runner; no training)."""
@@ -671,19 +706,25 @@ class TestPipeline(unittest.TestCase):
         run, calls = self.fake()
         with contextlib.redirect_stdout(io.StringIO()):
             pipeline.main(["--out", self.out, "--clips", "12000", "--dit-steps", "16000",
-                           "--dit", "patch_size=1,1,1", "--dit", "dim=128"], run=run)
+                           "--dit", "patch_size=1,1,1", "--dit", "dim=128", "--vae-from", "some/pack", "--f32"],
+                          run=run)
         base = calls[0]
         self.assertEqual(base[base.index("--clips") + 1], "12000")
         self.assertEqual(base[base.index("--dit-steps") + 1], "16000")
         self.assertEqual([base[i + 1] for i, x in enumerate(base) if x == "--dit"], ["patch_size=1,1,1", "dim=128"])
         self.assertNotIn("--dit", calls[1])
         self.assertNotIn("--clips", calls[1])        # the base run's settings only
+        self.assertEqual(base[base.index("--vae-from") + 1], "some/pack")
+        self.assertNotIn("--vae-from", calls[1])
+        for c in calls[:5]:                          # the base, the references, the LoRAs
+            self.assertIn("--f32", c)
         self.assertEqual(calls[1][calls[1].index("--run") + 1], self.out)   # the reference stage takes its cache
         run, calls = self.fake()
         with contextlib.redirect_stdout(io.StringIO()):
             pipeline.main(["--out", os.path.join(self.tmp.name, "other")], run=run)
         self.assertNotIn("--clips", calls[0])
         self.assertNotIn("--dit-steps", calls[0])
+        self.assertFalse(any("--f32" in c or "--vae-from" in c for c in calls))
         from tools.train import train
         with self.assertRaises(SystemExit) as e:
             train.main(["--clips", "0", "--out", os.path.join(self.tmp.name, "bad")])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import random
@@ -50,6 +51,28 @@ def check_vae_gate(cfg, metrics: dict) -> None:
                          "(--vae-long-steps)")
 
 
+def check_vae_pack(path: str, cfg) -> None:
+    """--vae-from: one line naming what is wrong, before any long work."""
+    for name in ("moonreel_pack.json", "Wan2.1_VAE.pth"):
+        if not os.path.isfile(os.path.join(path, name)):
+            raise SystemExit(f"--vae-from {path}: no {name} (not a pack folder)")
+    with open(os.path.join(path, "moonreel_pack.json")) as f:
+        theirs = json.load(f).get("config", {}).get("vae")
+    ours = json.loads(json.dumps(dataclasses.asdict(cfg.vae)))
+    if theirs != ours:
+        raise SystemExit(f"--vae-from {path}: its VAE is {theirs}, this run's is {ours}")
+
+
+def pack_vae(cfg, vae, log) -> dict:
+    """The VAE stage's stand-in: cfg.vae_from's weights, their file's sha256 in the metrics."""
+    path = os.path.join(cfg.vae_from, "Wan2.1_VAE.pth")
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    vae.load_state_dict(torch.load(path, map_location="cpu"))
+    log(f"VAE from {path} (sha256 {digest[:16]}...)")
+    return {"vae_from": cfg.vae_from, "vae_from_sha256": digest, "vae_seconds": 0.0}
+
+
 def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -77,9 +100,18 @@ def main(argv=None) -> int:
                          "dim=128; a setting of the run")
     ap.add_argument("--probe-every", type=int, default=0,
                     help="DiT stage: score T2V, and two-object captions on a varied run, every N steps, in the log")
+    ap.add_argument("--vae-from", metavar="PACK", default="",
+                    help="take this pack's VAE instead of training one (renormalised, then gated)")
+    ap.add_argument("--f32", action="store_true",
+                    help="the DiT's forward in float32 (CPUs without bfloat16 kernels emulate it, ~7x slower)")
     ap.add_argument("--smoke", action="store_true", help="tiny run of every stage (pipeline check)")
     a = ap.parse_args(argv)
     cfg = TrainConfig(seed=a.seed, out_dir=a.out)
+    if a.vae_from:
+        check_vae_pack(a.vae_from, cfg)
+        cfg.vae_from = a.vae_from
+    if a.f32:
+        cfg.dit_bf16 = False
     if a.world == "varied":
         if not 0.0 <= a.p_two <= 1.0:
             raise SystemExit(f"--p-two {a.p_two}: a fraction, 0 to 1")
@@ -170,7 +202,7 @@ def main(argv=None) -> int:
     vae = build_vae(cfg)
     done = ckpt.load(os.path.join(cfg.out_dir, "vae.pt"))
     if done is None:
-        metrics.update(train_vae(cfg, vae, log))
+        metrics.update(pack_vae(cfg, vae, log) if cfg.vae_from else train_vae(cfg, vae, log))
         t0 = time.time()
         vae.eval()
         metrics.update(renormalize_latents(cfg, vae))

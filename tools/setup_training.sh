@@ -1,12 +1,17 @@
 #!/bin/sh
 # Install the Debian packages the training tools (tools/tinyworld, tools/wan_torch,
-# tools/train) need: PyTorch, NumPy, SentencePiece and the pthread OpenBLAS, which
-# makes Debian's torch ~30x faster on CPU than its generic reference BLAS.
-# Only missing packages are installed. Needs root (or sudo).
+# tools/train) need: PyTorch, NumPy, SentencePiece and the OpenMP build of OpenBLAS,
+# and select that BLAS. Debian's torch calls the system BLAS: its generic reference BLAS
+# is ~30x slower on CPU. The OpenMP build shares torch's own OpenMP threads; the pthread
+# build runs threads of its own that fight torch's, so tools/train holds it to one
+# (OPENBLAS_NUM_THREADS). Measured on a 2-core AVX2 EPYC, two torch threads, a patch-1
+# DiT training step (docs/default-model.md): 1.09-1.11 s on the pthread build at one
+# thread, 0.79-1.00 s on the OpenMP build.
+# Only missing packages are installed. Needs root (or sudo) for what it changes.
 # The tools run on Debian's interpreter, /usr/bin/python3.
 set -eu
 
-PKGS="python3-torch python3-numpy python3-sentencepiece libopenblas0-pthread"
+PKGS="python3-torch python3-numpy python3-sentencepiece libopenblas0-openmp"
 
 missing=""
 for p in $PKGS; do
@@ -15,33 +20,32 @@ for p in $PKGS; do
     fi
 done
 
-if [ -z "$missing" ]; then
-    echo "setup_training: all packages present ($PKGS)"
-    exit 0
-fi
-
+SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then
         SUDO=sudo
-    else
+    elif [ -n "$missing" ]; then
         echo "setup_training: need root to install:$missing" >&2
         exit 1
     fi
-else
-    SUDO=""
 fi
 
-echo "setup_training: installing$missing"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-# shellcheck disable=SC2086
-$SUDO apt-get install -y -q --no-install-recommends $missing
+if [ -n "$missing" ]; then
+    echo "setup_training: installing$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    # shellcheck disable=SC2086
+    $SUDO apt-get install -y -q --no-install-recommends $missing
+fi
 
-# Debian selects the BLAS through alternatives; make sure the OpenBLAS one is active.
-for alt in libblas.so.3-x86_64-linux-gnu liblapack.so.3-x86_64-linux-gnu; do
-    path=$(update-alternatives --query "$alt" 2>/dev/null | awk '/^Alternative: .*openblas-pthread/ {print $2; exit}')
-    if [ -n "$path" ]; then
+# Debian selects the BLAS through alternatives, and ranks the pthread build above the
+# OpenMP one: select the OpenMP one where it is not already.
+for alt in libblas.so.3-x86_64-linux-gnu liblapack.so.3-x86_64-linux-gnu libopenblas.so.0-x86_64-linux-gnu; do
+    path=$(update-alternatives --query "$alt" 2>/dev/null | awk '/^Alternative: .*openblas-openmp/ {print $2; exit}')
+    now=$(update-alternatives --query "$alt" 2>/dev/null | awk '/^Value: / {print $2; exit}')
+    if [ -n "$path" ] && [ "$path" != "$now" ]; then
         $SUDO update-alternatives --set "$alt" "$path" >/dev/null
+        echo "setup_training: $alt -> $path"
     fi
 done
-echo "setup_training: done"
+echo "setup_training: done ($PKGS)"

@@ -236,7 +236,7 @@ class TestVariedWorld(unittest.TestCase):
 
     def test_two_objects_never_overlap_and_both_are_checked(self):
         from tools.tinyworld.checker import check_objects
-        from tools.tinyworld.world import sample_spec2, varied_clip
+        from tools.tinyworld.world import READING_GAP, sample_spec2, varied_clip
         ok = 0
         for i in range(40):
             rng = np.random.default_rng([21, i])
@@ -246,6 +246,8 @@ class TestVariedWorld(unittest.TestCase):
             ta, tb = clip.tracks
             gap = (np.maximum(ta.hx, ta.hy) + np.maximum(tb.hx, tb.hy))
             self.assertTrue(np.all((np.abs(ta.cx - tb.cx) >= gap) | (np.abs(ta.cy - tb.cy) >= gap)))
+            # reading order: the first object is left of the second (world.READING_GAP)
+            self.assertGreaterEqual(np.mean(tb.cx) - np.mean(ta.cx), READING_GAP)
             exp = [{"colour": o.colour, "shape": o.shape, "motion": o.motion} for o in clip.spec.objects]
             ok += check_objects(clip.frames, exp).ok
             # swapped expectations (each object given the other's shape and motion) mostly fail

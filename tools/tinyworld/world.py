@@ -446,7 +446,7 @@ def sample_clip(rng: np.random.Generator, spec: ClipSpec, frames: int = 17, size
         raise ValueError("size must be at least 16")
     for _ in range(PLACEMENT_TRIES):
         tracks = [_sample_track(rng, o, frames, size) for o in spec.objects]
-        if not _tracks_overlap(tracks):
+        if not _tracks_overlap(tracks) and _in_reading_order(tracks):
             return Clip(render(spec, tracks, size), spec, tracks)
     raise ValueError(f"no placement keeps the {len(spec.objects)} objects apart in a {size}px frame")
 
@@ -455,6 +455,19 @@ def sample_clip(rng: np.random.Generator, spec: ClipSpec, frames: int = 17, size
 # positions are redrawn up to this many times.
 PLACEMENT_TRIES = 200
 PLACEMENT_GAP = 4.0     # pixels between the objects' boxes (the checker tells them apart)
+# Two objects are in reading order: the first of spec.objects (the one a caption names
+# first, the first reference) has its centre, averaged over the clip, at least this many
+# pixels left of the second's. A caption's order then says where each object is, so the
+# DiT can tell its two objects apart by place instead of having to break their symmetry
+# itself (issue 17: the varied base drew two objects' colours but bound neither shape nor
+# motion to its object). The clip's mean, not frame 0: a first object moving left and a
+# second moving right cannot start in order once their travel passes a third of the frame.
+# One latent pixel (8 px at 64 px) keeps the order visible to the DiT.
+READING_GAP = 8.0
+
+
+def _in_reading_order(tracks: Sequence[ObjectTrack]) -> bool:
+    return len(tracks) < 2 or float(np.mean(tracks[1].cx) - np.mean(tracks[0].cx)) >= READING_GAP
 
 
 def _tracks_overlap(tracks: Sequence[ObjectTrack]) -> bool:

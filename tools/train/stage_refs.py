@@ -264,11 +264,11 @@ def train_refs(rc: RefsConfig, dit, t5, tok: Tokenizer, cache: dict, out_dir: st
         for n, i in enumerate(idx):
             spec = specs[i]
             if k:
-                # the references in a random order; the caption names them in that order
-                order = rng.permutation(k) if k == 2 else np.arange(1)
-                spec = dataclasses.replace(spec, objects=tuple(spec.objects[j] for j in order))
+                # the references in the clip's order, which is reading order (the first
+                # object left of the second: tinyworld.world.READING_GAP); the caption
+                # names them in that order
                 if rng.random() >= rc.p_drop_refs:
-                    r[n] = refs[i, order].permute(1, 0, 2, 3)
+                    r[n] = refs[i, :k].permute(1, 0, 2, 3)
                 by_ref = rng.random() < rc.p_ref_caption
             else:
                 by_ref = False

@@ -258,6 +258,19 @@ def check_objects(frames: np.ndarray, expected) -> ObjectsResult:
     return ObjectsResult(ok, out)
 
 
+def in_reading_order(result: ObjectsResult) -> bool:
+    """Whether check_objects found its first object left of its second, by their centres
+    averaged over the frames each was found in (world.READING_GAP places them so); False
+    when either was found in no frame."""
+    (_, a, _), (_, b, _) = result.objects[:2]
+    xs = []
+    for found in (a, b):
+        if found.cx is None or not np.any(np.isfinite(found.cx)):
+            return False
+        xs.append(float(np.nanmean(found.cx)))
+    return xs[0] < xs[1]
+
+
 def _selftest_objects(n: int = 100, seed: int = 11) -> int:
     """True two-object clips of the varied world, with each object's spec, must pass."""
     from .world import sample_spec2, varied_clip

@@ -235,7 +235,7 @@ class TestVariedWorld(unittest.TestCase):
                       bg_range=(125, 150))
 
     def test_two_objects_never_overlap_and_both_are_checked(self):
-        from tools.tinyworld.checker import check_objects
+        from tools.tinyworld.checker import check_objects, in_reading_order
         from tools.tinyworld.world import READING_GAP, sample_spec2, varied_clip
         ok = 0
         for i in range(40):
@@ -249,7 +249,10 @@ class TestVariedWorld(unittest.TestCase):
             # reading order: the first object is left of the second (world.READING_GAP)
             self.assertGreaterEqual(np.mean(tb.cx) - np.mean(ta.cx), READING_GAP)
             exp = [{"colour": o.colour, "shape": o.shape, "motion": o.motion} for o in clip.spec.objects]
-            ok += check_objects(clip.frames, exp).ok
+            r = check_objects(clip.frames, exp)
+            ok += r.ok
+            self.assertTrue(in_reading_order(r))
+            self.assertFalse(in_reading_order(check_objects(clip.frames, exp[::-1])))
             # swapped expectations (each object given the other's shape and motion) mostly fail
         self.assertGreaterEqual(ok, 38)
 

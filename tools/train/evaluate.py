@@ -131,8 +131,10 @@ def eval_t2v2(cfg, vae, dit, t5, tok, n: int = 40, log=print, counts: Optional[d
     world (tinyworld.evalset.r2v_cases, named by colour and shape) in which the checker
     finds both objects with their colours, shapes and motions. What the reference stage
     needs the base model to draw first (docs/default-model.md). counts, when given, gets
-    per attribute how many of the 2n objects had it right (a learning curve's detail)."""
-    from ..tinyworld.checker import check_objects
+    per attribute how many of the 2n objects had it right (a learning curve's detail), and
+    under "reading order" in how many scenes the first object's mean centre was left of the
+    second's, as the world places them (tinyworld.world.READING_GAP)."""
+    from ..tinyworld.checker import check_objects, in_reading_order
     cases = r2v_cases(cfg.seed, n, cfg.size)
     prompts = [canonical_caption(spec) for spec, _, _ in cases]
     ok = 0
@@ -143,6 +145,7 @@ def eval_t2v2(cfg, vae, dit, t5, tok, n: int = 40, log=print, counts: Optional[d
         if counts is not None:
             for _, _, match in r.objects:
                 tally(counts, match)
+            counts["reading order"] = counts.get("reading order", 0) + int(in_reading_order(r))
         if not r.ok:
             log(f"  miss: {p!r} seed {sd}: " + "; ".join(f"{a.colour}/{a.shape}/{a.motion}" for _, a, _ in r.objects))
     return ok / n
@@ -200,6 +203,8 @@ def probe_report(cfg, vae, dit, t5, tok, n: int, latents: torch.Tensor, specs) -
     def listed(counts):
         return ", ".join(f"{k} {v}" for k, v in counts.items())
 
-    return (f"two objects by caption {two:.3f} (of the {2 * n} objects {listed(two_counts)}), one-object T2V "
+    order = two_counts.pop("reading order", 0)
+    return (f"two objects by caption {two:.3f} (of the {2 * n} objects {listed(two_counts)}; in reading order "
+            f"{order} of {n}), one-object T2V "
             f"{one:.3f} (of the {n} clips {listed(one_counts)}), loss with a wrong word "
             + ", ".join(f"{k} {v:+.1f} %" for k, v in gap.items()))

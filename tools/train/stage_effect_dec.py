@@ -170,12 +170,13 @@ def remade(fc: FxDecConfig, cfg, dit, t5, tok, mods, loras, ec: EffectConfig, va
     return vae.denormalize(z)
 
 
-def anchor_loss(vae, old_vae, x: torch.Tensor) -> torch.Tensor:
+def anchor_loss(vae, old_vae, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
     """Mean squared difference of the normalised latent means of x (the DiT's units) between
-    the encoder being trained and the pack's own."""
+    the encoder being trained (mu: its latent means of x, from the reconstruction's own
+    encoding) and the pack's own."""
     with torch.no_grad():
         ref = old_vae.normalize(old_vae.encode_moments(x, chunked=False)[0])
-    return (vae.normalize(vae.encode_moments(x, chunked=False)[0]) - ref).pow(2).mean()
+    return (vae.normalize(mu) - ref).pow(2).mean()
 
 
 def train(fc: FxDecConfig, cfg, vae, dit, t5, tok, mods, loras, ec, out_dir: str, log=print,
@@ -217,11 +218,16 @@ def train(fc: FxDecConfig, cfg, vae, dit, t5, tok, mods, loras, ec, out_dir: str
             g["lr"] = lr
         x, specs, kinds, palette = batch_clips(fc, cfg, rng, step)
         pick = rng.random(len(specs)) < fc.generated
-        fn = lambda mu: remake(fc, cfg, dit, t5, tok, mods, loras, ec, vae, specs, kinds, pick, rng, gen, mu)
+        encoded = []        # the encoder's latent means, before any row is re-made
+
+        def fn(mu):
+            encoded.append(mu)
+            return remake(fc, cfg, dit, t5, tok, mods, loras, ec, vae, specs, kinds, pick, rng, gen, mu)
         loss, y = reconstruction_loss(cfg, vae, x, ph, frame_w, fn)
         drift = None
         if fc.encoder and palette.any():
-            drift = anchor_loss(vae, old_vae, x[torch.from_numpy(palette)])
+            rows = torch.from_numpy(palette)
+            drift = anchor_loss(vae, old_vae, x[rows], encoded[0][rows])
             loss = loss + fc.anchor * drift
         optimizer_step(opt, loss, params)
         if step % 25 == 0:

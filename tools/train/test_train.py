@@ -607,7 +607,8 @@ class TestEffectDecoderStage(unittest.TestCase):
         _, old_vae, _, _ = load_pack(pack)
         x, _, _, palette = sd.batch_clips(sd.FxDecConfig(batch=8, p_effect=0.0), cfg, np.random.default_rng(5), 0)
         self.assertTrue(palette.any() and not palette.all())
-        self.assertEqual(float(sd.anchor_loss(old_vae, old_vae, x[:1])), 0.0)
+        mu_of = lambda v, xs: v.encode_moments(xs, chunked=False)[0]  # noqa: E731
+        self.assertEqual(float(sd.anchor_loss(old_vae, old_vae, x[:1], mu_of(old_vae, x[:1]))), 0.0)
         fe = dataclasses.replace(fc, encoder=True, p_effect=0.0, generated=0.0)
         with self.assertRaises(ValueError):
             sd.train(fe, cfg, vae0, dit, t5, tok, mods, loras, ec, tmp.name, log=lambda *_: None)
@@ -624,7 +625,7 @@ class TestEffectDecoderStage(unittest.TestCase):
         moved = [k for k in whole if not torch.equal(whole[k], base[k])]
         self.assertTrue(any(k.startswith("encoder.") for k in moved), moved)
         vae0.load_state_dict(whole)
-        self.assertGreater(float(sd.anchor_loss(vae0, old_vae, x)), 0.0)
+        self.assertGreater(float(sd.anchor_loss(vae0, old_vae, x, mu_of(vae0, x))), 0.0)
         for k, v in old_vae.state_dict().items():
             self.assertTrue(torch.equal(v, old_state[k]), k)
 

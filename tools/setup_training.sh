@@ -44,6 +44,10 @@ for alt in libblas.so.3-x86_64-linux-gnu liblapack.so.3-x86_64-linux-gnu libopen
     path=$(update-alternatives --query "$alt" 2>/dev/null | awk '/^Alternative: .*openblas-openmp/ {print $2; exit}')
     now=$(update-alternatives --query "$alt" 2>/dev/null | awk '/^Value: / {print $2; exit}')
     if [ -n "$path" ] && [ "$path" != "$now" ]; then
+        if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then
+            echo "setup_training: need root to select $path for $alt" >&2
+            exit 1
+        fi
         $SUDO update-alternatives --set "$alt" "$path" >/dev/null
         echo "setup_training: $alt -> $path"
     fi

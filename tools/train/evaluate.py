@@ -133,7 +133,8 @@ def eval_t2v2(cfg, vae, dit, t5, tok, n: int = 40, log=print, counts: Optional[d
     needs the base model to draw first (docs/default-model.md). counts, when given, gets
     per attribute how many of the 2n objects had it right (a learning curve's detail), and
     under "reading order" in how many scenes the first object's mean centre was left of the
-    second's, as the world places them (tinyworld.world.READING_GAP)."""
+    second's, as the world places them (tinyworld.world.READING_GAP; here any margin, and an
+    object seen in one frame counts: a probe's tally, not a verdict)."""
     from ..tinyworld.checker import check_objects, in_reading_order
     cases = r2v_cases(cfg.seed, n, cfg.size)
     prompts = [canonical_caption(spec) for spec, _, _ in cases]

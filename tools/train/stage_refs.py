@@ -85,6 +85,8 @@ class RefsConfig:
     ckpt_every_s: float = 300.0
     threads: int = 2
     bf16: bool = True
+    # two-object clips and their references in reading order (config.TrainConfig.reading_order)
+    reading_order: bool = True
 
 
 # --------------------------------------------------------------------------- data
@@ -127,11 +129,14 @@ def run_refs_item(rc: "RefsConfig", run, i: int):
 def base_run(folder: str):
     """A base run's config for the stage's --run, refused in one line unless it is a varied
     run with one- and two-object clips and a latent cache."""
-    from .config import TrainConfig
+    from .config import TrainConfig, with_missing_settings
     if not os.path.exists(os.path.join(folder, "latents.pt")):
         raise SystemExit(f"--run {folder}: no latents.pt there (a base run's latent cache)")
     with open(os.path.join(folder, "config.json")) as f:
-        run = TrainConfig.from_json(f.read())
+        run = TrainConfig.from_json(json.dumps(with_missing_settings(json.load(f))))
+    if not run.reading_order:
+        raise SystemExit(f"--run {folder}: a base run from before tinyworld's reading order of two objects; "
+                         "its clips cannot be drawn again")
     if run.world != "varied" or not 0.0 < run.p_two < 1.0:
         raise SystemExit(f"--run {folder}: a varied-world run with one- and two-object clips "
                          f"(this one: --world {run.world} --p-two {run.p_two})")
@@ -384,6 +389,9 @@ def main(argv=None) -> int:
             old = json.load(f)
         old.setdefault("base_run", "")          # a stage from before the setting encoded its own cache
         old.setdefault("bf16", True)
+        if not old.get("reading_order", False):
+            raise SystemExit(f"{cfg_path}: a stage from before tinyworld's reading order of two objects "
+                             f"(its cache's references in a random order): start it again in another --out")
         rc.extended = [tuple(e) for e in old.get("extended", [])]
         if a.steps is None:
             rc.steps = old["steps"]

@@ -4,6 +4,7 @@
 """
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import tempfile
@@ -209,7 +210,6 @@ class TestTrainSkeleton(unittest.TestCase):
         self.assertIn("vae_dec", str(e.exception))
 
 
-@unittest.skipIf(torch is None, "python3-torch missing (tools/setup_training.sh)")
 @needs_torch
 class TestVAEPhases(unittest.TestCase):
     def test_phases_in_order_and_skipped_at_zero_steps(self):
@@ -307,6 +307,29 @@ class TestRunSettings(unittest.TestCase):
             torch.testing.assert_close(v, want[k], rtol=0, atol=0)
         self.assertEqual(len(m["vae_from_sha256"]), 64)
         self.assertEqual(m["vae_seconds"], 0.0)
+        # the model card names the pack instead of VAE phases that did not run
+        from tools.train import card
+        with open(os.path.join(pack, "moonreel_pack.json")) as f:
+            info = json.load(f)
+        self.assertIn("VAE, whole clips", card.render(info))
+        info["config"]["vae_from"] = pack
+        info["metrics"].update(m)
+        text = card.render(info)
+        self.assertIn(f"VAE: none trained; the pack `{pack}`'s", text)
+        self.assertIn(m["vae_from_sha256"][:16], text)
+        self.assertNotIn("VAE, whole clips", text)
+
+    def test_runs_from_before_the_reading_order_are_refused(self):
+        from tools.train import train
+        from tools.train.config import TrainConfig
+        with tempfile.TemporaryDirectory() as tmp:
+            old = json.loads(TrainConfig(out_dir=tmp).to_json())
+            del old["reading_order"]            # a config.json written before the setting
+            with open(os.path.join(tmp, "config.json"), "w") as f:
+                json.dump(old, f)
+            with self.assertRaises(SystemExit) as e:
+                train.main(["--out", tmp])
+            self.assertIn("before tinyworld's reading order", str(e.exception))
 
     def test_older_run_reads_missing_settings_as_it_ran(self):
         # a run from before the image phase and the mixed frames resumes as it ran, not
@@ -388,7 +411,6 @@ class TestSchedule(unittest.TestCase):
 
 
 
-@unittest.skipIf(torch is None, "python3-torch / python3-sentencepiece missing (tools/setup_training.sh)")
 @needs_torch
 class TestRefsStage(unittest.TestCase):
     """The reference stage's pieces (tools/train/stage_refs.py)."""
@@ -399,6 +421,32 @@ class TestRefsStage(unittest.TestCase):
 
     def tearDown(self):
         self.tmp.cleanup()
+
+    def test_folders_from_before_the_reading_order_are_refused(self):
+        from tools.train import stage_refs
+        from tools.train.config import TrainConfig
+        run = os.path.join(self.tmp.name, "run")
+        os.makedirs(run)
+        open(os.path.join(run, "latents.pt"), "w").close()
+        cfg = json.loads(TrainConfig(world="varied", p_two=0.5).to_json())
+        with open(os.path.join(run, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        self.assertTrue(stage_refs.base_run(run).reading_order)
+        del cfg["reading_order"]
+        with open(os.path.join(run, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        with self.assertRaises(SystemExit) as e:
+            stage_refs.base_run(run)
+        self.assertIn("before tinyworld's reading order", str(e.exception))
+        out = os.path.join(self.tmp.name, "refs")
+        os.makedirs(out)
+        old = dataclasses.asdict(stage_refs.RefsConfig())
+        del old["reading_order"]
+        with open(os.path.join(out, "refs_config.json"), "w") as f:
+            json.dump(old, f)
+        with self.assertRaises(SystemExit) as e:
+            stage_refs.main(["--out", out, "--pack", "models/default"])
+        self.assertIn("before tinyworld's reading order", str(e.exception))
 
     def test_token_timesteps_reference_frames_are_clean(self):
         from tools.train.stage_refs import token_t
@@ -485,7 +533,6 @@ class TestRefsStage(unittest.TestCase):
         self.assertIn("varied-world run", str(e.exception))
 
 
-@unittest.skipIf(torch is None, "python3-torch / python3-sentencepiece missing (tools/setup_training.sh)")
 @needs_torch
 class TestEffectStage(unittest.TestCase):
     """The effect LoRA stage's pieces (tools/train/stage_effect.py), on a tiny model."""
@@ -560,7 +607,6 @@ class TestEffectStage(unittest.TestCase):
         self.assertGreater(float(whole["blocks.0.ffn.2.B"].abs().max()), 0.0)
 
 
-@unittest.skipIf(torch is None, "python3-torch / python3-sentencepiece missing (tools/setup_training.sh)")
 @needs_torch
 class TestEffectDecoderStage(unittest.TestCase):
     """The effect decoder stage (tools/train/stage_effect_dec.py) on the shipped pack and LoRAs:

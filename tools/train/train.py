@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 import os
 import random
@@ -46,9 +47,10 @@ STAGES = {"vae_img": "vae.pt", "vae": "vae.pt", "vae_long": "vae.pt", "dit": "pa
 def check_vae_gate(cfg, metrics: dict) -> None:
     """Stop the run when the VAE's checker round trip is below cfg.vae_gate_roundtrip."""
     if metrics["vae_checker_roundtrip"] < cfg.vae_gate_roundtrip:
+        fix = (f"the VAE of --vae-from {cfg.vae_from} does not serve this world; train one (no --vae-from)"
+               if cfg.vae_from else "train the whole-clip phase longer (--vae-long-steps)")
         raise SystemExit(f"{cfg.out_dir}: the VAE's checker round trip {metrics['vae_checker_roundtrip']:.3f} "
-                         f"is below the gate {cfg.vae_gate_roundtrip}; train the whole-clip phase longer "
-                         "(--vae-long-steps)")
+                         f"is below the gate {cfg.vae_gate_roundtrip}; {fix}")
 
 
 def check_vae_pack(path: str, cfg) -> None:
@@ -67,8 +69,9 @@ def pack_vae(cfg, vae, log) -> dict:
     """The VAE stage's stand-in: cfg.vae_from's weights, their file's sha256 in the metrics."""
     path = os.path.join(cfg.vae_from, "Wan2.1_VAE.pth")
     with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    vae.load_state_dict(torch.load(path, map_location="cpu"))
+        data = f.read()
+    digest = hashlib.sha256(data).hexdigest()
+    vae.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu"))
     log(f"VAE from {path} (sha256 {digest[:16]}...)")
     return {"vae_from": cfg.vae_from, "vae_from_sha256": digest, "vae_seconds": 0.0}
 
@@ -103,13 +106,14 @@ def main(argv=None) -> int:
     ap.add_argument("--vae-from", metavar="PACK", default="",
                     help="take this pack's VAE instead of training one (renormalised, then gated)")
     ap.add_argument("--f32", action="store_true",
-                    help="the DiT's forward in float32 (CPUs without bfloat16 kernels emulate it, ~7x slower)")
+                    help="the DiT's forward in float32 (CPUs without bfloat16 kernels emulate it: ~16x slower measured)")
     ap.add_argument("--smoke", action="store_true", help="tiny run of every stage (pipeline check)")
     a = ap.parse_args(argv)
     cfg = TrainConfig(seed=a.seed, out_dir=a.out)
     if a.vae_from:
-        check_vae_pack(a.vae_from, cfg)
-        cfg.vae_from = a.vae_from
+        cfg.vae_from = os.path.normpath(a.vae_from)
+        if not os.path.exists(os.path.join(a.out, "vae.pt")):     # a run past its VAE stage needs no pack
+            check_vae_pack(cfg.vae_from, cfg)
     if a.f32:
         cfg.dit_bf16 = False
     if a.world == "varied":
@@ -156,6 +160,9 @@ def main(argv=None) -> int:
         with open(cfg_path) as f:
             old = json.load(f)
         old = with_missing_settings(old)
+        if not old["reading_order"]:
+            raise SystemExit(f"{cfg_path}: a run from before tinyworld's reading order of two objects; "
+                             "the world no longer draws its clips: start it again in another --out")
         for st, flag in flags.items():
             setattr(cfg, f"{st}_extended", tuple(tuple(e) for e in old.get(f"{st}_extended", ())))
             if flag is None:

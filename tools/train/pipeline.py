@@ -53,7 +53,8 @@ def stages(a) -> List[Tuple[str, str, List[str]]]:
     out_list = [("base", os.path.join(pack, "moonreel_pack.json"), base + smoke),
                 ("refs", os.path.join(refs, "moonreel_pack.json"),
                  ["tools.train.stage_refs", "--seed", str(a.seed), "--pack", pack] + run_cache
-                 + ["--out", os.path.join(out, "refs"), "--export", refs] + f32 + smoke)]
+                 + ["--out", os.path.join(out, "refs"), "--export", refs]
+                 + (["--steps", str(a.refs_steps)] if a.refs_steps else []) + f32 + smoke)]
     for e in sorted(EFFECTS):
         out_list.append((f"effect {e}", os.path.join(loras, f"{e}.safetensors"),
                          ["tools.train.stage_effect", "--effect", e, "--seed", str(a.seed), "--pack", refs,
@@ -81,6 +82,9 @@ def main(argv=None, run: Callable[[Sequence[str]], int] = run_module) -> int:
     ap.add_argument("--dit-steps", type=int, default=0, help="the base run's DiT steps (train.py; 0: its default)")
     ap.add_argument("--dit", action="append", default=[], metavar="FIELD=VALUE",
                     help="the base run's DiT size and patch (train.py's --dit; repeatable)")
+    ap.add_argument("--refs-steps", type=int, default=0,
+                    help="the reference stage's steps (stage_refs --steps; 0: its default). Size it to the "
+                         "issue's 90 minutes from the stage's step time on the machine")
     ap.add_argument("--vae-from", metavar="PACK", default="", help="the base run takes this pack's VAE (train.py)")
     ap.add_argument("--f32", action="store_true",
                     help="float32 forward passes in every stage (CPUs without bfloat16 kernels)")

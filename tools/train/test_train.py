@@ -753,7 +753,8 @@ class TestPipeline(unittest.TestCase):
         run, calls = self.fake()
         with contextlib.redirect_stdout(io.StringIO()):
             pipeline.main(["--out", self.out, "--clips", "12000", "--dit-steps", "16000",
-                           "--dit", "patch_size=1,1,1", "--dit", "dim=128", "--vae-from", "some/pack", "--f32"],
+                           "--dit", "patch_size=1,1,1", "--dit", "dim=128", "--vae-from", "some/pack", "--f32",
+                           "--refs-steps", "3600"],
                           run=run)
         base = calls[0]
         self.assertEqual(base[base.index("--clips") + 1], "12000")
@@ -763,6 +764,8 @@ class TestPipeline(unittest.TestCase):
         self.assertNotIn("--clips", calls[1])        # the base run's settings only
         self.assertEqual(base[base.index("--vae-from") + 1], "some/pack")
         self.assertNotIn("--vae-from", calls[1])
+        self.assertEqual(calls[1][calls[1].index("--steps") + 1], "3600")     # the reference stage's only
+        self.assertNotIn("--steps", calls[0])
         for c in calls[:5]:                          # the base, the references, the LoRAs
             self.assertIn("--f32", c)
         self.assertEqual(calls[1][calls[1].index("--run") + 1], self.out)   # the reference stage takes its cache
@@ -771,7 +774,7 @@ class TestPipeline(unittest.TestCase):
             pipeline.main(["--out", os.path.join(self.tmp.name, "other")], run=run)
         self.assertNotIn("--clips", calls[0])
         self.assertNotIn("--dit-steps", calls[0])
-        self.assertFalse(any("--f32" in c or "--vae-from" in c for c in calls))
+        self.assertFalse(any("--f32" in c or "--vae-from" in c or "--steps" in c for c in calls))
         from tools.train import train
         with self.assertRaises(SystemExit) as e:
             train.main(["--clips", "0", "--out", os.path.join(self.tmp.name, "bad")])

@@ -41,8 +41,9 @@ fi
 # Debian selects the BLAS through alternatives, and ranks the pthread build above the
 # OpenMP one: select the OpenMP one where it is not already.
 for alt in libblas.so.3-x86_64-linux-gnu liblapack.so.3-x86_64-linux-gnu libopenblas.so.0-x86_64-linux-gnu; do
-    path=$(update-alternatives --query "$alt" 2>/dev/null | awk '/^Alternative: .*openblas-openmp/ {print $2; exit}')
-    now=$(update-alternatives --query "$alt" 2>/dev/null | awk '/^Value: / {print $2; exit}')
+    query=$(update-alternatives --query "$alt" 2>/dev/null || true)
+    path=$(printf '%s\n' "$query" | awk '/^Alternative: .*openblas-openmp/ {print $2; exit}')
+    now=$(printf '%s\n' "$query" | awk '/^Value: / {print $2; exit}')
     if [ -n "$path" ] && [ "$path" != "$now" ]; then
         if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then
             echo "setup_training: need root to select $path for $alt" >&2

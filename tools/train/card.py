@@ -96,18 +96,18 @@ def render(info: dict, scores: Optional[dict] = None) -> str:
         "| stage | steps | time |",
         "| --- | --- | --- |",
     ]
-    if cfg.get("vae_from"):
-        sha = m.get("vae_from_sha256") or "—"
-        lines += [f"| VAE: none trained; the pack `{cfg['vae_from']}`'s (`Wan2.1_VAE.pth`, sha256 {sha[:16]}…) | | |"]
-    elif cfg.get("vae_img_steps"):
-        lines += [f"| VAE, images (batch {cfg['vae_img_batch']} single frames, lr {cfg['vae_img_lr']}) "
-                  f"| {_n(m.get('vae_img_phase_steps'))} | {_dur(m.get('vae_img_phase_seconds'))} |"]
-    if cfg.get("vae_steps") and not cfg.get("vae_from"):
-        lines += [f"| VAE, windows (batch {cfg['vae_batch']} × {cfg['vae_frames']} frames, lr {cfg['vae_lr']}, "
-                  f"object-weighted loss) | {_n(m.get('vae_phase_steps'))} | {_dur(m.get('vae_phase_seconds'))} |"]
     mix = cfg.get("vae_long_mix_frames")
     gate = cfg.get("vae_gate_roundtrip")
-    if not cfg.get("vae_from"):
+    if cfg.get("vae_from"):     # no VAE stage ran: the pack it came from instead of its phases
+        sha = m.get("vae_from_sha256") or "—"
+        lines += [f"| VAE: none trained; the pack `{cfg['vae_from']}`'s (`Wan2.1_VAE.pth`, sha256 {sha[:16]}…) | | |"]
+    else:
+        if cfg.get("vae_img_steps"):
+            lines += [f"| VAE, images (batch {cfg['vae_img_batch']} single frames, lr {cfg['vae_img_lr']}) "
+                      f"| {_n(m.get('vae_img_phase_steps'))} | {_dur(m.get('vae_img_phase_seconds'))} |"]
+        if cfg.get("vae_steps"):
+            lines += [f"| VAE, windows (batch {cfg['vae_batch']} × {cfg['vae_frames']} frames, lr {cfg['vae_lr']}, "
+                      f"object-weighted loss) | {_n(m.get('vae_phase_steps'))} | {_dur(m.get('vae_phase_seconds'))} |"]
         lines += [
             f"| VAE, whole clips (batch {cfg.get('vae_long_batch', '—')} × {cfg['frames']} frames"
             f"{f' + {mix} single frames' if mix else ''}, lr "

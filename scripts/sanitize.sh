@@ -26,4 +26,4 @@ export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:detect_stack_use_afte
 export LSAN_OPTIONS="suppressions=$src/tests/sanitize/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 cd "$build"
-ctest --output-on-failure -j"$(nproc)" -E '^(tools|fuzz_smoke|default_model|install|doc_examples)$' "$@"
+ctest --output-on-failure -j"$(nproc)" -E '^(tools_.*|fuzz_smoke|default_model|install|doc_examples)$' "$@"

@@ -155,15 +155,32 @@ def eval_t2v2(cfg, vae, dit, t5, tok, n: int = 40, log=print, counts: Optional[d
 GAP_SIGMAS = (0.3, 0.5, 0.7, 0.9)
 
 
+def _caption_losses(cfg, dit, t5, tok, x0: torch.Tensor, captions: Dict[str, list], seed: int) -> Dict[str, float]:
+    """The flow loss on clips x0 under each list of captions, as a relative rise in percent
+    over captions["true"]: fixed noise at GAP_SIGMAS (no image given), its own random
+    stream, so two checkpoints compare."""
+    gen = torch.Generator().manual_seed(seed)
+    pt, ph, pw = cfg.dit.patch_size
+    grid = (x0.shape[2] // pt, x0.shape[3] // ph, x0.shape[4] // pw)
+    contexts = {k: encode_text(t5, tok, c) for k, c in captions.items()}
+    loss = dict.fromkeys(captions, 0.0)
+    for sigma in GAP_SIGMAS:
+        eps = torch.randn(x0.shape, generator=gen)
+        xt = (1 - sigma) * x0 + sigma * eps
+        no_image = torch.zeros(x0.shape[0], dtype=torch.bool)
+        t = token_timesteps(torch.full((x0.shape[0],), sigma * 1000.0), no_image, grid)
+        for k, ctx in contexts.items():
+            loss[k] += float(flow_loss(dit(xt, t, ctx).float(), eps, x0, no_image)) / len(GAP_SIGMAS)
+    return {k: 100.0 * (loss[k] / loss["true"] - 1.0) for k in captions if k != "true"}
+
+
 @torch.no_grad()
 def caption_gap(cfg, dit, t5, tok, latents: torch.Tensor, specs, n: int = 48, seed: int = 5) -> Dict[str, float]:
     """How much the DiT reads each word of a caption, long before the checker can tell: the
     flow loss on the first n one-object clips of a latent cache with their canonical caption,
     against the same caption with its motion, colour or shape changed to another drawn at
-    random (or empty), as a relative rise in percent. Fixed noise and noise levels
-    (GAP_SIGMAS, no image given), its own random streams: two checkpoints compare."""
+    random (or empty), as a relative rise in percent."""
     idx = [i for i, s in enumerate(specs) if len(s.objects) == 1][:n]
-    x0 = latents[idx].float()
     rng = np.random.default_rng(seed)
 
     def changed(spec, field, pool):
@@ -176,30 +193,49 @@ def caption_gap(cfg, dit, t5, tok, latents: torch.Tensor, specs, n: int = 48, se
     for field, pool in (("motion", MOTIONS), ("colour", COLOURS), ("shape", SHAPES)):
         captions[field] = [canonical_caption(changed(s, field, list(pool))) for s in true]
     captions["empty"] = [""] * len(idx)
-    gen = torch.Generator().manual_seed(seed)
-    pt, ph, pw = cfg.dit.patch_size
-    grid = (x0.shape[2] // pt, x0.shape[3] // ph, x0.shape[4] // pw)
-    contexts = {k: encode_text(t5, tok, c) for k, c in captions.items()}
-    loss = dict.fromkeys(captions, 0.0)
-    for sigma in GAP_SIGMAS:
-        eps = torch.randn(x0.shape, generator=gen)
-        xt = (1 - sigma) * x0 + sigma * eps
-        no_image = torch.zeros(len(idx), dtype=torch.bool)
-        t = token_timesteps(torch.full((len(idx),), sigma * 1000.0), no_image, grid)
-        for k, ctx in contexts.items():
-            loss[k] += float(flow_loss(dit(xt, t, ctx).float(), eps, x0, no_image)) / len(GAP_SIGMAS)
-    return {k: 100.0 * (loss[k] / loss["true"] - 1.0) for k in captions if k != "true"}
+    return _caption_losses(cfg, dit, t5, tok, latents[idx].float(), captions, seed)
+
+
+def swapped(spec, field: Optional[str] = None):
+    """A two-object spec with its objects' `field` exchanged, or (None) the objects named in
+    the other order: every word still true of the clip, only which object it belongs to, or
+    which comes first, is wrong."""
+    a, b = spec.objects
+    if field is None:
+        return dataclasses.replace(spec, objects=(b, a))
+    return dataclasses.replace(spec, objects=(dataclasses.replace(a, **{field: getattr(b, field)}),
+                                              dataclasses.replace(b, **{field: getattr(a, field)})))
+
+
+@torch.no_grad()
+def pair_gap(cfg, dit, t5, tok, latents: torch.Tensor, specs, n: int = 48, seed: int = 6) -> Dict[str, float]:
+    """Whether the DiT binds each word to its object, on the first n two-object clips of a
+    latent cache whose objects differ in shape and motion (colours always differ): the
+    flow loss with the canonical caption against the same words with the two objects'
+    colours, shapes or motions exchanged, or the objects named in the other order (which
+    reading order, tinyworld.world.READING_GAP, makes wrong), as a relative rise in percent.
+    A DiT that draws the right words anywhere pays nothing for a swap."""
+    idx = [i for i, s in enumerate(specs) if len(s.objects) == 2
+           and s.objects[0].shape != s.objects[1].shape and s.objects[0].motion != s.objects[1].motion][:n]
+    true = [specs[i] for i in idx]
+    captions = {"true": [canonical_caption(s) for s in true],
+                "order": [canonical_caption(swapped(s)) for s in true]}
+    for field in ("colour", "shape", "motion"):
+        captions[field] = [canonical_caption(swapped(s, field)) for s in true]
+    return _caption_losses(cfg, dit, t5, tok, latents[idx].float(), captions, seed)
 
 
 def probe_report(cfg, vae, dit, t5, tok, n: int, latents: torch.Tensor, specs) -> str:
     """A varied DiT's learning-curve line: two objects by caption (eval_t2v2) and one-object
-    T2V (eval_t2v) on n pairs each with their per-attribute counts, and the caption gap."""
+    T2V (eval_t2v) on n pairs each with their per-attribute counts, the caption gap and the
+    two-object pair gap."""
     quiet = lambda _: None  # noqa: E731
     two_counts: dict = {}
     one_counts: dict = {}
     two = eval_t2v2(cfg, vae, dit, t5, tok, n, quiet, two_counts)
     one = eval_t2v(cfg, vae, dit, t5, tok, n, quiet, one_counts)
     gap = caption_gap(cfg, dit, t5, tok, latents, specs)
+    pair = pair_gap(cfg, dit, t5, tok, latents, specs)
 
     def listed(counts):
         return ", ".join(f"{k} {v}" for k, v in counts.items())
@@ -208,4 +244,5 @@ def probe_report(cfg, vae, dit, t5, tok, n: int, latents: torch.Tensor, specs) -
     return (f"two objects by caption {two:.3f} (of the {2 * n} objects {listed(two_counts)}; in reading order "
             f"{order} of {n}), one-object T2V "
             f"{one:.3f} (of the {n} clips {listed(one_counts)}), loss with a wrong word "
-            + ", ".join(f"{k} {v:+.1f} %" for k, v in gap.items()))
+            + ", ".join(f"{k} {v:+.1f} %" for k, v in gap.items())
+            + "; two objects' words swapped " + ", ".join(f"{k} {v:+.2f} %" for k, v in pair.items()))

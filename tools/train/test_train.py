@@ -160,7 +160,7 @@ class TestTrainSkeleton(unittest.TestCase):
 
     def test_caption_gap_measures_only_what_the_caption_changes(self):
         from tools.train.data import Tokenizer, train_sentencepiece, train_spec
-        from tools.train.evaluate import caption_gap
+        from tools.train.evaluate import caption_gap, pair_gap
         from tools.train.stage_dit import build_dit, build_t5
         sp = os.path.join(self.tmp.name, "sp.model")
         train_sentencepiece(sp, self.cfg.t5.vocab)
@@ -169,17 +169,36 @@ class TestTrainSkeleton(unittest.TestCase):
         with torch.no_grad():
             for p in dit.parameters():                  # no zero-initialised head: every path counts
                 p.add_(0.05 * torch.randn_like(p))
-        specs = [train_spec(self.cfg.seed, i, "varied", 0.5) for i in range(12)]
-        lat = torch.randn(12, 16, 2, 4, 4)
+        specs = [train_spec(self.cfg.seed, i, "varied", 0.5) for i in range(24)]
+        lat = torch.randn(24, 16, 2, 4, 4)
         gap = caption_gap(self.cfg, dit, t5, tok, lat, specs, n=4)
         self.assertEqual(sorted(gap), ["colour", "empty", "motion", "shape"])
         self.assertTrue(all(abs(v) > 1e-4 for v in gap.values()), gap)     # each changed caption is another
         self.assertEqual(gap, caption_gap(self.cfg, dit, t5, tok, lat, specs, n=4))   # its own streams
+        pair = pair_gap(self.cfg, dit, t5, tok, lat, specs, n=2)
+        self.assertEqual(sorted(pair), ["colour", "motion", "order", "shape"])
+        self.assertTrue(all(abs(v) > 1e-4 for v in pair.values()), pair)
+        self.assertEqual(pair, pair_gap(self.cfg, dit, t5, tok, lat, specs, n=2))
         with torch.no_grad():
             for b in dit.blocks:                        # a DiT that reads no caption
                 b.cross_attn.o.weight.zero_()
                 b.cross_attn.o.bias.zero_()
         self.assertEqual(set(caption_gap(self.cfg, dit, t5, tok, lat, specs, n=4).values()), {0.0})
+        self.assertEqual(set(pair_gap(self.cfg, dit, t5, tok, lat, specs, n=2).values()), {0.0})
+
+    def test_swapped_exchanges_one_attribute_or_the_order(self):
+        from tools.tinyworld.world import sample_spec2
+        from tools.train.evaluate import swapped
+        import numpy as np
+        spec = sample_spec2(np.random.default_rng(3))
+        a, b = spec.objects
+        self.assertEqual(swapped(spec).objects, (b, a))
+        for field in ("colour", "shape", "motion"):
+            x, y = swapped(spec, field).objects
+            self.assertEqual((getattr(x, field), getattr(y, field)), (getattr(b, field), getattr(a, field)))
+            others = [f for f in ("colour", "shape", "motion", "scale") if f != field]
+            self.assertEqual([getattr(x, f) for f in others], [getattr(a, f) for f in others])
+        self.assertEqual(swapped(swapped(spec, "motion"), "motion"), spec)
 
     def test_remade_latents_go_through_the_normalisation(self):
         from tools.train.data import clips_tensor, train_clip

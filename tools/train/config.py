@@ -167,6 +167,9 @@ class TrainConfig:
     shift: float = 3.0                  # sigma shift for training-time sampling of sigma
     p_uncond: float = 0.1               # empty caption (for classifier-free guidance)
     p_i2v: float = 0.3                  # first latent frame given clean (t = 0 tokens)
+    # Weight of the text encoder's parse loss (text_parse.py: every token names both objects
+    # of its caption, bound); 0 trains the text encoder on the DiT's gradient alone.
+    text_parse: float = 0.0
     # evaluation
     eval_steps: int = 20
     eval_guide: float = 5.0

@@ -11,7 +11,13 @@ reference stage's (stage_refs.py's refs_cache.pt, encoded by a pack's VAE):
         --out runs/curve --steps 8000 --every 2000
 
 Resumable as the DiT stage is (dit_ckpt.pt in --out; the --dit fields are pinned in its
-curve.json). Nothing is exported.
+curve.json). Nothing is exported. `--from CKPT` forks a base run's DiT stage instead of
+starting fresh (with --run, whose tokenizer it takes): the fork draws the same batches as
+the run from that step, so one changed setting (`--text-parse W`) is compared with the run
+itself on equal data:
+
+    /usr/bin/python3 -m tools.train.curve --run runs/v8 --from runs/v8/dit_ckpt.pt --text-parse 0.1 \
+        --f32 --threads 2 --steps 16000 --every 1000 --out runs/v8parse --dit patch_size=1,1,1 ...
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 
 import torch
 
@@ -61,6 +68,11 @@ def main(argv=None) -> int:
                     help="a DiTConfig field of this curve's DiT (repeatable), e.g. patch_size=1,1,1 or dim=128")
     ap.add_argument("--one-object", action="store_true",
                     help="train on the cache's one-object clips only (is it the two-object clips that slow it?)")
+    ap.add_argument("--f32", action="store_true", help="float32 forwards (CPUs without bfloat16 kernels)")
+    ap.add_argument("--text-parse", type=float, default=0.0, metavar="W",
+                    help="weight of the text encoder's parse loss (text_parse.py)")
+    ap.add_argument("--from", dest="start", metavar="CKPT",
+                    help="start from this DiT checkpoint (a base run's dit_ckpt.pt, with --run: its tokenizer)")
     ap.add_argument("--out", default="runs/curve")
     ap.add_argument("--steps", type=int, default=8000)
     ap.add_argument("--every", type=int, default=2000, help="score every N steps")
@@ -68,7 +80,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    cfg = TrainConfig(seed=a.seed, out_dir=a.out, threads=a.threads, world="varied", dit_steps=a.steps)
+    if a.start and not a.run:
+        raise SystemExit("--from needs --run: the checkpoint's tokenizer is that run's spiece.model")
+    cfg = TrainConfig(seed=a.seed, out_dir=a.out, threads=a.threads, world="varied", dit_steps=a.steps,
+                      dit_bf16=not a.f32, text_parse=a.text_parse)
     cfg.dit = dataclasses.replace(cfg.dit, text_len=64, **dit_overrides(a.dit))
     os.makedirs(a.out, exist_ok=True)
     pinned = os.path.join(a.out, "curve.json")
@@ -76,6 +91,10 @@ def main(argv=None) -> int:
                 "steps": a.steps, "seed": a.seed}
     if a.one_object:
         settings["one_object"] = True
+    if a.text_parse:
+        settings["text_parse"] = a.text_parse
+    if a.start:
+        settings["from"] = os.path.normpath(a.start)
     if os.path.exists(pinned):
         with open(pinned) as f:
             if json.load(f) != json.loads(json.dumps(settings)):
@@ -90,7 +109,12 @@ def main(argv=None) -> int:
         keep = [i for i, s in enumerate(specs) if len(s.objects) == 1]
         latents, specs = latents[keep], [specs[i] for i in keep]
     spiece = os.path.join(a.out, "spiece.model")
-    train_sentencepiece(spiece, cfg.t5.vocab, all_caption_texts(two_objects=True))
+    if a.start:
+        shutil.copyfile(os.path.join(a.run, "spiece.model"), spiece)
+        if not os.path.exists(os.path.join(a.out, "dit_ckpt.pt")):
+            shutil.copyfile(a.start, os.path.join(a.out, "dit_ckpt.pt"))
+    else:
+        train_sentencepiece(spiece, cfg.t5.vocab, all_caption_texts(two_objects=True))
     tok = Tokenizer(spiece, cfg.dit.text_len)
     two = sum(len(s.objects) == 2 for s in specs)
     torch.manual_seed(cfg.seed + 3)

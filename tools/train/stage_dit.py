@@ -20,7 +20,7 @@ import torch
 from ..tinyworld import ClipSpec
 from ..wan_torch.dit import WanModel
 from ..wan_torch.t5 import T5Encoder
-from . import ckpt
+from . import ckpt, text_parse
 from .config import cosine_horizon
 from .data import Tokenizer, encode_text, random_captions
 from .steps import flow_loss, optimizer_step
@@ -75,15 +75,25 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
     params = list(dit.parameters()) + list(t5.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.dit_lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = EMA([dit, t5])
+    # the text encoder's parse head (text_parse.py): training only, its own optimiser, so a
+    # checkpoint from before it resumes with a fresh head
+    head = text_parse.ParseHead(cfg.t5.dim) if cfg.text_parse else None
+    head_opt = torch.optim.AdamW(head.parameters(), lr=cfg.dit_lr) if head else None
     path = os.path.join(cfg.out_dir, "dit_ckpt.pt")
     step, seconds = 0, 0.0
     st = ckpt.load(path)
     if st is not None:
         step, seconds = ckpt.dit_restore(st, dit, t5, ema, opt, rng, gen)
+        if head and "parse" in st:
+            head.load_state_dict(st["parse"]["head"])
+            head_opt.load_state_dict(st["parse"]["opt"])
         log(f"dit: resumed at step {step}")
 
     def save():
-        ckpt.save(ckpt.dit_state(dit, t5, ema, opt, rng, gen, step, seconds + time.time() - t0), path)
+        state = ckpt.dit_state(dit, t5, ema, opt, rng, gen, step, seconds + time.time() - t0)
+        if head:
+            state["parse"] = {"head": head.state_dict(), "opt": head_opt.state_dict()}
+        ckpt.save(state, path)
 
     n = latents.shape[0]
     pt, ph, pw = cfg.dit.patch_size
@@ -95,7 +105,7 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
     while step < total:
         frac = step / cosine_horizon(step, total, cfg.dit_extended)
         lr = cfg.dit_lr * min(1.0, (step + 1) / 500) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        for g in opt.param_groups:
+        for g in opt.param_groups + (head_opt.param_groups if head else []):
             g["lr"] = lr
         idx = rng.integers(0, n, cfg.dit_batch)
         x0 = latents[idx]
@@ -109,13 +119,22 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
         xt[i2v, :, 0] = x0[i2v, :, 0]
         t_tok = token_timesteps(sigma * 1000.0, i2v, grid)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dit_bf16):
-            ctx = encode_text(t5, tok, texts)
-            v = dit(xt, t_tok, ctx).float()
+            ids, mask = tok(texts)
+            states = t5(ids, mask)
+            v = dit(xt, t_tok, states * mask[..., None].to(states.dtype)).float()   # = encode_text
         loss = flow_loss(v, eps, x0, i2v)
-        optimizer_step(opt, loss, params)
+        total_loss, parse = loss, None
+        if head:
+            parse = head.loss(states, mask, text_parse.targets([specs[i] for i in idx], texts))
+            total_loss = loss + cfg.text_parse * parse
+            head_opt.zero_grad(set_to_none=True)
+        optimizer_step(opt, total_loss, params)
+        if head:
+            head_opt.step()
         ema.update(step)
         if step % 100 == 0:
-            log(f"dit step {step}/{total} t={seconds + time.time() - t0:.0f}s lr={lr:.2e} loss={float(loss):.4f}")
+            log(f"dit step {step}/{total} t={seconds + time.time() - t0:.0f}s lr={lr:.2e} loss={float(loss):.4f}"
+                + (f" parse={float(parse):.3f}" if parse is not None else ""))
         step += 1
         if probe is not None and probe_every and step % probe_every == 0 and step < total:
             p0 = time.time()

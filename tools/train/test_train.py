@@ -230,6 +230,79 @@ class TestTrainSkeleton(unittest.TestCase):
 
 
 @needs_torch
+class TestTextParse(unittest.TestCase):
+    """The text encoder's parse head (tools/train/text_parse.py)."""
+
+    def test_targets_name_both_objects_in_caption_order(self):
+        import numpy as np
+        from tools.tinyworld.world import COLOURS, MOTIONS, SHAPES, sample_spec, sample_spec2
+        from tools.train.text_parse import IGNORE, targets
+        rng = np.random.default_rng(4)
+        two, one = sample_spec2(rng), sample_spec(rng)
+        t = targets([two, one, two, two], ["x", "y", "", "z"], [False, False, False, True])
+        names = [list(COLOURS), list(SHAPES), list(MOTIONS)]
+        for s, o in enumerate(two.objects):
+            self.assertEqual(t[0, s].tolist(), [names[0].index(o.colour), names[1].index(o.shape),
+                                                names[2].index(o.motion)])
+            self.assertEqual(t[3, s].tolist(), [IGNORE, IGNORE, names[2].index(o.motion)])   # by reference
+        self.assertEqual(t[1, 1].tolist(), [len(n) for n in names])                       # "none"
+        self.assertEqual(set(t[2].flatten().tolist()), {IGNORE})                          # empty caption
+
+    def test_loss_reads_real_tokens_of_captions_that_say_something(self):
+        from tools.train.text_parse import IGNORE, ParseHead
+        torch.manual_seed(0)
+        head = ParseHead(8)
+        states = torch.randn(2, 5, 8, requires_grad=True)
+        mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+        tgt = torch.tensor([[[1, 0, 2], [3, 1, 7]], [[IGNORE] * 3] * 2])
+        loss = head.loss(states, mask, tgt)
+        loss.backward()
+        self.assertGreater(float(loss), 0.0)
+        self.assertGreater(float(states.grad[0, :3].abs().min()), 0.0)
+        self.assertEqual(float(states.grad[0, 3:].abs().max()), 0.0)     # padding
+        self.assertEqual(float(states.grad[1].abs().max()), 0.0)         # an empty caption
+        moved = states.detach().clone()
+        moved[0, 3:] += 5.0
+        self.assertEqual(float(head.loss(moved, mask, tgt)), float(loss))
+        self.assertEqual(float(head.loss(states, mask, torch.full_like(tgt, IGNORE))), 0.0)
+
+    def test_dit_stage_with_the_head_resumes_the_same(self):
+        import dataclasses
+        from tools.train.config import TrainConfig
+        from tools.train.data import Tokenizer, train_sentencepiece, train_spec
+        from tools.train.stage_dit import build_dit, build_t5, train_dit
+        cfg = TrainConfig(seed=3, world="varied", p_two=0.5, dit_steps=4, dit_batch=2, dit_bf16=False,
+                          text_parse=0.1, ckpt_every_s=0.0)
+        cfg.t5 = dataclasses.replace(cfg.t5, dim=16, dim_attn=16, dim_ffn=24)
+        cfg.dit = dataclasses.replace(cfg.dit, dim=32, ffn_dim=48, num_heads=2, num_layers=1)
+        with tempfile.TemporaryDirectory() as tmp:
+            sp = os.path.join(tmp, "sp.model")
+            train_sentencepiece(sp, cfg.t5.vocab)
+            tok = Tokenizer(sp, cfg.dit.text_len)
+            specs = [train_spec(cfg.seed, i, "varied", 0.5) for i in range(6)]
+            lat = torch.randn(6, 16, 2, 4, 4)
+
+            def run(out):
+                torch.manual_seed(1)
+                dit, t5 = build_dit(cfg), build_t5(cfg)
+                train_dit(dataclasses.replace(cfg, out_dir=out), dit, t5, tok, lat, specs, log=lambda *_: None)
+                head = torch.load(os.path.join(out, "dit_ckpt.pt"))["parse"]["head"]
+                return {**{f"t5.{k}": v for k, v in t5.state_dict().items()},
+                        **{f"head.{k}": v for k, v in head.items()}}
+
+            with_head = assert_resumes_the_same(self, tmp, run, die_after=2)
+            os.rename(os.path.join(tmp, "a"), os.path.join(tmp, "with_head"))
+            cfg.text_parse = 0.0
+            torch.manual_seed(1)
+            dit, t5 = build_dit(cfg), build_t5(cfg)
+            os.makedirs(os.path.join(tmp, "without"))
+            train_dit(dataclasses.replace(cfg, out_dir=os.path.join(tmp, "without")), dit, t5, tok, lat, specs,
+                      log=lambda *_: None)
+            moved = max(float((t5.state_dict()[k] - with_head[f"t5.{k}"]).abs().max()) for k in t5.state_dict())
+            self.assertGreater(moved, 0.0)                                # the head's loss reaches the encoder
+
+
+@needs_torch
 class TestVAEPhases(unittest.TestCase):
     def test_phases_in_order_and_skipped_at_zero_steps(self):
         import numpy as np
@@ -773,9 +846,11 @@ class TestPipeline(unittest.TestCase):
         with contextlib.redirect_stdout(io.StringIO()):
             pipeline.main(["--out", self.out, "--clips", "12000", "--dit-steps", "16000",
                            "--dit", "patch_size=1,1,1", "--dit", "dim=128", "--vae-from", "some/pack", "--f32",
-                           "--refs-steps", "3600"],
+                           "--refs-steps", "3600", "--text-parse", "0.1"],
                           run=run)
         base = calls[0]
+        self.assertEqual(base[base.index("--text-parse") + 1], "0.1")
+        self.assertFalse(any("--text-parse" in c for c in calls[1:]))   # a setting of the base run
         self.assertEqual(base[base.index("--clips") + 1], "12000")
         self.assertEqual(base[base.index("--dit-steps") + 1], "16000")
         self.assertEqual([base[i + 1] for i, x in enumerate(base) if x == "--dit"], ["patch_size=1,1,1", "dim=128"])
@@ -793,11 +868,15 @@ class TestPipeline(unittest.TestCase):
             pipeline.main(["--out", os.path.join(self.tmp.name, "other")], run=run)
         self.assertNotIn("--clips", calls[0])
         self.assertNotIn("--dit-steps", calls[0])
-        self.assertFalse(any("--f32" in c or "--vae-from" in c or "--steps" in c for c in calls))
+        self.assertFalse(any("--f32" in c or "--vae-from" in c or "--steps" in c or "--text-parse" in c
+                             for c in calls))
         from tools.train import train
         with self.assertRaises(SystemExit) as e:
             train.main(["--clips", "0", "--out", os.path.join(self.tmp.name, "bad")])
         self.assertIn("--clips 0", str(e.exception))
+        with self.assertRaises(SystemExit) as e:
+            train.main(["--text-parse", "-1", "--out", os.path.join(self.tmp.name, "bad")])
+        self.assertIn("--text-parse -1", str(e.exception))
 
     def test_a_pack_is_swapped_in_whole(self):
         from tools.train.export import swap_in

@@ -107,6 +107,9 @@ def main(argv=None) -> int:
                     help="take this pack's VAE instead of training one (renormalised, then gated)")
     ap.add_argument("--f32", action="store_true",
                     help="the DiT's forward in float32 (CPUs without bfloat16 kernels emulate it: ~16x slower measured)")
+    ap.add_argument("--text-parse", type=float, default=0.0, metavar="W",
+                    help="DiT stage: weight of the text encoder's parse loss (text_parse.py: every token "
+                         "names both objects of its caption); a setting of the run")
     ap.add_argument("--smoke", action="store_true", help="tiny run of every stage (pipeline check)")
     a = ap.parse_args(argv)
     cfg = TrainConfig(seed=a.seed, out_dir=a.out)
@@ -116,6 +119,9 @@ def main(argv=None) -> int:
             check_vae_pack(cfg.vae_from, cfg)
     if a.f32:
         cfg.dit_bf16 = False
+    if a.text_parse < 0:
+        raise SystemExit(f"--text-parse {a.text_parse}: a weight, 0 or more")
+    cfg.text_parse = a.text_parse
     if a.world == "varied":
         if not 0.0 <= a.p_two <= 1.0:
             raise SystemExit(f"--p-two {a.p_two}: a fraction, 0 to 1")

@@ -82,6 +82,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.start and not a.run:
         raise SystemExit("--from needs --run: the checkpoint's tokenizer is that run's spiece.model")
+    if a.start and not os.path.isfile(a.start):
+        raise SystemExit(f"--from {a.start}: no such checkpoint file")
     cfg = TrainConfig(seed=a.seed, out_dir=a.out, threads=a.threads, world="varied", dit_steps=a.steps,
                       dit_bf16=not a.f32, text_parse=a.text_parse)
     cfg.dit = dataclasses.replace(cfg.dit, text_len=64, **dit_overrides(a.dit))

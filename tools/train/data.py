@@ -88,12 +88,16 @@ class Tokenizer:
         return ids, mask
 
 
-def encode_text(t5, tok: Tokenizer, texts: Sequence[str]) -> torch.Tensor:
+def encode_text_masked(t5, tok: Tokenizer, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Text states as the DiT sees them: encoder output cut to the real length, the rest zero
-    (equal to Wan's cut-then-zero-pad)."""
+    (equal to Wan's cut-then-zero-pad); and the mask of the real tokens."""
     ids, mask = tok(texts)
     out = t5(ids, mask)
-    return out * mask[..., None].to(out.dtype)
+    return out * mask[..., None].to(out.dtype), mask
+
+
+def encode_text(t5, tok: Tokenizer, texts: Sequence[str]) -> torch.Tensor:
+    return encode_text_masked(t5, tok, texts)[0]
 
 
 def caption(rng: np.random.Generator, spec: ClipSpec) -> str:

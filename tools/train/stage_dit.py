@@ -22,7 +22,7 @@ from ..wan_torch.dit import WanModel
 from ..wan_torch.t5 import T5Encoder
 from . import ckpt, text_parse
 from .config import cosine_horizon
-from .data import Tokenizer, encode_text, random_captions
+from .data import Tokenizer, encode_text, encode_text_masked, random_captions
 from .steps import flow_loss, optimizer_step
 
 
@@ -119,13 +119,12 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
         xt[i2v, :, 0] = x0[i2v, :, 0]
         t_tok = token_timesteps(sigma * 1000.0, i2v, grid)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dit_bf16):
-            ids, mask = tok(texts)
-            states = t5(ids, mask)
-            v = dit(xt, t_tok, states * mask[..., None].to(states.dtype)).float()   # = encode_text
+            ctx, mask = encode_text_masked(t5, tok, texts)
+            v = dit(xt, t_tok, ctx).float()
         loss = flow_loss(v, eps, x0, i2v)
         total_loss, parse = loss, None
         if head:
-            parse = head.loss(states, mask, text_parse.targets([specs[i] for i in idx], texts))
+            parse = head.loss(ctx, mask, text_parse.targets([specs[i] for i in idx], texts))
             total_loss = loss + cfg.text_parse * parse
             head_opt.zero_grad(set_to_none=True)
         optimizer_step(opt, total_loss, params)

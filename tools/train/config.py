@@ -170,6 +170,9 @@ class TrainConfig:
     # Weight of the text encoder's parse loss (text_parse.py: every token names both objects
     # of its caption, bound); 0 trains the text encoder on the DiT's gradient alone.
     text_parse: float = 0.0
+    # Weight of the per-token parse loss (text_parse.OwnHead: each token of an object's phrase
+    # names that object alone, so the DiT can look words up by their object).
+    text_parse_own: float = 0.0
     # evaluation
     eval_steps: int = 20
     eval_guide: float = 5.0

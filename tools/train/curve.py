@@ -13,7 +13,7 @@ reference stage's (stage_refs.py's refs_cache.pt, encoded by a pack's VAE):
 Resumable as the DiT stage is (dit_ckpt.pt in --out; the --dit fields are pinned in its
 curve.json). Nothing is exported. `--from CKPT` forks a base run's DiT stage instead of
 starting fresh (with --run, whose tokenizer it takes): the fork draws the same batches as
-the run from that step, so one changed setting (`--text-parse W`) is compared with the run
+the run from that step, so one changed setting (`--text-parse W`, `--text-parse-own W`) is compared with the run
 itself on equal data:
 
     /usr/bin/python3 -m tools.train.curve --run runs/v8 --from runs/v8/dit_ckpt.pt --text-parse 0.1 \
@@ -71,6 +71,8 @@ def main(argv=None) -> int:
     ap.add_argument("--f32", action="store_true", help="float32 forwards (CPUs without bfloat16 kernels)")
     ap.add_argument("--text-parse", type=float, default=0.0, metavar="W",
                     help="weight of the text encoder's parse loss (text_parse.py)")
+    ap.add_argument("--text-parse-own", type=float, default=0.0, metavar="W",
+                    help="weight of the per-token parse loss (text_parse.OwnHead)")
     ap.add_argument("--from", dest="start", metavar="CKPT",
                     help="start from this DiT checkpoint (a base run's dit_ckpt.pt, with --run: its tokenizer)")
     ap.add_argument("--out", default="runs/curve")
@@ -85,7 +87,8 @@ def main(argv=None) -> int:
     if a.start and not os.path.isfile(a.start):
         raise SystemExit(f"--from {a.start}: no such checkpoint file")
     cfg = TrainConfig(seed=a.seed, out_dir=a.out, threads=a.threads, world="varied", dit_steps=a.steps,
-                      dit_bf16=not a.f32, text_parse=a.text_parse)
+                      dit_bf16=not a.f32, text_parse=a.text_parse,
+                      text_parse_own=a.text_parse_own)
     cfg.dit = dataclasses.replace(cfg.dit, text_len=64, **dit_overrides(a.dit))
     os.makedirs(a.out, exist_ok=True)
     pinned = os.path.join(a.out, "curve.json")
@@ -95,6 +98,8 @@ def main(argv=None) -> int:
         settings["one_object"] = True
     if a.text_parse:
         settings["text_parse"] = a.text_parse
+    if a.text_parse_own:
+        settings["text_parse_own"] = a.text_parse_own
     if a.start:
         settings["from"] = os.path.normpath(a.start)
     if os.path.exists(pinned):

@@ -46,6 +46,8 @@ def stages(a) -> List[Tuple[str, str, List[str]]]:
         base += ["--vae-from", a.vae_from]
     if a.text_parse:
         base += ["--text-parse", str(a.text_parse)]
+    if a.text_parse_own:
+        base += ["--text-parse-own", str(a.text_parse_own)]
     f32 = ["--f32"] if a.f32 else []
     base += f32
     pack, refs = os.path.join(out, "pack"), os.path.join(out, "pack_refs")
@@ -90,6 +92,8 @@ def main(argv=None, run: Callable[[Sequence[str]], int] = run_module) -> int:
     ap.add_argument("--vae-from", metavar="PACK", default="", help="the base run takes this pack's VAE (train.py)")
     ap.add_argument("--text-parse", type=float, default=0.0, metavar="W",
                     help="base run: weight of the text encoder's parse loss (train.py --text-parse)")
+    ap.add_argument("--text-parse-own", type=float, default=0.0, metavar="W",
+                    help="base run: weight of the per-token parse loss (train.py --text-parse-own)")
     ap.add_argument("--f32", action="store_true",
                     help="float32 forward passes in every stage (CPUs without bfloat16 kernels)")
     ap.add_argument("--out", required=True)

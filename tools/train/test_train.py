@@ -266,13 +266,70 @@ class TestTextParse(unittest.TestCase):
         self.assertEqual(float(head.loss(moved, mask, tgt)), float(loss))
         self.assertEqual(float(head.loss(states, mask, torch.full_like(tgt, IGNORE))), 0.0)
 
+    def test_each_token_names_its_own_object(self):
+        import numpy as np
+        import sentencepiece as spm
+        from tools.tinyworld.captions import parse_caption, ref_caption, sample_caption, sample_caption2
+        from tools.tinyworld.world import COLOURS, MOTIONS, SHAPES, sample_spec, sample_spec2
+        from tools.train.data import train_sentencepiece
+        from tools.train.text_parse import IGNORE, OWN_FIELDS, own_targets, token_objects
+        from tools.tinyworld.captions import all_caption_texts
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "sp.model")
+            train_sentencepiece(path, 256, all_caption_texts(two_objects=True, n_two=2000))
+            sp = spm.SentencePieceProcessor(model_file=path)
+        rng = np.random.default_rng(7)
+        for k in range(300):
+            spec = sample_spec2(rng) if k % 2 else sample_spec(rng)
+            by_ref = k % 3 == 0
+            text = (ref_caption(rng, spec) if by_ref else
+                    sample_caption2(rng, spec) if k % 2 else sample_caption(rng, spec))
+            ids = sp.encode(" ".join(text.split()))
+            own = token_objects(sp, text, len(spec.objects), 64)
+            self.assertEqual(own[len(ids):], [-1] * (64 - len(ids)), text)           # </s>, padding
+            for j, o in enumerate(spec.objects):
+                said = parse_caption(sp.decode([i for i, w in zip(ids, own) if w == j]))
+                self.assertEqual(said["motion"], o.motion, text)
+                self.assertEqual(said["colour"], None if by_ref else o.colour, text)
+                self.assertEqual(said["shape"], None if by_ref else o.shape, text)
+            rest = parse_caption(sp.decode([i for i, w in zip(ids, own) if w < 0]))
+            self.assertEqual((rest["colour"], rest["shape"], rest["motion"]), (None, None, None), text)
+            t = own_targets(sp, [spec], [text], 64, [by_ref])[0]
+            names = [n for _, n in OWN_FIELDS]
+            for j, w in enumerate(own):
+                if w < 0:
+                    self.assertEqual(set(t[j].tolist()), {IGNORE})
+                    continue
+                o = spec.objects[w]
+                want = [IGNORE if by_ref else names[0].index(o.colour), IGNORE if by_ref else names[1].index(o.shape),
+                        names[2].index(o.motion), w]
+                self.assertEqual(t[j].tolist(), want, text)
+        self.assertEqual(set(own_targets(sp, [spec], [""], 64).flatten().tolist()), {IGNORE})
+
+    def test_own_loss_reads_only_the_tokens_it_asks(self):
+        from tools.train.text_parse import IGNORE, OwnHead
+        torch.manual_seed(0)
+        head = OwnHead(8)
+        states = torch.randn(2, 4, 8, requires_grad=True)
+        tgt = torch.full((2, 4, 4), IGNORE)
+        tgt[0, 1] = torch.tensor([2, 1, 3, 0])
+        tgt[1, 2] = torch.tensor([IGNORE, IGNORE, 5, 1])
+        loss = head.loss(states, tgt)
+        loss.backward()
+        self.assertGreater(float(loss), 0.0)
+        asked = torch.zeros(2, 4, dtype=torch.bool)
+        asked[0, 1] = asked[1, 2] = True
+        self.assertGreater(float(states.grad[asked].abs().min()), 0.0)
+        self.assertEqual(float(states.grad[~asked].abs().max()), 0.0)
+        self.assertEqual(float(head.loss(states, torch.full_like(tgt, IGNORE))), 0.0)
+
     def test_dit_stage_with_the_head_resumes_the_same(self):
         import dataclasses
         from tools.train.config import TrainConfig
         from tools.train.data import Tokenizer, train_sentencepiece, train_spec
         from tools.train.stage_dit import build_dit, build_t5, train_dit
         cfg = TrainConfig(seed=3, world="varied", p_two=0.5, dit_steps=4, dit_batch=2, dit_bf16=False,
-                          text_parse=0.1, ckpt_every_s=0.0)
+                          text_parse=0.1, text_parse_own=0.1, ckpt_every_s=0.0)
         cfg.t5 = dataclasses.replace(cfg.t5, dim=16, dim_attn=16, dim_ffn=24)
         cfg.dit = dataclasses.replace(cfg.dit, dim=32, ffn_dim=48, num_heads=2, num_layers=1)
         with tempfile.TemporaryDirectory() as tmp:
@@ -286,13 +343,14 @@ class TestTextParse(unittest.TestCase):
                 torch.manual_seed(1)
                 dit, t5 = build_dit(cfg), build_t5(cfg)
                 train_dit(dataclasses.replace(cfg, out_dir=out), dit, t5, tok, lat, specs, log=lambda *_: None)
-                head = torch.load(os.path.join(out, "dit_ckpt.pt"))["parse"]["head"]
+                st = torch.load(os.path.join(out, "dit_ckpt.pt"))
                 return {**{f"t5.{k}": v for k, v in t5.state_dict().items()},
-                        **{f"head.{k}": v for k, v in head.items()}}
+                        **{f"head.{k}": v for k, v in st["parse"]["head"].items()},
+                        **{f"own.{k}": v for k, v in st["parse_own"]["head"].items()}}
 
             with_head = assert_resumes_the_same(self, tmp, run, die_after=2)
             os.rename(os.path.join(tmp, "a"), os.path.join(tmp, "with_head"))
-            cfg.text_parse = 0.0
+            cfg.text_parse = cfg.text_parse_own = 0.0
             torch.manual_seed(1)
             dit, t5 = build_dit(cfg), build_t5(cfg)
             os.makedirs(os.path.join(tmp, "without"))
@@ -846,10 +904,11 @@ class TestPipeline(unittest.TestCase):
         with contextlib.redirect_stdout(io.StringIO()):
             pipeline.main(["--out", self.out, "--clips", "12000", "--dit-steps", "16000",
                            "--dit", "patch_size=1,1,1", "--dit", "dim=128", "--vae-from", "some/pack", "--f32",
-                           "--refs-steps", "3600", "--text-parse", "0.1"],
+                           "--refs-steps", "3600", "--text-parse", "0.1", "--text-parse-own", "0.2"],
                           run=run)
         base = calls[0]
         self.assertEqual(base[base.index("--text-parse") + 1], "0.1")
+        self.assertEqual(base[base.index("--text-parse-own") + 1], "0.2")
         self.assertFalse(any("--text-parse" in c for c in calls[1:]))   # a setting of the base run
         self.assertEqual(base[base.index("--clips") + 1], "12000")
         self.assertEqual(base[base.index("--dit-steps") + 1], "16000")
@@ -877,6 +936,9 @@ class TestPipeline(unittest.TestCase):
         with self.assertRaises(SystemExit) as e:
             train.main(["--text-parse", "-1", "--out", os.path.join(self.tmp.name, "bad")])
         self.assertIn("--text-parse -1", str(e.exception))
+        with self.assertRaises(SystemExit) as e:
+            train.main(["--text-parse-own", "-0.5", "--out", os.path.join(self.tmp.name, "bad")])
+        self.assertIn("--text-parse-own -0.5", str(e.exception))
 
     def test_a_pack_is_swapped_in_whole(self):
         from tools.train.export import swap_in

@@ -13,10 +13,19 @@ or "none" where the caption has one object): every token then carries the whole 
 bound, and a DiT token that knows its own colour or side can read its shape and motion from
 any of them. The head is not part of the pack; the text encoder keeps Wan's structure, so
 the engine runs it unchanged.
+
+That head makes every token alike: each one names the whole caption. For the DiT's
+cross-attention to look a word up by its object (a query from a red pixel finding the shape
+said of the red object) the tokens of each object's phrase must differ by the object they
+describe. So a second head (TrainConfig.text_parse_own, OwnHead) asks each token of an
+object's phrase for that object alone: its colour, shape, motion and which object of the
+caption it is (first or second). Tokens outside the objects' phrases (the background, "and",
+</s>) are not asked.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+import re
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -67,5 +76,100 @@ class ParseHead(torch.nn.Module):
             keep = want != IGNORE
             if keep.any():
                 total = total + torch.nn.functional.cross_entropy(lg[real][keep], want[keep], reduction="sum")
+                count += int(keep.sum())
+        return total / max(count, 1)
+
+
+# ---------------------------------------------------------------------------
+# Each token's own object (TrainConfig.text_parse_own)
+# ---------------------------------------------------------------------------
+
+OWN_FIELDS = FIELDS + (("index", ["first", "second"]),)
+_BG_FRONT = re.compile(r"^(on )?(an? )?([a-z]+ ){1,2}(background|backdrop|screen),? ")
+_BG_BACK = re.compile(r" on (an? )?([a-z]+ ){1,2}(background|backdrop|screen)$")
+_SEP = re.compile(r" and |, ")
+
+
+def object_spans(text: str, n_objects: int) -> Optional[List[Tuple[int, int]]]:
+    """Character spans of each object's phrase in the whitespace-normalised caption, objects
+    in caption order (tinyworld's captions: an optional background phrase before or after,
+    two objects parted by " and " or ", "); None when the caption does not split that way."""
+    t = " ".join(text.split())
+    lo, hi = 0, len(t)
+    m = _BG_FRONT.match(t)
+    if m:
+        lo = m.end()
+    m = _BG_BACK.search(t, lo)
+    if m:
+        hi = m.start()
+    if n_objects == 1:
+        return [(lo, hi)]
+    seps = list(_SEP.finditer(t, lo, hi))
+    if n_objects != 2 or len(seps) != 1:
+        return None
+    return [(lo, seps[0].start()), (seps[0].end(), hi)]
+
+
+def token_objects(sp, text: str, n_objects: int, max_len: int) -> List[int]:
+    """Per token of data.Tokenizer's encoding of text (max_len, </s> and padding included),
+    the index of the object whose phrase the token's word lies in, or -1. SentencePiece does
+    not join pieces across spaces, so the caption's pieces are its words' pieces in turn
+    (checked: a caption where they are not gets -1 throughout)."""
+    out = [-1] * max_len
+    t = " ".join(text.split())
+    spans = object_spans(t, n_objects) if t else None
+    if spans is None:
+        return out
+    pieces, owner, pos = [], [], 0
+    for word in t.split(" "):
+        start = t.index(word, pos)
+        pos = start + len(word)
+        k = next((i for i, (a, b) in enumerate(spans) if a <= start < b), -1)
+        p = sp.encode(word)
+        pieces += p
+        owner += [k] * len(p)
+    if pieces != sp.encode(t):
+        return out
+    n = min(len(owner), max_len - 1)
+    out[:n] = owner[:n]
+    return out
+
+
+def own_targets(sp, specs: Sequence[ClipSpec], texts: Sequence[str], max_len: int,
+                by_ref: Optional[Sequence[bool]] = None) -> torch.Tensor:
+    """[B, max_len, len(OWN_FIELDS)] class indices: for each token in an object's phrase,
+    that object's colour, shape, motion and index; IGNORE elsewhere, and for the colour and
+    shape of an object named by reference."""
+    out = torch.full((len(specs), max_len, len(OWN_FIELDS)), IGNORE, dtype=torch.long)
+    for i, (spec, text) in enumerate(zip(specs, texts)):
+        for j, k in enumerate(token_objects(sp, text, len(spec.objects), max_len)):
+            if k < 0:
+                continue
+            o = spec.objects[k]
+            for f, (field, names) in enumerate(OWN_FIELDS):
+                if field == "index":
+                    out[i, j, f] = k
+                elif not (by_ref is not None and by_ref[i] and field != "motion"):
+                    out[i, j, f] = names.index(getattr(o, field))
+    return out
+
+
+class OwnHead(torch.nn.Module):
+    """One linear map from a token's state to its own object's fields."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.sizes: List[int] = [len(names) for _, names in OWN_FIELDS]
+        self.proj = torch.nn.Linear(dim, sum(self.sizes))
+
+    def loss(self, states: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over every (token, field) of tgt [B, L, FIELDS] not IGNORE."""
+        logits = self.proj(states.float()).split(self.sizes, dim=-1)
+        total, count = states.new_zeros(()), 0
+        for f, lg in enumerate(logits):
+            want = tgt[..., f]
+            keep = want != IGNORE
+            if keep.any():
+                total = total + torch.nn.functional.cross_entropy(lg[keep], want[keep], reduction="sum")
                 count += int(keep.sum())
         return total / max(count, 1)

@@ -110,6 +110,9 @@ def main(argv=None) -> int:
     ap.add_argument("--text-parse", type=float, default=0.0, metavar="W",
                     help="DiT stage: weight of the text encoder's parse loss (text_parse.py: every token "
                          "names both objects of its caption); a setting of the run")
+    ap.add_argument("--text-parse-own", type=float, default=0.0, metavar="W",
+                    help="DiT stage: weight of the per-token parse loss (text_parse.OwnHead: each token "
+                         "of an object's phrase names that object); a setting of the run")
     ap.add_argument("--smoke", action="store_true", help="tiny run of every stage (pipeline check)")
     a = ap.parse_args(argv)
     cfg = TrainConfig(seed=a.seed, out_dir=a.out)
@@ -122,6 +125,9 @@ def main(argv=None) -> int:
     if a.text_parse < 0:
         raise SystemExit(f"--text-parse {a.text_parse}: a weight, 0 or more")
     cfg.text_parse = a.text_parse
+    if a.text_parse_own < 0:
+        raise SystemExit(f"--text-parse-own {a.text_parse_own}: a weight, 0 or more")
+    cfg.text_parse_own = a.text_parse_own
     if a.world == "varied":
         if not 0.0 <= a.p_two <= 1.0:
             raise SystemExit(f"--p-two {a.p_two}: a fraction, 0 to 1")

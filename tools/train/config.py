@@ -72,6 +72,9 @@ class TrainConfig:
     # them since runs/v8. A setting so that a run from before, whose clips the world no
     # longer draws, is refused instead of resumed on other clips.
     reading_order: bool = True
+    # The tokenizer's corpus holds each caption word alone too, so every word is one piece
+    # (data.train_sentencepiece). A run from before keeps its tokenizer when it resumes.
+    whole_words: bool = True
     # Step counts, not wall-clock budgets, so that a seed reproduces the run on any machine
     # and a run interrupted and resumed gives the same weights. Sized from the measured step
     # times (docs/default-model.md) to finish in under 3 hours on two cores.
@@ -219,7 +222,7 @@ def dit_overrides(items) -> dict:
 # What a run that predates a setting did without it (else the setting's default).
 LEGACY = {"vae_img_steps": 0, "vae_inflate": False, "vae_long_warmup": 50, "vae_long_mix_frames": 0,
           "vae_gate_roundtrip": 0.0, "vae_dec_generated": 0.0, "dit_bf16": False,
-          "reading_order": False}
+          "reading_order": False, "whole_words": False}
 
 
 def with_missing_settings(run: dict) -> dict:

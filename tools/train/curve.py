@@ -102,10 +102,16 @@ def main(argv=None) -> int:
         settings["text_parse_own"] = a.text_parse_own
     if a.start:
         settings["from"] = os.path.normpath(a.start)
+    else:
+        settings["whole_words"] = True          # its own tokenizer (with --from: the run's)
     if os.path.exists(pinned):
         with open(pinned) as f:
-            if json.load(f) != json.loads(json.dumps(settings)):
-                raise SystemExit(f"{pinned}: this folder holds a curve with other settings; choose another --out")
+            old = json.load(f)
+        if not a.start:
+            old.setdefault("whole_words", False)    # a curve from before kept the trainer's pieces
+            settings["whole_words"] = old["whole_words"]
+        if old != json.loads(json.dumps(settings)):
+            raise SystemExit(f"{pinned}: this folder holds a curve with other settings; choose another --out")
     else:
         with open(pinned, "w") as f:
             json.dump(settings, f, indent=1)
@@ -121,7 +127,7 @@ def main(argv=None) -> int:
         if not os.path.exists(os.path.join(a.out, "dit_ckpt.pt")):
             shutil.copyfile(a.start, os.path.join(a.out, "dit_ckpt.pt"))
     else:
-        train_sentencepiece(spiece, cfg.t5.vocab, all_caption_texts(two_objects=True))
+        train_sentencepiece(spiece, cfg.t5.vocab, all_caption_texts(two_objects=True), settings["whole_words"])
     tok = Tokenizer(spiece, cfg.dit.text_len)
     two = sum(len(s.objects) == 2 for s in specs)
     torch.manual_seed(cfg.seed + 3)

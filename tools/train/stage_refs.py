@@ -87,6 +87,8 @@ class RefsConfig:
     bf16: bool = True
     # two-object clips and their references in reading order (config.TrainConfig.reading_order)
     reading_order: bool = True
+    # the stage's tokenizer makes every caption word one piece (data.train_sentencepiece)
+    whole_words: bool = True
 
 
 # --------------------------------------------------------------------------- data
@@ -181,11 +183,11 @@ def build_cache(rc: RefsConfig, vae, frames: int, size: int, path: str, log=prin
 
 # --------------------------------------------------------------------------- tokenizer
 
-def retrain_tokenizer(old_spiece: str, new_spiece: str, t5, vocab: int) -> dict:
+def retrain_tokenizer(old_spiece: str, new_spiece: str, t5, vocab: int, whole_words: bool = True) -> dict:
     """A SentencePiece model on every caption form (one and two objects, by reference);
     the text encoder's embedding remapped to it. Returns figures for the log."""
     import sentencepiece as spm
-    train_sentencepiece(new_spiece, vocab, all_caption_texts(two_objects=True))
+    train_sentencepiece(new_spiece, vocab, all_caption_texts(two_objects=True), whole_words)
     old = spm.SentencePieceProcessor(model_file=old_spiece)
     new = spm.SentencePieceProcessor(model_file=new_spiece)
     if new.get_piece_size() > vocab:
@@ -389,6 +391,7 @@ def main(argv=None) -> int:
             old = json.load(f)
         old.setdefault("base_run", "")          # a stage from before the setting encoded its own cache
         old.setdefault("bf16", True)
+        old.setdefault("whole_words", False)     # a stage from before kept the trainer's pieces
         if not old.get("reading_order", False):
             raise SystemExit(f"{cfg_path}: a stage from before tinyworld's reading order of two objects "
                              f"(its cache's references in a random order): start it again in another --out")
@@ -420,7 +423,7 @@ def main(argv=None) -> int:
         p.requires_grad_(False)
     # the tokenizer first: the text encoder's rows move with it (from the pack's, every time)
     new_spiece = os.path.join(a.out, "spiece.model")
-    figs = retrain_tokenizer(spiece, new_spiece, t5, info["t5_config"]["vocab"])
+    figs = retrain_tokenizer(spiece, new_spiece, t5, info["t5_config"]["vocab"], rc.whole_words)
     dit.text_len = rc.text_len
     tok = Tokenizer(new_spiece, dit.text_len)
     longest = max(len(tok.sp.encode(" ".join(t.split()))) + 1 for t in all_caption_texts(two_objects=True))

@@ -85,6 +85,23 @@ class TestTrainSkeleton(unittest.TestCase):
         self.assertEqual(int(ids[0, n - 1]), 1)
         self.assertNotIn(2, ids[0, :n].tolist())             # no <unk> in captions
 
+    def test_whole_words_make_every_caption_word_one_piece(self):
+        import sentencepiece as spm
+        from tools.tinyworld.captions import all_caption_texts
+        from tools.train.data import caption_words, train_sentencepiece
+        texts = all_caption_texts(two_objects=True, n_two=2000)
+        pieces = {}
+        for whole in (False, True):
+            p = os.path.join(self.tmp.name, f"sp{whole}.model")
+            train_sentencepiece(p, self.cfg.t5.vocab, texts, whole_words=whole)
+            sp = spm.SentencePieceProcessor(model_file=p)
+            self.assertLessEqual(sp.get_piece_size(), self.cfg.t5.vocab)
+            pieces[whole] = {w: sp.encode(w, out_type=str) for w in caption_words(texts)}
+        # all but "backdrop" (one template's word for the background), which the trainer's
+        # seed pieces never hold whatever the corpus: no word that names an object is split
+        self.assertLessEqual({w for w, p in pieces[True].items() if len(p) != 1}, {"backdrop"})
+        self.assertGreater(len(pieces[False]["the"]), 1)     # why the setting exists
+
     def test_renormalize_is_exact(self):
         from tools.train.data import clips_tensor, train_clip
         from tools.train.stage_vae import build_vae, renormalize_latents

@@ -175,6 +175,7 @@ def main(argv=None) -> int:
         if not old["reading_order"]:
             raise SystemExit(f"{cfg_path}: a run from before tinyworld's reading order of two objects; "
                              "the world no longer draws its clips: start it again in another --out")
+        cfg.whole_words = old["whole_words"]      # the tokenizer its weights were learnt with
         for st, flag in flags.items():
             setattr(cfg, f"{st}_extended", tuple(tuple(e) for e in old.get(f"{st}_extended", ())))
             if flag is None:
@@ -208,7 +209,7 @@ def main(argv=None) -> int:
     # 0. tokenizer
     spiece = os.path.join(cfg.out_dir, "spiece.model")
     texts = all_caption_texts(two_objects=cfg.world == "varied")
-    train_sentencepiece(spiece, cfg.t5.vocab, texts)
+    train_sentencepiece(spiece, cfg.t5.vocab, texts, cfg.whole_words)
     tok = Tokenizer(spiece, cfg.dit.text_len)
     if tok.sp.get_piece_size() > cfg.t5.vocab:
         raise RuntimeError("SentencePiece vocabulary larger than the embedding")

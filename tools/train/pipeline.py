@@ -44,10 +44,11 @@ def stages(a) -> List[Tuple[str, str, List[str]]]:
         base += ["--dit", item]
     if a.vae_from:
         base += ["--vae-from", a.vae_from]
-    if a.text_parse:
-        base += ["--text-parse", str(a.text_parse)]
-    if a.text_parse_own:
-        base += ["--text-parse-own", str(a.text_parse_own)]
+    # the text encoder's parse losses: the base run's and, as it trains the text encoder on,
+    # the reference stage's
+    parse = (["--text-parse", str(a.text_parse)] if a.text_parse else []) + \
+        (["--text-parse-own", str(a.text_parse_own)] if a.text_parse_own else [])
+    base += parse
     f32 = ["--f32"] if a.f32 else []
     base += f32
     pack, refs = os.path.join(out, "pack"), os.path.join(out, "pack_refs")
@@ -58,7 +59,7 @@ def stages(a) -> List[Tuple[str, str, List[str]]]:
                 ("refs", os.path.join(refs, "moonreel_pack.json"),
                  ["tools.train.stage_refs", "--seed", str(a.seed), "--pack", pack] + run_cache
                  + ["--out", os.path.join(out, "refs"), "--export", refs]
-                 + (["--steps", str(a.refs_steps)] if a.refs_steps else []) + f32 + smoke)]
+                 + (["--steps", str(a.refs_steps)] if a.refs_steps else []) + parse + f32 + smoke)]
     for e in sorted(EFFECTS):
         out_list.append((f"effect {e}", os.path.join(loras, f"{e}.safetensors"),
                          ["tools.train.stage_effect", "--effect", e, "--seed", str(a.seed), "--pack", refs,
@@ -91,9 +92,9 @@ def main(argv=None, run: Callable[[Sequence[str]], int] = run_module) -> int:
                          "issue's 90 minutes from the stage's step time on the machine")
     ap.add_argument("--vae-from", metavar="PACK", default="", help="the base run takes this pack's VAE (train.py)")
     ap.add_argument("--text-parse", type=float, default=0.0, metavar="W",
-                    help="base run: weight of the text encoder's parse loss (train.py --text-parse)")
+                    help="base run and reference stage: weight of the text encoder's parse loss (train.py --text-parse)")
     ap.add_argument("--text-parse-own", type=float, default=0.0, metavar="W",
-                    help="base run: weight of the per-token parse loss (train.py --text-parse-own)")
+                    help="base run and reference stage: weight of the per-token parse loss (train.py --text-parse-own)")
     ap.add_argument("--f32", action="store_true",
                     help="float32 forward passes in every stage (CPUs without bfloat16 kernels)")
     ap.add_argument("--out", required=True)

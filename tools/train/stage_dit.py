@@ -75,31 +75,19 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
     params = list(dit.parameters()) + list(t5.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.dit_lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = EMA([dit, t5])
-    # the text encoder's parse head (text_parse.py): training only, its own optimiser, so a
-    # checkpoint from before it resumes with a fresh head
-    head = text_parse.ParseHead(cfg.t5.dim) if cfg.text_parse else None
-    head_opt = torch.optim.AdamW(head.parameters(), lr=cfg.dit_lr) if head else None
-    own = text_parse.OwnHead(cfg.t5.dim) if cfg.text_parse_own else None
-    own_opt = torch.optim.AdamW(own.parameters(), lr=cfg.dit_lr) if own else None
+    # the text encoder's parse heads (text_parse.py): training only
+    heads = text_parse.Heads(cfg.t5.dim, cfg.text_parse, cfg.text_parse_own, cfg.dit_lr)
     path = os.path.join(cfg.out_dir, "dit_ckpt.pt")
     step, seconds = 0, 0.0
     st = ckpt.load(path)
     if st is not None:
         step, seconds = ckpt.dit_restore(st, dit, t5, ema, opt, rng, gen)
-        if head and "parse" in st:
-            head.load_state_dict(st["parse"]["head"])
-            head_opt.load_state_dict(st["parse"]["opt"])
-        if own and "parse_own" in st:
-            own.load_state_dict(st["parse_own"]["head"])
-            own_opt.load_state_dict(st["parse_own"]["opt"])
+        heads.load(st)
         log(f"dit: resumed at step {step}")
 
     def save():
         state = ckpt.dit_state(dit, t5, ema, opt, rng, gen, step, seconds + time.time() - t0)
-        if head:
-            state["parse"] = {"head": head.state_dict(), "opt": head_opt.state_dict()}
-        if own:
-            state["parse_own"] = {"head": own.state_dict(), "opt": own_opt.state_dict()}
+        state.update(heads.state())
         ckpt.save(state, path)
 
     n = latents.shape[0]
@@ -112,7 +100,7 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
     while step < total:
         frac = step / cosine_horizon(step, total, cfg.dit_extended)
         lr = cfg.dit_lr * min(1.0, (step + 1) / 500) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        for g in opt.param_groups + (head_opt.param_groups if head else []) + (own_opt.param_groups if own else []):
+        for g in opt.param_groups + heads.param_groups():
             g["lr"] = lr
         idx = rng.integers(0, n, cfg.dit_batch)
         x0 = latents[idx]
@@ -129,25 +117,13 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
             ctx, mask = encode_text_masked(t5, tok, texts)
             v = dit(xt, t_tok, ctx).float()
         loss = flow_loss(v, eps, x0, i2v)
-        total_loss, parse, parse_own = loss, None, None
-        if head:
-            parse = head.loss(ctx, mask, text_parse.targets([specs[i] for i in idx], texts))
-            total_loss = total_loss + cfg.text_parse * parse
-            head_opt.zero_grad(set_to_none=True)
-        if own:
-            parse_own = own.loss(ctx, text_parse.own_targets(tok.sp, [specs[i] for i in idx], texts, tok.max_len))
-            total_loss = total_loss + cfg.text_parse_own * parse_own
-            own_opt.zero_grad(set_to_none=True)
-        optimizer_step(opt, total_loss, params)
-        if head:
-            head_opt.step()
-        if own:
-            own_opt.step()
+        aux, parts = heads.loss(ctx, mask, tok.sp, [specs[i] for i in idx], texts)
+        optimizer_step(opt, loss + aux, params)
+        heads.step()
         ema.update(step)
         if step % 100 == 0:
             log(f"dit step {step}/{total} t={seconds + time.time() - t0:.0f}s lr={lr:.2e} loss={float(loss):.4f}"
-                + (f" parse={float(parse):.3f}" if parse is not None else "")
-                + (f" own={float(parse_own):.3f}" if parse_own is not None else ""))
+                + heads.describe(parts))
         step += 1
         if probe is not None and probe_every and step % probe_every == 0 and step < total:
             p0 = time.time()

@@ -40,8 +40,8 @@ from ..tinyworld import ClipSpec, canonical_caption, sample_caption, sample_spec
 from ..tinyworld.captions import all_caption_texts, ref_caption, sample_caption2
 from ..tinyworld.evalset import r2v_cases, reference_images
 from ..tinyworld.world import sample_spec2, varied_clip
-from . import ckpt
-from .data import Tokenizer, clips_tensor, encode_text, train_sentencepiece
+from . import ckpt, text_parse
+from .data import Tokenizer, clips_tensor, encode_text, encode_text_masked, train_sentencepiece
 from .config import cosine_horizon
 from .stage_dit import EMA, shift_sigma
 from .steps import flow_loss, optimizer_step
@@ -89,6 +89,10 @@ class RefsConfig:
     reading_order: bool = True
     # the stage's tokenizer makes every caption word one piece (data.train_sentencepiece)
     whole_words: bool = True
+    # the text encoder's parse losses (text_parse.py; pipeline.py passes the base run's), by
+    # reference captions included: their tokens name their object's motion and index
+    text_parse: float = 0.0
+    text_parse_own: float = 0.0
 
 
 # --------------------------------------------------------------------------- data
@@ -237,16 +241,20 @@ def train_refs(rc: RefsConfig, dit, t5, tok: Tokenizer, cache: dict, out_dir: st
     params = list(dit.parameters()) + list(t5.parameters())
     opt = torch.optim.AdamW(params, lr=rc.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = EMA([dit, t5])
+    heads = text_parse.Heads(t5.token_embedding.embedding_dim, rc.text_parse, rc.text_parse_own, rc.lr)
     path = os.path.join(out_dir, "refs_ckpt.pt")
     step, seconds = 0, 0.0
     st = ckpt.load(path)
     if st is not None:
         step, seconds = ckpt.dit_restore(st, dit, t5, ema, opt, rng, gen)
+        heads.load(st)
         log(f"refs: resumed at step {step}")
     t0 = time.time()
 
     def save():
-        ckpt.save(ckpt.dit_state(dit, t5, ema, opt, rng, gen, step, seconds + time.time() - t0), path)
+        state = ckpt.dit_state(dit, t5, ema, opt, rng, gen, step, seconds + time.time() - t0)
+        state.update(heads.state())
+        ckpt.save(state, path)
 
     _, _, F, H, W = lat.shape
     hw = (H // dit.patch_size[1]) * (W // dit.patch_size[2])
@@ -256,7 +264,7 @@ def train_refs(rc: RefsConfig, dit, t5, tok: Tokenizer, cache: dict, out_dir: st
     while step < rc.steps:
         frac = step / cosine_horizon(step, rc.steps, rc.extended)
         lr = rc.lr * min(1.0, (step + 1) / rc.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        for g in opt.param_groups:
+        for g in opt.param_groups + heads.param_groups():
             g["lr"] = lr
         with_refs = rng.random() < rc.p_refs
         if with_refs:
@@ -267,7 +275,7 @@ def train_refs(rc: RefsConfig, dit, t5, tok: Tokenizer, cache: dict, out_dir: st
             idx = rng.integers(0, len(specs), rc.batch)
         b = rc.batch
         x0 = lat[idx]
-        texts, r = [], torch.zeros(b, 16, k, H, W)
+        texts, refs_named, r = [], [], torch.zeros(b, 16, k, H, W)
         for n, i in enumerate(idx):
             spec = specs[i]
             if k:
@@ -280,6 +288,7 @@ def train_refs(rc: RefsConfig, dit, t5, tok: Tokenizer, cache: dict, out_dir: st
             else:
                 by_ref = False
             texts.append("" if rng.random() < rc.p_uncond else caption_for(rng, spec, by_ref))
+            refs_named.append(by_ref)
         sigma = shift_sigma(torch.rand(b, generator=gen), 3.0)
         eps = torch.randn(x0.shape, generator=gen)
         s5 = sigma.view(-1, 1, 1, 1, 1)
@@ -288,14 +297,16 @@ def train_refs(rc: RefsConfig, dit, t5, tok: Tokenizer, cache: dict, out_dir: st
         xt[i2v, :, 0] = x0[i2v, :, 0]
         tt = token_t(sigma * 1000.0, F, k, hw, i2v)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=rc.bf16):
-            ctx = encode_text(t5, tok, texts)
+            ctx, mask = encode_text_masked(t5, tok, texts)
             v = dit(torch.cat([xt, r], dim=2), tt, ctx).float()[:, :, :F]
         loss = flow_loss(v, eps, x0, i2v)
-        optimizer_step(opt, loss, params)
+        aux, parts = heads.loss(ctx, mask, tok.sp, [specs[i] for i in idx], texts, refs_named)
+        optimizer_step(opt, loss + aux, params)
+        heads.step()
         ema.update(step)
         if step % 100 == 0:
             log(f"refs step {step}/{rc.steps} t={seconds + time.time() - t0:.0f}s lr={lr:.2e} "
-                f"refs={k} loss={float(loss):.4f}")
+                f"refs={k} loss={float(loss):.4f}" + heads.describe(parts))
         step += 1
         if timer.due():
             save()
@@ -372,9 +383,17 @@ def main(argv=None) -> int:
     ap.add_argument("--export", help="write the resulting pack here when done")
     ap.add_argument("--eval", type=int, default=40, help="two-reference cases to score in PyTorch")
     ap.add_argument("--f32", action="store_true", help="forward in float32 (CPUs without bfloat16 kernels)")
+    ap.add_argument("--text-parse", type=float, default=0.0, metavar="W",
+                    help="weight of the text encoder's parse loss (text_parse.ParseHead)")
+    ap.add_argument("--text-parse-own", type=float, default=0.0, metavar="W",
+                    help="weight of the per-token parse loss (text_parse.OwnHead)")
     ap.add_argument("--smoke", action="store_true", help="a few steps of everything")
     a = ap.parse_args(argv)
-    rc = RefsConfig(seed=a.seed, base_run=a.run, bf16=not a.f32)
+    for flag, w in (("--text-parse", a.text_parse), ("--text-parse-own", a.text_parse_own)):
+        if w < 0:
+            raise SystemExit(f"{flag} {w}: a weight, 0 or more")
+    rc = RefsConfig(seed=a.seed, base_run=a.run, bf16=not a.f32, text_parse=a.text_parse,
+                    text_parse_own=a.text_parse_own)
     if a.run:
         base_run(a.run)                 # refused here, before the pack and the tokenizer
     if a.steps is not None:
@@ -392,6 +411,8 @@ def main(argv=None) -> int:
         old.setdefault("base_run", "")          # a stage from before the setting encoded its own cache
         old.setdefault("bf16", True)
         old.setdefault("whole_words", False)     # a stage from before kept the trainer's pieces
+        old.setdefault("text_parse", 0.0)
+        old.setdefault("text_parse_own", 0.0)
         if not old.get("reading_order", False):
             raise SystemExit(f"{cfg_path}: a stage from before tinyworld's reading order of two objects "
                              f"(its cache's references in a random order): start it again in another --out")

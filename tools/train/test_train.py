@@ -615,6 +615,45 @@ class TestRefsStage(unittest.TestCase):
             stage_refs.main(["--out", out, "--pack", "models/default"])
         self.assertIn("before tinyworld's reading order", str(e.exception))
 
+    def test_stage_with_parse_heads_reads_captions_by_reference_and_resumes_the_same(self):
+        import dataclasses
+        from unittest import mock
+        from tools.tinyworld.captions import all_caption_texts
+        from tools.train import stage_refs, text_parse
+        from tools.train.config import TrainConfig
+        from tools.train.data import Tokenizer, train_sentencepiece, train_spec
+        from tools.train.stage_dit import build_dit, build_t5
+        cfg = TrainConfig(seed=3)
+        cfg.t5 = dataclasses.replace(cfg.t5, dim=16, dim_attn=16, dim_ffn=24)
+        cfg.dit = dataclasses.replace(cfg.dit, dim=32, ffn_dim=48, num_heads=2, num_layers=1, text_len=64)
+        rc = stage_refs.RefsConfig(seed=4, steps=4, batch=2, bf16=False, ckpt_every_s=0.0, p_refs=1.0,
+                                   p_two_refs=1.0, p_ref_caption=1.0, p_uncond=0.0, text_parse=0.1,
+                                   text_parse_own=0.1)
+        specs = [train_spec(cfg.seed, i, "varied", 1.0) for i in range(6)]
+        self.assertTrue(all(len(s.objects) == 2 for s in specs[:2]))
+        cache = {"lat": [torch.randn(6, 16, 2, 4, 4)], "refs": [torch.randn(6, 2, 16, 4, 4)], "specs": specs}
+        sp = os.path.join(self.tmp.name, "sp.model")
+        train_sentencepiece(sp, cfg.t5.vocab, all_caption_texts(two_objects=True, n_two=2000), whole_words=True)
+        tok = Tokenizer(sp, 64)
+        asked = []
+        real_loss = text_parse.Heads.loss
+
+        def spy(heads, ctx, mask, sp_, specs_, texts, by_ref=None):
+            asked.append(list(by_ref))
+            return real_loss(heads, ctx, mask, sp_, specs_, texts, by_ref)
+
+        def run(out):
+            torch.manual_seed(1)
+            dit, t5 = build_dit(cfg), build_t5(cfg)
+            with mock.patch.object(text_parse.Heads, "loss", spy):
+                stage_refs.train_refs(rc, dit, t5, tok, cache, out, log=lambda *_: None)
+            st = torch.load(os.path.join(out, "refs_ckpt.pt"))
+            return {**{f"t5.{k}": v for k, v in t5.state_dict().items()},
+                    **{f"{h}.{k}": v for h in ("parse", "parse_own") for k, v in st[h]["head"].items()}}
+
+        assert_resumes_the_same(self, self.tmp.name, run, die_after=2)
+        self.assertTrue(asked and all(all(b) for b in asked))     # every caption by reference, so flagged
+
     def test_token_timesteps_reference_frames_are_clean(self):
         from tools.train.stage_refs import token_t
         tt = token_t(torch.tensor([700.0, 300.0]), 5, 2, 4, torch.tensor([False, True]))
@@ -926,7 +965,9 @@ class TestPipeline(unittest.TestCase):
         base = calls[0]
         self.assertEqual(base[base.index("--text-parse") + 1], "0.1")
         self.assertEqual(base[base.index("--text-parse-own") + 1], "0.2")
-        self.assertFalse(any("--text-parse" in c for c in calls[1:]))   # a setting of the base run
+        self.assertEqual(calls[1][calls[1].index("--text-parse") + 1], "0.1")          # the reference stage's too
+        self.assertEqual(calls[1][calls[1].index("--text-parse-own") + 1], "0.2")
+        self.assertFalse(any("--text-parse" in c for c in calls[2:]))   # not the effect stages'
         self.assertEqual(base[base.index("--clips") + 1], "12000")
         self.assertEqual(base[base.index("--dit-steps") + 1], "16000")
         self.assertEqual([base[i + 1] for i, x in enumerate(base) if x == "--dit"], ["patch_size=1,1,1", "dim=128"])

@@ -173,3 +173,64 @@ class OwnHead(torch.nn.Module):
                 total = total + torch.nn.functional.cross_entropy(lg[keep], want[keep], reduction="sum")
                 count += int(keep.sum())
         return total / max(count, 1)
+
+
+# ---------------------------------------------------------------------------
+# Both heads as a stage uses them
+# ---------------------------------------------------------------------------
+
+class Heads:
+    """The parse heads a stage trains beside the text encoder (weights w_whole for ParseHead,
+    w_own for OwnHead; a head with weight 0 is not built), each with its own AdamW so that a
+    checkpoint from before a head resumes with that head fresh."""
+
+    def __init__(self, dim: int, w_whole: float, w_own: float, lr: float):
+        self.w = {"parse": w_whole, "parse_own": w_own}
+        self.heads = {}
+        if w_whole:
+            self.heads["parse"] = ParseHead(dim)
+        if w_own:
+            self.heads["parse_own"] = OwnHead(dim)
+        self.opts = {k: torch.optim.AdamW(h.parameters(), lr=lr) for k, h in self.heads.items()}
+
+    def __bool__(self) -> bool:
+        return bool(self.heads)
+
+    def load(self, state: dict) -> None:
+        """From a checkpoint dict: each head whose entry it holds."""
+        for k, h in self.heads.items():
+            if k in state:
+                h.load_state_dict(state[k]["head"])
+                self.opts[k].load_state_dict(state[k]["opt"])
+
+    def state(self) -> dict:
+        """The checkpoint entries ("parse", "parse_own")."""
+        return {k: {"head": h.state_dict(), "opt": self.opts[k].state_dict()} for k, h in self.heads.items()}
+
+    def param_groups(self) -> list:
+        return [g for o in self.opts.values() for g in o.param_groups]
+
+    def loss(self, ctx: torch.Tensor, mask: torch.Tensor, sp, specs: Sequence[ClipSpec],
+             texts: Sequence[str], by_ref: Optional[Sequence[bool]] = None):
+        """(weighted sum of the heads' losses, {name: loss}) for text states ctx [B, L, D] of
+        texts; the heads' gradients are cleared, ready for the stage's backward."""
+        total, parts = ctx.new_zeros((), dtype=torch.float32), {}
+        if "parse" in self.heads:
+            parts["parse"] = self.heads["parse"].loss(ctx, mask, targets(specs, texts, by_ref))
+        if "parse_own" in self.heads:
+            parts["parse_own"] = self.heads["parse_own"].loss(
+                ctx, own_targets(sp, specs, texts, ctx.shape[1], by_ref))
+        for k, v in parts.items():
+            total = total + self.w[k] * v
+            self.opts[k].zero_grad(set_to_none=True)
+        return total, parts
+
+    def step(self) -> None:
+        for o in self.opts.values():
+            o.step()
+
+    @staticmethod
+    def describe(parts: dict) -> str:
+        """The log's figures: " parse=0.591 own=1.103"."""
+        names = {"parse": "parse", "parse_own": "own"}
+        return "".join(f" {names[k]}={float(v):.3f}" for k, v in parts.items())

@@ -176,6 +176,9 @@ class TrainConfig:
     # Weight of the per-token parse loss (text_parse.OwnHead: each token of an object's phrase
     # names that object alone, so the DiT can look words up by their object).
     text_parse_own: float = 0.0
+    # Weight of the grounding loss (grounding.py: a video token inside an object's footprint
+    # puts its cross-attention on that object's words).
+    grounding: float = 0.0
     # evaluation
     eval_steps: int = 20
     eval_guide: float = 5.0

@@ -30,7 +30,7 @@ import shutil
 import torch
 
 from ..tinyworld import all_caption_texts
-from . import ckpt
+from . import ckpt, grounding
 from .config import TrainConfig, dit_overrides
 from .data import Tokenizer, train_sentencepiece, train_spec
 from .evaluate import probe_report
@@ -73,6 +73,8 @@ def main(argv=None) -> int:
                     help="weight of the text encoder's parse loss (text_parse.py)")
     ap.add_argument("--text-parse-own", type=float, default=0.0, metavar="W",
                     help="weight of the per-token parse loss (text_parse.OwnHead)")
+    ap.add_argument("--grounding", type=float, default=0.0, metavar="W",
+                    help="weight of the grounding loss (grounding.py; needs --run: the clips' footprints)")
     ap.add_argument("--from", dest="start", metavar="CKPT",
                     help="start from this DiT checkpoint (a base run's dit_ckpt.pt, with --run: its tokenizer)")
     ap.add_argument("--out", default="runs/curve")
@@ -84,11 +86,13 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.start and not a.run:
         raise SystemExit("--from needs --run: the checkpoint's tokenizer is that run's spiece.model")
+    if a.grounding and not a.run:
+        raise SystemExit("--grounding needs --run: the footprints are drawn from that run's clips")
     if a.start and not os.path.isfile(a.start):
         raise SystemExit(f"--from {a.start}: no such checkpoint file")
     cfg = TrainConfig(seed=a.seed, out_dir=a.out, threads=a.threads, world="varied", dit_steps=a.steps,
                       dit_bf16=not a.f32, text_parse=a.text_parse,
-                      text_parse_own=a.text_parse_own)
+                      text_parse_own=a.text_parse_own, grounding=a.grounding)
     cfg.dit = dataclasses.replace(cfg.dit, text_len=64, **dit_overrides(a.dit))
     os.makedirs(a.out, exist_ok=True)
     pinned = os.path.join(a.out, "curve.json")
@@ -100,6 +104,8 @@ def main(argv=None) -> int:
         settings["text_parse"] = a.text_parse
     if a.text_parse_own:
         settings["text_parse_own"] = a.text_parse_own
+    if a.grounding:
+        settings["grounding"] = a.grounding
     if a.start:
         settings["from"] = os.path.normpath(a.start)
     else:
@@ -118,9 +124,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(cfg.threads)
     log = ckpt.logger(a.out)
     vae, latents, specs = load_cache(a, cfg)
+    feet = (grounding.build_footprints(cfg, latents.shape[0], os.path.join(a.out, "footprints.pt"), log)
+            if a.grounding else None)
     if a.one_object:
         keep = [i for i, s in enumerate(specs) if len(s.objects) == 1]
         latents, specs = latents[keep], [specs[i] for i in keep]
+        feet = feet[keep] if feet is not None else None
     spiece = os.path.join(a.out, "spiece.model")
     if a.start:
         shutil.copyfile(os.path.join(a.run, "spiece.model"), spiece)
@@ -140,7 +149,7 @@ def main(argv=None) -> int:
     def score(step, ema):
         log(f"curve step {step}: " + probe_report(cfg, vae, *ema.shadow, tok, a.n, latents, specs))
 
-    r = train_dit(cfg, dit, t5, tok, latents, specs, log, score, a.every)
+    r = train_dit(cfg, dit, t5, tok, latents, specs, log, score, a.every, feet)
     score(r["dit_steps"], r["ema"])
     return 0
 

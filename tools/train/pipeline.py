@@ -49,6 +49,8 @@ def stages(a) -> List[Tuple[str, str, List[str]]]:
     parse = (["--text-parse", str(a.text_parse)] if a.text_parse else []) + \
         (["--text-parse-own", str(a.text_parse_own)] if a.text_parse_own else [])
     base += parse
+    if a.grounding:
+        base += ["--grounding", str(a.grounding)]
     f32 = ["--f32"] if a.f32 else []
     base += f32
     pack, refs = os.path.join(out, "pack"), os.path.join(out, "pack_refs")
@@ -95,6 +97,8 @@ def main(argv=None, run: Callable[[Sequence[str]], int] = run_module) -> int:
                     help="base run and reference stage: weight of the text encoder's parse loss (train.py --text-parse)")
     ap.add_argument("--text-parse-own", type=float, default=0.0, metavar="W",
                     help="base run and reference stage: weight of the per-token parse loss (train.py --text-parse-own)")
+    ap.add_argument("--grounding", type=float, default=0.0, metavar="W",
+                    help="base run: weight of the grounding loss (train.py --grounding)")
     ap.add_argument("--f32", action="store_true",
                     help="float32 forward passes in every stage (CPUs without bfloat16 kernels)")
     ap.add_argument("--out", required=True)

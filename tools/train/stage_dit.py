@@ -8,6 +8,7 @@ p_uncond the caption is empty (for classifier-free guidance).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -20,7 +21,7 @@ import torch
 from ..tinyworld import ClipSpec
 from ..wan_torch.dit import WanModel
 from ..wan_torch.t5 import T5Encoder
-from . import ckpt, text_parse
+from . import ckpt, grounding, text_parse
 from .config import cosine_horizon
 from .data import Tokenizer, encode_text, encode_text_masked, random_captions
 from .steps import flow_loss, optimizer_step
@@ -66,10 +67,14 @@ class EMA:
 
 
 def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.Tensor,
-              specs: List[ClipSpec], log=print, probe=None, probe_every: int = 0) -> dict:
+              specs: List[ClipSpec], log=print, probe=None, probe_every: int = 0,
+              feet: Optional[torch.Tensor] = None) -> dict:
     """cfg.dit_steps steps; resumes from <out_dir>/dit_ckpt.pt when present. probe(step,
     ema) is called every probe_every steps (a learning curve in the log; it must not draw
-    from the run's random streams)."""
+    from the run's random streams). feet: the clips' footprints (grounding.build_footprints),
+    needed when cfg.grounding is set."""
+    if cfg.grounding and feet is None:
+        raise ValueError("cfg.grounding needs the clips' footprints")
     rng = np.random.default_rng([cfg.seed, 2])
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     params = list(dit.parameters()) + list(t5.parameters())
@@ -115,9 +120,15 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
         t_tok = token_timesteps(sigma * 1000.0, i2v, grid)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dit_bf16):
             ctx, mask = encode_text_masked(t5, tok, texts)
-            v = dit(xt, t_tok, ctx).float()
+            with grounding.recording(dit) if cfg.grounding else contextlib.nullcontext([]) as maps:
+                v = dit(xt, t_tok, ctx).float()
         loss = flow_loss(v, eps, x0, i2v)
         aux, parts = heads.loss(ctx, mask, tok.sp, [specs[i] for i in idx], texts)
+        if cfg.grounding:
+            parts["ground"] = grounding.loss(
+                maps, grounding.flat_feet(feet[idx], cfg.dit.patch_size),
+                grounding.word_owners(tok.sp, [specs[i] for i in idx], texts, dit.text_len))
+            aux = aux + cfg.grounding * parts["ground"]
         optimizer_step(opt, loss + aux, params)
         heads.step()
         ema.update(step)

@@ -346,7 +346,7 @@ class TestTextParse(unittest.TestCase):
         from tools.train.data import Tokenizer, train_sentencepiece, train_spec
         from tools.train.stage_dit import build_dit, build_t5, train_dit
         cfg = TrainConfig(seed=3, world="varied", p_two=0.5, dit_steps=4, dit_batch=2, dit_bf16=False,
-                          text_parse=0.1, text_parse_own=0.1, ckpt_every_s=0.0)
+                          text_parse=0.1, text_parse_own=0.1, grounding=0.1, ckpt_every_s=0.0)
         cfg.t5 = dataclasses.replace(cfg.t5, dim=16, dim_attn=16, dim_ffn=24)
         cfg.dit = dataclasses.replace(cfg.dit, dim=32, ffn_dim=48, num_heads=2, num_layers=1)
         with tempfile.TemporaryDirectory() as tmp:
@@ -355,11 +355,13 @@ class TestTextParse(unittest.TestCase):
             tok = Tokenizer(sp, cfg.dit.text_len)
             specs = [train_spec(cfg.seed, i, "varied", 0.5) for i in range(6)]
             lat = torch.randn(6, 16, 2, 4, 4)
+            feet = torch.rand(6, 2, 2, 4, 4)
 
             def run(out):
                 torch.manual_seed(1)
                 dit, t5 = build_dit(cfg), build_t5(cfg)
-                train_dit(dataclasses.replace(cfg, out_dir=out), dit, t5, tok, lat, specs, log=lambda *_: None)
+                train_dit(dataclasses.replace(cfg, out_dir=out), dit, t5, tok, lat, specs, log=lambda *_: None,
+                          feet=feet)
                 st = torch.load(os.path.join(out, "dit_ckpt.pt"))
                 return {**{f"t5.{k}": v for k, v in t5.state_dict().items()},
                         **{f"head.{k}": v for k, v in st["parse"]["head"].items()},
@@ -367,7 +369,7 @@ class TestTextParse(unittest.TestCase):
 
             with_head = assert_resumes_the_same(self, tmp, run, die_after=2)
             os.rename(os.path.join(tmp, "a"), os.path.join(tmp, "with_head"))
-            cfg.text_parse = cfg.text_parse_own = 0.0
+            cfg.text_parse = cfg.text_parse_own = cfg.grounding = 0.0
             torch.manual_seed(1)
             dit, t5 = build_dit(cfg), build_t5(cfg)
             os.makedirs(os.path.join(tmp, "without"))
@@ -375,6 +377,75 @@ class TestTextParse(unittest.TestCase):
                       log=lambda *_: None)
             moved = max(float((t5.state_dict()[k] - with_head[f"t5.{k}"]).abs().max()) for k in t5.state_dict())
             self.assertGreater(moved, 0.0)                                # the head's loss reaches the encoder
+
+
+@needs_torch
+class TestGrounding(unittest.TestCase):
+    """The grounding loss (tools/train/grounding.py)."""
+
+    def test_footprints_are_where_the_objects_are_drawn(self):
+        import numpy as np
+        from tools.train.data import train_clip
+        from tools.train.grounding import footprints
+        for i in range(6):
+            clip = train_clip(0, i, 17, 64, "varied", 0.5)
+            f = footprints(clip, 5, 8)
+            self.assertEqual(f.shape, (2, 5, 8, 8))
+            if len(clip.spec.objects) == 1:
+                self.assertEqual(float(f[1].max()), 0.0)
+            for k, o in enumerate(clip.spec.objects):
+                drawn = (np.abs(clip.frames.astype(int) - np.array(o.rgb)).sum(-1) < 30).astype(np.float32)
+                cells = drawn.reshape(17, 8, 8, 8, 8).mean(axis=(2, 4))
+                want = np.stack([cells[0]] + [cells[4 * j - 3: 4 * j + 1].mean(0) for j in range(1, 5)])
+                # the colour test misses the anti-aliased rim: within a quarter of a cell
+                self.assertLess(float(np.abs(f[k] - want).max()), 0.25, (i, k))
+                self.assertGreater(float(f[k].sum()), 0.0)
+        with self.assertRaises(ValueError):
+            footprints(clip, 4, 8)
+
+    def test_recording_leaves_the_forward_alone_and_keeps_each_blocks_attention(self):
+        from tools.train.config import TrainConfig
+        from tools.train.grounding import recording
+        from tools.train.stage_dit import build_dit
+        cfg = TrainConfig()
+        cfg.dit.dim, cfg.dit.ffn_dim, cfg.dit.num_heads, cfg.dit.num_layers = 32, 48, 2, 3
+        cfg.dit.patch_size = (1, 1, 1)
+        torch.manual_seed(0)
+        dit = build_dit(cfg).eval()
+        x, ctx = torch.randn(2, 16, 2, 3, 5), torch.randn(2, 7, cfg.t5.dim)
+        plain = dit(x, torch.tensor([500.0, 200.0]), ctx)
+        with recording(dit) as maps:
+            kept = dit(x, torch.tensor([500.0, 200.0]), ctx)
+        self.assertTrue(torch.equal(plain, kept))
+        self.assertEqual([tuple(m.shape) for m in maps], [(2, 30, dit.text_len)] * 3)
+        torch.testing.assert_close(maps[0].sum(-1), torch.ones(2, 30))
+        self.assertTrue(all(b.cross_attn.kept is None for b in dit.blocks))
+
+    def test_loss_rewards_attention_on_the_objects_own_words(self):
+        from tools.train.grounding import loss
+        feet = torch.zeros(1, 2, 4)
+        feet[0, 0, :2] = 1.0                    # tokens 0-1 are object 0, 2-3 object 1
+        feet[0, 1, 2:] = 1.0
+        owners = torch.zeros(1, 2, 6)
+        owners[0, 0, :2] = 1.0                  # words 0-1 name object 0, words 2-3 object 1
+        owners[0, 1, 2:4] = 1.0
+
+        def maps(bound):
+            p = torch.full((1, 4, 8), 0.01)
+            for q in range(4):
+                w = (q >= 2) == bound           # bound: each token on its own object's words
+                p[0, q, 2:4] += 0.45 if w else 0.0
+                p[0, q, 0:2] += 0.0 if w else 0.45
+            return [p / p.sum(-1, keepdim=True)]
+
+        good, bad = float(loss(maps(True), feet, owners)), float(loss(maps(False), feet, owners))
+        self.assertLess(good, 0.2)
+        self.assertGreater(bad, 3.0)
+        logits = torch.zeros(1, 4, 8, requires_grad=True)
+        loss([torch.softmax(logits, -1)], feet, owners).backward()
+        self.assertGreater(float(logits.grad.abs().max()), 0.0)
+        self.assertEqual(float(loss(maps(True), feet, torch.zeros_like(owners))), 0.0)   # empty captions
+        self.assertEqual(float(loss([], feet, owners)), 0.0)
 
 
 @needs_torch
@@ -960,11 +1031,14 @@ class TestPipeline(unittest.TestCase):
         with contextlib.redirect_stdout(io.StringIO()):
             pipeline.main(["--out", self.out, "--clips", "12000", "--dit-steps", "16000",
                            "--dit", "patch_size=1,1,1", "--dit", "dim=128", "--vae-from", "some/pack", "--f32",
-                           "--refs-steps", "3600", "--text-parse", "0.1", "--text-parse-own", "0.2"],
+                           "--refs-steps", "3600", "--text-parse", "0.1", "--text-parse-own", "0.2",
+                           "--grounding", "0.3"],
                           run=run)
         base = calls[0]
         self.assertEqual(base[base.index("--text-parse") + 1], "0.1")
         self.assertEqual(base[base.index("--text-parse-own") + 1], "0.2")
+        self.assertEqual(base[base.index("--grounding") + 1], "0.3")
+        self.assertFalse(any("--grounding" in c for c in calls[1:]))    # the base run's only
         self.assertEqual(calls[1][calls[1].index("--text-parse") + 1], "0.1")          # the reference stage's too
         self.assertEqual(calls[1][calls[1].index("--text-parse-own") + 1], "0.2")
         self.assertFalse(any("--text-parse" in c for c in calls[2:]))   # not the effect stages'
@@ -997,6 +1071,9 @@ class TestPipeline(unittest.TestCase):
         with self.assertRaises(SystemExit) as e:
             train.main(["--text-parse-own", "-0.5", "--out", os.path.join(self.tmp.name, "bad")])
         self.assertIn("--text-parse-own -0.5", str(e.exception))
+        with self.assertRaises(SystemExit) as e:
+            train.main(["--grounding", "-1", "--out", os.path.join(self.tmp.name, "bad")])
+        self.assertIn("--grounding -1", str(e.exception))
 
     def test_a_pack_is_swapped_in_whole(self):
         from tools.train.export import swap_in

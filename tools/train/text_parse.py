@@ -233,4 +233,4 @@ class Heads:
     def describe(parts: dict) -> str:
         """The log's figures: " parse=0.591 own=1.103"."""
         names = {"parse": "parse", "parse_own": "own"}
-        return "".join(f" {names[k]}={float(v):.3f}" for k, v in parts.items())
+        return "".join(f" {names.get(k, k)}={float(v):.3f}" for k, v in parts.items())

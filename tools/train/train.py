@@ -28,7 +28,7 @@ import torch
 
 from ..tinyworld import all_caption_texts
 
-from . import ckpt
+from . import ckpt, grounding
 from .config import TrainConfig, dit_overrides, with_missing_settings
 from .data import WORLDS, Tokenizer, train_sentencepiece, train_spec
 from .evaluate import (eval_t2v, eval_t2v2, eval_ti2v, eval_vae, probe_report, ti2v_first_frame_per_pair,
@@ -113,6 +113,9 @@ def main(argv=None) -> int:
     ap.add_argument("--text-parse-own", type=float, default=0.0, metavar="W",
                     help="DiT stage: weight of the per-token parse loss (text_parse.OwnHead: each token "
                          "of an object's phrase names that object); a setting of the run")
+    ap.add_argument("--grounding", type=float, default=0.0, metavar="W",
+                    help="DiT stage: weight of the grounding loss (grounding.py: a video token inside an "
+                         "object's footprint attends to that object's words); a setting of the run")
     ap.add_argument("--smoke", action="store_true", help="tiny run of every stage (pipeline check)")
     a = ap.parse_args(argv)
     cfg = TrainConfig(seed=a.seed, out_dir=a.out)
@@ -128,6 +131,9 @@ def main(argv=None) -> int:
     if a.text_parse_own < 0:
         raise SystemExit(f"--text-parse-own {a.text_parse_own}: a weight, 0 or more")
     cfg.text_parse_own = a.text_parse_own
+    if a.grounding < 0:
+        raise SystemExit(f"--grounding {a.grounding}: a weight, 0 or more")
+    cfg.grounding = a.grounding
     if a.world == "varied":
         if not 0.0 <= a.p_two <= 1.0:
             raise SystemExit(f"--p-two {a.p_two}: a fraction, 0 to 1")
@@ -271,7 +277,9 @@ def main(argv=None) -> int:
             log(f"probe at dit step {step}: T2V {eval_t2v(cfg, vae, d, t, tok, n_probe, lambda _: None):.3f} "
                 f"of {n_probe}")
 
-    r = train_dit(cfg, dit, t5, tok, latents, specs, log, probe, a.probe_every)
+    feet = (grounding.build_footprints(cfg, latents.shape[0], os.path.join(cfg.out_dir, "footprints.pt"), log)
+            if cfg.grounding else None)
+    r = train_dit(cfg, dit, t5, tok, latents, specs, log, probe, a.probe_every, feet)
     ema = r.pop("ema")
     metrics.update(r)
     dit_e, t5_e = ema.shadow

@@ -70,12 +70,16 @@ class WanLayerNorm(nn.LayerNorm):
         return super().forward(x.float()).type_as(x)
 
 
-def attention(q, k, v):
-    """q [B, Lq, n, d], k/v [B, Lk, n, d] -> [B, Lq, n*d]; softmax(q k^T / sqrt(d)) v."""
+def attention(q, k, v, kept: Optional[list] = None):
+    """q [B, Lq, n, d], k/v [B, Lk, n, d] -> [B, Lq, n*d]; softmax(q k^T / sqrt(d)) v.
+    kept: a list that gets the probabilities averaged over heads, [B, Lq, Lk] (training's
+    grounding loss, tools/train/grounding.py)."""
     b, lq, n, d = q.shape
     q, k, v = (u.transpose(1, 2) for u in (q, k, v))
     w = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(d))
     w = torch.softmax(w.float(), dim=-1).type_as(v)
+    if kept is not None:
+        kept.append(w.mean(1))
     return (w @ v).transpose(1, 2).reshape(b, lq, n * d)
 
 
@@ -103,13 +107,15 @@ class WanSelfAttention(nn.Module):
 class WanCrossAttention(WanSelfAttention):
     """T2V cross-attention (also Wan 2.2 ti2v): no RoPE, no mask."""
 
+    kept: Optional[list] = None      # see attention(); set by grounding.recording
+
     def forward(self, x, context):
         b, l, _ = x.shape
         n, d = self.num_heads, self.head_dim
         q = self.norm_q(self.q(x)).view(b, l, n, d)
         k = self.norm_k(self.k(context)).view(b, -1, n, d)
         v = self.v(context).view(b, -1, n, d)
-        return self.o(attention(q, k, v))
+        return self.o(attention(q, k, v, self.kept))
 
 
 class GeluTanh(nn.Module):

@@ -179,6 +179,9 @@ class TrainConfig:
     # Weight of the grounding loss (grounding.py: a video token inside an object's footprint
     # puts its cross-attention on that object's words).
     grounding: float = 0.0
+    # Weight of the object head's loss (grounding.ObjectHead: a DiT token halfway up names
+    # the colour, shape and motion of the object it lies in).
+    object_head: float = 0.0
     # evaluation
     eval_steps: int = 20
     eval_guide: float = 5.0

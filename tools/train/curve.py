@@ -73,6 +73,8 @@ def main(argv=None) -> int:
                     help="weight of the text encoder's parse loss (text_parse.py)")
     ap.add_argument("--text-parse-own", type=float, default=0.0, metavar="W",
                     help="weight of the per-token parse loss (text_parse.OwnHead)")
+    ap.add_argument("--object-head", type=float, default=0.0, metavar="W",
+                    help="weight of the DiT's object head loss (grounding.ObjectHead); needs --run")
     ap.add_argument("--grounding", type=float, default=0.0, metavar="W",
                     help="weight of the grounding loss (grounding.py; needs --run: the clips' footprints)")
     ap.add_argument("--from", dest="start", metavar="CKPT",
@@ -86,13 +88,14 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.start and not a.run:
         raise SystemExit("--from needs --run: the checkpoint's tokenizer is that run's spiece.model")
-    if a.grounding and not a.run:
-        raise SystemExit("--grounding needs --run: the footprints are drawn from that run's clips")
+    if (a.grounding or a.object_head) and not a.run:
+        raise SystemExit("--grounding and --object-head need --run: the footprints are drawn from that run's clips")
     if a.start and not os.path.isfile(a.start):
         raise SystemExit(f"--from {a.start}: no such checkpoint file")
     cfg = TrainConfig(seed=a.seed, out_dir=a.out, threads=a.threads, world="varied", dit_steps=a.steps,
                       dit_bf16=not a.f32, text_parse=a.text_parse,
-                      text_parse_own=a.text_parse_own, grounding=a.grounding)
+                      text_parse_own=a.text_parse_own, grounding=a.grounding,
+                      object_head=a.object_head)
     cfg.dit = dataclasses.replace(cfg.dit, text_len=64, **dit_overrides(a.dit))
     os.makedirs(a.out, exist_ok=True)
     pinned = os.path.join(a.out, "curve.json")
@@ -106,6 +109,8 @@ def main(argv=None) -> int:
         settings["text_parse_own"] = a.text_parse_own
     if a.grounding:
         settings["grounding"] = a.grounding
+    if a.object_head:
+        settings["object_head"] = a.object_head
     if a.start:
         settings["from"] = os.path.normpath(a.start)
     else:
@@ -125,7 +130,7 @@ def main(argv=None) -> int:
     log = ckpt.logger(a.out)
     vae, latents, specs = load_cache(a, cfg)
     feet = (grounding.build_footprints(cfg, latents.shape[0], os.path.join(a.out, "footprints.pt"), log)
-            if a.grounding else None)
+            if a.grounding or a.object_head else None)
     if a.one_object:
         keep = [i for i, s in enumerate(specs) if len(s.objects) == 1]
         latents, specs = latents[keep], [specs[i] for i in keep]

@@ -51,6 +51,8 @@ def stages(a) -> List[Tuple[str, str, List[str]]]:
     base += parse
     if a.grounding:
         base += ["--grounding", str(a.grounding)]
+    if a.object_head:
+        base += ["--object-head", str(a.object_head)]
     f32 = ["--f32"] if a.f32 else []
     base += f32
     pack, refs = os.path.join(out, "pack"), os.path.join(out, "pack_refs")
@@ -97,6 +99,8 @@ def main(argv=None, run: Callable[[Sequence[str]], int] = run_module) -> int:
                     help="base run and reference stage: weight of the text encoder's parse loss (train.py --text-parse)")
     ap.add_argument("--text-parse-own", type=float, default=0.0, metavar="W",
                     help="base run and reference stage: weight of the per-token parse loss (train.py --text-parse-own)")
+    ap.add_argument("--object-head", type=float, default=0.0, metavar="W",
+                    help="base run: weight of the DiT's object head loss (train.py --object-head)")
     ap.add_argument("--grounding", type=float, default=0.0, metavar="W",
                     help="base run: weight of the grounding loss (train.py --grounding)")
     ap.add_argument("--f32", action="store_true",

@@ -73,8 +73,8 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
     ema) is called every probe_every steps (a learning curve in the log; it must not draw
     from the run's random streams). feet: the clips' footprints (grounding.build_footprints),
     needed when cfg.grounding is set."""
-    if cfg.grounding and feet is None:
-        raise ValueError("cfg.grounding needs the clips' footprints")
+    if (cfg.grounding or cfg.object_head) and feet is None:
+        raise ValueError("cfg.grounding and cfg.object_head need the clips' footprints")
     rng = np.random.default_rng([cfg.seed, 2])
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     params = list(dit.parameters()) + list(t5.parameters())
@@ -82,17 +82,25 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
     ema = EMA([dit, t5])
     # the text encoder's parse heads (text_parse.py): training only
     heads = text_parse.Heads(cfg.t5.dim, cfg.text_parse, cfg.text_parse_own, cfg.dit_lr)
+    # and the DiT's object head (grounding.ObjectHead), the same way
+    obj_head = grounding.ObjectHead(cfg.dit.dim) if cfg.object_head else None
+    obj_opt = torch.optim.AdamW(obj_head.parameters(), lr=cfg.dit_lr) if obj_head else None
     path = os.path.join(cfg.out_dir, "dit_ckpt.pt")
     step, seconds = 0, 0.0
     st = ckpt.load(path)
     if st is not None:
         step, seconds = ckpt.dit_restore(st, dit, t5, ema, opt, rng, gen)
         heads.load(st)
+        if obj_head and "object_head" in st:
+            obj_head.load_state_dict(st["object_head"]["head"])
+            obj_opt.load_state_dict(st["object_head"]["opt"])
         log(f"dit: resumed at step {step}")
 
     def save():
         state = ckpt.dit_state(dit, t5, ema, opt, rng, gen, step, seconds + time.time() - t0)
         state.update(heads.state())
+        if obj_head:
+            state["object_head"] = {"head": obj_head.state_dict(), "opt": obj_opt.state_dict()}
         ckpt.save(state, path)
 
     n = latents.shape[0]
@@ -105,7 +113,7 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
     while step < total:
         frac = step / cosine_horizon(step, total, cfg.dit_extended)
         lr = cfg.dit_lr * min(1.0, (step + 1) / 500) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        for g in opt.param_groups + heads.param_groups():
+        for g in opt.param_groups + heads.param_groups() + (obj_opt.param_groups if obj_head else []):
             g["lr"] = lr
         idx = rng.integers(0, n, cfg.dit_batch)
         x0 = latents[idx]
@@ -120,7 +128,10 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
         t_tok = token_timesteps(sigma * 1000.0, i2v, grid)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dit_bf16):
             ctx, mask = encode_text_masked(t5, tok, texts)
-            with grounding.recording(dit) if cfg.grounding else contextlib.nullcontext([]) as maps:
+            with contextlib.ExitStack() as stack:
+                maps = stack.enter_context(grounding.recording(dit)) if cfg.grounding else []
+                hidden = (stack.enter_context(grounding.hidden_after(dit, grounding.ObjectHead.block(len(dit.blocks))))
+                          if obj_head else [])
                 v = dit(xt, t_tok, ctx).float()
         loss = flow_loss(v, eps, x0, i2v)
         aux, parts = heads.loss(ctx, mask, tok.sp, [specs[i] for i in idx], texts)
@@ -129,8 +140,16 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
                 maps, grounding.flat_feet(feet[idx], cfg.dit.patch_size),
                 grounding.word_owners(tok.sp, [specs[i] for i in idx], texts, dit.text_len))
             aux = aux + cfg.grounding * parts["ground"]
+        if obj_head:
+            feet_b = grounding.flat_feet(feet[idx], cfg.dit.patch_size)
+            parts["objects"] = obj_head.loss(hidden[0], feet_b, [specs[i] for i in idx],
+                                             torch.tensor([bool(t) for t in texts]))
+            aux = aux + cfg.object_head * parts["objects"]
+            obj_opt.zero_grad(set_to_none=True)
         optimizer_step(opt, loss + aux, params)
         heads.step()
+        if obj_head:
+            obj_opt.step()
         ema.update(step)
         if step % 100 == 0:
             log(f"dit step {step}/{total} t={seconds + time.time() - t0:.0f}s lr={lr:.2e} loss={float(loss):.4f}"

@@ -346,7 +346,7 @@ class TestTextParse(unittest.TestCase):
         from tools.train.data import Tokenizer, train_sentencepiece, train_spec
         from tools.train.stage_dit import build_dit, build_t5, train_dit
         cfg = TrainConfig(seed=3, world="varied", p_two=0.5, dit_steps=4, dit_batch=2, dit_bf16=False,
-                          text_parse=0.1, text_parse_own=0.1, grounding=0.1, ckpt_every_s=0.0)
+                          text_parse=0.1, text_parse_own=0.1, grounding=0.1, object_head=0.1, ckpt_every_s=0.0)
         cfg.t5 = dataclasses.replace(cfg.t5, dim=16, dim_attn=16, dim_ffn=24)
         cfg.dit = dataclasses.replace(cfg.dit, dim=32, ffn_dim=48, num_heads=2, num_layers=1)
         with tempfile.TemporaryDirectory() as tmp:
@@ -365,11 +365,12 @@ class TestTextParse(unittest.TestCase):
                 st = torch.load(os.path.join(out, "dit_ckpt.pt"))
                 return {**{f"t5.{k}": v for k, v in t5.state_dict().items()},
                         **{f"head.{k}": v for k, v in st["parse"]["head"].items()},
-                        **{f"own.{k}": v for k, v in st["parse_own"]["head"].items()}}
+                        **{f"own.{k}": v for k, v in st["parse_own"]["head"].items()},
+                        **{f"objects.{k}": v for k, v in st["object_head"]["head"].items()}}
 
             with_head = assert_resumes_the_same(self, tmp, run, die_after=2)
             os.rename(os.path.join(tmp, "a"), os.path.join(tmp, "with_head"))
-            cfg.text_parse = cfg.text_parse_own = cfg.grounding = 0.0
+            cfg.text_parse = cfg.text_parse_own = cfg.grounding = cfg.object_head = 0.0
             torch.manual_seed(1)
             dit, t5 = build_dit(cfg), build_t5(cfg)
             os.makedirs(os.path.join(tmp, "without"))
@@ -420,6 +421,51 @@ class TestGrounding(unittest.TestCase):
         self.assertEqual([tuple(m.shape) for m in maps], [(2, 30, dit.text_len)] * 3)
         torch.testing.assert_close(maps[0].sum(-1), torch.ones(2, 30))
         self.assertTrue(all(b.cross_attn.kept is None for b in dit.blocks))
+
+    def test_object_head_reads_the_block_halfway_up_inside_footprints_of_named_objects(self):
+        from tools.tinyworld.world import COLOURS, MOTIONS, SHAPES, sample_spec2
+        from tools.train.config import TrainConfig
+        from tools.train.grounding import ObjectHead, hidden_after
+        from tools.train.stage_dit import build_dit
+        import numpy as np
+        cfg = TrainConfig()
+        cfg.dit.dim, cfg.dit.ffn_dim, cfg.dit.num_heads, cfg.dit.num_layers = 32, 48, 2, 4
+        torch.manual_seed(0)
+        dit = build_dit(cfg).eval()
+        self.assertEqual(ObjectHead.block(4), 1)
+        x, ctx = torch.randn(2, 16, 2, 4, 4), torch.randn(2, 7, cfg.t5.dim)
+        with hidden_after(dit, 1) as hidden:
+            dit(x, torch.tensor([500.0, 200.0]), ctx)
+        self.assertEqual([tuple(h.shape) for h in hidden], [(2, 8, 32)])
+        self.assertEqual(dit.blocks[1]._forward_hooks, {})                # removed after
+        spec = sample_spec2(np.random.default_rng(3))
+        head = ObjectHead(32)
+        states = torch.randn(2, 8, 32, requires_grad=True)
+        feet = torch.zeros(2, 2, 8)
+        feet[0, 0, :3] = 1.0
+        feet[0, 1, 5] = 0.5
+        feet[1, 0, :] = 1.0
+        loss = head.loss(states, feet, [spec, spec], torch.tensor([True, False]))
+        loss.backward()
+        self.assertGreater(float(loss), 0.0)
+        self.assertGreater(float(states.grad[0, [0, 1, 2, 5]].abs().min()), 0.0)
+        self.assertEqual(float(states.grad[0, [3, 4, 6, 7]].abs().max()), 0.0)   # outside every footprint
+        self.assertEqual(float(states.grad[1].abs().max()), 0.0)                   # an empty caption
+        # a head that names the right classes pays less than one that names others
+        with torch.no_grad():
+            head.proj.weight.zero_()
+            head.proj.bias.zero_()
+            o = spec.objects[0]
+            off = 0
+            for field, names in (("colour", list(COLOURS)), ("shape", list(SHAPES)), ("motion", list(MOTIONS))):
+                head.proj.bias[off + names.index(getattr(o, field))] = 5.0
+                off += len(names)
+        only0 = torch.zeros_like(feet)
+        only0[0, 0, :3] = 1.0
+        right = float(head.loss(states.detach(), only0, [spec, spec], torch.tensor([True, True])))
+        swapped = dataclasses.replace(spec, objects=spec.objects[::-1])
+        wrong = float(head.loss(states.detach(), only0, [swapped, swapped], torch.tensor([True, True])))
+        self.assertLess(right, wrong)
 
     def test_loss_rewards_attention_on_the_objects_own_words(self):
         from tools.train.grounding import loss

@@ -113,6 +113,8 @@ def main(argv=None) -> int:
     ap.add_argument("--text-parse-own", type=float, default=0.0, metavar="W",
                     help="DiT stage: weight of the per-token parse loss (text_parse.OwnHead: each token "
                          "of an object's phrase names that object); a setting of the run")
+    ap.add_argument("--object-head", type=float, default=0.0, metavar="W",
+                    help="weight of the DiT's object head loss (grounding.ObjectHead); a setting of the run")
     ap.add_argument("--grounding", type=float, default=0.0, metavar="W",
                     help="DiT stage: weight of the grounding loss (grounding.py: a video token inside an "
                          "object's footprint attends to that object's words); a setting of the run")
@@ -134,6 +136,9 @@ def main(argv=None) -> int:
     if a.grounding < 0:
         raise SystemExit(f"--grounding {a.grounding}: a weight, 0 or more")
     cfg.grounding = a.grounding
+    if a.object_head < 0:
+        raise SystemExit(f"--object-head {a.object_head}: a weight, 0 or more")
+    cfg.object_head = a.object_head
     if a.world == "varied":
         if not 0.0 <= a.p_two <= 1.0:
             raise SystemExit(f"--p-two {a.p_two}: a fraction, 0 to 1")
@@ -278,7 +283,7 @@ def main(argv=None) -> int:
                 f"of {n_probe}")
 
     feet = (grounding.build_footprints(cfg, latents.shape[0], os.path.join(cfg.out_dir, "footprints.pt"), log)
-            if cfg.grounding else None)
+            if cfg.grounding or cfg.object_head else None)
     r = train_dit(cfg, dit, t5, tok, latents, specs, log, probe, a.probe_every, feet)
     ema = r.pop("ema")
     metrics.update(r)

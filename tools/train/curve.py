@@ -115,17 +115,20 @@ def main(argv=None) -> int:
         settings["from"] = os.path.normpath(a.start)
     else:
         settings["whole_words"] = True          # its own tokenizer (with --from: the run's)
+        settings["t5_init"] = True              # and its own initial text encoder
     if os.path.exists(pinned):
         with open(pinned) as f:
             old = json.load(f)
         if not a.start:
             old.setdefault("whole_words", False)    # a curve from before kept the trainer's pieces
-            settings["whole_words"] = old["whole_words"]
+            old.setdefault("t5_init", False)        # and PyTorch's initialisation
+            settings["whole_words"], settings["t5_init"] = old["whole_words"], old["t5_init"]
         if old != json.loads(json.dumps(settings)):
             raise SystemExit(f"{pinned}: this folder holds a curve with other settings; choose another --out")
     else:
         with open(pinned, "w") as f:
             json.dump(settings, f, indent=1)
+    cfg.t5_init = settings.get("t5_init", False)
     torch.set_num_threads(cfg.threads)
     log = ckpt.logger(a.out)
     vae, latents, specs = load_cache(a, cfg)

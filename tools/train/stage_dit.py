@@ -29,8 +29,11 @@ from .steps import flow_loss, optimizer_step
 
 def build_t5(cfg) -> T5Encoder:
     c = cfg.t5
-    return T5Encoder(vocab=c.vocab, dim=c.dim, dim_attn=c.dim_attn, dim_ffn=c.dim_ffn, num_heads=c.num_heads,
-                     num_layers=c.num_layers, num_buckets=c.num_buckets, shared_pos=c.shared_pos)
+    t5 = T5Encoder(vocab=c.vocab, dim=c.dim, dim_attn=c.dim_attn, dim_ffn=c.dim_ffn, num_heads=c.num_heads,
+                   num_layers=c.num_layers, num_buckets=c.num_buckets, shared_pos=c.shared_pos)
+    if cfg.t5_init:
+        t5.init_weights()
+    return t5
 
 
 def build_dit(cfg) -> WanModel:

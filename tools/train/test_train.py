@@ -85,6 +85,34 @@ class TestTrainSkeleton(unittest.TestCase):
         self.assertEqual(int(ids[0, n - 1]), 1)
         self.assertNotIn(2, ids[0, :n].tolist())             # no <unk> in captions
 
+    def test_t5_init_starts_the_attention_unsaturated(self):
+        # T5 has no 1/sqrt(d) in attention: its own init starts the query small. Over real
+        # captions the first block's logits must start spread (PyTorch's default init starts
+        # them several times wider; trained from there, runs/v8's attention saturated).
+        from tools.train.config import TrainConfig
+        from tools.train.data import Tokenizer, train_sentencepiece
+        from tools.train.stage_dit import build_t5
+        p = os.path.join(self.tmp.name, "sp.model")
+        train_sentencepiece(p, self.cfg.t5.vocab)
+        tok = Tokenizer(p, 32)
+        ids, mask = tok(["a red circle moving right on a black background", "the blue box rises"])
+
+        def logit_std(t5_init):
+            cfg = TrainConfig(t5_init=t5_init)
+            torch.manual_seed(0)
+            t5 = build_t5(cfg)
+            blk = t5.blocks[0]
+            with torch.no_grad():
+                h = blk.norm1(t5.token_embedding(ids))
+                q, k = blk.attn.q(h), blk.attn.k(h)
+                d = blk.attn.head_dim
+                logits = torch.einsum("bqnd,bknd->bnqk", q.unflatten(-1, (-1, d)), k.unflatten(-1, (-1, d)))
+            real = (mask[:, None, :, None] * mask[:, None, None, :]).expand_as(logits).bool()
+            return float(logits[real].std())
+
+        self.assertLess(logit_std(True), 1.0)
+        self.assertGreater(logit_std(False), 2.0 * logit_std(True))
+
     def test_whole_words_make_every_caption_word_one_piece(self):
         import sentencepiece as spm
         from tools.tinyworld.captions import all_caption_texts

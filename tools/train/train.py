@@ -187,6 +187,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"{cfg_path}: a run from before tinyworld's reading order of two objects; "
                              "the world no longer draws its clips: start it again in another --out")
         cfg.whole_words = old["whole_words"]      # the tokenizer its weights were learnt with
+        cfg.t5_init = old["t5_init"]              # and the initial weights
         for st, flag in flags.items():
             setattr(cfg, f"{st}_extended", tuple(tuple(e) for e in old.get(f"{st}_extended", ())))
             if flag is None:

@@ -127,6 +127,28 @@ class T5Encoder(nn.Module):
         self.norm = T5RMSNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
+    def init_weights(self) -> None:
+        """T5's own initialisation (as the reference T5 and Wan's umT5 initialise): T5 leaves out
+        attention's 1/sqrt(d), so the query starts 1/sqrt(dim * dim_attn) small instead. Only for
+        an encoder trained from nothing; PyTorch's default init starts the logits several times
+        larger, and trained from there the attention saturated (tools/train/config.py t5_init)."""
+        for blk in self.blocks:
+            a = blk.attn
+            dim, dim_attn = a.q.in_features, a.q.out_features
+            nn.init.normal_(a.q.weight, std=(dim * dim_attn) ** -0.5)
+            nn.init.normal_(a.k.weight, std=dim ** -0.5)
+            nn.init.normal_(a.v.weight, std=dim ** -0.5)
+            nn.init.normal_(a.o.weight, std=(a.num_heads * dim_attn) ** -0.5)
+            f = blk.ffn
+            nn.init.normal_(f.gate[0].weight, std=f.gate[0].in_features ** -0.5)
+            nn.init.normal_(f.fc1.weight, std=f.fc1.in_features ** -0.5)
+            nn.init.normal_(f.fc2.weight, std=f.fc2.in_features ** -0.5)
+            if blk.pos_embedding is not None:
+                nn.init.normal_(blk.pos_embedding.embedding.weight, std=1.0)
+        nn.init.normal_(self.token_embedding.weight, std=1.0)
+        if self.pos_embedding is not None:
+            nn.init.normal_(self.pos_embedding.embedding.weight, std=1.0)
+
     def forward(self, ids, mask=None):
         x = self.dropout(self.token_embedding(ids))
         shared = self.pos_embedding(ids.shape[1], ids.shape[1]) if self.pos_embedding is not None else None

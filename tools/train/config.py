@@ -233,6 +233,40 @@ def dit_overrides(items) -> dict:
 
 
 # What a run that predates a setting did without it (else the setting's default).
+# The training-only losses beside the flow loss: each a weight (0, the default: off) and a
+# setting of the run; (field, what it weighs) in the order the flags are listed.
+AUX_LOSSES = (
+    ("text_parse", "the text encoder's parse loss (text_parse.ParseHead: every token names both objects)"),
+    ("text_parse_own", "the per-token parse loss (text_parse.OwnHead: each token of an object's phrase names it)"),
+    ("grounding", "the grounding loss (grounding.py: a video token in an object's footprint attends to its words)"),
+    ("object_head", "the DiT's object head (grounding.ObjectHead: a token halfway up names its object)"),
+)
+
+
+def add_aux_loss_flags(ap, where: str) -> None:
+    """--text-parse W, --text-parse-own W, --grounding W, --object-head W on an argparse parser."""
+    for field, what in AUX_LOSSES:
+        ap.add_argument("--" + field.replace("_", "-"), type=float, default=0.0, metavar="W",
+                        help=f"{where}weight of {what}")
+
+
+def aux_loss_weights(a) -> dict:
+    """{field: weight} of parsed add_aux_loss_flags arguments; a negative one is refused in one line."""
+    out = {}
+    for field, _ in AUX_LOSSES:
+        w = getattr(a, field)
+        if w < 0:
+            raise SystemExit(f"--{field.replace('_', '-')} {w}: a weight, 0 or more")
+        out[field] = w
+    return out
+
+
+def aux_loss_args(weights: dict, fields=None) -> list:
+    """The command-line flags of the non-zero weights (of fields, or all)."""
+    return [x for f, w in weights.items() if w and (fields is None or f in fields)
+            for x in ("--" + f.replace("_", "-"), str(w))]
+
+
 LEGACY = {"vae_img_steps": 0, "vae_inflate": False, "vae_long_warmup": 50, "vae_long_mix_frames": 0,
           "vae_gate_roundtrip": 0.0, "vae_dec_generated": 0.0, "dit_bf16": False,
           "reading_order": False, "whole_words": False,

@@ -31,7 +31,7 @@ import torch
 
 from ..tinyworld import all_caption_texts
 from . import ckpt, grounding
-from .config import TrainConfig, dit_overrides
+from .config import TrainConfig, add_aux_loss_flags, aux_loss_weights, dit_overrides
 from .data import Tokenizer, train_sentencepiece, train_spec
 from .evaluate import probe_report
 from .export import load_pack
@@ -69,14 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--one-object", action="store_true",
                     help="train on the cache's one-object clips only (is it the two-object clips that slow it?)")
     ap.add_argument("--f32", action="store_true", help="float32 forwards (CPUs without bfloat16 kernels)")
-    ap.add_argument("--text-parse", type=float, default=0.0, metavar="W",
-                    help="weight of the text encoder's parse loss (text_parse.py)")
-    ap.add_argument("--text-parse-own", type=float, default=0.0, metavar="W",
-                    help="weight of the per-token parse loss (text_parse.OwnHead)")
-    ap.add_argument("--object-head", type=float, default=0.0, metavar="W",
-                    help="weight of the DiT's object head loss (grounding.ObjectHead); needs --run")
-    ap.add_argument("--grounding", type=float, default=0.0, metavar="W",
-                    help="weight of the grounding loss (grounding.py; needs --run: the clips' footprints)")
+    add_aux_loss_flags(ap, "")
     ap.add_argument("--from", dest="start", metavar="CKPT",
                     help="start from this DiT checkpoint (a base run's dit_ckpt.pt, with --run: its tokenizer)")
     ap.add_argument("--out", default="runs/curve")
@@ -88,14 +81,13 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.start and not a.run:
         raise SystemExit("--from needs --run: the checkpoint's tokenizer is that run's spiece.model")
+    weights = aux_loss_weights(a)
     if (a.grounding or a.object_head) and not a.run:
         raise SystemExit("--grounding and --object-head need --run: the footprints are drawn from that run's clips")
     if a.start and not os.path.isfile(a.start):
         raise SystemExit(f"--from {a.start}: no such checkpoint file")
     cfg = TrainConfig(seed=a.seed, out_dir=a.out, threads=a.threads, world="varied", dit_steps=a.steps,
-                      dit_bf16=not a.f32, text_parse=a.text_parse,
-                      text_parse_own=a.text_parse_own, grounding=a.grounding,
-                      object_head=a.object_head)
+                      dit_bf16=not a.f32, **weights)
     cfg.dit = dataclasses.replace(cfg.dit, text_len=64, **dit_overrides(a.dit))
     os.makedirs(a.out, exist_ok=True)
     pinned = os.path.join(a.out, "curve.json")
@@ -103,14 +95,7 @@ def main(argv=None) -> int:
                 "steps": a.steps, "seed": a.seed}
     if a.one_object:
         settings["one_object"] = True
-    if a.text_parse:
-        settings["text_parse"] = a.text_parse
-    if a.text_parse_own:
-        settings["text_parse_own"] = a.text_parse_own
-    if a.grounding:
-        settings["grounding"] = a.grounding
-    if a.object_head:
-        settings["object_head"] = a.object_head
+    settings.update({f: w for f, w in weights.items() if w})
     if a.start:
         settings["from"] = os.path.normpath(a.start)
     else:

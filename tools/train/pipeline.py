@@ -21,6 +21,7 @@ import sys
 from typing import Callable, List, Sequence, Tuple
 
 from ..tinyworld.world import EFFECTS
+from .config import add_aux_loss_flags, aux_loss_args, aux_loss_weights
 from .data import WORLDS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,15 +45,11 @@ def stages(a) -> List[Tuple[str, str, List[str]]]:
         base += ["--dit", item]
     if a.vae_from:
         base += ["--vae-from", a.vae_from]
-    # the text encoder's parse losses: the base run's and, as it trains the text encoder on,
-    # the reference stage's
-    parse = (["--text-parse", str(a.text_parse)] if a.text_parse else []) + \
-        (["--text-parse-own", str(a.text_parse_own)] if a.text_parse_own else [])
-    base += parse
-    if a.grounding:
-        base += ["--grounding", str(a.grounding)]
-    if a.object_head:
-        base += ["--object-head", str(a.object_head)]
+    # the training-only losses: the base run's, and the text encoder's parse losses the
+    # reference stage's too (it goes on training the text encoder)
+    weights = aux_loss_weights(a)
+    base += aux_loss_args(weights)
+    parse = aux_loss_args(weights, ("text_parse", "text_parse_own"))
     f32 = ["--f32"] if a.f32 else []
     base += f32
     pack, refs = os.path.join(out, "pack"), os.path.join(out, "pack_refs")
@@ -95,14 +92,7 @@ def main(argv=None, run: Callable[[Sequence[str]], int] = run_module) -> int:
                     help="the reference stage's steps (stage_refs --steps; 0: its default). Size it to the "
                          "issue's 90 minutes from the stage's step time on the machine")
     ap.add_argument("--vae-from", metavar="PACK", default="", help="the base run takes this pack's VAE (train.py)")
-    ap.add_argument("--text-parse", type=float, default=0.0, metavar="W",
-                    help="base run and reference stage: weight of the text encoder's parse loss (train.py --text-parse)")
-    ap.add_argument("--text-parse-own", type=float, default=0.0, metavar="W",
-                    help="base run and reference stage: weight of the per-token parse loss (train.py --text-parse-own)")
-    ap.add_argument("--object-head", type=float, default=0.0, metavar="W",
-                    help="base run: weight of the DiT's object head loss (train.py --object-head)")
-    ap.add_argument("--grounding", type=float, default=0.0, metavar="W",
-                    help="base run: weight of the grounding loss (train.py --grounding)")
+    add_aux_loss_flags(ap, "base run (the parse losses: and reference stage): ")
     ap.add_argument("--f32", action="store_true",
                     help="float32 forward passes in every stage (CPUs without bfloat16 kernels)")
     ap.add_argument("--out", required=True)

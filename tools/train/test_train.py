@@ -1139,15 +1139,10 @@ class TestPipeline(unittest.TestCase):
         with self.assertRaises(SystemExit) as e:
             train.main(["--clips", "0", "--out", os.path.join(self.tmp.name, "bad")])
         self.assertIn("--clips 0", str(e.exception))
-        with self.assertRaises(SystemExit) as e:
-            train.main(["--text-parse", "-1", "--out", os.path.join(self.tmp.name, "bad")])
-        self.assertIn("--text-parse -1", str(e.exception))
-        with self.assertRaises(SystemExit) as e:
-            train.main(["--text-parse-own", "-0.5", "--out", os.path.join(self.tmp.name, "bad")])
-        self.assertIn("--text-parse-own -0.5", str(e.exception))
-        with self.assertRaises(SystemExit) as e:
-            train.main(["--grounding", "-1", "--out", os.path.join(self.tmp.name, "bad")])
-        self.assertIn("--grounding -1", str(e.exception))
+        for flag in ("--text-parse", "--text-parse-own", "--grounding", "--object-head"):
+            with self.assertRaises(SystemExit) as e:
+                train.main([flag, "-0.5", "--out", os.path.join(self.tmp.name, "bad")])
+            self.assertIn(f"{flag} -0.5: a weight", str(e.exception))
 
     def test_a_pack_is_swapped_in_whole(self):
         from tools.train.export import swap_in

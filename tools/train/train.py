@@ -29,7 +29,7 @@ import torch
 from ..tinyworld import all_caption_texts
 
 from . import ckpt, grounding
-from .config import TrainConfig, dit_overrides, with_missing_settings
+from .config import TrainConfig, add_aux_loss_flags, aux_loss_weights, dit_overrides, with_missing_settings
 from .data import WORLDS, Tokenizer, train_sentencepiece, train_spec
 from .evaluate import (eval_t2v, eval_t2v2, eval_ti2v, eval_vae, probe_report, ti2v_first_frame_per_pair,
                        vae_checker_roundtrip)
@@ -107,17 +107,7 @@ def main(argv=None) -> int:
                     help="take this pack's VAE instead of training one (renormalised, then gated)")
     ap.add_argument("--f32", action="store_true",
                     help="the DiT's forward in float32 (CPUs without bfloat16 kernels emulate it: ~16x slower measured)")
-    ap.add_argument("--text-parse", type=float, default=0.0, metavar="W",
-                    help="DiT stage: weight of the text encoder's parse loss (text_parse.py: every token "
-                         "names both objects of its caption); a setting of the run")
-    ap.add_argument("--text-parse-own", type=float, default=0.0, metavar="W",
-                    help="DiT stage: weight of the per-token parse loss (text_parse.OwnHead: each token "
-                         "of an object's phrase names that object); a setting of the run")
-    ap.add_argument("--object-head", type=float, default=0.0, metavar="W",
-                    help="weight of the DiT's object head loss (grounding.ObjectHead); a setting of the run")
-    ap.add_argument("--grounding", type=float, default=0.0, metavar="W",
-                    help="DiT stage: weight of the grounding loss (grounding.py: a video token inside an "
-                         "object's footprint attends to that object's words); a setting of the run")
+    add_aux_loss_flags(ap, "DiT stage, a setting of the run: ")
     ap.add_argument("--smoke", action="store_true", help="tiny run of every stage (pipeline check)")
     a = ap.parse_args(argv)
     cfg = TrainConfig(seed=a.seed, out_dir=a.out)
@@ -127,18 +117,8 @@ def main(argv=None) -> int:
             check_vae_pack(cfg.vae_from, cfg)
     if a.f32:
         cfg.dit_bf16 = False
-    if a.text_parse < 0:
-        raise SystemExit(f"--text-parse {a.text_parse}: a weight, 0 or more")
-    cfg.text_parse = a.text_parse
-    if a.text_parse_own < 0:
-        raise SystemExit(f"--text-parse-own {a.text_parse_own}: a weight, 0 or more")
-    cfg.text_parse_own = a.text_parse_own
-    if a.grounding < 0:
-        raise SystemExit(f"--grounding {a.grounding}: a weight, 0 or more")
-    cfg.grounding = a.grounding
-    if a.object_head < 0:
-        raise SystemExit(f"--object-head {a.object_head}: a weight, 0 or more")
-    cfg.object_head = a.object_head
+    for field, w in aux_loss_weights(a).items():
+        setattr(cfg, field, w)
     if a.world == "varied":
         if not 0.0 <= a.p_two <= 1.0:
             raise SystemExit(f"--p-two {a.p_two}: a fraction, 0 to 1")

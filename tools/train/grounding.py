@@ -24,6 +24,12 @@ result instead: a linear map from the DiT's hidden state halfway up (after the f
 its blocks) must name the colour, shape and motion of the object whose footprint the token
 lies in. At high noise a token can only know its shape and motion by finding the caption's
 words bound to what little it sees, which is the binding the flow loss rewards too weakly.
+
+Neither moved the pair gap on runs/v8 (the object head's loss fell from 1.41 to 0.45 in 500
+steps; at lower noise a token can name its object from the clip itself), and the reason was
+upstream: that run's text encoder had never learnt which object a word belongs to
+(TrainConfig.t5_init). Both wait to be measured on an encoder that has (runs/v9 uses the
+grounding loss; docs/default-model.md).
 """
 from __future__ import annotations
 

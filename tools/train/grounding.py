@@ -12,7 +12,7 @@ the flow loss by less than 0.1 % up to step 8,000, with or without the parse hea
 tinyworld knows where every object is in every frame, so the lookup can be taught
 directly, as TokenCompose (Wang et al., CVPR 2024) teaches Stable Diffusion with
 segmentation masks: a video token inside object k's footprint should put its cross-attention
-on the tokens of object k's phrase (text_parse.token_objects). The loss is the
+on the tokens of object k's phrase (text_parse.owner_table). The loss is the
 footprint-weighted mean of -log(attention mass on those tokens), heads averaged, over every
 block. It is training only: the DiT keeps Wan's structure and the engine runs it unchanged.
 
@@ -44,7 +44,6 @@ import torch
 from ..tinyworld.world import COLOURS, MOTIONS, SHAPES, Clip
 from . import ckpt
 from .data import run_clip
-from .text_parse import token_objects
 
 MAX_OBJECTS = 2
 
@@ -107,13 +106,12 @@ def recording(dit) -> Iterator[List[torch.Tensor]]:
             blk.cross_attn.kept = None
 
 
-def word_owners(sp, specs: Sequence, texts: Sequence[str], text_len: int) -> torch.Tensor:
-    """[B, MAX_OBJECTS, text_len] 1 where a caption token belongs to that object's phrase."""
-    out = torch.zeros(len(texts), MAX_OBJECTS, text_len)
-    for i, (spec, text) in enumerate(zip(specs, texts)):
-        for j, k in enumerate(token_objects(sp, text, len(spec.objects), text_len)):
-            if 0 <= k < MAX_OBJECTS:
-                out[i, k, j] = 1.0
+def word_owners(owners: torch.Tensor) -> torch.Tensor:
+    """[B, MAX_OBJECTS, L] 1 where a caption token belongs to that object's phrase, from
+    owners [B, L] (text_parse.owner_table)."""
+    out = torch.zeros(owners.shape[0], MAX_OBJECTS, owners.shape[1])
+    for k in range(MAX_OBJECTS):
+        out[:, k] = (owners == k).float()
     return out
 
 

@@ -83,27 +83,21 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
     params = list(dit.parameters()) + list(t5.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.dit_lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = EMA([dit, t5])
-    # the text encoder's parse heads (text_parse.py): training only
+    # training-only heads: the text encoder's parse heads (text_parse.py) and the DiT's
+    # object head (grounding.ObjectHead)
     heads = text_parse.Heads(cfg.t5.dim, cfg.text_parse, cfg.text_parse_own, cfg.dit_lr)
-    # and the DiT's object head (grounding.ObjectHead), the same way
-    obj_head = grounding.ObjectHead(cfg.dit.dim) if cfg.object_head else None
-    obj_opt = torch.optim.AdamW(obj_head.parameters(), lr=cfg.dit_lr) if obj_head else None
+    heads.add("object_head", grounding.ObjectHead(cfg.dit.dim), cfg.object_head, "objects")
     path = os.path.join(cfg.out_dir, "dit_ckpt.pt")
     step, seconds = 0, 0.0
     st = ckpt.load(path)
     if st is not None:
         step, seconds = ckpt.dit_restore(st, dit, t5, ema, opt, rng, gen)
         heads.load(st)
-        if obj_head and "object_head" in st:
-            obj_head.load_state_dict(st["object_head"]["head"])
-            obj_opt.load_state_dict(st["object_head"]["opt"])
         log(f"dit: resumed at step {step}")
 
     def save():
         state = ckpt.dit_state(dit, t5, ema, opt, rng, gen, step, seconds + time.time() - t0)
         state.update(heads.state())
-        if obj_head:
-            state["object_head"] = {"head": obj_head.state_dict(), "opt": obj_opt.state_dict()}
         ckpt.save(state, path)
 
     n = latents.shape[0]
@@ -116,12 +110,13 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
     while step < total:
         frac = step / cosine_horizon(step, total, cfg.dit_extended)
         lr = cfg.dit_lr * min(1.0, (step + 1) / 500) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        for g in opt.param_groups + heads.param_groups() + (obj_opt.param_groups if obj_head else []):
+        for g in opt.param_groups + heads.param_groups():
             g["lr"] = lr
         idx = rng.integers(0, n, cfg.dit_batch)
         x0 = latents[idx]
         b = x0.shape[0]
-        texts = random_captions(rng, [specs[i] for i in idx], cfg.p_uncond)
+        batch = [specs[i] for i in idx]
+        texts = random_captions(rng, batch, cfg.p_uncond)
         sigma = shift_sigma(torch.rand(b, generator=gen), cfg.shift)
         eps = torch.randn(x0.shape, generator=gen)
         s5 = sigma.view(-1, 1, 1, 1, 1)
@@ -134,25 +129,22 @@ def train_dit(cfg, dit: WanModel, t5: T5Encoder, tok: Tokenizer, latents: torch.
             with contextlib.ExitStack() as stack:
                 maps = stack.enter_context(grounding.recording(dit)) if cfg.grounding else []
                 hidden = (stack.enter_context(grounding.hidden_after(dit, grounding.ObjectHead.block(len(dit.blocks))))
-                          if obj_head else [])
+                          if "object_head" in heads else [])
                 v = dit(xt, t_tok, ctx).float()
         loss = flow_loss(v, eps, x0, i2v)
-        aux, parts = heads.loss(ctx, mask, tok.sp, [specs[i] for i in idx], texts)
+        owners = text_parse.owner_table(tok.sp, batch, texts, ctx.shape[1])
+        parts = heads.losses(ctx, mask, batch, texts, owners)
+        feet_b = grounding.flat_feet(feet[idx], cfg.dit.patch_size) if feet is not None else None
+        if "object_head" in heads:
+            parts["object_head"] = heads["object_head"].loss(hidden[0], feet_b, batch,
+                                                             torch.tensor([bool(t) for t in texts]))
+        aux = heads.weighted(parts)
         if cfg.grounding:
-            parts["ground"] = grounding.loss(
-                maps, grounding.flat_feet(feet[idx], cfg.dit.patch_size),
-                grounding.word_owners(tok.sp, [specs[i] for i in idx], texts, dit.text_len))
+            parts["ground"] = grounding.loss(maps, feet_b, grounding.word_owners(owners))
             aux = aux + cfg.grounding * parts["ground"]
-        if obj_head:
-            feet_b = grounding.flat_feet(feet[idx], cfg.dit.patch_size)
-            parts["objects"] = obj_head.loss(hidden[0], feet_b, [specs[i] for i in idx],
-                                             torch.tensor([bool(t) for t in texts]))
-            aux = aux + cfg.object_head * parts["objects"]
-            obj_opt.zero_grad(set_to_none=True)
+        heads.zero_grad()
         optimizer_step(opt, loss + aux, params)
         heads.step()
-        if obj_head:
-            obj_opt.step()
         ema.update(step)
         if step % 100 == 0:
             log(f"dit step {step}/{total} t={seconds + time.time() - t0:.0f}s lr={lr:.2e} loss={float(loss):.4f}"

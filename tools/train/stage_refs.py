@@ -300,8 +300,11 @@ def train_refs(rc: RefsConfig, dit, t5, tok: Tokenizer, cache: dict, out_dir: st
             ctx, mask = encode_text_masked(t5, tok, texts)
             v = dit(torch.cat([xt, r], dim=2), tt, ctx).float()[:, :, :F]
         loss = flow_loss(v, eps, x0, i2v)
-        aux, parts = heads.loss(ctx, mask, tok.sp, [specs[i] for i in idx], texts, refs_named)
-        optimizer_step(opt, loss + aux, params)
+        batch = [specs[i] for i in idx]
+        parts = heads.losses(ctx, mask, batch, texts, text_parse.owner_table(tok.sp, batch, texts, ctx.shape[1]),
+                             refs_named)
+        heads.zero_grad()
+        optimizer_step(opt, loss + heads.weighted(parts), params)
         heads.step()
         ema.update(step)
         if step % 100 == 0:

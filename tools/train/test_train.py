@@ -278,6 +278,32 @@ class TestTrainSkeleton(unittest.TestCase):
 class TestTextParse(unittest.TestCase):
     """The text encoder's parse head (tools/train/text_parse.py)."""
 
+    def test_side_heads_weigh_save_and_restore_only_the_heads_built(self):
+        from tools.train.steps import SideHeads
+        torch.manual_seed(0)
+        heads = SideHeads(1e-2)
+        heads.add("a", torch.nn.Linear(3, 2), 0.5, "short")
+        heads.add("b", torch.nn.Linear(3, 2), 0.0)                   # weight 0: not built
+        self.assertTrue("a" in heads and "b" not in heads)
+        parts = {"a": heads["a"](torch.ones(1, 3)).pow(2).sum(), "other": torch.tensor(7.0)}
+        self.assertEqual(float(heads.weighted(parts)), 0.5 * float(parts["a"]))   # "other" is not a head's
+        self.assertEqual(heads.describe({"a": torch.tensor(1.0)}), " short=1.000")
+        heads.zero_grad()
+        heads.weighted(parts).backward()
+        heads.step()
+        state = heads.state()
+        self.assertEqual(set(state), {"a"})
+        again = SideHeads(1e-2)
+        again.add("a", torch.nn.Linear(3, 2), 0.5)
+        again.load(state)
+        for p, q in zip(heads["a"].parameters(), again["a"].parameters()):
+            self.assertTrue(torch.equal(p, q))
+        self.assertEqual(again.opts["a"].state_dict()["state"][0]["step"], 1)
+        fresh = SideHeads(1e-2)
+        fresh.add("c", torch.nn.Linear(3, 2), 1.0)
+        fresh.load(state)                                            # a head the checkpoint lacks stays fresh
+        self.assertEqual(fresh.opts["c"].state_dict()["state"], {})
+
     def test_targets_name_both_objects_in_caption_order(self):
         import numpy as np
         from tools.tinyworld.world import COLOURS, MOTIONS, SHAPES, sample_spec, sample_spec2
@@ -317,7 +343,7 @@ class TestTextParse(unittest.TestCase):
         from tools.tinyworld.captions import parse_caption, ref_caption, sample_caption, sample_caption2
         from tools.tinyworld.world import COLOURS, MOTIONS, SHAPES, sample_spec, sample_spec2
         from tools.train.data import train_sentencepiece
-        from tools.train.text_parse import IGNORE, OWN_FIELDS, own_targets, token_objects
+        from tools.train.text_parse import IGNORE, OWN_FIELDS, own_targets, owner_table, token_objects
         from tools.tinyworld.captions import all_caption_texts
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "sp.model")
@@ -339,7 +365,7 @@ class TestTextParse(unittest.TestCase):
                 self.assertEqual(said["shape"], None if by_ref else o.shape, text)
             rest = parse_caption(sp.decode([i for i, w in zip(ids, own) if w < 0]))
             self.assertEqual((rest["colour"], rest["shape"], rest["motion"]), (None, None, None), text)
-            t = own_targets(sp, [spec], [text], 64, [by_ref])[0]
+            t = own_targets([spec], owner_table(sp, [spec], [text], 64), [by_ref])[0]
             names = [n for _, n in OWN_FIELDS]
             for j, w in enumerate(own):
                 if w < 0:
@@ -349,7 +375,7 @@ class TestTextParse(unittest.TestCase):
                 want = [IGNORE if by_ref else names[0].index(o.colour), IGNORE if by_ref else names[1].index(o.shape),
                         names[2].index(o.motion), w]
                 self.assertEqual(t[j].tolist(), want, text)
-        self.assertEqual(set(own_targets(sp, [spec], [""], 64).flatten().tolist()), {IGNORE})
+        self.assertEqual(set(own_targets([spec], owner_table(sp, [spec], [""], 64)).flatten().tolist()), {IGNORE})
 
     def test_own_loss_reads_only_the_tokens_it_asks(self):
         from tools.train.text_parse import IGNORE, OwnHead
@@ -781,16 +807,16 @@ class TestRefsStage(unittest.TestCase):
         train_sentencepiece(sp, cfg.t5.vocab, all_caption_texts(two_objects=True, n_two=2000), whole_words=True)
         tok = Tokenizer(sp, 64)
         asked = []
-        real_loss = text_parse.Heads.loss
+        real_losses = text_parse.Heads.losses
 
-        def spy(heads, ctx, mask, sp_, specs_, texts, by_ref=None):
+        def spy(heads, ctx, mask, specs_, texts, owners, by_ref=None):
             asked.append(list(by_ref))
-            return real_loss(heads, ctx, mask, sp_, specs_, texts, by_ref)
+            return real_losses(heads, ctx, mask, specs_, texts, owners, by_ref)
 
         def run(out):
             torch.manual_seed(1)
             dit, t5 = build_dit(cfg), build_t5(cfg)
-            with mock.patch.object(text_parse.Heads, "loss", spy):
+            with mock.patch.object(text_parse.Heads, "losses", spy):
                 stage_refs.train_refs(rc, dit, t5, tok, cache, out, log=lambda *_: None)
             st = torch.load(os.path.join(out, "refs_ckpt.pt"))
             return {**{f"t5.{k}": v for k, v in t5.state_dict().items()},

@@ -25,11 +25,12 @@ caption it is (first or second). Tokens outside the objects' phrases (the backgr
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from ..tinyworld.world import COLOURS, MOTIONS, SHAPES, ClipSpec
+from .steps import SideHeads
 
 SLOTS = 2
 FIELDS = (("colour", list(COLOURS)), ("shape", list(SHAPES)), ("motion", list(MOTIONS)))
@@ -135,14 +136,22 @@ def token_objects(sp, text: str, n_objects: int, max_len: int) -> List[int]:
     return out
 
 
-def own_targets(sp, specs: Sequence[ClipSpec], texts: Sequence[str], max_len: int,
+def owner_table(sp, specs: Sequence[ClipSpec], texts: Sequence[str], max_len: int) -> torch.Tensor:
+    """[B, max_len] token_objects of each caption: computed once a batch, for every loss
+    that asks which object a token describes (own_targets, grounding.word_owners)."""
+    return torch.tensor([token_objects(sp, text, len(spec.objects), max_len)
+                         for spec, text in zip(specs, texts)], dtype=torch.long).reshape(len(texts), max_len)
+
+
+def own_targets(specs: Sequence[ClipSpec], owners: torch.Tensor,
                 by_ref: Optional[Sequence[bool]] = None) -> torch.Tensor:
-    """[B, max_len, len(OWN_FIELDS)] class indices: for each token in an object's phrase,
-    that object's colour, shape, motion and index; IGNORE elsewhere, and for the colour and
-    shape of an object named by reference."""
-    out = torch.full((len(specs), max_len, len(OWN_FIELDS)), IGNORE, dtype=torch.long)
-    for i, (spec, text) in enumerate(zip(specs, texts)):
-        for j, k in enumerate(token_objects(sp, text, len(spec.objects), max_len)):
+    """[B, L, len(OWN_FIELDS)] class indices: for each token in an object's phrase (owners
+    [B, L], owner_table), that object's colour, shape, motion and index; IGNORE elsewhere,
+    and for the colour and shape of an object named by reference."""
+    b, max_len = owners.shape
+    out = torch.full((b, max_len, len(OWN_FIELDS)), IGNORE, dtype=torch.long)
+    for i, spec in enumerate(specs):
+        for j, k in enumerate(owners[i].tolist()):
             if k < 0:
                 continue
             o = spec.objects[k]
@@ -179,58 +188,22 @@ class OwnHead(torch.nn.Module):
 # Both heads as a stage uses them
 # ---------------------------------------------------------------------------
 
-class Heads:
+class Heads(SideHeads):
     """The parse heads a stage trains beside the text encoder (weights w_whole for ParseHead,
-    w_own for OwnHead; a head with weight 0 is not built), each with its own AdamW so that a
-    checkpoint from before a head resumes with that head fresh."""
+    w_own for OwnHead; a head with weight 0 is not built)."""
 
     def __init__(self, dim: int, w_whole: float, w_own: float, lr: float):
-        self.w = {"parse": w_whole, "parse_own": w_own}
-        self.heads = {}
-        if w_whole:
-            self.heads["parse"] = ParseHead(dim)
-        if w_own:
-            self.heads["parse_own"] = OwnHead(dim)
-        self.opts = {k: torch.optim.AdamW(h.parameters(), lr=lr) for k, h in self.heads.items()}
+        super().__init__(lr)
+        self.add("parse", ParseHead(dim), w_whole)
+        self.add("parse_own", OwnHead(dim), w_own, "own")
 
-    def __bool__(self) -> bool:
-        return bool(self.heads)
-
-    def load(self, state: dict) -> None:
-        """From a checkpoint dict: each head whose entry it holds."""
-        for k, h in self.heads.items():
-            if k in state:
-                h.load_state_dict(state[k]["head"])
-                self.opts[k].load_state_dict(state[k]["opt"])
-
-    def state(self) -> dict:
-        """The checkpoint entries ("parse", "parse_own")."""
-        return {k: {"head": h.state_dict(), "opt": self.opts[k].state_dict()} for k, h in self.heads.items()}
-
-    def param_groups(self) -> list:
-        return [g for o in self.opts.values() for g in o.param_groups]
-
-    def loss(self, ctx: torch.Tensor, mask: torch.Tensor, sp, specs: Sequence[ClipSpec],
-             texts: Sequence[str], by_ref: Optional[Sequence[bool]] = None):
-        """(weighted sum of the heads' losses, {name: loss}) for text states ctx [B, L, D] of
-        texts; the heads' gradients are cleared, ready for the stage's backward."""
-        total, parts = ctx.new_zeros((), dtype=torch.float32), {}
-        if "parse" in self.heads:
-            parts["parse"] = self.heads["parse"].loss(ctx, mask, targets(specs, texts, by_ref))
-        if "parse_own" in self.heads:
-            parts["parse_own"] = self.heads["parse_own"].loss(
-                ctx, own_targets(sp, specs, texts, ctx.shape[1], by_ref))
-        for k, v in parts.items():
-            total = total + self.w[k] * v
-            self.opts[k].zero_grad(set_to_none=True)
-        return total, parts
-
-    def step(self) -> None:
-        for o in self.opts.values():
-            o.step()
-
-    @staticmethod
-    def describe(parts: dict) -> str:
-        """The log's figures: " parse=0.591 own=1.103"."""
-        names = {"parse": "parse", "parse_own": "own"}
-        return "".join(f" {names.get(k, k)}={float(v):.3f}" for k, v in parts.items())
+    def losses(self, ctx: torch.Tensor, mask: torch.Tensor, specs: Sequence[ClipSpec], texts: Sequence[str],
+               owners: torch.Tensor, by_ref: Optional[Sequence[bool]] = None) -> Dict[str, torch.Tensor]:
+        """{name: loss} of each parse head for text states ctx [B, L, D] of texts (owners
+        [B, L]: owner_table)."""
+        parts = {}
+        if "parse" in self:
+            parts["parse"] = self["parse"].loss(ctx, mask, targets(specs, texts, by_ref))
+        if "parse_own" in self:
+            parts["parse_own"] = self["parse_own"].loss(ctx, own_targets(specs, owners, by_ref))
+        return parts

@@ -232,7 +232,6 @@ def dit_overrides(items) -> dict:
     return out
 
 
-# What a run that predates a setting did without it (else the setting's default).
 # The training-only losses beside the flow loss: each a weight (0, the default: off) and a
 # setting of the run; (field, what it weighs) in the order the flags are listed.
 AUX_LOSSES = (
@@ -243,10 +242,15 @@ AUX_LOSSES = (
 )
 
 
+def aux_loss_flag(field: str) -> str:
+    """The command-line flag of an AUX_LOSSES field: text_parse_own -> --text-parse-own."""
+    return "--" + field.replace("_", "-")
+
+
 def add_aux_loss_flags(ap, where: str) -> None:
     """--text-parse W, --text-parse-own W, --grounding W, --object-head W on an argparse parser."""
     for field, what in AUX_LOSSES:
-        ap.add_argument("--" + field.replace("_", "-"), type=float, default=0.0, metavar="W",
+        ap.add_argument(aux_loss_flag(field), type=float, default=0.0, metavar="W",
                         help=f"{where}weight of {what}")
 
 
@@ -256,7 +260,7 @@ def aux_loss_weights(a) -> dict:
     for field, _ in AUX_LOSSES:
         w = getattr(a, field)
         if w < 0:
-            raise SystemExit(f"--{field.replace('_', '-')} {w}: a weight, 0 or more")
+            raise SystemExit(f"{aux_loss_flag(field)} {w}: a weight, 0 or more")
         out[field] = w
     return out
 
@@ -264,9 +268,10 @@ def aux_loss_weights(a) -> dict:
 def aux_loss_args(weights: dict, fields=None) -> list:
     """The command-line flags of the non-zero weights (of fields, or all)."""
     return [x for f, w in weights.items() if w and (fields is None or f in fields)
-            for x in ("--" + f.replace("_", "-"), str(w))]
+            for x in (aux_loss_flag(f), str(w))]
 
 
+# What a run that predates a setting did without it (else the setting's default).
 LEGACY = {"vae_img_steps": 0, "vae_inflate": False, "vae_long_warmup": 50, "vae_long_mix_frames": 0,
           "vae_gate_roundtrip": 0.0, "vae_dec_generated": 0.0, "dit_bf16": False,
           "reading_order": False, "whole_words": False,
